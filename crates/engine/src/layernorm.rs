@@ -1,0 +1,72 @@
+//! LayerNorm over the last axis, torch semantics (biased variance, affine weight and bias).
+
+use crate::Float;
+
+/// `out[n,c] = (x - mean) * rstd * w + b` per row; saves `mean[n]`, `rstd[n]` for backward.
+#[allow(clippy::too_many_arguments)]
+pub fn layernorm_forward<T: Float>(
+    out: &mut [T],
+    mean: &mut [T],
+    rstd: &mut [T],
+    x: &[T],
+    w: &[T],
+    b: &[T],
+    n: usize,
+    c: usize,
+    eps: f64,
+) {
+    let inv_c = T::from_f64(1.0 / c as f64);
+    let eps = T::from_f64(eps);
+    for i in 0..n {
+        let xr = &x[i * c..(i + 1) * c];
+        let m = xr.iter().copied().sum::<T>() * inv_c;
+        let var = xr.iter().map(|&v| (v - m) * (v - m)).sum::<T>() * inv_c;
+        let r = T::ONE / (var + eps).sqrt();
+        mean[i] = m;
+        rstd[i] = r;
+        let or = &mut out[i * c..(i + 1) * c];
+        for j in 0..c {
+            or[j] = (xr[j] - m) * r * w[j] + b[j];
+        }
+    }
+}
+
+/// Backward of `layernorm_forward`: `dx += ...`, `dw += dout * xhat`, `db += dout`.
+#[allow(clippy::too_many_arguments)]
+pub fn layernorm_backward<T: Float>(
+    dx: &mut [T],
+    dw: &mut [T],
+    db: &mut [T],
+    dout: &[T],
+    x: &[T],
+    mean: &[T],
+    rstd: &[T],
+    w: &[T],
+    n: usize,
+    c: usize,
+) {
+    let inv_c = T::from_f64(1.0 / c as f64);
+    for i in 0..n {
+        let xr = &x[i * c..(i + 1) * c];
+        let dr = &dout[i * c..(i + 1) * c];
+        let (m, r) = (mean[i], rstd[i]);
+        let mut dnorm_mean = T::ZERO;
+        let mut dnorm_norm_mean = T::ZERO;
+        for j in 0..c {
+            let norm = (xr[j] - m) * r;
+            let dnorm = dr[j] * w[j];
+            dnorm_mean += dnorm;
+            dnorm_norm_mean += dnorm * norm;
+        }
+        dnorm_mean *= inv_c;
+        dnorm_norm_mean *= inv_c;
+        let dxr = &mut dx[i * c..(i + 1) * c];
+        for j in 0..c {
+            let norm = (xr[j] - m) * r;
+            let dnorm = dr[j] * w[j];
+            dw[j] += dr[j] * norm;
+            db[j] += dr[j];
+            dxr[j] += (dnorm - dnorm_mean - norm * dnorm_norm_mean) * r;
+        }
+    }
+}

@@ -1,0 +1,55 @@
+//! Fully connected layer with torch's `[out, in]` weight layout.
+
+use crate::Float;
+use crate::matmul::matmul;
+
+/// `y[n,dout] = x[n,din] @ w[dout,din]^T + b[dout]`.
+pub fn linear_forward<T: Float>(
+    y: &mut [T],
+    x: &[T],
+    w: &[T],
+    b: Option<&[T]>,
+    n: usize,
+    din: usize,
+    dout: usize,
+) {
+    let y = &mut y[..n * dout];
+    match b {
+        Some(b) => {
+            for row in y.chunks_exact_mut(dout) {
+                row.copy_from_slice(&b[..dout]);
+            }
+            matmul(y, x, w, n, dout, din, false, true, true);
+        }
+        None => matmul(y, x, w, n, dout, din, false, true, false),
+    }
+}
+
+/// Backward of `linear_forward`: `dw += dy^T @ x`, `db += sum_rows dy`, and, when asked,
+/// `dx = dy @ w` (`accumulate_dx` adds to `dx` instead of overwriting it).
+#[allow(clippy::too_many_arguments)]
+pub fn linear_backward<T: Float>(
+    dx: Option<&mut [T]>,
+    accumulate_dx: bool,
+    dw: &mut [T],
+    db: Option<&mut [T]>,
+    dy: &[T],
+    x: &[T],
+    w: &[T],
+    n: usize,
+    din: usize,
+    dout: usize,
+) {
+    if let Some(dx) = dx {
+        matmul(dx, dy, w, n, din, dout, false, false, accumulate_dx);
+    }
+    matmul(dw, dy, x, dout, din, n, true, false, true);
+    if let Some(db) = db {
+        let db = &mut db[..dout];
+        for row in dy[..n * dout].chunks_exact(dout) {
+            for (d, g) in db.iter_mut().zip(row) {
+                *d += *g;
+            }
+        }
+    }
+}

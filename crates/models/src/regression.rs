@@ -1,0 +1,731 @@
+//! The reference's in-context linear-regression transformer (`InContextRegressionTransformer`
+//! wrapping `DTransformer`), with its quirks: the double residual, the fused per-head QKV layout,
+//! the positional lookup through the transposed `Linear` weight, and `y_hat_k` read from
+//! component 0 of the output at the `x_k` token.
+//!
+//! Shapes: B sequences (a chunk), T = 2K tokens of width D+1, C = embed width, H heads of
+//! size c = C/H, M = MLP width, L layers, N = B*T rows.
+
+use serde::{Deserialize, Serialize};
+use stagewise_engine::Float;
+use stagewise_engine::attention::{AttnShape, attention_backward, attention_forward};
+use stagewise_engine::layernorm::{layernorm_backward, layernorm_forward};
+use stagewise_engine::linear::{linear_backward, linear_forward};
+use stagewise_engine::relu::{relu_backward, relu_forward};
+use stagewise_engine::rng::{Stream, tag};
+
+use crate::layout::{Init, ParamLayout};
+
+/// LayerNorm epsilon (torch default).
+pub const LN_EPS: f64 = 1e-5;
+/// Prefix of every state-dict key.
+pub const PREFIX: &str = "token_sequence_transformer.";
+
+/// Architecture of the regression transformer (the model fields of `RegressionTaskConfig`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RegressionConfig {
+    /// D, the task dimension.
+    pub task_size: usize,
+    /// K, the most in-context examples a sequence may hold (T = 2K tokens).
+    pub max_examples: usize,
+    /// C, the residual width.
+    pub embed_size: usize,
+    /// Width of each block's MLP hidden layer.
+    pub mlp_size: usize,
+    /// H; must divide `embed_size`.
+    pub num_heads: usize,
+    /// L.
+    pub num_layers: usize,
+    /// Pre-LN LayerNorms in every block and before the unembedding.
+    pub layer_norm: bool,
+    /// Attention output projection.
+    pub include_output: bool,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum ModelError {
+    #[error("{field} = {value}: {expected}")]
+    Invalid { field: &'static str, value: String, expected: String },
+    #[error("{0}")]
+    Shape(String),
+}
+
+impl RegressionConfig {
+    /// The L2H4 model of the paper and the reference (D = 4, C = 64, H = 4, L = 2, M = 64).
+    pub fn l2h4(max_examples: usize) -> Self {
+        RegressionConfig {
+            task_size: 4,
+            max_examples,
+            embed_size: 64,
+            mlp_size: 64,
+            num_heads: 4,
+            num_layers: 2,
+            layer_norm: true,
+            include_output: true,
+        }
+    }
+
+    pub fn validate(&self) -> Result<(), ModelError> {
+        let positive = [
+            ("task_size", self.task_size),
+            ("max_examples", self.max_examples),
+            ("embed_size", self.embed_size),
+            ("mlp_size", self.mlp_size),
+            ("num_heads", self.num_heads),
+            ("num_layers", self.num_layers),
+        ];
+        for (field, value) in positive {
+            if value == 0 {
+                return Err(ModelError::Invalid {
+                    field,
+                    value: "0".into(),
+                    expected: "expected a positive integer".into(),
+                });
+            }
+        }
+        if self.embed_size % self.num_heads != 0 {
+            return Err(ModelError::Invalid {
+                field: "num_heads",
+                value: self.num_heads.to_string(),
+                expected: format!("must divide embed_size = {}", self.embed_size),
+            });
+        }
+        if self.max_examples > 1 << 20 {
+            return Err(ModelError::Invalid {
+                field: "max_examples",
+                value: self.max_examples.to_string(),
+                expected: "expected at most 2^20".into(),
+            });
+        }
+        Ok(())
+    }
+
+    pub fn token_size(&self) -> usize {
+        self.task_size + 1
+    }
+    pub fn max_tokens(&self) -> usize {
+        2 * self.max_examples
+    }
+    pub fn head_size(&self) -> usize {
+        self.embed_size / self.num_heads
+    }
+}
+
+/// Which outputs the forward pass computes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Readout {
+    /// Only `y_hat` (component 0 at the x positions) — all the loss reads. The last block's
+    /// attention queries, MLP and the final LayerNorm run on the x positions only.
+    Predictions,
+    /// Every token output `[B, T, D+1]`.
+    Full,
+}
+
+#[derive(Clone, Debug)]
+struct BlockOffsets {
+    qkv: usize,
+    out: Option<usize>,
+    w1: usize,
+    b1: usize,
+    w2: usize,
+    b2: usize,
+    /// (weight, bias) of the pre-attention and pre-MLP LayerNorms.
+    ln: Option<[(usize, usize); 2]>,
+}
+
+/// The model: configuration plus the layout of its flat parameter vector.
+#[derive(Clone, Debug)]
+pub struct RegressionTransformer {
+    pub config: RegressionConfig,
+    pub layout: ParamLayout,
+    tok: usize,
+    pos: usize,
+    blocks: Vec<BlockOffsets>,
+    ln_f: Option<(usize, usize)>,
+    unemb_w: usize,
+    unemb_b: usize,
+}
+
+impl RegressionTransformer {
+    pub fn new(config: RegressionConfig) -> Result<Self, ModelError> {
+        config.validate()?;
+        let (d1, t, c, m) =
+            (config.token_size(), config.max_tokens(), config.embed_size, config.mlp_size);
+        let mut lay = ParamLayout::default();
+        let name = |s: &str| format!("{PREFIX}{s}");
+        let lin = |fan_in| Init::Uniform { fan_in };
+        let tok = lay.push(name("token_embedding.weight"), vec![c, d1], lin(d1));
+        let pos = lay.push(name("postn_embedding.weight"), vec![c, t], lin(t));
+        let mut blocks = Vec::new();
+        for l in 0..config.num_layers {
+            let b = |s: &str| name(&format!("blocks.{l}.{s}"));
+            let qkv = lay.push(b("attention.attention.weight"), vec![3 * c, c], lin(c));
+            let out = config
+                .include_output
+                .then(|| lay.push(b("attention.output.weight"), vec![c, c], lin(c)));
+            let w1 = lay.push(b("compute.0.weight"), vec![m, c], lin(c));
+            let b1 = lay.push(b("compute.0.bias"), vec![m], lin(c));
+            let w2 = lay.push(b("compute.2.weight"), vec![c, m], lin(m));
+            let b2 = lay.push(b("compute.2.bias"), vec![c], lin(m));
+            let ln = config.layer_norm.then(|| {
+                let mut pair = |i: usize| {
+                    let w = lay.push(b(&format!("layer_norms.{i}.weight")), vec![c], Init::Const(1.0));
+                    let bb = lay.push(b(&format!("layer_norms.{i}.bias")), vec![c], Init::Const(0.0));
+                    (w, bb)
+                };
+                [pair(0), pair(1)]
+            });
+            blocks.push(BlockOffsets { qkv, out, w1, b1, w2, b2, ln });
+        }
+        let (ln_f, unemb_w, unemb_b) = if config.layer_norm {
+            let w = lay.push(name("unembedding.0.weight"), vec![c], Init::Const(1.0));
+            let b = lay.push(name("unembedding.0.bias"), vec![c], Init::Const(0.0));
+            let uw = lay.push(name("unembedding.1.weight"), vec![d1, c], lin(c));
+            let ub = lay.push(name("unembedding.1.bias"), vec![d1], lin(c));
+            (Some((w, b)), uw, ub)
+        } else {
+            let uw = lay.push(name("unembedding.weight"), vec![d1, c], lin(c));
+            let ub = lay.push(name("unembedding.bias"), vec![d1], lin(c));
+            (None, uw, ub)
+        };
+        Ok(RegressionTransformer { config, layout: lay, tok, pos, blocks, ln_f, unemb_w, unemb_b })
+    }
+
+    pub fn num_params(&self) -> usize {
+        self.layout.len
+    }
+
+    /// Torch-default initialisation; parameter `q`'s draws come from stream `(seed, MODEL_INIT, q)`.
+    pub fn init_params<T: Float>(&self, seed: u64) -> Vec<T> {
+        let mut p = vec![T::ZERO; self.layout.len];
+        for (q, info) in self.layout.params.iter().enumerate() {
+            let dst = &mut p[info.range()];
+            match info.init {
+                Init::Const(v) => dst.fill(T::from_f64(v)),
+                Init::Uniform { fan_in } => {
+                    let bound = 1.0 / (fan_in as f64).sqrt();
+                    let mut u = vec![0.0; dst.len()];
+                    Stream::new(seed, tag::MODEL_INIT, q as u32, 0).fill_uniform(&mut u);
+                    for (d, u) in dst.iter_mut().zip(u) {
+                        *d = T::from_f64((2.0 * u - 1.0) * bound);
+                    }
+                }
+            }
+        }
+        p
+    }
+
+    /// Non-parameter state-dict entries: each block's `attention.causal_mask` buffer,
+    /// `log(tril(ones(2K, 2K)))` (0 on and below the diagonal, -inf above).
+    pub fn buffers(&self) -> Vec<(String, Vec<usize>, Vec<f32>)> {
+        let t = self.config.max_tokens();
+        let mask: Vec<f32> =
+            (0..t * t).map(|i| if i % t <= i / t { 0.0 } else { f32::NEG_INFINITY }).collect();
+        (0..self.config.num_layers)
+            .map(|l| (format!("{PREFIX}blocks.{l}.attention.causal_mask"), vec![t, t], mask.clone()))
+            .collect()
+    }
+
+    /// Encodes examples as tokens: `[0, x_k]` then `[y_k, 0...]`, giving `toks[B, 2K, D+1]`.
+    pub fn encode<T: Float>(&self, xs: &[T], ys: &[T], nseq: usize, k: usize) -> Vec<T> {
+        let d = self.config.task_size;
+        let mut toks = vec![T::ZERO; nseq * 2 * k * (d + 1)];
+        for b in 0..nseq {
+            for e in 0..k {
+                let row = (b * 2 * k + 2 * e) * (d + 1);
+                toks[row + 1..row + 1 + d].copy_from_slice(&xs[(b * k + e) * d..(b * k + e + 1) * d]);
+                toks[row + d + 1] = ys[b * k + e];
+            }
+        }
+        toks
+    }
+
+    fn check_tokens(&self, toks_len: usize, nseq: usize, t: usize) -> Result<(), ModelError> {
+        if t == 0 || t > self.config.max_tokens() {
+            return Err(ModelError::Shape(format!(
+                "{t} tokens per sequence, expected 1..={} (max_examples = {})",
+                self.config.max_tokens(),
+                self.config.max_examples
+            )));
+        }
+        if toks_len != nseq * t * self.config.token_size() {
+            return Err(ModelError::Shape(format!(
+                "token buffer holds {toks_len} values, expected {nseq} x {t} x {}",
+                self.config.token_size()
+            )));
+        }
+        Ok(())
+    }
+
+    /// Forward pass over `toks[nseq, t, D+1]`. Outputs land in `ws.pred[nseq, ceil(t/2)]`
+    /// (always) and, for `Readout::Full`, in `ws.out[nseq, t, D+1]`.
+    pub fn forward<T: Float>(
+        &self,
+        p: &[T],
+        toks: &[T],
+        nseq: usize,
+        t: usize,
+        ws: &mut Workspace<T>,
+        readout: Readout,
+    ) -> Result<(), ModelError> {
+        self.check_tokens(toks.len(), nseq, t)?;
+        ws.prepare(self, nseq, t, readout);
+        ws.toks.clear();
+        ws.toks.extend_from_slice(toks);
+        let cfg = &self.config;
+        let (c, d1, n) = (cfg.embed_size, cfg.token_size(), nseq * t);
+        // Embedding: x0 = toks @ We^T + Wp^T[:t]   [N, C]
+        let x0 = &mut ws.x[0];
+        linear_forward(x0, toks, &p[self.tok..], None, n, d1, c);
+        let wp = &p[self.pos..self.pos + c * cfg.max_tokens()];
+        for (r, row) in x0[..n * c].chunks_exact_mut(c).enumerate() {
+            let tpos = r % t;
+            for (j, v) in row.iter_mut().enumerate() {
+                *v += wp[j * cfg.max_tokens() + tpos];
+            }
+        }
+        for l in 0..cfg.num_layers {
+            let compact = readout == Readout::Predictions && l + 1 == cfg.num_layers;
+            self.block_forward(p, l, nseq, t, compact, ws);
+        }
+        // Final LayerNorm and unembedding.
+        let rows = ws.rows_out;
+        let xl = &ws.x[cfg.num_layers];
+        let lnf: &[T] = match self.ln_f {
+            Some((w, b)) => {
+                layernorm_forward(
+                    &mut ws.lnf, &mut ws.lnf_mean, &mut ws.lnf_rstd, xl, &p[w..], &p[b..], rows, c,
+                    LN_EPS,
+                );
+                &ws.lnf
+            }
+            None => xl,
+        };
+        let uw = &p[self.unemb_w..self.unemb_w + d1 * c];
+        let ub = &p[self.unemb_b..self.unemb_b + d1];
+        match readout {
+            Readout::Full => {
+                linear_forward(&mut ws.out, lnf, uw, Some(ub), n, c, d1);
+                for (r, pr) in ws.pred.iter_mut().enumerate() {
+                    let (b, e) = (r / ws.k, r % ws.k);
+                    *pr = ws.out[(b * t + 2 * e) * d1];
+                }
+            }
+            Readout::Predictions => {
+                // y_hat[r] = lnf[r] . Wu[0] + bu[0] over the compact x rows.
+                for (r, pr) in ws.pred.iter_mut().enumerate() {
+                    let row = &lnf[r * c..(r + 1) * c];
+                    *pr = row.iter().zip(&uw[..c]).map(|(a, b)| *a * *b).sum::<T>() + ub[0];
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn block_forward<T: Float>(
+        &self,
+        p: &[T],
+        l: usize,
+        nseq: usize,
+        t: usize,
+        compact: bool,
+        ws: &mut Workspace<T>,
+    ) {
+        let cfg = &self.config;
+        let bo = &self.blocks[l];
+        let (c, m, n) = (cfg.embed_size, cfg.mlp_size, nseq * t);
+        let shape = AttnShape { nseq, t, c_model: c, heads: cfg.num_heads };
+        let (xs_in, xs_out) = ws.x.split_at_mut(l + 1);
+        let (x, x_next) = (&xs_in[l], &mut xs_out[0]);
+        let a = &mut ws.acts[l];
+        // ln0 = LN(x); qkv = ln0 @ Wqkv^T; atty = attention(qkv)
+        let ln0: &[T] = match bo.ln {
+            Some([(w, b), _]) => {
+                layernorm_forward(
+                    &mut a.ln0, &mut a.mean0, &mut a.rstd0, x, &p[w..], &p[b..], n, c, LN_EPS,
+                );
+                &a.ln0
+            }
+            None => x,
+        };
+        linear_forward(&mut a.qkv, ln0, &p[bo.qkv..], None, n, c, 3 * c);
+        let stride = if compact { 2 } else { 1 };
+        attention_forward(&mut a.atty, &mut a.probs, &a.qkv, shape, stride);
+        // Rows the rest of the block runs on: all N, or the x positions only.
+        let rows = if compact {
+            gather_even_rows(&mut a.atty_c, &a.atty, nseq, t, c);
+            gather_even_rows(&mut a.x_c, x, nseq, t, c);
+            nseq * t.div_ceil(2)
+        } else {
+            n
+        };
+        let (atty, xin): (&[T], &[T]) = if compact { (&a.atty_c, &a.x_c) } else { (&a.atty, x) };
+        // a = atty @ Wo^T (or atty); h = x + a
+        match bo.out {
+            Some(o) => linear_forward(&mut a.attn, atty, &p[o..], None, rows, c, c),
+            None => a.attn[..rows * c].copy_from_slice(&atty[..rows * c]),
+        }
+        for i in 0..rows * c {
+            a.h[i] = xin[i] + a.attn[i];
+        }
+        // MLP on LN1(h)
+        let ln1: &[T] = match bo.ln {
+            Some([_, (w, b)]) => {
+                layernorm_forward(
+                    &mut a.ln1, &mut a.mean1, &mut a.rstd1, &a.h, &p[w..], &p[b..], rows, c, LN_EPS,
+                );
+                &a.ln1
+            }
+            None => &a.h,
+        };
+        linear_forward(&mut a.f, ln1, &p[bo.w1..], Some(&p[bo.b1..]), rows, c, m);
+        relu_forward(&mut a.r[..rows * m], &a.f[..rows * m]);
+        linear_forward(&mut a.mlp, &a.r, &p[bo.w2..], Some(&p[bo.b2..]), rows, m, c);
+        // Double residual: x_next = x + (x + a + mlp)
+        for i in 0..rows * c {
+            x_next[i] = xin[i] + xin[i] + a.attn[i] + a.mlp[i];
+        }
+        a.rows = rows;
+    }
+
+    /// Backward pass after a `Readout::Predictions` forward: `dpred[nseq, K]` is dLoss/dy_hat;
+    /// parameter gradients are added to `grad`.
+    pub fn backward<T: Float>(&self, p: &[T], dpred: &[T], grad: &mut [T], ws: &mut Workspace<T>) {
+        assert_eq!(ws.readout, Readout::Predictions, "backward needs a Predictions forward");
+        let cfg = &self.config;
+        let (c, d1, nseq, t) = (cfg.embed_size, cfg.token_size(), ws.nseq, ws.t);
+        let (n, rows) = (nseq * t, ws.rows_out);
+        let ll = cfg.num_layers;
+        // Unembedding: y_hat = lnf . Wu[0] + bu[0]
+        let uw = &p[self.unemb_w..self.unemb_w + c];
+        let lnf: &[T] = if self.ln_f.is_some() { &ws.lnf } else { &ws.x[ll] };
+        let dlnf = &mut ws.d_lnf;
+        for r in 0..rows {
+            let g = dpred[r];
+            grad[self.unemb_b] += g;
+            for j in 0..c {
+                grad[self.unemb_w + j] += g * lnf[r * c + j];
+                dlnf[r * c + j] = g * uw[j];
+            }
+        }
+        let dx = &mut ws.dx;
+        match self.ln_f {
+            Some((w, b)) => {
+                dx[..rows * c].fill(T::ZERO);
+                let (gw, gb) = split_two(grad, w, b, c);
+                layernorm_backward(
+                    dx, gw, gb, dlnf, &ws.x[ll], &ws.lnf_mean, &ws.lnf_rstd, &p[w..], rows, c,
+                );
+            }
+            None => dx[..rows * c].copy_from_slice(&dlnf[..rows * c]),
+        }
+        for l in (0..ll).rev() {
+            self.block_backward(p, l, grad, ws);
+        }
+        // Embedding: dWe += dx0^T toks ; dWp[j, pos] += sum over sequences of dx0[pos, j]
+        let dx = &ws.dx;
+        let wt = cfg.max_tokens();
+        linear_backward(None, false, &mut grad[self.tok..self.tok + c * d1], None, dx, &ws.toks, &[], n, d1, c);
+        for r in 0..n {
+            let tpos = r % t;
+            for j in 0..c {
+                grad[self.pos + j * wt + tpos] += dx[r * c + j];
+            }
+        }
+    }
+
+    /// Takes `ws.dx` = dLoss/dx_{l+1} and leaves dLoss/dx_l in `ws.dx`.
+    fn block_backward<T: Float>(&self, p: &[T], l: usize, grad: &mut [T], ws: &mut Workspace<T>) {
+        let cfg = &self.config;
+        let bo = &self.blocks[l];
+        let (c, m, nseq, t) = (cfg.embed_size, cfg.mlp_size, ws.nseq, ws.t);
+        let n = nseq * t;
+        let shape = AttnShape { nseq, t, c_model: c, heads: cfg.num_heads };
+        let a = &ws.acts[l];
+        let rows = a.rows;
+        let compact = rows != n;
+        let x = &ws.x[l];
+        let atty: &[T] = if compact { &a.atty_c } else { &a.atty };
+        let g = &mut ws.grads;
+        let dxn = &ws.dx; // dLoss/dx_next [rows, C]
+        // x_next = 2 xin + attn + mlp ; mlp = W2 relu(W1 ln1 + b1) + b2 ; h = xin + attn
+        let ln1: &[T] = if bo.ln.is_some() { &a.ln1 } else { &a.h };
+        linear_backward(
+            Some(&mut g.dr), false, &mut grad[bo.w2..bo.w2 + c * m], None, dxn, &a.r, &p[bo.w2..],
+            rows, m, c,
+        );
+        apply_bias_grad(grad, bo.b2, dxn, rows, c);
+        relu_backward(&mut g.df[..rows * m], &g.dr[..rows * m], &a.f[..rows * m]);
+        linear_backward(
+            Some(&mut g.dln), false, &mut grad[bo.w1..bo.w1 + m * c], None, &g.df, ln1,
+            &p[bo.w1..], rows, c, m,
+        );
+        apply_bias_grad(grad, bo.b1, &g.df, rows, m);
+        // dh = LN1'(dln1)
+        match bo.ln {
+            Some([_, (w, b)]) => {
+                g.dh[..rows * c].fill(T::ZERO);
+                let (gw, gb) = split_two(grad, w, b, c);
+                layernorm_backward(&mut g.dh, gw, gb, &g.dln, &a.h, &a.mean1, &a.rstd1, &p[w..], rows, c);
+            }
+            None => g.dh[..rows * c].copy_from_slice(&g.dln[..rows * c]),
+        }
+        // dattn = dx_next + dh ; dx_in (residual part) = 2 dx_next + dh
+        for i in 0..rows * c {
+            g.dattn[i] = dxn[i] + g.dh[i];
+            g.dres[i] = dxn[i] + dxn[i] + g.dh[i];
+        }
+        // datty = dattn @ Wo ; dWo += dattn^T atty
+        let datty_rows: &mut [T] = if compact { &mut g.datty_c } else { &mut g.datty };
+        match bo.out {
+            Some(o) => linear_backward(
+                Some(&mut *datty_rows), false, &mut grad[o..o + c * c], None, &g.dattn, atty, &p[o..],
+                rows, c, c,
+            ),
+            None => datty_rows[..rows * c].copy_from_slice(&g.dattn[..rows * c]),
+        }
+        if compact {
+            scatter_even_rows(&mut g.datty, &g.datty_c, nseq, t, c);
+        }
+        let stride = if compact { 2 } else { 1 };
+        attention_backward(&mut g.dqkv, &g.datty, &a.qkv, &a.probs, shape, stride);
+        // dln0 = dqkv @ Wqkv ; dWqkv += dqkv^T ln0
+        let ln0: &[T] = if bo.ln.is_some() { &a.ln0 } else { x };
+        let dx = &mut ws.dx;
+        match bo.ln {
+            Some([(w, b), _]) => {
+                linear_backward(
+                    Some(&mut g.dln), false, &mut grad[bo.qkv..bo.qkv + 3 * c * c], None, &g.dqkv, ln0,
+                    &p[bo.qkv..], n, c, 3 * c,
+                );
+                dx[..n * c].fill(T::ZERO);
+                let (gw, gb) = split_two(grad, w, b, c);
+                layernorm_backward(dx, gw, gb, &g.dln, x, &a.mean0, &a.rstd0, &p[w..], n, c);
+            }
+            None => linear_backward(
+                Some(&mut dx[..n * c]), false, &mut grad[bo.qkv..bo.qkv + 3 * c * c], None, &g.dqkv, ln0,
+                &p[bo.qkv..], n, c, 3 * c,
+            ),
+        }
+        // Residual contributions.
+        if compact {
+            let k = t.div_ceil(2);
+            for b in 0..nseq {
+                for e in 0..k {
+                    let (src, dst) = ((b * k + e) * c, (b * t + 2 * e) * c);
+                    for j in 0..c {
+                        dx[dst + j] += g.dres[src + j];
+                    }
+                }
+            }
+        } else {
+            for i in 0..n * c {
+                dx[i] += g.dres[i];
+            }
+        }
+    }
+}
+
+fn apply_bias_grad<T: Float>(grad: &mut [T], off: usize, dy: &[T], rows: usize, width: usize) {
+    let db = &mut grad[off..off + width];
+    for row in dy[..rows * width].chunks_exact(width) {
+        for (d, v) in db.iter_mut().zip(row) {
+            *d += *v;
+        }
+    }
+}
+
+/// Two disjoint `len`-long windows of `grad` at offsets `a < b`.
+fn split_two<T>(grad: &mut [T], a: usize, b: usize, len: usize) -> (&mut [T], &mut [T]) {
+    assert!(a + len <= b);
+    let (lo, hi) = grad.split_at_mut(b);
+    (&mut lo[a..a + len], &mut hi[..len])
+}
+
+/// `dst[nseq*ceil(t/2), c]` = rows at even positions of `src[nseq, t, c]`.
+fn gather_even_rows<T: Float>(dst: &mut [T], src: &[T], nseq: usize, t: usize, c: usize) {
+    let k = t.div_ceil(2);
+    for b in 0..nseq {
+        for e in 0..k {
+            dst[(b * k + e) * c..(b * k + e + 1) * c]
+                .copy_from_slice(&src[(b * t + 2 * e) * c..(b * t + 2 * e + 1) * c]);
+        }
+    }
+}
+
+/// Inverse of `gather_even_rows`; odd rows of `dst` are zeroed.
+fn scatter_even_rows<T: Float>(dst: &mut [T], src: &[T], nseq: usize, t: usize, c: usize) {
+    let k = t.div_ceil(2);
+    dst[..nseq * t * c].fill(T::ZERO);
+    for b in 0..nseq {
+        for e in 0..k {
+            dst[(b * t + 2 * e) * c..(b * t + 2 * e + 1) * c]
+                .copy_from_slice(&src[(b * k + e) * c..(b * k + e + 1) * c]);
+        }
+    }
+}
+
+/// Saved activations of one block.
+#[derive(Default)]
+struct BlockActs<T> {
+    ln0: Vec<T>,
+    mean0: Vec<T>,
+    rstd0: Vec<T>,
+    qkv: Vec<T>,
+    probs: Vec<T>,
+    atty: Vec<T>,
+    atty_c: Vec<T>,
+    x_c: Vec<T>,
+    attn: Vec<T>,
+    h: Vec<T>,
+    ln1: Vec<T>,
+    mean1: Vec<T>,
+    rstd1: Vec<T>,
+    f: Vec<T>,
+    r: Vec<T>,
+    mlp: Vec<T>,
+    rows: usize,
+}
+
+/// Scratch for gradients flowing through a block.
+#[derive(Default)]
+struct BlockGrads<T> {
+    dr: Vec<T>,
+    df: Vec<T>,
+    dln: Vec<T>,
+    dh: Vec<T>,
+    dattn: Vec<T>,
+    dres: Vec<T>,
+    datty: Vec<T>,
+    datty_c: Vec<T>,
+    dqkv: Vec<T>,
+}
+
+/// Activations and scratch for one chunk of sequences; reused across steps.
+pub struct Workspace<T> {
+    x: Vec<Vec<T>>,
+    acts: Vec<BlockActs<T>>,
+    grads: BlockGrads<T>,
+    lnf: Vec<T>,
+    lnf_mean: Vec<T>,
+    lnf_rstd: Vec<T>,
+    d_lnf: Vec<T>,
+    dx: Vec<T>,
+    /// Token outputs `[nseq, t, D+1]` (`Readout::Full` only).
+    pub out: Vec<T>,
+    /// Predictions `y_hat[nseq, ceil(t/2)]`.
+    pub pred: Vec<T>,
+    toks: Vec<T>,
+    nseq: usize,
+    t: usize,
+    k: usize,
+    rows_out: usize,
+    readout: Readout,
+}
+
+impl<T: Float> Default for Workspace<T> {
+    fn default() -> Self {
+        Workspace {
+            x: Vec::new(),
+            acts: Vec::new(),
+            grads: BlockGrads::default(),
+            lnf: Vec::new(),
+            lnf_mean: Vec::new(),
+            lnf_rstd: Vec::new(),
+            d_lnf: Vec::new(),
+            dx: Vec::new(),
+            out: Vec::new(),
+            pred: Vec::new(),
+            toks: Vec::new(),
+            nseq: 0,
+            t: 0,
+            k: 0,
+            rows_out: 0,
+            readout: Readout::Predictions,
+        }
+    }
+}
+
+fn ensure<T: Float>(v: &mut Vec<T>, len: usize) {
+    if v.len() < len {
+        v.resize(len, T::ZERO);
+    }
+}
+
+impl<T: Float> Workspace<T> {
+    /// Sizes every buffer for `nseq` sequences of `t` tokens (buffers only grow).
+    fn prepare(&mut self, model: &RegressionTransformer, nseq: usize, t: usize, readout: Readout) {
+        let cfg = &model.config;
+        let (c, m, h, d1) = (cfg.embed_size, cfg.mlp_size, cfg.num_heads, cfg.token_size());
+        let n = nseq * t;
+        self.nseq = nseq;
+        self.t = t;
+        self.k = t.div_ceil(2);
+        self.readout = readout;
+        self.rows_out = if readout == Readout::Full { n } else { nseq * self.k };
+        self.x.resize_with(cfg.num_layers + 1, Vec::new);
+        for x in &mut self.x {
+            ensure(x, n * c);
+        }
+        self.acts.resize_with(cfg.num_layers, BlockActs::default);
+        for a in &mut self.acts {
+            for v in [
+                &mut a.ln0, &mut a.atty, &mut a.atty_c, &mut a.x_c, &mut a.attn, &mut a.h, &mut a.ln1,
+                &mut a.mlp,
+            ] {
+                ensure(v, n * c);
+            }
+            for v in [&mut a.mean0, &mut a.rstd0, &mut a.mean1, &mut a.rstd1] {
+                ensure(v, n);
+            }
+            ensure(&mut a.qkv, n * 3 * c);
+            ensure(&mut a.probs, nseq * h * t * t);
+            ensure(&mut a.f, n * m);
+            ensure(&mut a.r, n * m);
+        }
+        let g = &mut self.grads;
+        for v in [&mut g.dln, &mut g.dh, &mut g.dattn, &mut g.dres, &mut g.datty, &mut g.datty_c] {
+            ensure(v, n * c);
+        }
+        ensure(&mut g.dr, n * m);
+        ensure(&mut g.df, n * m);
+        ensure(&mut g.dqkv, n * 3 * c);
+        for v in [&mut self.lnf, &mut self.d_lnf, &mut self.dx] {
+            ensure(v, n * c);
+        }
+        ensure(&mut self.lnf_mean, n);
+        ensure(&mut self.lnf_rstd, n);
+        if readout == Readout::Full {
+            ensure(&mut self.out, n * d1);
+        }
+        self.pred.resize(nseq * self.k, T::ZERO);
+    }
+
+}
+
+/// Convenience for tests and evaluation: forward and (optionally) backward of the MSE loss
+/// `mean((y_hat - y)^2)` over one chunk. Returns the loss.
+pub fn mse_loss_and_grad<T: Float>(
+    model: &RegressionTransformer,
+    p: &[T],
+    toks: &[T],
+    ys: &[T],
+    nseq: usize,
+    t: usize,
+    ws: &mut Workspace<T>,
+    grad: Option<&mut [T]>,
+) -> Result<f64, ModelError> {
+    model.forward(p, toks, nseq, t, ws, Readout::Predictions)?;
+    let count = ws.pred.len();
+    let mut loss = 0.0;
+    let mut dpred = vec![T::ZERO; count];
+    for i in 0..count {
+        let diff = ws.pred[i] - ys[i];
+        loss += (diff * diff).to_f64();
+        dpred[i] = T::from_f64(2.0 / count as f64) * diff;
+    }
+    if let Some(grad) = grad {
+        model.backward(p, &dpred, grad, ws);
+    }
+    Ok(loss / count as f64)
+}
