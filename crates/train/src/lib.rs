@@ -1,0 +1,15 @@
+//! Training the in-context regression transformer as the reference does: task distributions
+//! and batches, Adam, the OneCycle learning-rate schedule, log+linear step sets, evaluation
+//! against the ridge and dMMSE baselines, and a resumable trainer.
+
+pub mod adam;
+pub mod baselines;
+pub mod config;
+pub mod data;
+pub mod eval;
+pub mod schedule;
+pub mod steps;
+pub mod trainer;
+
+pub use config::{ConfigError, TrainConfig};
+pub use trainer::Trainer;
