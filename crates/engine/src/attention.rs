@@ -213,8 +213,8 @@ pub fn attention_backward<T: Float>(
 }
 
 /// Kernels for a head size `H` known at compile time: rows live in `[T; H]` registers, scores
-/// are computed 8 keys at a time from K transposed, and every output row is accumulated in
-/// registers and stored once.
+/// are computed 8 keys at a time from K transposed, and sums run in several independent
+/// accumulators so that FMA latency does not serialise them.
 mod fixed {
     use super::AttnShape;
     use crate::Float;
@@ -226,9 +226,8 @@ mod fixed {
         q: Vec<[T; H]>,
         k: Vec<[T; H]>,
         v: Vec<[T; H]>,
-        /// K and V transposed, `[H, tp]`, zero-padded to `tp` (a multiple of 8) columns.
-        kt: Vec<T>,
-        vt: Vec<T>,
+        /// K or V transposed, `[H, tp]`, zero-padded to `tp` (a multiple of 8) columns.
+        mt: Vec<T>,
         dy: Vec<[T; H]>,
         /// dS, `[t, tp]`.
         ds: Vec<T>,
@@ -243,43 +242,89 @@ mod fixed {
                 q: vec![[T::ZERO; H]; t],
                 k: vec![[T::ZERO; H]; t],
                 v: vec![[T::ZERO; H]; t],
-                kt: vec![T::ZERO; H * tp],
-                vt: vec![T::ZERO; H * tp],
+                mt: vec![T::ZERO; H * tp],
                 dy: vec![[T::ZERO; H]; t],
                 ds: vec![T::ZERO; t * tp],
                 row: vec![T::ZERO; tp],
             }
         }
 
-        fn load(&mut self, qkv_b: &[T], h: usize, c3: usize) {
+        /// Loads head `h` of one sequence's `qkv[t, 3C]`: Q, K, V rows, and the transpose of
+        /// segment `transposed` (1 = K for the forward pass, 2 = V for the backward pass).
+        fn load(&mut self, qkv_b: &[T], h: usize, c3: usize, transposed: usize) {
             let tp = self.tp;
             for (i, r) in qkv_b.chunks_exact(c3).enumerate() {
                 let head = &r[h * 3 * H..(h + 1) * 3 * H];
                 self.q[i].copy_from_slice(&head[..H]);
                 self.k[i].copy_from_slice(&head[H..2 * H]);
                 self.v[i].copy_from_slice(&head[2 * H..]);
+                let seg = &head[transposed * H..(transposed + 1) * H];
                 for e in 0..H {
-                    self.kt[e * tp + i] = head[H + e];
-                    self.vt[e * tp + i] = head[2 * H + e];
+                    self.mt[e * tp + i] = seg[e];
                 }
             }
         }
     }
 
-    /// `row[0..8*nb] = a . mt[:, 0..8*nb]` for `mt[H, tp]`.
+    /// `row[8 jb .. 8 (jb + G)] = a . mt[:, 8 jb .. 8 (jb + G)]`: G independent 8-lane sums.
     #[inline(always)]
-    fn vec_mat<T: Float, const H: usize>(row: &mut [T], a: &[T; H], mt: &[T], tp: usize, nb: usize) {
-        for jb in 0..nb {
-            let mut acc = [T::ZERO; L];
-            for e in 0..H {
-                let ae = a[e];
-                let m: &[T; L] = mt[e * tp + jb * L..e * tp + jb * L + L].try_into().unwrap();
+    fn vec_mat_g<T: Float, const H: usize, const G: usize>(row: &mut [T], a: &[T; H], mt: &[T], tp: usize, jb: usize) {
+        let mut acc = [[T::ZERO; L]; G];
+        for e in 0..H {
+            let ae = a[e];
+            let base = e * tp + jb * L;
+            for (g, accg) in acc.iter_mut().enumerate() {
+                let m: &[T; L] = mt[base + g * L..base + g * L + L].try_into().unwrap();
                 for l in 0..L {
-                    acc[l] += ae * m[l];
+                    accg[l] = ae.mul_add(m[l], accg[l]);
                 }
             }
-            row[jb * L..jb * L + L].copy_from_slice(&acc);
         }
+        for (g, accg) in acc.iter().enumerate() {
+            row[(jb + g) * L..(jb + g + 1) * L].copy_from_slice(accg);
+        }
+    }
+
+    /// `row[0 .. 8 nb] = a . mt[:, 0 .. 8 nb]` for `mt[H, tp]`.
+    #[inline(always)]
+    fn vec_mat<T: Float, const H: usize>(row: &mut [T], a: &[T; H], mt: &[T], tp: usize, nb: usize) {
+        let mut jb = 0;
+        while jb < nb {
+            match nb - jb {
+                1 => vec_mat_g::<T, H, 1>(row, a, mt, tp, jb),
+                2 => vec_mat_g::<T, H, 2>(row, a, mt, tp, jb),
+                3 => vec_mat_g::<T, H, 3>(row, a, mt, tp, jb),
+                _ => vec_mat_g::<T, H, 4>(row, a, mt, tp, jb),
+            }
+            jb += 4;
+        }
+    }
+
+    /// `sum_j w[j] * rows[j]` with four independent accumulators.
+    #[inline(always)]
+    fn weighted_sum<T: Float, const H: usize>(w: &[T], rows: &[[T; H]]) -> [T; H] {
+        let mut acc = [[T::ZERO; H]; 4];
+        let n = w.len();
+        let mut j = 0;
+        while j + 4 <= n {
+            for (u, accu) in acc.iter_mut().enumerate() {
+                let (wj, r) = (w[j + u], &rows[j + u]);
+                for e in 0..H {
+                    accu[e] = wj.mul_add(r[e], accu[e]);
+                }
+            }
+            j += 4;
+        }
+        for (wj, r) in w[j..].iter().zip(&rows[j..n]) {
+            for e in 0..H {
+                acc[0][e] = wj.mul_add(r[e], acc[0][e]);
+            }
+        }
+        let mut out = [T::ZERO; H];
+        for e in 0..H {
+            out[e] = (acc[0][e] + acc[1][e]) + (acc[2][e] + acc[3][e]);
+        }
+        out
     }
 
     pub(super) fn forward<T: Float, const H: usize>(
@@ -293,14 +338,11 @@ mod fixed {
         let scale = T::from_f64(1.0 / (H as f64).sqrt());
         let mut hd = Head::<T, H>::new(t);
         for b in 0..s.nseq {
-            hd.load(&qkv[b * t * c3..(b + 1) * t * c3], 0, c3);
             for h in 0..s.heads {
-                if h > 0 {
-                    hd.load(&qkv[b * t * c3..(b + 1) * t * c3], h, c3);
-                }
+                hd.load(&qkv[b * t * c3..(b + 1) * t * c3], h, c3, 1);
                 let p_bh = &mut probs[(b * s.heads + h) * t * t..(b * s.heads + h + 1) * t * t];
                 for i in (0..t).step_by(stride) {
-                    vec_mat(&mut hd.row, &hd.q[i], &hd.kt, hd.tp, (i + 1).div_ceil(L));
+                    vec_mat(&mut hd.row, &hd.q[i], &hd.mt, hd.tp, (i + 1).div_ceil(L));
                     let mut mx = T::from_f64(f64::NEG_INFINITY);
                     for v in &hd.row[..=i] {
                         mx = mx.max(*v);
@@ -312,14 +354,11 @@ mod fixed {
                         sum += *p;
                     }
                     let inv = T::ONE / sum;
-                    let mut acc = [T::ZERO; H];
-                    for (p, v) in prow[..=i].iter_mut().zip(&hd.v) {
+                    for p in prow[..=i].iter_mut() {
                         *p *= inv;
-                        for e in 0..H {
-                            acc[e] += *p * v[e];
-                        }
                     }
                     prow[i + 1..].fill(T::ZERO);
+                    let acc = weighted_sum(&prow[..=i], &hd.v);
                     let o = (b * t + i) * cm + h * H;
                     out[o..o + H].copy_from_slice(&acc);
                 }
@@ -341,7 +380,7 @@ mod fixed {
         let tp = hd.tp;
         for b in 0..s.nseq {
             for h in 0..s.heads {
-                hd.load(&qkv[b * t * c3..(b + 1) * t * c3], h, c3);
+                hd.load(&qkv[b * t * c3..(b + 1) * t * c3], h, c3, 2);
                 let p_bh = &probs[(b * s.heads + h) * t * t..(b * s.heads + h + 1) * t * t];
                 let dqkv_b = &mut dqkv[b * t * c3..(b + 1) * t * c3];
                 // Pass 1 over query rows: dP = dy V^T, dS = P (dP - sum P dP) / sqrt(c), dQ = dS K.
@@ -353,34 +392,41 @@ mod fixed {
                     }
                     let o = (b * t + i) * cm + h * H;
                     hd.dy[i].copy_from_slice(&dout[o..o + H]);
-                    vec_mat(&mut hd.row, &hd.dy[i], &hd.vt, tp, (i + 1).div_ceil(L));
+                    vec_mat(&mut hd.row, &hd.dy[i], &hd.mt, tp, (i + 1).div_ceil(L));
                     let prow = &p_bh[i * t..=i * t + i];
-                    let pdp: T = prow.iter().zip(&hd.row).map(|(p, x)| *p * *x).sum();
+                    let pdp = crate::reduce::dot(prow, &hd.row);
                     let dsrow = &mut hd.ds[i * tp..i * tp + i + 1];
-                    let mut dq = [T::ZERO; H];
-                    for ((ds, (p, x)), k) in dsrow.iter_mut().zip(prow.iter().zip(&hd.row)).zip(&hd.k) {
+                    for (ds, (p, x)) in dsrow.iter_mut().zip(prow.iter().zip(&hd.row)) {
                         *ds = *p * (*x - pdp) * scale;
-                        for e in 0..H {
-                            dq[e] += *ds * k[e];
-                        }
                     }
-                    d.copy_from_slice(&dq);
+                    d.copy_from_slice(&weighted_sum(dsrow, &hd.k));
                 }
                 // Pass 2 over key rows: dK_j = sum_i dS_ij Q_i, dV_j = sum_i P_ij dy_i.
                 for j in 0..t {
-                    let mut dk = [T::ZERO; H];
-                    let mut dv = [T::ZERO; H];
-                    for i in (j.next_multiple_of(stride)..t).step_by(stride) {
-                        let (ds, p) = (hd.ds[i * tp + j], p_bh[i * t + j]);
-                        let (q, dy) = (&hd.q[i], &hd.dy[i]);
+                    let (mut dk0, mut dk1) = ([T::ZERO; H], [T::ZERO; H]);
+                    let (mut dv0, mut dv1) = ([T::ZERO; H], [T::ZERO; H]);
+                    let mut rows = (j.next_multiple_of(stride)..t).step_by(stride);
+                    loop {
+                        let Some(i0) = rows.next() else { break };
+                        let (ds, p) = (hd.ds[i0 * tp + j], p_bh[i0 * t + j]);
+                        let (q, dy) = (&hd.q[i0], &hd.dy[i0]);
                         for e in 0..H {
-                            dk[e] += ds * q[e];
-                            dv[e] += p * dy[e];
+                            dk0[e] = ds.mul_add(q[e], dk0[e]);
+                            dv0[e] = p.mul_add(dy[e], dv0[e]);
+                        }
+                        let Some(i1) = rows.next() else { break };
+                        let (ds, p) = (hd.ds[i1 * tp + j], p_bh[i1 * t + j]);
+                        let (q, dy) = (&hd.q[i1], &hd.dy[i1]);
+                        for e in 0..H {
+                            dk1[e] = ds.mul_add(q[e], dk1[e]);
+                            dv1[e] = p.mul_add(dy[e], dv1[e]);
                         }
                     }
                     let base = j * c3 + h * 3 * H;
-                    dqkv_b[base + H..base + 2 * H].copy_from_slice(&dk);
-                    dqkv_b[base + 2 * H..base + 3 * H].copy_from_slice(&dv);
+                    for e in 0..H {
+                        dqkv_b[base + H + e] = dk0[e] + dk1[e];
+                        dqkv_b[base + 2 * H + e] = dv0[e] + dv1[e];
+                    }
                 }
             }
         }

@@ -34,6 +34,8 @@ pub trait Float:
     fn sqrt(self) -> Self;
     fn exp(self) -> Self;
     fn max(self, other: Self) -> Self;
+    /// `self * a + b`, fused (one rounding) where the CPU has FMA.
+    fn mul_add(self, a: Self, b: Self) -> Self;
     fn is_finite(self) -> bool;
     /// Little-endian bytes of a slice, for checkpoint files.
     fn to_le_bytes_vec(values: &[Self]) -> Vec<u8>;
@@ -66,6 +68,10 @@ macro_rules! impl_float {
             #[inline(always)]
             fn max(self, other: Self) -> Self {
                 <$t>::max(self, other)
+            }
+            #[inline(always)]
+            fn mul_add(self, a: Self, b: Self) -> Self {
+                <$t>::mul_add(self, a, b)
             }
             #[inline(always)]
             fn is_finite(self) -> bool {

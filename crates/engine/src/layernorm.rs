@@ -1,6 +1,7 @@
 //! LayerNorm over the last axis, torch semantics (biased variance, affine weight and bias).
 
 use crate::Float;
+use crate::reduce::{sum, sum_sq_dev};
 
 /// `out[n,c] = (x - mean) * rstd * w + b` per row; saves `mean[n]`, `rstd[n]` for backward.
 #[allow(clippy::too_many_arguments)]
@@ -19,14 +20,14 @@ pub fn layernorm_forward<T: Float>(
     let eps = T::from_f64(eps);
     for i in 0..n {
         let xr = &x[i * c..(i + 1) * c];
-        let m = xr.iter().copied().sum::<T>() * inv_c;
-        let var = xr.iter().map(|&v| (v - m) * (v - m)).sum::<T>() * inv_c;
+        let m = sum(xr) * inv_c;
+        let var = sum_sq_dev(xr, m) * inv_c;
         let r = T::ONE / (var + eps).sqrt();
         mean[i] = m;
         rstd[i] = r;
         let or = &mut out[i * c..(i + 1) * c];
-        for j in 0..c {
-            or[j] = (xr[j] - m) * r * w[j] + b[j];
+        for (((o, xv), wv), bv) in or.iter_mut().zip(xr).zip(&w[..c]).zip(&b[..c]) {
+            *o = ((*xv - m) * r).mul_add(*wv, *bv);
         }
     }
 }
@@ -50,9 +51,20 @@ pub fn layernorm_backward<T: Float>(
         let xr = &x[i * c..(i + 1) * c];
         let dr = &dout[i * c..(i + 1) * c];
         let (m, r) = (mean[i], rstd[i]);
-        let mut dnorm_mean = T::ZERO;
-        let mut dnorm_norm_mean = T::ZERO;
-        for j in 0..c {
+        // Two reductions over the row: mean(dnorm) and mean(dnorm * norm), 8 lanes at a time.
+        let (mut a1, mut a2) = ([T::ZERO; 8], [T::ZERO; 8]);
+        let mut j = 0;
+        while j + 8 <= c {
+            for l in 0..8 {
+                let norm = (xr[j + l] - m) * r;
+                let dnorm = dr[j + l] * w[j + l];
+                a1[l] += dnorm;
+                a2[l] = dnorm.mul_add(norm, a2[l]);
+            }
+            j += 8;
+        }
+        let (mut dnorm_mean, mut dnorm_norm_mean) = (sum(&a1), sum(&a2));
+        for j in j..c {
             let norm = (xr[j] - m) * r;
             let dnorm = dr[j] * w[j];
             dnorm_mean += dnorm;
@@ -64,7 +76,7 @@ pub fn layernorm_backward<T: Float>(
         for j in 0..c {
             let norm = (xr[j] - m) * r;
             let dnorm = dr[j] * w[j];
-            dw[j] += dr[j] * norm;
+            dw[j] = dr[j].mul_add(norm, dw[j]);
             db[j] += dr[j];
             dxr[j] += (dnorm - dnorm_mean - norm * dnorm_norm_mean) * r;
         }

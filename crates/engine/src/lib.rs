@@ -10,6 +10,7 @@ pub mod float;
 pub mod layernorm;
 pub mod linear;
 pub mod matmul;
+pub mod reduce;
 pub mod relu;
 pub mod rng;
 
