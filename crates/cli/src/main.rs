@@ -1,0 +1,71 @@
+//! `stagewise`: train in-context regression transformers the way the reference does, faster.
+
+mod bench;
+mod run;
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "stagewise", version, about = "Developmental interpretability: train, checkpoint and evaluate in-context regression transformers")]
+struct Cli {
+    /// Worker threads (default: all cores).
+    #[arg(long, global = true, env = "STAGEWISE_THREADS")]
+    threads: Option<usize>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Train a model from a config (plain YAML or W&B sweep YAML); without CONFIG, the built-in
+    /// quick default (configs/quick.yaml).
+    Train(TrainArgs),
+    /// Benchmarks.
+    #[command(subcommand)]
+    Bench(BenchCommand),
+}
+
+#[derive(Args)]
+pub struct TrainArgs {
+    /// Config file; omitted: the built-in quick default.
+    pub config: Option<PathBuf>,
+    /// Override a field: `--set task_config.model_seed=1` (repeatable; YAML values).
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    pub sets: Vec<String>,
+    /// Run folder (default: runs/<config name>[-<sweep index>]).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Continue the run in --out from its last complete checkpoint.
+    #[arg(long)]
+    pub resume: bool,
+    /// Which run of a sweep grid to train (0-based, grid in key order).
+    #[arg(long)]
+    pub sweep_index: Option<usize>,
+}
+
+#[derive(Subcommand)]
+enum BenchCommand {
+    /// Training steps per second of the L2H4 model (K = 16), optionally next to PyTorch.
+    Train(bench::BenchTrainArgs),
+}
+
+fn main() {
+    let cli = Cli::parse();
+    if let Some(n) = cli.threads {
+        if n == 0 {
+            eprintln!("error: --threads must be at least 1");
+            std::process::exit(2);
+        }
+        rayon::ThreadPoolBuilder::new().num_threads(n).build_global().expect("thread pool");
+    }
+    let result = match cli.command {
+        Command::Train(args) => run::train(&args),
+        Command::Bench(BenchCommand::Train(args)) => bench::train(&args),
+    };
+    if let Err(e) = result {
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
+}
