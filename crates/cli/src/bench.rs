@@ -30,7 +30,9 @@ pub struct BenchTrainArgs {
 }
 
 fn ours(batch: usize, threads: usize, steps: usize) -> Result<f64> {
-    let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build()?;
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .build()?;
     pool.install(|| {
         let mut cfg = TrainConfig::l2h4(16, 0);
         cfg.batch_size = batch;
@@ -46,22 +48,43 @@ fn ours(batch: usize, threads: usize, steps: usize) -> Result<f64> {
     })
 }
 
-fn torch(python: &PathBuf, script: &PathBuf, batch: usize, threads: usize, steps: usize) -> Result<f64> {
+fn torch(
+    python: &PathBuf,
+    script: &PathBuf,
+    batch: usize,
+    threads: usize,
+    steps: usize,
+) -> Result<f64> {
     let out = Command::new(python)
         .arg(script)
-        .args(["--batch", &batch.to_string(), "--threads", &threads.to_string(), "--steps", &steps.to_string()])
+        .args([
+            "--batch",
+            &batch.to_string(),
+            "--threads",
+            &threads.to_string(),
+            "--steps",
+            &steps.to_string(),
+        ])
         .output()
         .with_context(|| format!("cannot run {} {}", python.display(), script.display()))?;
     if !out.status.success() {
-        bail!("{} failed: {}", script.display(), String::from_utf8_lossy(&out.stderr));
+        bail!(
+            "{} failed: {}",
+            script.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
     let line = String::from_utf8_lossy(&out.stdout);
-    let v: serde_json::Value = serde_json::from_str(line.trim()).with_context(|| format!("unexpected output {line:?}"))?;
+    let v: serde_json::Value =
+        serde_json::from_str(line.trim()).with_context(|| format!("unexpected output {line:?}"))?;
     v["steps_per_s"].as_f64().context("steps_per_s missing")
 }
 
 pub fn train(args: &BenchTrainArgs) -> Result<()> {
-    println!("L2H4 (D=4, K=16, C=64, H=4, L=2), Adam + OneCycle, float32; steps/s over {} steps", args.steps);
+    println!(
+        "L2H4 (D=4, K=16, C=64, H=4, L=2), Adam + OneCycle, float32; steps/s over {} steps",
+        args.steps
+    );
     match &args.torch {
         Some(_) => {
             println!("| batch | threads | stagewise | PyTorch eager | ratio |");

@@ -8,7 +8,11 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "stagewise", version, about = "Developmental interpretability: train, checkpoint and evaluate in-context regression transformers")]
+#[command(
+    name = "stagewise",
+    version,
+    about = "Developmental interpretability: train, checkpoint and evaluate in-context regression transformers"
+)]
 struct Cli {
     /// Worker threads (default: all cores).
     #[arg(long, global = true, env = "STAGEWISE_THREADS")]
@@ -58,7 +62,10 @@ fn main() {
             eprintln!("error: --threads must be at least 1");
             std::process::exit(2);
         }
-        rayon::ThreadPoolBuilder::new().num_threads(n).build_global().expect("thread pool");
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(n)
+            .build_global()
+            .expect("thread pool");
     }
     let result = match cli.command {
         Command::Train(args) => run::train(&args),

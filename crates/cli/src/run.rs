@@ -40,7 +40,10 @@ fn load(args: &TrainArgs) -> Result<(LoadedConfig, String)> {
     match &args.config {
         Some(path) => {
             let loaded = load_train_config(path, &args.sets, args.sweep_index)?;
-            let stem = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "run".into());
+            let stem = path
+                .file_stem()
+                .map(|s| s.to_string_lossy().into_owned())
+                .unwrap_or_else(|| "run".into());
             let name = match (loaded.grid_size, args.sweep_index) {
                 (g, Some(i)) if g > 1 => format!("{stem}-{i}"),
                 _ => stem,
@@ -49,7 +52,10 @@ fn load(args: &TrainArgs) -> Result<(LoadedConfig, String)> {
         }
         None => {
             let doc = serde_saphyr_value(QUICK_YAML)?;
-            Ok((resolve(doc, "built-in quick config", &args.sets, args.sweep_index)?, "quick".into()))
+            Ok((
+                resolve(doc, "built-in quick config", &args.sets, args.sweep_index)?,
+                "quick".into(),
+            ))
         }
     }
 }
@@ -64,7 +70,11 @@ fn first_difference(a: &serde_json::Value, b: &serde_json::Value, path: &str) ->
         (serde_json::Value::Object(x), serde_json::Value::Object(y)) => {
             let keys: BTreeSet<&String> = x.keys().chain(y.keys()).collect();
             keys.into_iter().find_map(|k| {
-                let p = if path.is_empty() { k.clone() } else { format!("{path}.{k}") };
+                let p = if path.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{path}.{k}")
+                };
                 match (x.get(k), y.get(k)) {
                     (Some(u), Some(v)) => first_difference(u, v, &p),
                     _ => Some(p),
@@ -83,16 +93,31 @@ fn steps_reached(spec: &stagewise_train::steps::StepsSpec, n: u64) -> BTreeSet<u
 pub fn train(args: &TrainArgs) -> Result<()> {
     let (loaded, name) = load(args)?;
     let cfg = loaded.config;
-    let out = args.out.clone().unwrap_or_else(|| PathBuf::from("runs").join(&name));
+    let out = args
+        .out
+        .clone()
+        .unwrap_or_else(|| PathBuf::from("runs").join(&name));
     let config_path = out.join("config.yaml");
-    let exists_nonempty = out.read_dir().map(|mut d| d.next().is_some()).unwrap_or(false);
+    let exists_nonempty = out
+        .read_dir()
+        .map(|mut d| d.next().is_some())
+        .unwrap_or(false);
     if args.resume {
-        let text = std::fs::read_to_string(&config_path)
-            .with_context(|| format!("--resume: cannot read {}; is {} a stagewise run folder?", config_path.display(), out.display()))?;
+        let text = std::fs::read_to_string(&config_path).with_context(|| {
+            format!(
+                "--resume: cannot read {}; is {} a stagewise run folder?",
+                config_path.display(),
+                out.display()
+            )
+        })?;
         let saved: TrainConfig = stagewise_io::config::parse_plain(&text, &config_path)?;
         if saved != cfg {
-            let diff = first_difference(&serde_json::to_value(&saved)?, &serde_json::to_value(&cfg)?, "")
-                .unwrap_or_else(|| "?".into());
+            let diff = first_difference(
+                &serde_json::to_value(&saved)?,
+                &serde_json::to_value(&cfg)?,
+                "",
+            )
+            .unwrap_or_else(|| "?".into());
             bail!(
                 "--resume: the config differs from the run's {} at `{diff}`; pass the same config and --set values",
                 config_path.display()
@@ -114,7 +139,10 @@ pub fn train(args: &TrainArgs) -> Result<()> {
     if !args.resume {
         write_atomic(&config_path, to_yaml(&cfg).as_bytes())?;
         let schedule = serde_json::json!({ "checkpoint_steps": checkpoint_steps, "logging_steps": logging_steps });
-        write_atomic(&out.join("schedule.json"), serde_json::to_string(&schedule)?.as_bytes())?;
+        write_atomic(
+            &out.join("schedule.json"),
+            serde_json::to_string(&schedule)?.as_bytes(),
+        )?;
     }
 
     let mut trainer = Trainer::<f32>::new(cfg.clone())?;
@@ -124,28 +152,49 @@ pub fn train(args: &TrainArgs) -> Result<()> {
         for step in checkpoint::list_steps(&ckpt_dir).into_iter().rev() {
             let mpath = ckpt_dir.join(format!("{step}.safetensors"));
             let opath = opt_dir.join(format!("{step}.safetensors"));
-            let loaded = checkpoint::load_model(&mpath, &model)
-                .and_then(|(p, meta)| checkpoint::load_optimizer(&opath, &model).map(|o| (p, meta, o)));
+            let loaded = checkpoint::load_model(&mpath, &model).and_then(|(p, meta)| {
+                checkpoint::load_optimizer(&opath, &model).map(|o| (p, meta, o))
+            });
             match loaded {
-                Ok((params, meta, (m, v, steps_done))) if meta.step == step && steps_done == step + 1 => {
-                    trainer.restore(TrainState { params, exp_avg: m, exp_avg_sq: v, steps_done })?;
+                Ok((params, meta, (m, v, steps_done)))
+                    if meta.step == step && steps_done == step + 1 =>
+                {
+                    trainer.restore(TrainState {
+                        params,
+                        exp_avg: m,
+                        exp_avg_sq: v,
+                        steps_done,
+                    })?;
                     resumed_at = Some(step);
                     break;
                 }
-                Ok(_) => eprintln!("warning: skipping checkpoint {step}: step metadata does not match its file name"),
+                Ok(_) => eprintln!(
+                    "warning: skipping checkpoint {step}: step metadata does not match its file name"
+                ),
                 Err(e) => eprintln!("warning: skipping checkpoint {step}: {e}"),
             }
         }
         match resumed_at {
-            Some(s) => eprintln!("resuming {} after step {s} ({} updates done)", out.display(), s + 1),
-            None => eprintln!("no complete checkpoint in {}; starting from step 0", ckpt_dir.display()),
+            Some(s) => eprintln!(
+                "resuming {} after step {s} ({} updates done)",
+                out.display(),
+                s + 1
+            ),
+            None => eprintln!(
+                "no complete checkpoint in {}; starting from step 0",
+                ckpt_dir.display()
+            ),
         }
     }
 
     let evaluator = trainer.evaluator();
     let mut metric_names = evaluator.metric_names();
     metric_names.push("weight/norm".into());
-    let header = |names: &[String]| -> Vec<String> { std::iter::once("step".to_string()).chain(names.iter().cloned()).collect() };
+    let header = |names: &[String]| -> Vec<String> {
+        std::iter::once("step".to_string())
+            .chain(names.iter().cloned())
+            .collect()
+    };
     let train_names = vec!["batch/loss".to_string(), "lr".to_string()];
     let metrics_path = out.join("metrics.csv");
     let train_path = out.join("train.csv");
@@ -153,14 +202,19 @@ pub fn train(args: &TrainArgs) -> Result<()> {
         .with_context(|| format!("cannot open {}", metrics_path.display()))?;
     let mut train_table = CsvTable::open(&train_path, &header(&train_names), resumed_at)
         .with_context(|| format!("cannot open {}", train_path.display()))?;
-    let mut tb = open_events(&out, &[(&metrics_path, &metric_names), (&train_path, &train_names)])?;
+    let mut tb = open_events(
+        &out,
+        &[(&metrics_path, &metric_names), (&train_path, &train_names)],
+    )?;
 
     let start = trainer.steps_done();
     let total = cfg.num_steps;
     let progress = Progress::new(start, total);
     let mut last_loss = f64::NAN;
     for t in start..total {
-        let loss = trainer.step().with_context(|| format!("training {}", out.display()))?;
+        let loss = trainer
+            .step()
+            .with_context(|| format!("training {}", out.display()))?;
         last_loss = loss;
         if t % TRAIN_LOG_EVERY == 0 && t > 0 {
             let lr = trainer.schedule.lr(t);
@@ -171,9 +225,16 @@ pub fn train(args: &TrainArgs) -> Result<()> {
             let mut values = trainer.evaluate(&evaluator, t)?;
             values.push(trainer.weight_norm());
             metrics.append(t, &values)?;
-            let tags: Vec<(&str, f32)> = metric_names.iter().map(String::as_str).zip(values.iter().map(|v| *v as f32)).collect();
+            let tags: Vec<(&str, f32)> = metric_names
+                .iter()
+                .map(String::as_str)
+                .zip(values.iter().map(|v| *v as f32))
+                .collect();
             tb.scalars(t, &tags)?;
-            let mse = values[metric_names.iter().position(|n| n == "pretrain/mse").unwrap_or(0)];
+            let mse = values[metric_names
+                .iter()
+                .position(|n| n == "pretrain/mse")
+                .unwrap_or(0)];
             progress.note(t, &format!("eval step {t}: pretrain/mse {mse:.4}"));
         }
         if checkpoint_steps.contains(&t) {
@@ -182,8 +243,16 @@ pub fn train(args: &TrainArgs) -> Result<()> {
             train_table.sync()?;
             let state = trainer.state();
             checkpoint::save_optimizer(&opt_dir.join(format!("{t}.safetensors")), &model, &state)?;
-            let meta = CheckpointMeta { step: t, config_json: serde_json::to_string(&cfg)? };
-            checkpoint::save_model(&ckpt_dir.join(format!("{t}.safetensors")), &model, &state.params, &meta)?;
+            let meta = CheckpointMeta {
+                step: t,
+                config_json: serde_json::to_string(&cfg)?,
+            };
+            checkpoint::save_model(
+                &ckpt_dir.join(format!("{t}.safetensors")),
+                &model,
+                &state.params,
+                &meta,
+            )?;
         }
         progress.tick(t + 1, loss);
     }
@@ -203,7 +272,10 @@ pub fn train(args: &TrainArgs) -> Result<()> {
 /// removed so that TensorBoard never shows rows from beyond a resumed checkpoint.
 fn open_events(out: &Path, tables: &[(&Path, &Vec<String>)]) -> Result<EventWriter> {
     for e in std::fs::read_dir(out)?.flatten() {
-        if e.file_name().to_string_lossy().starts_with("events.out.tfevents.") {
+        if e.file_name()
+            .to_string_lossy()
+            .starts_with("events.out.tfevents.")
+        {
             std::fs::remove_file(e.path())?;
         }
     }
@@ -211,7 +283,11 @@ fn open_events(out: &Path, tables: &[(&Path, &Vec<String>)]) -> Result<EventWrit
     for (path, names) in tables {
         let (_, rows) = read_csv(path)?;
         for row in rows {
-            let tags: Vec<(&str, f32)> = names.iter().map(String::as_str).zip(row[1..].iter().map(|v| *v as f32)).collect();
+            let tags: Vec<(&str, f32)> = names
+                .iter()
+                .map(String::as_str)
+                .zip(row[1..].iter().map(|v| *v as f32))
+                .collect();
             tb.scalars(row[0] as u64, &tags)?;
         }
     }
@@ -232,13 +308,21 @@ impl Progress {
         let bar = std::io::stderr().is_terminal().then(|| {
             let b = ProgressBar::new(total);
             b.set_style(
-                ProgressStyle::with_template("{bar:40} {pos}/{len} steps  {per_sec}  ETA {eta}  {msg}")
-                    .expect("template"),
+                ProgressStyle::with_template(
+                    "{bar:40} {pos}/{len} steps  {per_sec}  ETA {eta}  {msg}",
+                )
+                .expect("template"),
             );
             b.set_position(first);
             b
         });
-        Progress { bar, start: Instant::now(), first, total, last_line: std::cell::Cell::new(Instant::now()) }
+        Progress {
+            bar,
+            start: Instant::now(),
+            first,
+            total,
+            last_line: std::cell::Cell::new(Instant::now()),
+        }
     }
 
     fn tick(&self, done: u64, loss: f64) {
@@ -252,9 +336,13 @@ impl Progress {
             None => {
                 if self.last_line.get().elapsed() >= Duration::from_secs(30) || done == self.total {
                     self.last_line.set(Instant::now());
-                    let rate = (done - self.first) as f64 / self.start.elapsed().as_secs_f64().max(1e-9);
+                    let rate =
+                        (done - self.first) as f64 / self.start.elapsed().as_secs_f64().max(1e-9);
                     let eta = (self.total - done) as f64 / rate.max(1e-9);
-                    eprintln!("step {done}/{}  loss {loss:.4}  {rate:.1} steps/s  ETA {eta:.0}s", self.total);
+                    eprintln!(
+                        "step {done}/{}  loss {loss:.4}  {rate:.1} steps/s  ETA {eta:.0}s",
+                        self.total
+                    );
                 }
             }
         }

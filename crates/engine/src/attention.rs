@@ -159,8 +159,10 @@ fn attention_backward_any<T: Float>(
                 // dS = P (dP - sum P dP) / sqrt(c); dQ_i += dS K ; dK_j += dS_j Q_i
                 let q = &sc.q[i * hs..(i + 1) * hs];
                 let dq = &mut sc.dq[i * hs..(i + 1) * hs];
-                for ((p, d), (k, dk)) in
-                    prow.iter().zip(&sc.row).zip(sc.k.chunks_exact(hs).zip(sc.dk.chunks_exact_mut(hs)))
+                for ((p, d), (k, dk)) in prow
+                    .iter()
+                    .zip(&sc.row)
+                    .zip(sc.k.chunks_exact(hs).zip(sc.dk.chunks_exact_mut(hs)))
                 {
                     let ds = *p * (*d - pdp) * scale;
                     axpy(dq, ds, k);
@@ -183,7 +185,13 @@ fn attention_backward_any<T: Float>(
 ///
 /// Only query positions with `pos % query_stride == 0` are computed (a stride of 2 when only
 /// the x positions' outputs are read downstream); other rows of `out` and `probs` are untouched.
-pub fn attention_forward<T: Float>(out: &mut [T], probs: &mut [T], qkv: &[T], s: AttnShape, query_stride: usize) {
+pub fn attention_forward<T: Float>(
+    out: &mut [T],
+    probs: &mut [T],
+    qkv: &[T],
+    s: AttnShape,
+    query_stride: usize,
+) {
     match s.head_size() {
         8 => fixed::forward::<T, 8>(out, probs, qkv, s, query_stride),
         16 => fixed::forward::<T, 16>(out, probs, qkv, s, query_stride),
@@ -268,7 +276,13 @@ mod fixed {
 
     /// `row[8 jb .. 8 (jb + G)] = a . mt[:, 8 jb .. 8 (jb + G)]`: G independent 8-lane sums.
     #[inline(always)]
-    fn vec_mat_g<T: Float, const H: usize, const G: usize>(row: &mut [T], a: &[T; H], mt: &[T], tp: usize, jb: usize) {
+    fn vec_mat_g<T: Float, const H: usize, const G: usize>(
+        row: &mut [T],
+        a: &[T; H],
+        mt: &[T],
+        tp: usize,
+        jb: usize,
+    ) {
         let mut acc = [[T::ZERO; L]; G];
         for e in 0..H {
             let ae = a[e];
@@ -287,7 +301,13 @@ mod fixed {
 
     /// `row[0 .. 8 nb] = a . mt[:, 0 .. 8 nb]` for `mt[H, tp]`.
     #[inline(always)]
-    fn vec_mat<T: Float, const H: usize>(row: &mut [T], a: &[T; H], mt: &[T], tp: usize, nb: usize) {
+    fn vec_mat<T: Float, const H: usize>(
+        row: &mut [T],
+        a: &[T; H],
+        mt: &[T],
+        tp: usize,
+        nb: usize,
+    ) {
         let mut jb = 0;
         while jb < nb {
             match nb - jb {
@@ -440,11 +460,24 @@ mod tests {
     #[test]
     fn specialised_kernels_equal_the_generic_path() {
         for (stride, t) in [(1usize, 13usize), (2, 16), (1, 32)] {
-            let s = AttnShape { nseq: 2, t, c_model: 64, heads: 4 };
+            let s = AttnShape {
+                nseq: 2,
+                t,
+                c_model: 64,
+                heads: 4,
+            };
             let n = s.nseq * t;
-            let qkv: Vec<f64> = (0..n * 192).map(|i| ((i * 37 % 101) as f64 / 50.0 - 1.0) * 0.8).collect();
+            let qkv: Vec<f64> = (0..n * 192)
+                .map(|i| ((i * 37 % 101) as f64 / 50.0 - 1.0) * 0.8)
+                .collect();
             let dout: Vec<f64> = (0..n * 64)
-                .map(|i| if (i / 64 % t) % stride == 0 { (i as f64 * 0.13).sin() } else { 0.0 })
+                .map(|i| {
+                    if (i / 64 % t) % stride == 0 {
+                        (i as f64 * 0.13).sin()
+                    } else {
+                        0.0
+                    }
+                })
                 .collect();
             let (mut o1, mut o2) = (vec![0.0; n * 64], vec![0.0; n * 64]);
             let (mut p1, mut p2) = (vec![0.0; 2 * 4 * t * t], vec![0.0; 2 * 4 * t * t]);

@@ -51,7 +51,12 @@ pub struct Stream {
 
 impl Stream {
     pub fn new(seed: u64, tag: u32, a: u32, b: u32) -> Self {
-        Stream { key: [seed as u32, (seed >> 32) as u32], tag, a, b }
+        Stream {
+            key: [seed as u32, (seed >> 32) as u32],
+            tag,
+            a,
+            b,
+        }
     }
 
     /// Block `i` of 4 words.

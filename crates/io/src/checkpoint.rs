@@ -9,8 +9,8 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
-use safetensors::tensor::{Dtype, TensorView};
 use safetensors::SafeTensors;
+use safetensors::tensor::{Dtype, TensorView};
 use stagewise_models::RegressionTransformer;
 use stagewise_train::trainer::TrainState;
 
@@ -19,8 +19,13 @@ use crate::atomic::write_atomic;
 #[derive(Debug, thiserror::Error)]
 pub enum CheckpointError {
     #[error("{path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
-    #[error("{path}: not a readable safetensors file ({reason}); the file may be truncated or corrupt")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error(
+        "{path}: not a readable safetensors file ({reason}); the file may be truncated or corrupt"
+    )]
     Format { path: PathBuf, reason: String },
     #[error("{path}: {msg}")]
     Content { path: PathBuf, msg: String },
@@ -35,7 +40,10 @@ pub struct CheckpointMeta {
 }
 
 fn content(path: &Path, msg: impl Into<String>) -> CheckpointError {
-    CheckpointError::Content { path: path.to_path_buf(), msg: msg.into() }
+    CheckpointError::Content {
+        path: path.to_path_buf(),
+        msg: msg.into(),
+    }
 }
 
 fn f32_bytes(v: &[f32]) -> Vec<u8> {
@@ -49,11 +57,21 @@ fn write_tensors(
 ) -> Result<(), CheckpointError> {
     let views: Vec<(String, TensorView<'_>)> = tensors
         .iter()
-        .map(|(n, s, b)| (n.clone(), TensorView::new(Dtype::F32, s.clone(), b).expect("consistent tensor")))
+        .map(|(n, s, b)| {
+            (
+                n.clone(),
+                TensorView::new(Dtype::F32, s.clone(), b).expect("consistent tensor"),
+            )
+        })
         .collect();
-    let bytes = safetensors::serialize(views, Some(meta))
-        .map_err(|e| CheckpointError::Format { path: path.into(), reason: e.to_string() })?;
-    write_atomic(path, &bytes).map_err(|source| CheckpointError::Io { path: path.into(), source })
+    let bytes = safetensors::serialize(views, Some(meta)).map_err(|e| CheckpointError::Format {
+        path: path.into(),
+        reason: e.to_string(),
+    })?;
+    write_atomic(path, &bytes).map_err(|source| CheckpointError::Io {
+        path: path.into(),
+        source,
+    })
 }
 
 /// Writes the model state dict (float32) atomically.
@@ -67,7 +85,13 @@ pub fn save_model(
         .layout
         .params
         .iter()
-        .map(|p| (p.name.clone(), p.shape.clone(), f32_bytes(&params[p.range()])))
+        .map(|p| {
+            (
+                p.name.clone(),
+                p.shape.clone(),
+                f32_bytes(&params[p.range()]),
+            )
+        })
         .collect();
     for (name, shape, data) in model.buffers() {
         tensors.push((name, shape, f32_bytes(&data)));
@@ -77,41 +101,73 @@ pub fn save_model(
         ("step".to_string(), meta.step.to_string()),
         ("steps_done".to_string(), (meta.step + 1).to_string()),
         ("config".to_string(), meta.config_json.clone()),
-        ("producer".to_string(), format!("stagewise {}", env!("CARGO_PKG_VERSION"))),
+        (
+            "producer".to_string(),
+            format!("stagewise {}", env!("CARGO_PKG_VERSION")),
+        ),
     ]);
     write_tensors(path, tensors, meta)
 }
 
 fn read(path: &Path) -> Result<Vec<u8>, CheckpointError> {
-    std::fs::read(path).map_err(|source| CheckpointError::Io { path: path.into(), source })
+    std::fs::read(path).map_err(|source| CheckpointError::Io {
+        path: path.into(),
+        source,
+    })
 }
 
-fn parse<'a>(path: &Path, bytes: &'a [u8]) -> Result<(SafeTensors<'a>, HashMap<String, String>), CheckpointError> {
-    let st = SafeTensors::deserialize(bytes)
-        .map_err(|e| CheckpointError::Format { path: path.into(), reason: e.to_string() })?;
-    let (_, header) = SafeTensors::read_metadata(bytes)
-        .map_err(|e| CheckpointError::Format { path: path.into(), reason: e.to_string() })?;
+fn parse<'a>(
+    path: &Path,
+    bytes: &'a [u8],
+) -> Result<(SafeTensors<'a>, HashMap<String, String>), CheckpointError> {
+    let st = SafeTensors::deserialize(bytes).map_err(|e| CheckpointError::Format {
+        path: path.into(),
+        reason: e.to_string(),
+    })?;
+    let (_, header) = SafeTensors::read_metadata(bytes).map_err(|e| CheckpointError::Format {
+        path: path.into(),
+        reason: e.to_string(),
+    })?;
     Ok((st, header.metadata().clone().unwrap_or_default()))
 }
 
 /// Reads one float32 tensor of an expected shape.
-fn tensor_f32(path: &Path, st: &SafeTensors<'_>, name: &str, shape: &[usize]) -> Result<Vec<f32>, CheckpointError> {
-    let t = st.tensor(name).map_err(|_| content(path, format!("missing tensor `{name}`")))?;
+fn tensor_f32(
+    path: &Path,
+    st: &SafeTensors<'_>,
+    name: &str,
+    shape: &[usize],
+) -> Result<Vec<f32>, CheckpointError> {
+    let t = st
+        .tensor(name)
+        .map_err(|_| content(path, format!("missing tensor `{name}`")))?;
     if t.dtype() != Dtype::F32 {
-        return Err(content(path, format!("tensor `{name}` has dtype {:?}, expected F32", t.dtype())));
+        return Err(content(
+            path,
+            format!("tensor `{name}` has dtype {:?}, expected F32", t.dtype()),
+        ));
     }
     if t.shape() != shape {
         return Err(content(
             path,
-            format!("tensor `{name}` has shape {:?}, expected {shape:?} (a checkpoint of another architecture?)", t.shape()),
+            format!(
+                "tensor `{name}` has shape {:?}, expected {shape:?} (a checkpoint of another architecture?)",
+                t.shape()
+            ),
         ));
     }
-    Ok(t.data().chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect())
+    Ok(t.data()
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+        .collect())
 }
 
 /// Reads a model checkpoint written for `model`: every key must be present with the right
 /// shape and no other key may appear.
-pub fn load_model(path: &Path, model: &RegressionTransformer) -> Result<(Vec<f32>, CheckpointMeta), CheckpointError> {
+pub fn load_model(
+    path: &Path,
+    model: &RegressionTransformer,
+) -> Result<(Vec<f32>, CheckpointMeta), CheckpointError> {
     let bytes = read(path)?;
     let (st, meta) = parse(path, &bytes)?;
     let mut params = vec![0.0f32; model.num_params()];
@@ -126,40 +182,79 @@ pub fn load_model(path: &Path, model: &RegressionTransformer) -> Result<(Vec<f32
         .chain(model.buffers().into_iter().map(|b| b.0))
         .collect();
     if let Some(extra) = st.names().into_iter().find(|n| !expected.contains(*n)) {
-        return Err(content(path, format!("unexpected tensor `{extra}` (a checkpoint of another architecture?)")));
+        return Err(content(
+            path,
+            format!("unexpected tensor `{extra}` (a checkpoint of another architecture?)"),
+        ));
     }
     let step = meta
         .get("step")
         .and_then(|s| s.parse().ok())
         .ok_or_else(|| content(path, "metadata field `step` is missing or not an integer"))?;
-    Ok((params, CheckpointMeta { step, config_json: meta.get("config").cloned().unwrap_or_default() }))
+    Ok((
+        params,
+        CheckpointMeta {
+            step,
+            config_json: meta.get("config").cloned().unwrap_or_default(),
+        },
+    ))
 }
 
 /// Writes Adam's state (moments and update count) atomically.
-pub fn save_optimizer(path: &Path, model: &RegressionTransformer, state: &TrainState<f32>) -> Result<(), CheckpointError> {
+pub fn save_optimizer(
+    path: &Path,
+    model: &RegressionTransformer,
+    state: &TrainState<f32>,
+) -> Result<(), CheckpointError> {
     let mut tensors = Vec::new();
     for p in &model.layout.params {
-        tensors.push((format!("state.{}.exp_avg", p.name), p.shape.clone(), f32_bytes(&state.exp_avg[p.range()])));
-        tensors.push((format!("state.{}.exp_avg_sq", p.name), p.shape.clone(), f32_bytes(&state.exp_avg_sq[p.range()])));
+        tensors.push((
+            format!("state.{}.exp_avg", p.name),
+            p.shape.clone(),
+            f32_bytes(&state.exp_avg[p.range()]),
+        ));
+        tensors.push((
+            format!("state.{}.exp_avg_sq", p.name),
+            p.shape.clone(),
+            f32_bytes(&state.exp_avg_sq[p.range()]),
+        ));
     }
     let meta = HashMap::from([("steps_done".to_string(), state.steps_done.to_string())]);
     write_tensors(path, tensors, meta)
 }
 
 /// Reads Adam's state; returns `(exp_avg, exp_avg_sq, steps_done)`.
-pub fn load_optimizer(path: &Path, model: &RegressionTransformer) -> Result<(Vec<f32>, Vec<f32>, u64), CheckpointError> {
+pub fn load_optimizer(
+    path: &Path,
+    model: &RegressionTransformer,
+) -> Result<(Vec<f32>, Vec<f32>, u64), CheckpointError> {
     let bytes = read(path)?;
     let (st, meta) = parse(path, &bytes)?;
     let n = model.num_params();
     let (mut m, mut v) = (vec![0.0f32; n], vec![0.0f32; n]);
     for p in &model.layout.params {
-        m[p.range()].copy_from_slice(&tensor_f32(path, &st, &format!("state.{}.exp_avg", p.name), &p.shape)?);
-        v[p.range()].copy_from_slice(&tensor_f32(path, &st, &format!("state.{}.exp_avg_sq", p.name), &p.shape)?);
+        m[p.range()].copy_from_slice(&tensor_f32(
+            path,
+            &st,
+            &format!("state.{}.exp_avg", p.name),
+            &p.shape,
+        )?);
+        v[p.range()].copy_from_slice(&tensor_f32(
+            path,
+            &st,
+            &format!("state.{}.exp_avg_sq", p.name),
+            &p.shape,
+        )?);
     }
     let steps = meta
         .get("steps_done")
         .and_then(|s| s.parse().ok())
-        .ok_or_else(|| content(path, "metadata field `steps_done` is missing or not an integer"))?;
+        .ok_or_else(|| {
+            content(
+                path,
+                "metadata field `steps_done` is missing or not an integer",
+            )
+        })?;
     Ok((m, v, steps))
 }
 

@@ -10,11 +10,18 @@ use stagewise_train::TrainConfig;
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigLoadError {
     #[error("{path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("{path}: invalid YAML: {msg}")]
     Yaml { path: PathBuf, msg: String },
     #[error("{origin}: field `{field}`: {msg}")]
-    Field { origin: String, field: String, msg: String },
+    Field {
+        origin: String,
+        field: String,
+        msg: String,
+    },
     #[error("{origin}: {msg}")]
     Other { origin: String, msg: String },
 }
@@ -30,14 +37,33 @@ pub struct LoadedConfig {
 }
 
 /// Top-level keys of a W&B sweep file that describe the sweep rather than the run.
-const SWEEP_KEYS: &[&str] = &["name", "method", "command", "project", "program", "entity", "description", "metric"];
+const SWEEP_KEYS: &[&str] = &[
+    "name",
+    "method",
+    "command",
+    "project",
+    "program",
+    "entity",
+    "description",
+    "metric",
+];
 
 /// Reads `path`, expands a sweep grid (choosing `sweep_index`), applies `sets`
 /// (`dotted.key=yaml-value`), and validates the result.
-pub fn load_train_config(path: &Path, sets: &[String], sweep_index: Option<usize>) -> Result<LoadedConfig, ConfigLoadError> {
-    let text = std::fs::read_to_string(path).map_err(|source| ConfigLoadError::Io { path: path.into(), source })?;
+pub fn load_train_config(
+    path: &Path,
+    sets: &[String],
+    sweep_index: Option<usize>,
+) -> Result<LoadedConfig, ConfigLoadError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigLoadError::Io {
+        path: path.into(),
+        source,
+    })?;
     let origin = path.display().to_string();
-    let raw = parse_yaml(&text).map_err(|msg| ConfigLoadError::Yaml { path: path.into(), msg })?;
+    let raw = parse_yaml(&text).map_err(|msg| ConfigLoadError::Yaml {
+        path: path.into(),
+        msg,
+    })?;
     resolve(raw, &origin, sets, sweep_index)
 }
 
@@ -48,7 +74,10 @@ pub fn parse_yaml(text: &str) -> Result<Value, String> {
 
 /// Reads a plain (already resolved) config, such as a run folder's `config.yaml`.
 pub fn parse_plain(text: &str, path: &Path) -> Result<TrainConfig, ConfigLoadError> {
-    let doc = parse_yaml(text).map_err(|msg| ConfigLoadError::Yaml { path: path.into(), msg })?;
+    let doc = parse_yaml(text).map_err(|msg| ConfigLoadError::Yaml {
+        path: path.into(),
+        msg,
+    })?;
     typed(doc, &path.display().to_string())
 }
 
@@ -56,7 +85,11 @@ fn typed(mut doc: Value, origin: &str) -> Result<TrainConfig, ConfigLoadError> {
     normalize_numbers(&mut doc);
     let config: TrainConfig = serde_path_to_error::deserialize(&doc).map_err(|e| {
         let field = e.path().to_string();
-        ConfigLoadError::Field { origin: origin.into(), field, msg: e.into_inner().to_string() }
+        ConfigLoadError::Field {
+            origin: origin.into(),
+            field,
+            msg: e.into_inner().to_string(),
+        }
     })?;
     config.validate().map_err(|e| ConfigLoadError::Field {
         origin: origin.into(),
@@ -67,8 +100,16 @@ fn typed(mut doc: Value, origin: &str) -> Result<TrainConfig, ConfigLoadError> {
 }
 
 /// Resolves an already parsed document (see `load_train_config`).
-pub fn resolve(raw: Value, origin: &str, sets: &[String], sweep_index: Option<usize>) -> Result<LoadedConfig, ConfigLoadError> {
-    let other = |msg: String| ConfigLoadError::Other { origin: origin.into(), msg };
+pub fn resolve(
+    raw: Value,
+    origin: &str,
+    sets: &[String],
+    sweep_index: Option<usize>,
+) -> Result<LoadedConfig, ConfigLoadError> {
+    let other = |msg: String| ConfigLoadError::Other {
+        origin: origin.into(),
+        msg,
+    };
     let Value::Object(top) = raw else {
         return Err(other("expected a mapping at the top level".into()));
     };
@@ -79,22 +120,38 @@ pub fn resolve(raw: Value, origin: &str, sets: &[String], sweep_index: Option<us
                 return Err(ConfigLoadError::Field {
                     origin: origin.into(),
                     field: k.clone(),
-                    msg: format!("unknown sweep key; expected `parameters` or one of {SWEEP_KEYS:?}"),
+                    msg: format!(
+                        "unknown sweep key; expected `parameters` or one of {SWEEP_KEYS:?}"
+                    ),
                 });
             }
         }
         let mut axes = Vec::new();
         let template = unwrap_sweep(&top["parameters"], "", &mut axes, origin)?;
         // A `--set` of a swept key fixes that axis.
-        let set_keys: Vec<&str> = sets.iter().filter_map(|s| s.split_once('=')).map(|(k, _)| k.trim()).collect();
+        let set_keys: Vec<&str> = sets
+            .iter()
+            .filter_map(|s| s.split_once('='))
+            .map(|(k, _)| k.trim())
+            .collect();
         axes.retain(|(path, _)| !set_keys.contains(&path.as_str()));
-        let grid: usize = axes.iter().map(|(_, v): &(String, Vec<Value>)| v.len()).product();
+        let grid: usize = axes
+            .iter()
+            .map(|(_, v): &(String, Vec<Value>)| v.len())
+            .product();
         let index = match (sweep_index, grid) {
             (Some(i), g) if i < g => i,
-            (Some(i), g) => return Err(other(format!("--sweep-index {i} is out of range: the sweep has {g} runs (0..{g})"))),
+            (Some(i), g) => {
+                return Err(other(format!(
+                    "--sweep-index {i} is out of range: the sweep has {g} runs (0..{g})"
+                )));
+            }
             (None, 1) => 0,
             (None, g) => {
-                let axes: Vec<String> = axes.iter().map(|(p, v)| format!("{p} ({} values)", v.len())).collect();
+                let axes: Vec<String> = axes
+                    .iter()
+                    .map(|(p, v)| format!("{p} ({} values)", v.len()))
+                    .collect();
                 return Err(other(format!(
                     "the sweep has {g} runs (grid over {}); choose one with --sweep-index 0..{g} or fix the values with --set",
                     axes.join(", ")
@@ -117,28 +174,50 @@ pub fn resolve(raw: Value, origin: &str, sets: &[String], sweep_index: Option<us
         (Value::Object(top), None, 1)
     };
     for s in sets {
-        let (key, val) = s
-            .split_once('=')
-            .ok_or_else(|| other(format!("--set {s:?}: expected key=value, e.g. task_config.model_seed=1")))?;
-        let v: Value = serde_saphyr::from_str(val).map_err(|e| other(format!("--set {key}: invalid value {val:?}: {e}")))?;
+        let (key, val) = s.split_once('=').ok_or_else(|| {
+            other(format!(
+                "--set {s:?}: expected key=value, e.g. task_config.model_seed=1"
+            ))
+        })?;
+        let v: Value = serde_saphyr::from_str(val)
+            .map_err(|e| other(format!("--set {key}: invalid value {val:?}: {e}")))?;
         set_path(&mut doc, key.trim(), v, "--set")?;
     }
     let config = typed(doc, origin)?;
-    Ok(LoadedConfig { config, sweep_name, grid_size })
+    Ok(LoadedConfig {
+        config,
+        sweep_name,
+        grid_size,
+    })
 }
 
 /// Turns a sweep `parameters` tree into a plain document, collecting `values` lists as axes.
-fn unwrap_sweep(node: &Value, path: &str, axes: &mut Vec<(String, Vec<Value>)>, origin: &str) -> Result<Value, ConfigLoadError> {
-    let err = |msg: String| ConfigLoadError::Field { origin: origin.into(), field: path.trim_start_matches('.').into(), msg };
+fn unwrap_sweep(
+    node: &Value,
+    path: &str,
+    axes: &mut Vec<(String, Vec<Value>)>,
+    origin: &str,
+) -> Result<Value, ConfigLoadError> {
+    let err = |msg: String| ConfigLoadError::Field {
+        origin: origin.into(),
+        field: path.trim_start_matches('.').into(),
+        msg,
+    };
     let Value::Object(map) = node else {
-        return Err(err("expected a mapping with `value`, `values` or `parameters`".into()));
+        return Err(err(
+            "expected a mapping with `value`, `values` or `parameters`".into(),
+        ));
     };
     let mut out = Map::new();
     for (key, spec) in map {
         let p = format!("{path}.{key}");
         let field = p.trim_start_matches('.').to_string();
         let Value::Object(spec_map) = spec else {
-            return Err(ConfigLoadError::Field { origin: origin.into(), field, msg: "expected a mapping with `value`, `values` or `parameters`".into() });
+            return Err(ConfigLoadError::Field {
+                origin: origin.into(),
+                field,
+                msg: "expected a mapping with `value`, `values` or `parameters`".into(),
+            });
         };
         let keys: Vec<&str> = spec_map.keys().map(String::as_str).collect();
         let value = match keys.as_slice() {
@@ -148,15 +227,23 @@ fn unwrap_sweep(node: &Value, path: &str, axes: &mut Vec<(String, Vec<Value>)>, 
                     axes.push((field.clone(), vs.clone()));
                     vs[0].clone()
                 }
-                _ => return Err(ConfigLoadError::Field { origin: origin.into(), field, msg: "`values` must be a non-empty list".into() }),
+                _ => {
+                    return Err(ConfigLoadError::Field {
+                        origin: origin.into(),
+                        field,
+                        msg: "`values` must be a non-empty list".into(),
+                    });
+                }
             },
             ["parameters"] => unwrap_sweep(&spec_map["parameters"], &p, axes, origin)?,
             _ => {
                 return Err(ConfigLoadError::Field {
                     origin: origin.into(),
                     field,
-                    msg: format!("expected exactly one of `value`, `values`, `parameters`, found {keys:?}"),
-                })
+                    msg: format!(
+                        "expected exactly one of `value`, `values`, `parameters`, found {keys:?}"
+                    ),
+                });
             }
         };
         out.insert(key.clone(), value);
@@ -170,7 +257,11 @@ fn set_path(doc: &mut Value, path: &str, v: Value, origin: &str) -> Result<(), C
     let parts: Vec<&str> = path.split('.').collect();
     for (i, part) in parts.iter().enumerate() {
         if part.is_empty() {
-            return Err(ConfigLoadError::Field { origin: origin.into(), field: path.into(), msg: "empty key segment".into() });
+            return Err(ConfigLoadError::Field {
+                origin: origin.into(),
+                field: path.into(),
+                msg: "empty key segment".into(),
+            });
         }
         let Value::Object(map) = cur else {
             return Err(ConfigLoadError::Field {
@@ -183,7 +274,9 @@ fn set_path(doc: &mut Value, path: &str, v: Value, origin: &str) -> Result<(), C
             map.insert(part.to_string(), v);
             return Ok(());
         }
-        cur = map.entry(part.to_string()).or_insert_with(|| Value::Object(Map::new()));
+        cur = map
+            .entry(part.to_string())
+            .or_insert_with(|| Value::Object(Map::new()));
     }
     Ok(())
 }
@@ -197,7 +290,11 @@ fn normalize_numbers(v: &mut Value) {
         Value::String(s) => {
             let t = s.trim();
             let digits = t.strip_prefix(['+', '-']).unwrap_or(t);
-            if t.contains('_') && !digits.is_empty() && digits.chars().all(|c| c.is_ascii_digit() || c == '_') && digits.starts_with(|c: char| c.is_ascii_digit()) {
+            if t.contains('_')
+                && !digits.is_empty()
+                && digits.chars().all(|c| c.is_ascii_digit() || c == '_')
+                && digits.starts_with(|c: char| c.is_ascii_digit())
+            {
                 if let Ok(n) = t.replace('_', "").parse::<i64>() {
                     *v = Value::from(n);
                 }

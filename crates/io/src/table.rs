@@ -47,12 +47,21 @@ impl CsvTable {
         }
         write_atomic(path, kept.as_bytes())?;
         let file = OpenOptions::new().append(true).open(path)?;
-        Ok(CsvTable { path: path.into(), file, columns: header.len() })
+        Ok(CsvTable {
+            path: path.into(),
+            file,
+            columns: header.len(),
+        })
     }
 
     /// Appends one row (`step`, then values; shortest round-trip formatting) and flushes it.
     pub fn append(&mut self, step: u64, values: &[f64]) -> io::Result<()> {
-        assert_eq!(values.len() + 1, self.columns, "row width for {}", self.path.display());
+        assert_eq!(
+            values.len() + 1,
+            self.columns,
+            "row width for {}",
+            self.path.display()
+        );
         let mut line = step.to_string();
         for v in values {
             line.push(',');
@@ -83,9 +92,18 @@ fn format_value(v: f64) -> String {
 pub fn read_csv(path: &Path) -> io::Result<(Vec<String>, Vec<Vec<f64>>)> {
     let text = std::fs::read_to_string(path)?;
     let mut lines = text.lines();
-    let header: Vec<String> = lines.next().unwrap_or("").split(',').map(String::from).collect();
+    let header: Vec<String> = lines
+        .next()
+        .unwrap_or("")
+        .split(',')
+        .map(String::from)
+        .collect();
     let rows = lines
-        .map(|l| l.split(',').map(|c| c.parse::<f64>().unwrap_or(f64::NAN)).collect())
+        .map(|l| {
+            l.split(',')
+                .map(|c| c.parse::<f64>().unwrap_or(f64::NAN))
+                .collect()
+        })
         .collect();
     Ok((header, rows))
 }
@@ -113,7 +131,15 @@ mod tests {
         t.append(3, &[0.1]).unwrap();
         let (h, rows) = read_csv(&p).unwrap();
         assert_eq!(h, header);
-        assert_eq!(rows, vec![vec![0.0, 0.0], vec![1.0, 0.5], vec![2.0, 1.0], vec![3.0, 0.1]]);
+        assert_eq!(
+            rows,
+            vec![
+                vec![0.0, 0.0],
+                vec![1.0, 0.5],
+                vec![2.0, 1.0],
+                vec![3.0, 0.1]
+            ]
+        );
         let other = vec!["step".to_string(), "x".to_string()];
         assert!(CsvTable::open(&p, &other, Some(2)).is_err());
         std::fs::remove_dir_all(&dir).unwrap();

@@ -13,7 +13,11 @@ pub fn crc32c(data: &[u8]) -> u32 {
         for (i, e) in t.iter_mut().enumerate() {
             let mut c = i as u32;
             for _ in 0..8 {
-                c = if c & 1 != 0 { 0x82F6_3B78 ^ (c >> 1) } else { c >> 1 };
+                c = if c & 1 != 0 {
+                    0x82F6_3B78 ^ (c >> 1)
+                } else {
+                    c >> 1
+                };
             }
             *e = c;
         }
@@ -46,7 +50,12 @@ fn bytes_field(out: &mut Vec<u8>, field: u64, data: &[u8]) {
 
 /// Encodes `Event{wall_time = 1, step = 2, file_version = 3 | summary = 5 {value = 1 {tag = 1,
 /// simple_value = 2}}}`.
-fn event(wall_time: f64, step: i64, file_version: Option<&str>, scalars: &[(&str, f32)]) -> Vec<u8> {
+fn event(
+    wall_time: f64,
+    step: i64,
+    file_version: Option<&str>,
+    scalars: &[(&str, f32)],
+) -> Vec<u8> {
     let mut e = Vec::new();
     varint(&mut e, (1 << 3) | 1);
     e.extend_from_slice(&wall_time.to_le_bytes());
@@ -70,7 +79,9 @@ fn event(wall_time: f64, step: i64, file_version: Option<&str>, scalars: &[(&str
 }
 
 fn now() -> std::time::Duration {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default()
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
 }
 
 /// Writes `events.out.tfevents.<seconds>.stagewise` in a folder.
@@ -82,7 +93,10 @@ pub struct EventWriter {
 impl EventWriter {
     pub fn create(dir: &Path) -> io::Result<Self> {
         let path = dir.join(format!("events.out.tfevents.{}.stagewise", now().as_secs()));
-        let mut w = EventWriter { file: File::create(&path)?, path };
+        let mut w = EventWriter {
+            file: File::create(&path)?,
+            path,
+        };
         w.record(&event(now().as_secs_f64(), 0, Some("brain.Event:2"), &[]))?;
         Ok(w)
     }
@@ -117,12 +131,18 @@ pub fn read_records(path: &Path) -> io::Result<Vec<Vec<u8>>> {
         let len = u64::from_le_bytes(len_bytes.try_into().unwrap()) as usize;
         let crc = u32::from_le_bytes(data[i + 8..i + 12].try_into().unwrap());
         if crc != masked_crc(len_bytes) || i + 16 + len > data.len() {
-            return Err(io::Error::other(format!("{}: bad record at byte {i}", path.display())));
+            return Err(io::Error::other(format!(
+                "{}: bad record at byte {i}",
+                path.display()
+            )));
         }
         let payload = &data[i + 12..i + 12 + len];
         let pcrc = u32::from_le_bytes(data[i + 12 + len..i + 16 + len].try_into().unwrap());
         if pcrc != masked_crc(payload) {
-            return Err(io::Error::other(format!("{}: bad payload CRC at byte {i}", path.display())));
+            return Err(io::Error::other(format!(
+                "{}: bad payload CRC at byte {i}",
+                path.display()
+            )));
         }
         out.push(payload.to_vec());
         i += 16 + len;
@@ -153,12 +173,18 @@ mod tests {
         let r = &recs[1];
         assert!(r.windows(10).any(|s| s == b"train/loss"));
         assert!(r.windows(4).any(|s| s == 0.25f32.to_le_bytes()));
-        assert!(r.windows(2).any(|s| s == [0x10, 7]), "step field (tag 0x10, varint 7)");
+        assert!(
+            r.windows(2).any(|s| s == [0x10, 7]),
+            "step field (tag 0x10, varint 7)"
+        );
         let mut bytes = std::fs::read(&w.path).unwrap();
         let last = bytes.len() - 6;
         bytes[last] ^= 1;
         std::fs::write(&w.path, &bytes).unwrap();
-        assert!(read_records(&w.path).is_err(), "a flipped byte must fail the CRC");
+        assert!(
+            read_records(&w.path).is_err(),
+            "a flipped byte must fail the CRC"
+        );
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -24,13 +24,20 @@ impl<T: Float> ChunkedRunner<T> {
     pub const DEFAULT_CHUNK: usize = 16;
 
     pub fn new(chunk: usize) -> Self {
-        ChunkedRunner { chunk: chunk.max(1), states: Vec::new() }
+        ChunkedRunner {
+            chunk: chunk.max(1),
+            states: Vec::new(),
+        }
     }
 
     fn prepare(&mut self, nseq: usize, nparams: usize, with_grad: bool) -> usize {
         let nchunks = nseq.div_ceil(self.chunk);
         while self.states.len() < nchunks {
-            self.states.push(ChunkState { ws: Workspace::default(), grad: Vec::new(), loss: 0.0 });
+            self.states.push(ChunkState {
+                ws: Workspace::default(),
+                grad: Vec::new(),
+                loss: 0.0,
+            });
         }
         if with_grad {
             for s in &mut self.states[..nchunks] {
@@ -68,17 +75,16 @@ impl<T: Float> ChunkedRunner<T> {
                 let ys_c = &ys[lo * k..hi * k];
                 model.forward(p, toks_c, hi - lo, t, &mut s.ws, Readout::Predictions)?;
                 let mut loss = 0.0;
-                let dpred: Vec<T> = s
-                    .ws
-                    .pred
-                    .iter()
-                    .zip(ys_c)
-                    .map(|(pr, y)| {
-                        let diff = *pr - *y;
-                        loss += (diff * diff).to_f64();
-                        T::from_f64(scale) * diff
-                    })
-                    .collect();
+                let dpred: Vec<T> =
+                    s.ws.pred
+                        .iter()
+                        .zip(ys_c)
+                        .map(|(pr, y)| {
+                            let diff = *pr - *y;
+                            loss += (diff * diff).to_f64();
+                            T::from_f64(scale) * diff
+                        })
+                        .collect();
                 s.loss = loss;
                 model.backward(p, &dpred, &mut s.grad, &mut s.ws);
                 Ok(())
@@ -118,7 +124,14 @@ impl<T: Float> ChunkedRunner<T> {
             .enumerate()
             .map(|(i, (s, out))| {
                 let (lo, hi) = (i * chunk, ((i + 1) * chunk).min(nseq));
-                model.forward(p, &toks[lo * t * d1..hi * t * d1], hi - lo, t, &mut s.ws, Readout::Predictions)?;
+                model.forward(
+                    p,
+                    &toks[lo * t * d1..hi * t * d1],
+                    hi - lo,
+                    t,
+                    &mut s.ws,
+                    Readout::Predictions,
+                )?;
                 out.copy_from_slice(&s.ws.pred[..(hi - lo) * k]);
                 Ok(())
             })

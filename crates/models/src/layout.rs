@@ -47,7 +47,12 @@ impl ParamLayout {
     /// Appends a tensor and returns its offset.
     pub fn push(&mut self, name: String, shape: Vec<usize>, init: Init) -> usize {
         let offset = self.len;
-        let info = ParamInfo { name, shape, offset, init };
+        let info = ParamInfo {
+            name,
+            shape,
+            offset,
+            init,
+        };
         self.len += info.len();
         self.params.push(info);
         offset

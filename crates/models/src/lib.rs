@@ -1,9 +1,9 @@
 //! Models of stagewise, each with an explicit forward and backward pass over a flat parameter
 //! vector whose layout (names, shapes, offsets) matches the reference PyTorch `state_dict()`.
 
+pub mod batch;
 pub mod layout;
 pub mod regression;
-pub mod batch;
 
 pub use layout::{ParamInfo, ParamLayout};
 pub use regression::{ModelError, Readout, RegressionConfig, RegressionTransformer, Workspace};

@@ -45,7 +45,11 @@ pub struct RegressionConfig {
 #[derive(Debug, thiserror::Error, PartialEq)]
 pub enum ModelError {
     #[error("{field} = {value}: {expected}")]
-    Invalid { field: &'static str, value: String, expected: String },
+    Invalid {
+        field: &'static str,
+        value: String,
+        expected: String,
+    },
     #[error("{0}")]
     Shape(String),
 }
@@ -149,8 +153,12 @@ pub struct RegressionTransformer {
 impl RegressionTransformer {
     pub fn new(config: RegressionConfig) -> Result<Self, ModelError> {
         config.validate()?;
-        let (d1, t, c, m) =
-            (config.token_size(), config.max_tokens(), config.embed_size, config.mlp_size);
+        let (d1, t, c, m) = (
+            config.token_size(),
+            config.max_tokens(),
+            config.embed_size,
+            config.mlp_size,
+        );
         let mut lay = ParamLayout::default();
         let name = |s: &str| format!("{PREFIX}{s}");
         let lin = |fan_in| Init::Uniform { fan_in };
@@ -169,13 +177,29 @@ impl RegressionTransformer {
             let b2 = lay.push(b("compute.2.bias"), vec![c], lin(m));
             let ln = config.layer_norm.then(|| {
                 let mut pair = |i: usize| {
-                    let w = lay.push(b(&format!("layer_norms.{i}.weight")), vec![c], Init::Const(1.0));
-                    let bb = lay.push(b(&format!("layer_norms.{i}.bias")), vec![c], Init::Const(0.0));
+                    let w = lay.push(
+                        b(&format!("layer_norms.{i}.weight")),
+                        vec![c],
+                        Init::Const(1.0),
+                    );
+                    let bb = lay.push(
+                        b(&format!("layer_norms.{i}.bias")),
+                        vec![c],
+                        Init::Const(0.0),
+                    );
                     (w, bb)
                 };
                 [pair(0), pair(1)]
             });
-            blocks.push(BlockOffsets { qkv, out, w1, b1, w2, b2, ln });
+            blocks.push(BlockOffsets {
+                qkv,
+                out,
+                w1,
+                b1,
+                w2,
+                b2,
+                ln,
+            });
         }
         let (ln_f, unemb_w, unemb_b) = if config.layer_norm {
             let w = lay.push(name("unembedding.0.weight"), vec![c], Init::Const(1.0));
@@ -188,7 +212,16 @@ impl RegressionTransformer {
             let ub = lay.push(name("unembedding.bias"), vec![d1], lin(c));
             (None, uw, ub)
         };
-        Ok(RegressionTransformer { config, layout: lay, tok, pos, blocks, ln_f, unemb_w, unemb_b })
+        Ok(RegressionTransformer {
+            config,
+            layout: lay,
+            tok,
+            pos,
+            blocks,
+            ln_f,
+            unemb_w,
+            unemb_b,
+        })
     }
 
     pub fn num_params(&self) -> usize {
@@ -219,10 +252,23 @@ impl RegressionTransformer {
     /// `log(tril(ones(2K, 2K)))` (0 on and below the diagonal, -inf above).
     pub fn buffers(&self) -> Vec<(String, Vec<usize>, Vec<f32>)> {
         let t = self.config.max_tokens();
-        let mask: Vec<f32> =
-            (0..t * t).map(|i| if i % t <= i / t { 0.0 } else { f32::NEG_INFINITY }).collect();
+        let mask: Vec<f32> = (0..t * t)
+            .map(|i| {
+                if i % t <= i / t {
+                    0.0
+                } else {
+                    f32::NEG_INFINITY
+                }
+            })
+            .collect();
         (0..self.config.num_layers)
-            .map(|l| (format!("{PREFIX}blocks.{l}.attention.causal_mask"), vec![t, t], mask.clone()))
+            .map(|l| {
+                (
+                    format!("{PREFIX}blocks.{l}.attention.causal_mask"),
+                    vec![t, t],
+                    mask.clone(),
+                )
+            })
             .collect()
     }
 
@@ -233,7 +279,8 @@ impl RegressionTransformer {
         for b in 0..nseq {
             for e in 0..k {
                 let row = (b * 2 * k + 2 * e) * (d + 1);
-                toks[row + 1..row + 1 + d].copy_from_slice(&xs[(b * k + e) * d..(b * k + e + 1) * d]);
+                toks[row + 1..row + 1 + d]
+                    .copy_from_slice(&xs[(b * k + e) * d..(b * k + e + 1) * d]);
                 toks[row + d + 1] = ys[b * k + e];
             }
         }
@@ -294,7 +341,14 @@ impl RegressionTransformer {
         let lnf: &[T] = match self.ln_f {
             Some((w, b)) => {
                 layernorm_forward(
-                    &mut ws.lnf, &mut ws.lnf_mean, &mut ws.lnf_rstd, xl, &p[w..], &p[b..], rows, c,
+                    &mut ws.lnf,
+                    &mut ws.lnf_mean,
+                    &mut ws.lnf_rstd,
+                    xl,
+                    &p[w..],
+                    &p[b..],
+                    rows,
+                    c,
                     LN_EPS,
                 );
                 &ws.lnf
@@ -334,7 +388,12 @@ impl RegressionTransformer {
         let cfg = &self.config;
         let bo = &self.blocks[l];
         let (c, m, n) = (cfg.embed_size, cfg.mlp_size, nseq * t);
-        let shape = AttnShape { nseq, t, c_model: c, heads: cfg.num_heads };
+        let shape = AttnShape {
+            nseq,
+            t,
+            c_model: c,
+            heads: cfg.num_heads,
+        };
         let (xs_in, xs_out) = ws.x.split_at_mut(l + 1);
         let (x, x_next) = (&xs_in[l], &mut xs_out[0]);
         let a = &mut ws.acts[l];
@@ -342,7 +401,15 @@ impl RegressionTransformer {
         let ln0: &[T] = match bo.ln {
             Some([(w, b), _]) => {
                 layernorm_forward(
-                    &mut a.ln0, &mut a.mean0, &mut a.rstd0, x, &p[w..], &p[b..], n, c, LN_EPS,
+                    &mut a.ln0,
+                    &mut a.mean0,
+                    &mut a.rstd0,
+                    x,
+                    &p[w..],
+                    &p[b..],
+                    n,
+                    c,
+                    LN_EPS,
                 );
                 &a.ln0
             }
@@ -359,7 +426,11 @@ impl RegressionTransformer {
         } else {
             n
         };
-        let (atty, xin): (&[T], &[T]) = if compact { (&a.atty_c, &a.x_c) } else { (&a.atty, x) };
+        let (atty, xin): (&[T], &[T]) = if compact {
+            (&a.atty_c, &a.x_c)
+        } else {
+            (&a.atty, x)
+        };
         // a = atty @ Wo^T (or atty); h = x + a
         match bo.out {
             Some(o) => linear_forward(&mut a.attn, atty, &p[o..], None, rows, c, c),
@@ -372,7 +443,15 @@ impl RegressionTransformer {
         let ln1: &[T] = match bo.ln {
             Some([_, (w, b)]) => {
                 layernorm_forward(
-                    &mut a.ln1, &mut a.mean1, &mut a.rstd1, &a.h, &p[w..], &p[b..], rows, c, LN_EPS,
+                    &mut a.ln1,
+                    &mut a.mean1,
+                    &mut a.rstd1,
+                    &a.h,
+                    &p[w..],
+                    &p[b..],
+                    rows,
+                    c,
+                    LN_EPS,
                 );
                 &a.ln1
             }
@@ -391,14 +470,22 @@ impl RegressionTransformer {
     /// Backward pass after a `Readout::Predictions` forward: `dpred[nseq, K]` is dLoss/dy_hat;
     /// parameter gradients are added to `grad`.
     pub fn backward<T: Float>(&self, p: &[T], dpred: &[T], grad: &mut [T], ws: &mut Workspace<T>) {
-        assert_eq!(ws.readout, Readout::Predictions, "backward needs a Predictions forward");
+        assert_eq!(
+            ws.readout,
+            Readout::Predictions,
+            "backward needs a Predictions forward"
+        );
         let cfg = &self.config;
         let (c, d1, nseq, t) = (cfg.embed_size, cfg.token_size(), ws.nseq, ws.t);
         let (n, rows) = (nseq * t, ws.rows_out);
         let ll = cfg.num_layers;
         // Unembedding: y_hat = lnf . Wu[0] + bu[0]
         let uw = &p[self.unemb_w..self.unemb_w + c];
-        let lnf: &[T] = if self.ln_f.is_some() { &ws.lnf } else { &ws.x[ll] };
+        let lnf: &[T] = if self.ln_f.is_some() {
+            &ws.lnf
+        } else {
+            &ws.x[ll]
+        };
         let dlnf = &mut ws.d_lnf;
         for r in 0..rows {
             let g = dpred[r];
@@ -414,7 +501,16 @@ impl RegressionTransformer {
                 dx[..rows * c].fill(T::ZERO);
                 let (gw, gb) = split_two(grad, w, b, c);
                 layernorm_backward(
-                    dx, gw, gb, dlnf, &ws.x[ll], &ws.lnf_mean, &ws.lnf_rstd, &p[w..], rows, c,
+                    dx,
+                    gw,
+                    gb,
+                    dlnf,
+                    &ws.x[ll],
+                    &ws.lnf_mean,
+                    &ws.lnf_rstd,
+                    &p[w..],
+                    rows,
+                    c,
                 );
             }
             None => dx[..rows * c].copy_from_slice(&dlnf[..rows * c]),
@@ -425,7 +521,18 @@ impl RegressionTransformer {
         // Embedding: dWe += dx0^T toks ; dWp[j, pos] += sum over sequences of dx0[pos, j]
         let dx = &ws.dx;
         let wt = cfg.max_tokens();
-        linear_backward(None, false, &mut grad[self.tok..self.tok + c * d1], None, dx, &ws.toks, &[], n, d1, c);
+        linear_backward(
+            None,
+            false,
+            &mut grad[self.tok..self.tok + c * d1],
+            None,
+            dx,
+            &ws.toks,
+            &[],
+            n,
+            d1,
+            c,
+        );
         for r in 0..n {
             let tpos = r % t;
             for j in 0..c {
@@ -440,7 +547,12 @@ impl RegressionTransformer {
         let bo = &self.blocks[l];
         let (c, m, nseq, t) = (cfg.embed_size, cfg.mlp_size, ws.nseq, ws.t);
         let n = nseq * t;
-        let shape = AttnShape { nseq, t, c_model: c, heads: cfg.num_heads };
+        let shape = AttnShape {
+            nseq,
+            t,
+            c_model: c,
+            heads: cfg.num_heads,
+        };
         let a = &ws.acts[l];
         let rows = a.rows;
         let compact = rows != n;
@@ -451,14 +563,30 @@ impl RegressionTransformer {
         // x_next = 2 xin + attn + mlp ; mlp = W2 relu(W1 ln1 + b1) + b2 ; h = xin + attn
         let ln1: &[T] = if bo.ln.is_some() { &a.ln1 } else { &a.h };
         linear_backward(
-            Some(&mut g.dr), false, &mut grad[bo.w2..bo.w2 + c * m], None, dxn, &a.r, &p[bo.w2..],
-            rows, m, c,
+            Some(&mut g.dr),
+            false,
+            &mut grad[bo.w2..bo.w2 + c * m],
+            None,
+            dxn,
+            &a.r,
+            &p[bo.w2..],
+            rows,
+            m,
+            c,
         );
         apply_bias_grad(grad, bo.b2, dxn, rows, c);
         relu_backward(&mut g.df[..rows * m], &g.dr[..rows * m], &a.f[..rows * m]);
         linear_backward(
-            Some(&mut g.dln), false, &mut grad[bo.w1..bo.w1 + m * c], None, &g.df, ln1,
-            &p[bo.w1..], rows, c, m,
+            Some(&mut g.dln),
+            false,
+            &mut grad[bo.w1..bo.w1 + m * c],
+            None,
+            &g.df,
+            ln1,
+            &p[bo.w1..],
+            rows,
+            c,
+            m,
         );
         apply_bias_grad(grad, bo.b1, &g.df, rows, m);
         // dh = LN1'(dln1)
@@ -466,7 +594,18 @@ impl RegressionTransformer {
             Some([_, (w, b)]) => {
                 g.dh[..rows * c].fill(T::ZERO);
                 let (gw, gb) = split_two(grad, w, b, c);
-                layernorm_backward(&mut g.dh, gw, gb, &g.dln, &a.h, &a.mean1, &a.rstd1, &p[w..], rows, c);
+                layernorm_backward(
+                    &mut g.dh,
+                    gw,
+                    gb,
+                    &g.dln,
+                    &a.h,
+                    &a.mean1,
+                    &a.rstd1,
+                    &p[w..],
+                    rows,
+                    c,
+                );
             }
             None => g.dh[..rows * c].copy_from_slice(&g.dln[..rows * c]),
         }
@@ -476,11 +615,23 @@ impl RegressionTransformer {
             g.dres[i] = dxn[i] + dxn[i] + g.dh[i];
         }
         // datty = dattn @ Wo ; dWo += dattn^T atty
-        let datty_rows: &mut [T] = if compact { &mut g.datty_c } else { &mut g.datty };
+        let datty_rows: &mut [T] = if compact {
+            &mut g.datty_c
+        } else {
+            &mut g.datty
+        };
         match bo.out {
             Some(o) => linear_backward(
-                Some(&mut *datty_rows), false, &mut grad[o..o + c * c], None, &g.dattn, atty, &p[o..],
-                rows, c, c,
+                Some(&mut *datty_rows),
+                false,
+                &mut grad[o..o + c * c],
+                None,
+                &g.dattn,
+                atty,
+                &p[o..],
+                rows,
+                c,
+                c,
             ),
             None => datty_rows[..rows * c].copy_from_slice(&g.dattn[..rows * c]),
         }
@@ -495,16 +646,32 @@ impl RegressionTransformer {
         match bo.ln {
             Some([(w, b), _]) => {
                 linear_backward(
-                    Some(&mut g.dln), false, &mut grad[bo.qkv..bo.qkv + 3 * c * c], None, &g.dqkv, ln0,
-                    &p[bo.qkv..], n, c, 3 * c,
+                    Some(&mut g.dln),
+                    false,
+                    &mut grad[bo.qkv..bo.qkv + 3 * c * c],
+                    None,
+                    &g.dqkv,
+                    ln0,
+                    &p[bo.qkv..],
+                    n,
+                    c,
+                    3 * c,
                 );
                 dx[..n * c].fill(T::ZERO);
                 let (gw, gb) = split_two(grad, w, b, c);
                 layernorm_backward(dx, gw, gb, &g.dln, x, &a.mean0, &a.rstd0, &p[w..], n, c);
             }
             None => linear_backward(
-                Some(&mut dx[..n * c]), false, &mut grad[bo.qkv..bo.qkv + 3 * c * c], None, &g.dqkv, ln0,
-                &p[bo.qkv..], n, c, 3 * c,
+                Some(&mut dx[..n * c]),
+                false,
+                &mut grad[bo.qkv..bo.qkv + 3 * c * c],
+                None,
+                &g.dqkv,
+                ln0,
+                &p[bo.qkv..],
+                n,
+                c,
+                3 * c,
             ),
         }
         // Residual contributions.
@@ -656,13 +823,22 @@ impl<T: Float> Workspace<T> {
     /// Sizes every buffer for `nseq` sequences of `t` tokens (buffers only grow).
     fn prepare(&mut self, model: &RegressionTransformer, nseq: usize, t: usize, readout: Readout) {
         let cfg = &model.config;
-        let (c, m, h, d1) = (cfg.embed_size, cfg.mlp_size, cfg.num_heads, cfg.token_size());
+        let (c, m, h, d1) = (
+            cfg.embed_size,
+            cfg.mlp_size,
+            cfg.num_heads,
+            cfg.token_size(),
+        );
         let n = nseq * t;
         self.nseq = nseq;
         self.t = t;
         self.k = t.div_ceil(2);
         self.readout = readout;
-        self.rows_out = if readout == Readout::Full { n } else { nseq * self.k };
+        self.rows_out = if readout == Readout::Full {
+            n
+        } else {
+            nseq * self.k
+        };
         self.x.resize_with(cfg.num_layers + 1, Vec::new);
         for x in &mut self.x {
             ensure(x, n * c);
@@ -670,7 +846,13 @@ impl<T: Float> Workspace<T> {
         self.acts.resize_with(cfg.num_layers, BlockActs::default);
         for a in &mut self.acts {
             for v in [
-                &mut a.ln0, &mut a.atty, &mut a.atty_c, &mut a.x_c, &mut a.attn, &mut a.h, &mut a.ln1,
+                &mut a.ln0,
+                &mut a.atty,
+                &mut a.atty_c,
+                &mut a.x_c,
+                &mut a.attn,
+                &mut a.h,
+                &mut a.ln1,
                 &mut a.mlp,
             ] {
                 ensure(v, n * c);
@@ -684,7 +866,14 @@ impl<T: Float> Workspace<T> {
             ensure(&mut a.r, n * m);
         }
         let g = &mut self.grads;
-        for v in [&mut g.dln, &mut g.dh, &mut g.dattn, &mut g.dres, &mut g.datty, &mut g.datty_c] {
+        for v in [
+            &mut g.dln,
+            &mut g.dh,
+            &mut g.dattn,
+            &mut g.dres,
+            &mut g.datty,
+            &mut g.datty_c,
+        ] {
             ensure(v, n * c);
         }
         ensure(&mut g.dr, n * m);
@@ -700,7 +889,6 @@ impl<T: Float> Workspace<T> {
         }
         self.pred.resize(nseq * self.k, T::ZERO);
     }
-
 }
 
 /// Convenience for tests and evaluation: forward and (optionally) backward of the MSE loss

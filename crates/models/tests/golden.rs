@@ -6,7 +6,10 @@ use stagewise_models::regression::mse_loss_and_grad;
 use stagewise_models::{Readout, RegressionConfig, RegressionTransformer, Workspace};
 
 fn golden() -> Value {
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../testdata/reference/golden_vectors.json");
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../testdata/reference/golden_vectors.json"
+    );
     serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
 }
 
@@ -28,7 +31,8 @@ fn golden_inputs(b: usize, k: usize, d: usize) -> (Vec<f64>, Vec<f64>) {
     for bi in 0..b {
         for ki in 0..k {
             for di in 0..d {
-                xs[(bi * k + ki) * d + di] = (1.0 + bi as f64 + 0.5 * ki as f64 + 0.25 * di as f64).sin();
+                xs[(bi * k + ki) * d + di] =
+                    (1.0 + bi as f64 + 0.5 * ki as f64 + 0.25 * di as f64).sin();
             }
             ys[bi * k + ki] = (0.3 * bi as f64 + 0.7 * ki as f64).cos();
         }
@@ -38,14 +42,21 @@ fn golden_inputs(b: usize, k: usize, d: usize) -> (Vec<f64>, Vec<f64>) {
 
 fn rel_close(got: f64, want: f64, rel: f64, abs: f64, what: &str) {
     let err = (got - want).abs();
-    assert!(err <= rel * want.abs() + abs, "{what}: got {got:.17e}, want {want:.17e}, err {err:.3e}");
+    assert!(
+        err <= rel * want.abs() + abs,
+        "{what}: got {got:.17e}, want {want:.17e}, err {err:.3e}"
+    );
 }
 
 fn as_f64s(v: &Value) -> Vec<f64> {
-    v.as_array().unwrap().iter().flat_map(|x| match x {
-        Value::Array(_) => as_f64s(x),
-        _ => vec![x.as_f64().unwrap()],
-    }).collect()
+    v.as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|x| match x {
+            Value::Array(_) => as_f64s(x),
+            _ => vec![x.as_f64().unwrap()],
+        })
+        .collect()
 }
 
 #[test]
@@ -58,18 +69,34 @@ fn forward_loss_and_gradients_match_reference_float64() {
     for (name, case) in cases {
         let ln = name.contains("layer_norm=True");
         let out = name.contains("include_output=True");
-        let cfg = RegressionConfig { layer_norm: ln, include_output: out, ..RegressionConfig::l2h4(16) };
+        let cfg = RegressionConfig {
+            layer_norm: ln,
+            include_output: out,
+            ..RegressionConfig::l2h4(16)
+        };
         let model = RegressionTransformer::new(cfg).unwrap();
-        assert_eq!(model.num_params() as u64, case["num_params"].as_u64().unwrap(), "{name}");
+        assert_eq!(
+            model.num_params() as u64,
+            case["num_params"].as_u64().unwrap(),
+            "{name}"
+        );
         let p = golden_params(&model);
         let toks = model.encode(&xs, &ys, b, k);
         let t = 2 * k;
 
         // Full readout: every token output.
         let mut ws = Workspace::default();
-        model.forward(&p, &toks, b, t, &mut ws, Readout::Full).unwrap();
+        model
+            .forward(&p, &toks, b, t, &mut ws, Readout::Full)
+            .unwrap();
         let outs = &ws.out[..b * t * (d + 1)];
-        rel_close(outs.iter().sum(), case["token_outputs_sum"].as_f64().unwrap(), 1e-9, 0.0, name);
+        rel_close(
+            outs.iter().sum(),
+            case["token_outputs_sum"].as_f64().unwrap(),
+            1e-9,
+            0.0,
+            name,
+        );
         rel_close(
             outs.iter().map(|v| v.abs()).sum(),
             case["token_outputs_abs_sum"].as_f64().unwrap(),
@@ -77,7 +104,10 @@ fn forward_loss_and_gradients_match_reference_float64() {
             0.0,
             name,
         );
-        for (got, want) in outs[..d + 1].iter().zip(as_f64s(&case["token_outputs_first_row_b0"])) {
+        for (got, want) in outs[..d + 1]
+            .iter()
+            .zip(as_f64s(&case["token_outputs_first_row_b0"]))
+        {
             rel_close(*got, want, 1e-9, 1e-12, name);
         }
         let full_pred = ws.pred.clone();
@@ -85,11 +115,19 @@ fn forward_loss_and_gradients_match_reference_float64() {
         // Prediction readout + backward.
         let mut grad = vec![0.0; model.num_params()];
         let mut ws2 = Workspace::default();
-        let loss = mse_loss_and_grad(&model, &p, &toks, &ys, b, t, &mut ws2, Some(&mut grad)).unwrap();
+        let loss =
+            mse_loss_and_grad(&model, &p, &toks, &ys, b, t, &mut ws2, Some(&mut grad)).unwrap();
         let want_pred = as_f64s(&case["ys_pred"]);
-        for (i, ((got, full), want)) in ws2.pred.iter().zip(&full_pred).zip(&want_pred).enumerate() {
+        for (i, ((got, full), want)) in ws2.pred.iter().zip(&full_pred).zip(&want_pred).enumerate()
+        {
             rel_close(*got, *want, 1e-9, 1e-12, &format!("{name} ys_pred[{i}]"));
-            rel_close(*full, *want, 1e-9, 1e-12, &format!("{name} full ys_pred[{i}]"));
+            rel_close(
+                *full,
+                *want,
+                1e-9,
+                1e-12,
+                &format!("{name} full ys_pred[{i}]"),
+            );
         }
         rel_close(loss, case["mse_loss"].as_f64().unwrap(), 1e-9, 0.0, name);
         let norm = grad.iter().map(|v| v * v).sum::<f64>().sqrt();
@@ -102,7 +140,13 @@ fn forward_loss_and_gradients_match_reference_float64() {
             let got: f64 = grad[info.range()].iter().sum();
             // Sums that cancel to ~1e-13 carry rounding of the order eps * norm * sqrt(len).
             let abs = 1e-15 * want_norm * (info.len() as f64).sqrt() * 10.0;
-            rel_close(got, want, 1e-9, abs, &format!("{name} grad sum {}", info.name));
+            rel_close(
+                got,
+                want,
+                1e-9,
+                abs,
+                &format!("{name} grad sum {}", info.name),
+            );
         }
     }
 }
@@ -127,31 +171,55 @@ fn gradients_match_central_finite_differences() {
             *v += 0.05 * ((i * 7919 % 1000) as f64 / 1000.0 - 0.5);
         }
         let (nseq, k, d) = (3, 5, 3);
-        let xs: Vec<f64> = (0..nseq * k * d).map(|i| (0.37 * i as f64 + 0.2).sin() * 1.3).collect();
+        let xs: Vec<f64> = (0..nseq * k * d)
+            .map(|i| (0.37 * i as f64 + 0.2).sin() * 1.3)
+            .collect();
         let ys: Vec<f64> = (0..nseq * k).map(|i| (0.91 * i as f64).cos()).collect();
         // Also exercise a shorter sequence than max_examples (T = 2K' tokens, K' = 4).
         for kk in [5usize, 4] {
-            let xs_k: Vec<f64> = (0..nseq).flat_map(|b| xs[b * k * d..(b * k + kk) * d].to_vec()).collect();
-            let ys_k: Vec<f64> = (0..nseq).flat_map(|b| ys[b * k..b * k + kk].to_vec()).collect();
+            let xs_k: Vec<f64> = (0..nseq)
+                .flat_map(|b| xs[b * k * d..(b * k + kk) * d].to_vec())
+                .collect();
+            let ys_k: Vec<f64> = (0..nseq)
+                .flat_map(|b| ys[b * k..b * k + kk].to_vec())
+                .collect();
             let toks = model.encode(&xs_k, &ys_k, nseq, kk);
             let mut ws = Workspace::default();
             let mut grad = vec![0.0; p.len()];
-            mse_loss_and_grad(&model, &p, &toks, &ys_k, nseq, 2 * kk, &mut ws, Some(&mut grad)).unwrap();
+            mse_loss_and_grad(
+                &model,
+                &p,
+                &toks,
+                &ys_k,
+                nseq,
+                2 * kk,
+                &mut ws,
+                Some(&mut grad),
+            )
+            .unwrap();
             let h = 1e-6;
             let mut worst: f64 = 0.0;
             for i in 0..p.len() {
                 let mut pp = p.clone();
                 pp[i] += h;
-                let lp = mse_loss_and_grad(&model, &pp, &toks, &ys_k, nseq, 2 * kk, &mut ws, None).unwrap();
+                let lp = mse_loss_and_grad(&model, &pp, &toks, &ys_k, nseq, 2 * kk, &mut ws, None)
+                    .unwrap();
                 pp[i] -= 2.0 * h;
-                let lm = mse_loss_and_grad(&model, &pp, &toks, &ys_k, nseq, 2 * kk, &mut ws, None).unwrap();
+                let lm = mse_loss_and_grad(&model, &pp, &toks, &ys_k, nseq, 2 * kk, &mut ws, None)
+                    .unwrap();
                 let fd = (lp - lm) / (2.0 * h);
                 let err = (fd - grad[i]).abs() / (1e-6 + fd.abs().max(grad[i].abs()));
                 worst = worst.max(err.min((fd - grad[i]).abs() * 1e4));
                 assert!(
                     (fd - grad[i]).abs() <= 1e-6 * (1.0 + fd.abs()),
                     "ln={ln} out={out} K'={kk} param {i} ({}): fd {fd:e} vs analytic {:e}",
-                    model.layout.params.iter().find(|q| q.range().contains(&i)).unwrap().name,
+                    model
+                        .layout
+                        .params
+                        .iter()
+                        .find(|q| q.range().contains(&i))
+                        .unwrap()
+                        .name,
                     grad[i]
                 );
             }
@@ -162,9 +230,18 @@ fn gradients_match_central_finite_differences() {
 
 #[test]
 fn layout_names_shapes_and_counts_match_the_reference() {
-    let cases = [((true, true, 16), 52_741), ((true, true, 8), 51_717), ((true, false, 16), 44_549), ((false, true, 16), 52_101)];
+    let cases = [
+        ((true, true, 16), 52_741),
+        ((true, true, 8), 51_717),
+        ((true, false, 16), 44_549),
+        ((false, true, 16), 52_101),
+    ];
     for ((ln, out, k), want) in cases {
-        let cfg = RegressionConfig { layer_norm: ln, include_output: out, ..RegressionConfig::l2h4(k) };
+        let cfg = RegressionConfig {
+            layer_norm: ln,
+            include_output: out,
+            ..RegressionConfig::l2h4(k)
+        };
         assert_eq!(RegressionTransformer::new(cfg).unwrap().num_params(), want);
     }
     let defaults = RegressionConfig {
@@ -177,20 +254,48 @@ fn layout_names_shapes_and_counts_match_the_reference() {
         layer_norm: true,
         include_output: false,
     };
-    assert_eq!(RegressionTransformer::new(defaults).unwrap().num_params(), 668_169);
+    assert_eq!(
+        RegressionTransformer::new(defaults).unwrap().num_params(),
+        668_169
+    );
     let m = RegressionTransformer::new(RegressionConfig::l2h4(16)).unwrap();
-    let names: Vec<&str> = m.layout.params.iter().map(|p| p.name.strip_prefix("token_sequence_transformer.").unwrap()).collect();
-    assert_eq!(&names[..8], &[
-        "token_embedding.weight", "postn_embedding.weight", "blocks.0.attention.attention.weight",
-        "blocks.0.attention.output.weight", "blocks.0.compute.0.weight", "blocks.0.compute.0.bias",
-        "blocks.0.compute.2.weight", "blocks.0.compute.2.bias",
-    ]);
+    let names: Vec<&str> = m
+        .layout
+        .params
+        .iter()
+        .map(|p| p.name.strip_prefix("token_sequence_transformer.").unwrap())
+        .collect();
+    assert_eq!(
+        &names[..8],
+        &[
+            "token_embedding.weight",
+            "postn_embedding.weight",
+            "blocks.0.attention.attention.weight",
+            "blocks.0.attention.output.weight",
+            "blocks.0.compute.0.weight",
+            "blocks.0.compute.0.bias",
+            "blocks.0.compute.2.weight",
+            "blocks.0.compute.2.bias",
+        ]
+    );
     assert_eq!(names.len(), 26);
     assert_eq!(names[25], "unembedding.1.bias");
-    assert_eq!(m.layout.get("token_sequence_transformer.postn_embedding.weight").unwrap().shape, vec![64, 32]);
-    let bad = RegressionConfig { num_heads: 5, ..RegressionConfig::l2h4(16) };
+    assert_eq!(
+        m.layout
+            .get("token_sequence_transformer.postn_embedding.weight")
+            .unwrap()
+            .shape,
+        vec![64, 32]
+    );
+    let bad = RegressionConfig {
+        num_heads: 5,
+        ..RegressionConfig::l2h4(16)
+    };
     let err = RegressionTransformer::new(bad).unwrap_err().to_string();
-    assert!(err.contains("num_heads") && err.contains("embed_size = 64"), "{err}");
+    assert!(
+        err.contains("num_heads") && err.contains("embed_size = 64"),
+        "{err}"
+    );
 }
 
 #[test]

@@ -17,7 +17,15 @@ pub struct Adam<T> {
 
 impl<T: Float> Adam<T> {
     pub fn new(n: usize, beta1: f64, beta2: f64, eps: f64, weight_decay: f64) -> Self {
-        Adam { beta1, beta2, eps, weight_decay, m: vec![T::ZERO; n], v: vec![T::ZERO; n], steps: 0 }
+        Adam {
+            beta1,
+            beta2,
+            eps,
+            weight_decay,
+            m: vec![T::ZERO; n],
+            v: vec![T::ZERO; n],
+            steps: 0,
+        }
     }
 
     /// One update of `params` with gradient `grad` at learning rate `lr`.
@@ -33,7 +41,11 @@ impl<T: Float> Adam<T> {
         let wd = T::from_f64(self.weight_decay);
         let decay = self.weight_decay != 0.0;
         for i in 0..params.len() {
-            let g = if decay { grad[i] + wd * params[i] } else { grad[i] };
+            let g = if decay {
+                grad[i] + wd * params[i]
+            } else {
+                grad[i]
+            };
             let m = b1 * self.m[i] + one_b1 * g;
             let v = b2 * self.v[i] + one_b2 * g * g;
             self.m[i] = m;
@@ -68,7 +80,8 @@ mod tests {
         let (g1, g2) = (1.0 + 0.1 * 2.0, -0.5 + 0.1 * p1);
         let m = 0.9 * (0.1 * g1) + 0.1 * g2;
         let v = 0.999 * (0.001 * g1 * g1) + 0.001 * g2 * g2;
-        let want = p1 - 0.05 / (1.0 - 0.81) * m / (v.sqrt() / (1.0f64 - 0.999f64.powi(2)).sqrt() + 1e-8);
+        let want =
+            p1 - 0.05 / (1.0 - 0.81) * m / (v.sqrt() / (1.0f64 - 0.999f64.powi(2)).sqrt() + 1e-8);
         assert!((p[0] - want).abs() < 1e-14);
     }
 }

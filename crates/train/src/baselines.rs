@@ -5,32 +5,47 @@ use rayon::prelude::*;
 
 /// Ridge (Gaussian prior N(0, I)): `w_k = (X_k^T X_k + sigma^2 I)^-1 X_k^T y_k`, `w_0 = 0`.
 /// `xs[nseq, K, D]`, `ys[nseq, K]`; returns `(w_hat[nseq, K, D], y_hat[nseq, K])`.
-pub fn ridge(xs: &[f64], ys: &[f64], nseq: usize, k: usize, d: usize, noise_variance: f64) -> (Vec<f64>, Vec<f64>) {
+pub fn ridge(
+    xs: &[f64],
+    ys: &[f64],
+    nseq: usize,
+    k: usize,
+    d: usize,
+    noise_variance: f64,
+) -> (Vec<f64>, Vec<f64>) {
     let mut w_hat = vec![0.0; nseq * k * d];
     let mut y_hat = vec![0.0; nseq * k];
-    w_hat.par_chunks_mut(k * d).zip(y_hat.par_chunks_mut(k)).enumerate().for_each(|(b, (wb, yb))| {
-        let x = &xs[b * k * d..(b + 1) * k * d];
-        let y = &ys[b * k..(b + 1) * k];
-        let mut a = vec![0.0; d * d];
-        let mut rhs = vec![0.0; d];
-        for i in 0..d {
-            a[i * d + i] = noise_variance;
-        }
-        for e in 0..k {
-            if e > 0 {
-                let w = solve_spd(&a, &rhs, d);
-                wb[e * d..(e + 1) * d].copy_from_slice(&w);
-            }
-            let xe = &x[e * d..(e + 1) * d];
-            yb[e] = xe.iter().zip(&wb[e * d..(e + 1) * d]).map(|(p, q)| p * q).sum();
+    w_hat
+        .par_chunks_mut(k * d)
+        .zip(y_hat.par_chunks_mut(k))
+        .enumerate()
+        .for_each(|(b, (wb, yb))| {
+            let x = &xs[b * k * d..(b + 1) * k * d];
+            let y = &ys[b * k..(b + 1) * k];
+            let mut a = vec![0.0; d * d];
+            let mut rhs = vec![0.0; d];
             for i in 0..d {
-                rhs[i] += xe[i] * y[e];
-                for j in 0..d {
-                    a[i * d + j] += xe[i] * xe[j];
+                a[i * d + i] = noise_variance;
+            }
+            for e in 0..k {
+                if e > 0 {
+                    let w = solve_spd(&a, &rhs, d);
+                    wb[e * d..(e + 1) * d].copy_from_slice(&w);
+                }
+                let xe = &x[e * d..(e + 1) * d];
+                yb[e] = xe
+                    .iter()
+                    .zip(&wb[e * d..(e + 1) * d])
+                    .map(|(p, q)| p * q)
+                    .sum();
+                for i in 0..d {
+                    rhs[i] += xe[i] * y[e];
+                    for j in 0..d {
+                        a[i * d + j] += xe[i] * xe[j];
+                    }
                 }
             }
-        }
-    });
+        });
     (w_hat, y_hat)
 }
 
@@ -48,32 +63,36 @@ pub fn dmmse(
     let m = tasks.len() / d;
     let mut w_hat = vec![0.0; nseq * k * d];
     let mut y_hat = vec![0.0; nseq * k];
-    w_hat.par_chunks_mut(k * d).zip(y_hat.par_chunks_mut(k)).enumerate().for_each(|(b, (wb, yb))| {
-        let x = &xs[b * k * d..(b + 1) * k * d];
-        let y = &ys[b * k..(b + 1) * k];
-        let mut logw = vec![0.0; m];
-        for e in 0..k {
-            let mx = logw.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-            let mut total = 0.0;
-            let w = &mut wb[e * d..(e + 1) * d];
-            for (t, lw) in tasks.chunks_exact(d).zip(&logw) {
-                let p = (lw - mx).exp();
-                total += p;
-                for i in 0..d {
-                    w[i] += p * t[i];
+    w_hat
+        .par_chunks_mut(k * d)
+        .zip(y_hat.par_chunks_mut(k))
+        .enumerate()
+        .for_each(|(b, (wb, yb))| {
+            let x = &xs[b * k * d..(b + 1) * k * d];
+            let y = &ys[b * k..(b + 1) * k];
+            let mut logw = vec![0.0; m];
+            for e in 0..k {
+                let mx = logw.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+                let mut total = 0.0;
+                let w = &mut wb[e * d..(e + 1) * d];
+                for (t, lw) in tasks.chunks_exact(d).zip(&logw) {
+                    let p = (lw - mx).exp();
+                    total += p;
+                    for i in 0..d {
+                        w[i] += p * t[i];
+                    }
+                }
+                for wi in w.iter_mut() {
+                    *wi /= total;
+                }
+                let xe = &x[e * d..(e + 1) * d];
+                yb[e] = xe.iter().zip(w.iter()).map(|(p, q)| p * q).sum();
+                for (t, lw) in tasks.chunks_exact(d).zip(logw.iter_mut()) {
+                    let r = y[e] - t.iter().zip(xe).map(|(p, q)| p * q).sum::<f64>();
+                    *lw -= r * r / (2.0 * noise_variance);
                 }
             }
-            for wi in w.iter_mut() {
-                *wi /= total;
-            }
-            let xe = &x[e * d..(e + 1) * d];
-            yb[e] = xe.iter().zip(w.iter()).map(|(p, q)| p * q).sum();
-            for (t, lw) in tasks.chunks_exact(d).zip(logw.iter_mut()) {
-                let r = y[e] - t.iter().zip(xe).map(|(p, q)| p * q).sum::<f64>();
-                *lw -= r * r / (2.0 * noise_variance);
-            }
-        }
-    });
+        });
     (w_hat, y_hat)
 }
 

@@ -16,7 +16,11 @@ pub struct ConfigError {
 }
 
 fn invalid(field: &str, value: impl ToString, expected: impl ToString) -> ConfigError {
-    ConfigError { field: field.into(), value: value.to_string(), expected: expected.to_string() }
+    ConfigError {
+        field: field.into(),
+        value: value.to_string(),
+        expected: expected.to_string(),
+    }
 }
 
 /// M: `inf` (Gaussian tasks) or a positive number of discrete tasks.
@@ -44,12 +48,18 @@ impl<'de> Deserialize<'de> for NumTasks {
             Float(f64),
             Str(String),
         }
-        let bad = |v: String| serde::de::Error::custom(format!("num_tasks = {v}: expected \"inf\" or a positive integer"));
+        let bad = |v: String| {
+            serde::de::Error::custom(format!(
+                "num_tasks = {v}: expected \"inf\" or a positive integer"
+            ))
+        };
         match Raw::deserialize(d)? {
             Raw::Int(0) => Err(bad("0".into())),
             Raw::Int(m) => Ok(NumTasks::Finite(m)),
             Raw::Float(f) if f.is_infinite() && f > 0.0 => Ok(NumTasks::Infinite),
-            Raw::Float(f) if f >= 1.0 && f.fract() == 0.0 && f < 9e15 => Ok(NumTasks::Finite(f as u64)),
+            Raw::Float(f) if f >= 1.0 && f.fract() == 0.0 && f < 9e15 => {
+                Ok(NumTasks::Finite(f as u64))
+            }
             Raw::Float(f) => Err(bad(f.to_string())),
             Raw::Str(s) if s == "inf" || s == ".inf" => Ok(NumTasks::Infinite),
             Raw::Str(s) => Err(bad(format!("{s:?}"))),
@@ -57,28 +67,72 @@ impl<'de> Deserialize<'de> for NumTasks {
     }
 }
 
-fn d_task_size() -> usize { 8 }
-fn d_max_examples() -> usize { 16 }
-fn d_noise_variance() -> f64 { 0.25 }
-fn d_width() -> usize { 128 }
-fn d_num_heads() -> usize { 2 }
-fn d_num_layers() -> usize { 8 }
-fn d_model_seed() -> Option<u64> { Some(0) }
-fn d_pretrain_seed() -> Option<u64> { Some(1) }
-fn d_true_seed() -> Option<u64> { Some(2) }
-fn d_sampling_seed() -> Option<u64> { Some(3) }
-fn d_true() -> bool { true }
-fn d_num_steps() -> u64 { 500_000 }
-fn d_batch_size() -> usize { 256 }
-fn d_eval_batch_size() -> usize { 2048 }
-fn d_lr() -> f64 { 1e-3 }
-fn d_betas() -> [f64; 2] { [0.9, 0.999] }
-fn d_adam() -> String { "Adam".into() }
-fn d_onecycle() -> String { "OneCycleLR".into() }
-fn d_pct_start() -> f64 { 0.5 }
-fn d_linear() -> Anneal { Anneal::Linear }
-fn d_steps() -> StepsSpec { StepsSpec::log_linear(100, 100) }
-fn d_scheduler() -> Option<SchedulerConfig> { Some(SchedulerConfig::default()) }
+fn d_task_size() -> usize {
+    8
+}
+fn d_max_examples() -> usize {
+    16
+}
+fn d_noise_variance() -> f64 {
+    0.25
+}
+fn d_width() -> usize {
+    128
+}
+fn d_num_heads() -> usize {
+    2
+}
+fn d_num_layers() -> usize {
+    8
+}
+fn d_model_seed() -> Option<u64> {
+    Some(0)
+}
+fn d_pretrain_seed() -> Option<u64> {
+    Some(1)
+}
+fn d_true_seed() -> Option<u64> {
+    Some(2)
+}
+fn d_sampling_seed() -> Option<u64> {
+    Some(3)
+}
+fn d_true() -> bool {
+    true
+}
+fn d_num_steps() -> u64 {
+    500_000
+}
+fn d_batch_size() -> usize {
+    256
+}
+fn d_eval_batch_size() -> usize {
+    2048
+}
+fn d_lr() -> f64 {
+    1e-3
+}
+fn d_betas() -> [f64; 2] {
+    [0.9, 0.999]
+}
+fn d_adam() -> String {
+    "Adam".into()
+}
+fn d_onecycle() -> String {
+    "OneCycleLR".into()
+}
+fn d_pct_start() -> f64 {
+    0.5
+}
+fn d_linear() -> Anneal {
+    Anneal::Linear
+}
+fn d_steps() -> StepsSpec {
+    StepsSpec::log_linear(100, 100)
+}
+fn d_scheduler() -> Option<SchedulerConfig> {
+    Some(SchedulerConfig::default())
+}
 
 /// `RegressionTaskConfig`: data and model (class defaults of the reference).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -128,7 +182,12 @@ pub struct OptimizerConfig {
 
 impl Default for OptimizerConfig {
     fn default() -> Self {
-        OptimizerConfig { optimizer_type: d_adam(), lr: d_lr(), betas: d_betas(), weight_decay: 0.0 }
+        OptimizerConfig {
+            optimizer_type: d_adam(),
+            lr: d_lr(),
+            betas: d_betas(),
+            weight_decay: 0.0,
+        }
     }
 }
 
@@ -179,7 +238,9 @@ pub struct CheckpointerConfig {
 
 impl Default for CheckpointerConfig {
     fn default() -> Self {
-        CheckpointerConfig { checkpoint_steps: d_steps() }
+        CheckpointerConfig {
+            checkpoint_steps: d_steps(),
+        }
     }
 }
 
@@ -192,7 +253,9 @@ pub struct LoggingConfig {
 
 impl Default for LoggingConfig {
     fn default() -> Self {
-        LoggingConfig { logging_steps: d_steps() }
+        LoggingConfig {
+            logging_steps: d_steps(),
+        }
     }
 }
 
@@ -244,22 +307,36 @@ impl TrainConfig {
     /// Checks every value a run depends on; the error names the field.
     pub fn validate(&self) -> Result<(), ConfigError> {
         self.model_config().validate().map_err(|e| match e {
-            stagewise_models::ModelError::Invalid { field, value, expected } => {
-                invalid(&format!("task_config.{field}"), value, expected)
-            }
+            stagewise_models::ModelError::Invalid {
+                field,
+                value,
+                expected,
+            } => invalid(&format!("task_config.{field}"), value, expected),
             other => invalid("task_config", "", other),
         })?;
         let t = &self.task_config;
         if !(t.noise_variance >= 0.0 && t.noise_variance.is_finite()) {
-            return Err(invalid("task_config.noise_variance", t.noise_variance, "expected a finite value >= 0"));
+            return Err(invalid(
+                "task_config.noise_variance",
+                t.noise_variance,
+                "expected a finite value >= 0",
+            ));
         }
         if let NumTasks::Finite(m) = t.num_tasks {
             if m > 1 << 26 {
-                return Err(invalid("task_config.num_tasks", m, "expected at most 2^26 discrete tasks (or \"inf\")"));
+                return Err(invalid(
+                    "task_config.num_tasks",
+                    m,
+                    "expected at most 2^26 discrete tasks (or \"inf\")",
+                ));
             }
         }
         if self.num_steps == 0 || self.num_steps > u32::MAX as u64 {
-            return Err(invalid("num_steps", self.num_steps, "expected 1..=4294967295"));
+            return Err(invalid(
+                "num_steps",
+                self.num_steps,
+                "expected 1..=4294967295",
+            ));
         }
         if self.batch_size == 0 {
             return Err(invalid("batch_size", 0, "expected a positive integer"));
@@ -269,38 +346,78 @@ impl TrainConfig {
         }
         let o = &self.optimizer_config;
         if o.optimizer_type != "Adam" {
-            return Err(invalid("optimizer_config.optimizer_type", &o.optimizer_type, "only \"Adam\" is supported"));
+            return Err(invalid(
+                "optimizer_config.optimizer_type",
+                &o.optimizer_type,
+                "only \"Adam\" is supported",
+            ));
         }
         if !(o.lr > 0.0 && o.lr.is_finite()) {
-            return Err(invalid("optimizer_config.lr", o.lr, "expected a positive number"));
+            return Err(invalid(
+                "optimizer_config.lr",
+                o.lr,
+                "expected a positive number",
+            ));
         }
         for (i, b) in o.betas.iter().enumerate() {
             if !(0.0..1.0).contains(b) {
-                return Err(invalid(&format!("optimizer_config.betas[{i}]"), b, "expected a value in [0, 1)"));
+                return Err(invalid(
+                    &format!("optimizer_config.betas[{i}]"),
+                    b,
+                    "expected a value in [0, 1)",
+                ));
             }
         }
         if !(o.weight_decay >= 0.0) {
-            return Err(invalid("optimizer_config.weight_decay", o.weight_decay, "expected a value >= 0"));
+            return Err(invalid(
+                "optimizer_config.weight_decay",
+                o.weight_decay,
+                "expected a value >= 0",
+            ));
         }
         if let Some(s) = &self.scheduler_config {
             if s.scheduler_type != "OneCycleLR" {
-                return Err(invalid("scheduler_config.scheduler_type", &s.scheduler_type, "only \"OneCycleLR\" is supported"));
+                return Err(invalid(
+                    "scheduler_config.scheduler_type",
+                    &s.scheduler_type,
+                    "only \"OneCycleLR\" is supported",
+                ));
             }
             if !(s.pct_start > 0.0 && s.pct_start < 1.0) {
-                return Err(invalid("scheduler_config.pct_start", s.pct_start, "expected a value in (0, 1)"));
+                return Err(invalid(
+                    "scheduler_config.pct_start",
+                    s.pct_start,
+                    "expected a value in (0, 1)",
+                ));
             }
             if s.cycle_momentum {
-                return Err(invalid("scheduler_config.cycle_momentum", true, "only false is supported (Adam without momentum cycling)"));
+                return Err(invalid(
+                    "scheduler_config.cycle_momentum",
+                    true,
+                    "only false is supported (Adam without momentum cycling)",
+                ));
             }
             if let Some(ts) = s.total_steps {
                 if ts < self.num_steps {
-                    return Err(invalid("scheduler_config.total_steps", ts, format!("expected at least num_steps = {}", self.num_steps)));
+                    return Err(invalid(
+                        "scheduler_config.total_steps",
+                        ts,
+                        format!("expected at least num_steps = {}", self.num_steps),
+                    ));
                 }
             }
-            for (name, v) in [("max_lr", s.max_lr), ("div_factor", s.div_factor), ("final_div_factor", s.final_div_factor)] {
+            for (name, v) in [
+                ("max_lr", s.max_lr),
+                ("div_factor", s.div_factor),
+                ("final_div_factor", s.final_div_factor),
+            ] {
                 if let Some(v) = v {
                     if !(v > 0.0 && v.is_finite()) {
-                        return Err(invalid(&format!("scheduler_config.{name}"), v, "expected a positive number"));
+                        return Err(invalid(
+                            &format!("scheduler_config.{name}"),
+                            v,
+                            "expected a positive number",
+                        ));
                     }
                 }
             }
@@ -366,10 +483,16 @@ impl TrainConfig {
             num_steps: 500_000,
             batch_size: 256,
             eval_batch_size: 1024,
-            optimizer_config: OptimizerConfig { lr: 0.003, ..OptimizerConfig::default() },
+            optimizer_config: OptimizerConfig {
+                lr: 0.003,
+                ..OptimizerConfig::default()
+            },
             scheduler_config: Some(SchedulerConfig::default()),
             checkpointer_config: CheckpointerConfig {
-                checkpoint_steps: StepsSpec::log_linear(100, if max_examples == 8 { 100 } else { 10_000 }),
+                checkpoint_steps: StepsSpec::log_linear(
+                    100,
+                    if max_examples == 8 { 100 } else { 10_000 },
+                ),
             },
             logging_config: LoggingConfig::default(),
         }

@@ -70,7 +70,14 @@ pub struct SequenceDistribution {
 
 impl SequenceDistribution {
     /// Fills `batch` with `nseq` sequences keyed by `(seed, tag, a)`.
-    pub fn sample_into<T: Float>(&self, batch: &mut Batch<T>, nseq: usize, seed: u64, tag: u32, a: u32) {
+    pub fn sample_into<T: Float>(
+        &self,
+        batch: &mut Batch<T>,
+        nseq: usize,
+        seed: u64,
+        tag: u32,
+        a: u32,
+    ) {
         let (d, k) = (self.tasks.task_size(), self.k);
         let std = self.noise_variance.sqrt();
         batch.nseq = nseq;
@@ -106,7 +113,8 @@ impl SequenceDistribution {
                     x.copy_from_slice(&z[d..d + k * d]);
                     for e in 0..k {
                         let xe = &x[e * d..(e + 1) * d];
-                        y[e] = xe.iter().zip(w.iter()).map(|(a, b)| a * b).sum::<f64>() + std * z[d + k * d + e];
+                        y[e] = xe.iter().zip(w.iter()).map(|(a, b)| a * b).sum::<f64>()
+                            + std * z[d + k * d + e];
                     }
                     encode_sequence(tok, yt, x, y, d, k);
                 },
@@ -115,7 +123,14 @@ impl SequenceDistribution {
 }
 
 /// Tokens of one sequence: `[0, x_e]` at position 2e and `[y_e, 0...]` at 2e+1.
-pub fn encode_sequence<T: Float>(tok: &mut [T], yt: &mut [T], x: &[f64], y: &[f64], d: usize, k: usize) {
+pub fn encode_sequence<T: Float>(
+    tok: &mut [T],
+    yt: &mut [T],
+    x: &[f64],
+    y: &[f64],
+    d: usize,
+    k: usize,
+) {
     tok.fill(T::ZERO);
     for e in 0..k {
         let row = 2 * e * (d + 1);
@@ -143,11 +158,16 @@ mod tests {
         let mut resid = Vec::new();
         for i in 0..b.nseq {
             for e in 0..8 {
-                let wx: f64 = (0..4).map(|j| b.ws[i * 4 + j] * b.xs[(i * 8 + e) * 4 + j]).sum();
+                let wx: f64 = (0..4)
+                    .map(|j| b.ws[i * 4 + j] * b.xs[(i * 8 + e) * 4 + j])
+                    .sum();
                 resid.push(b.ys[i * 8 + e] - wx);
                 // Encoding: x at the even token, y at component 0 of the odd token.
                 assert_eq!(b.toks[(i * 16 + 2 * e) * 5], 0.0);
-                assert_eq!(b.toks[(i * 16 + 2 * e) * 5 + 1], b.xs[(i * 8 + e) * 4] as f32);
+                assert_eq!(
+                    b.toks[(i * 16 + 2 * e) * 5 + 1],
+                    b.xs[(i * 8 + e) * 4] as f32
+                );
                 assert_eq!(b.toks[(i * 16 + 2 * e + 1) * 5], b.ys[i * 8 + e] as f32);
             }
         }
@@ -161,12 +181,19 @@ mod tests {
     fn discrete_tasks_come_from_the_table_and_batches_are_keyed_by_step() {
         let tasks = TaskDistribution::discrete(3, 5, 9);
         let table = tasks.tasks().unwrap().to_vec();
-        let dist = SequenceDistribution { tasks, k: 4, noise_variance: 0.0 };
+        let dist = SequenceDistribution {
+            tasks,
+            k: 4,
+            noise_variance: 0.0,
+        };
         let mut b = Batch::<f64>::default();
         dist.sample_into(&mut b, 500, 1, tag::TRAIN_BATCH, 7);
         let mut seen = [false; 5];
         for w in b.ws.chunks(3) {
-            let m = table.chunks(3).position(|t| t == w).expect("task not in table");
+            let m = table
+                .chunks(3)
+                .position(|t| t == w)
+                .expect("task not in table");
             seen[m] = true;
         }
         assert!(seen.iter().all(|s| *s));

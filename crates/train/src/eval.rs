@@ -3,9 +3,9 @@
 
 use stagewise_engine::Float;
 use stagewise_engine::rng::{Stream, tag};
+use stagewise_models::ModelError;
 use stagewise_models::RegressionTransformer;
 use stagewise_models::batch::ChunkedRunner;
-use stagewise_models::ModelError;
 
 use crate::baselines::{dmmse, ridge};
 use crate::data::{Batch, SequenceDistribution, TaskDistribution};
@@ -31,7 +31,10 @@ impl<T: Float> Evaluator<T> {
     /// `(seed, EVAL_TRUE)` and computes their baselines once.
     pub fn new(pretrain: &SequenceDistribution, size: usize, seed: u64) -> Self {
         let d = pretrain.tasks.task_size();
-        let truth = SequenceDistribution { tasks: TaskDistribution::Gaussian { d }, ..pretrain.clone() };
+        let truth = SequenceDistribution {
+            tasks: TaskDistribution::Gaussian { d },
+            ..pretrain.clone()
+        };
         let k = pretrain.k;
         let make = |name, dist: &SequenceDistribution, tg, with_subseq_copy| {
             let mut batch = Batch::default();
@@ -39,10 +42,27 @@ impl<T: Float> Evaluator<T> {
             let (_, r) = ridge(&batch.xs, &batch.ys, size, k, d, pretrain.noise_variance);
             // For M = infinity the reference uses ridge for both baselines.
             let dm = match pretrain.tasks.tasks() {
-                Some(tasks) => dmmse(&batch.xs, &batch.ys, size, k, d, pretrain.noise_variance, tasks).1,
+                Some(tasks) => {
+                    dmmse(
+                        &batch.xs,
+                        &batch.ys,
+                        size,
+                        k,
+                        d,
+                        pretrain.noise_variance,
+                        tasks,
+                    )
+                    .1
+                }
                 None => r.clone(),
             };
-            EvalSet { name, batch, ridge: r, dmmse: dm, with_subseq_copy }
+            EvalSet {
+                name,
+                batch,
+                ridge: r,
+                dmmse: dm,
+                with_subseq_copy,
+            }
         };
         let sets = vec![
             make("pretrain", pretrain, tag::EVAL_PRETRAIN, true),
@@ -101,7 +121,9 @@ impl<T: Float> Evaluator<T> {
             let mut subseq = 0.0;
             for b in 0..n {
                 let kb = sub.below(b as u32, k as u64) as usize + 1;
-                let se: f64 = (0..kb).map(|e| (pred[b * k + e] - s.batch.ys[b * k + e]).powi(2)).sum();
+                let se: f64 = (0..kb)
+                    .map(|e| (pred[b * k + e] - s.batch.ys[b * k + e]).powi(2))
+                    .sum();
                 subseq += se / kb as f64;
             }
             values.push(subseq / n as f64);

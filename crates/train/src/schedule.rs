@@ -13,7 +13,14 @@ pub enum Anneal {
 #[derive(Clone, Debug, PartialEq)]
 pub enum LrSchedule {
     Constant(f64),
-    OneCycle { initial: f64, max: f64, min: f64, end1: f64, end2: f64, anneal: Anneal },
+    OneCycle {
+        initial: f64,
+        max: f64,
+        min: f64,
+        end1: f64,
+        end2: f64,
+        anneal: Anneal,
+    },
 }
 
 impl LrSchedule {
@@ -41,11 +48,20 @@ impl LrSchedule {
     pub fn lr(&self, t: u64) -> f64 {
         match *self {
             LrSchedule::Constant(lr) => lr,
-            LrSchedule::OneCycle { initial, max, min, end1, end2, anneal } => {
+            LrSchedule::OneCycle {
+                initial,
+                max,
+                min,
+                end1,
+                end2,
+                anneal,
+            } => {
                 let t = t as f64;
                 let f = |start: f64, end: f64, pct: f64| match anneal {
                     Anneal::Linear => (end - start) * pct + start,
-                    Anneal::Cos => end + (start - end) / 2.0 * ((std::f64::consts::PI * pct).cos() + 1.0),
+                    Anneal::Cos => {
+                        end + (start - end) / 2.0 * ((std::f64::consts::PI * pct).cos() + 1.0)
+                    }
                 };
                 if t <= end1 {
                     f(initial, max, t / end1)
@@ -78,7 +94,10 @@ mod tests {
         ];
         for (t, want) in cases {
             let got = s.lr(t);
-            assert!((got - want).abs() <= 1e-15 * want.abs() + 1e-25, "lr({t}) = {got:e}, want {want:e}");
+            assert!(
+                (got - want).abs() <= 1e-15 * want.abs() + 1e-25,
+                "lr({t}) = {got:e}, want {want:e}"
+            );
         }
     }
 }

@@ -32,7 +32,10 @@ pub fn int_logspace(start: f64, stop: f64, num: usize) -> Vec<u64> {
 
 /// Sorted distinct `int(v)` for `v` in `numpy.linspace(start, stop, num)`.
 pub fn int_linspace(start: f64, stop: f64, num: usize) -> Vec<u64> {
-    let set: BTreeSet<u64> = np_linspace(start, stop, num).into_iter().map(|v| v as u64).collect();
+    let set: BTreeSet<u64> = np_linspace(start, stop, num)
+        .into_iter()
+        .map(|v| v as u64)
+        .collect();
     set.into_iter().collect()
 }
 

@@ -57,9 +57,15 @@ impl<T: Float> Trainer<T> {
         let t = &config.task_config;
         let tasks = match t.num_tasks {
             NumTasks::Infinite => TaskDistribution::Gaussian { d: t.task_size },
-            NumTasks::Finite(m) => TaskDistribution::discrete(t.task_size, m as usize, seeds.pretrain),
+            NumTasks::Finite(m) => {
+                TaskDistribution::discrete(t.task_size, m as usize, seeds.pretrain)
+            }
         };
-        let data = SequenceDistribution { tasks, k: t.max_examples, noise_variance: t.noise_variance };
+        let data = SequenceDistribution {
+            tasks,
+            k: t.max_examples,
+            noise_variance: t.noise_variance,
+        };
         let params = model.init_params(seeds.model);
         let o = &config.optimizer_config;
         let adam = Adam::new(params.len(), o.betas[0], o.betas[1], 1e-8, o.weight_decay);
@@ -86,7 +92,13 @@ impl<T: Float> Trainer<T> {
     pub fn step(&mut self) -> Result<f64, TrainError> {
         let t = self.adam.steps;
         let (b, k) = (self.config.batch_size, self.data.k);
-        self.data.sample_into(&mut self.batch, b, self.sampling_seed, tag::TRAIN_BATCH, t as u32);
+        self.data.sample_into(
+            &mut self.batch,
+            b,
+            self.sampling_seed,
+            tag::TRAIN_BATCH,
+            t as u32,
+        );
         let loss = self.runner.loss_and_grad(
             &self.model,
             &self.params,
@@ -99,13 +111,18 @@ impl<T: Float> Trainer<T> {
         if !loss.is_finite() {
             return Err(TrainError::Diverged { step: t, loss });
         }
-        self.adam.step(&mut self.params, &self.grad, self.schedule.lr(t));
+        self.adam
+            .step(&mut self.params, &self.grad, self.schedule.lr(t));
         Ok(loss)
     }
 
     /// The evaluator of this run (fixed batches from the eval seed).
     pub fn evaluator(&self) -> Evaluator<T> {
-        Evaluator::new(&self.data, self.config.eval_batch_size, self.config.seeds().eval)
+        Evaluator::new(
+            &self.data,
+            self.config.eval_batch_size,
+            self.config.seeds().eval,
+        )
     }
 
     /// Runs the evaluator on the current weights.
@@ -124,9 +141,15 @@ impl<T: Float> Trainer<T> {
 
     pub fn restore(&mut self, s: TrainState<T>) -> Result<(), TrainError> {
         let n = self.params.len();
-        for (what, len) in [("params", s.params.len()), ("exp_avg", s.exp_avg.len()), ("exp_avg_sq", s.exp_avg_sq.len())] {
+        for (what, len) in [
+            ("params", s.params.len()),
+            ("exp_avg", s.exp_avg.len()),
+            ("exp_avg_sq", s.exp_avg_sq.len()),
+        ] {
             if len != n {
-                return Err(TrainError::State(format!("{what} has {len} values, the model has {n}")));
+                return Err(TrainError::State(format!(
+                    "{what} has {len} values, the model has {n}"
+                )));
             }
         }
         self.params = s.params;
@@ -138,6 +161,10 @@ impl<T: Float> Trainer<T> {
 
     /// Global L2 norm of the weights.
     pub fn weight_norm(&self) -> f64 {
-        self.params.iter().map(|v| v.to_f64() * v.to_f64()).sum::<f64>().sqrt()
+        self.params
+            .iter()
+            .map(|v| v.to_f64() * v.to_f64())
+            .sum::<f64>()
+            .sqrt()
     }
 }

@@ -12,7 +12,10 @@ fn flat(v: &Value) -> Vec<f64> {
 
 #[test]
 fn ridge_and_dmmse_match_golden_vectors() {
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../testdata/reference/golden_vectors.json");
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../testdata/reference/golden_vectors.json"
+    );
     let g: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
     let b = &g["baselines"];
     let (xs, ys) = (flat(&b["xs"]), flat(&b["ys"]));
@@ -20,7 +23,10 @@ fn ridge_and_dmmse_match_golden_vectors() {
     let close = |got: &[f64], want: Vec<f64>, what: &str| {
         assert_eq!(got.len(), want.len(), "{what}");
         for (g, w) in got.iter().zip(&want) {
-            assert!((g - w).abs() <= 1e-12 * (1.0 + w.abs()), "{what}: {got:?} vs {want:?}");
+            assert!(
+                (g - w).abs() <= 1e-12 * (1.0 + w.abs()),
+                "{what}: {got:?} vs {want:?}"
+            );
         }
     };
     let (w, y) = ridge(&xs, &ys, 1, 4, 2, s2);

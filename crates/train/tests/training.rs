@@ -1,9 +1,9 @@
 //! Training behaviour: learning happens, results do not depend on the thread count, and a
 //! restored state continues exactly as an uninterrupted run.
 
+use stagewise_train::Trainer;
 use stagewise_train::config::{NumTasks, TrainConfig};
 use stagewise_train::steps::StepsSpec;
-use stagewise_train::Trainer;
 
 fn small_config() -> TrainConfig {
     let mut c = TrainConfig::l2h4(8, 3);
@@ -19,7 +19,10 @@ fn small_config() -> TrainConfig {
 }
 
 fn pool(threads: usize) -> rayon::ThreadPool {
-    rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap()
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .build()
+        .unwrap()
 }
 
 #[test]
@@ -39,10 +42,19 @@ fn loss_falls_below_the_zero_predictor() {
     assert!(before > 3.0, "initial mse {before}");
     assert!(after[mse_idx] < 3.0, "final mse {}", after[mse_idx]);
     // The ridge baseline's own error is the Bayes risk; delta_ridge == delta_dmmse for M = inf.
-    let dr = names.iter().position(|n| n == "pretrain/delta_ridge").unwrap();
-    let dm = names.iter().position(|n| n == "pretrain/delta_dmmse").unwrap();
+    let dr = names
+        .iter()
+        .position(|n| n == "pretrain/delta_ridge")
+        .unwrap();
+    let dm = names
+        .iter()
+        .position(|n| n == "pretrain/delta_dmmse")
+        .unwrap();
     assert_eq!(after[dr], after[dm]);
-    let sub = names.iter().position(|n| n == "pretrain/mse_subseq").unwrap();
+    let sub = names
+        .iter()
+        .position(|n| n == "pretrain/mse_subseq")
+        .unwrap();
     assert_eq!(after[sub], after[mse_idx]);
 }
 
@@ -90,8 +102,14 @@ fn discrete_tasks_use_dmmse_and_differ_from_ridge() {
     let ev = tr.evaluator();
     let names = ev.metric_names();
     let v = tr.evaluate(&ev, 0).unwrap();
-    let dr = names.iter().position(|n| n == "pretrain/delta_ridge").unwrap();
-    let dm = names.iter().position(|n| n == "pretrain/delta_dmmse").unwrap();
+    let dr = names
+        .iter()
+        .position(|n| n == "pretrain/delta_ridge")
+        .unwrap();
+    let dm = names
+        .iter()
+        .position(|n| n == "pretrain/delta_dmmse")
+        .unwrap();
     assert_ne!(v[dr], v[dm]);
 }
 
@@ -100,7 +118,10 @@ fn invalid_configs_name_the_field() {
     let mut c = small_config();
     c.task_config.num_heads = 3;
     let e = Trainer::<f32>::new(c).err().unwrap().to_string();
-    assert!(e.contains("task_config.num_heads") && e.contains("divide"), "{e}");
+    assert!(
+        e.contains("task_config.num_heads") && e.contains("divide"),
+        "{e}"
+    );
     let mut c = small_config();
     c.optimizer_config.lr = -1.0;
     let e = Trainer::<f32>::new(c).err().unwrap().to_string();
