@@ -220,50 +220,71 @@ pub fn attention_backward<T: Float>(
     }
 }
 
-/// Kernels for a head size `H` known at compile time: rows live in `[T; H]` registers, scores
-/// are computed 8 keys at a time from K transposed, and sums run in several independent
-/// accumulators so that FMA latency does not serialise them.
+/// Kernels for a head size `H` known at compile time. Per (sequence, head) the attention is
+/// five small matrix products over the active query rows (every `stride`-th position), each a
+/// register-blocked loop: `R` rows at a time, 8 keys (one SIMD vector) at a time, `[T; H]`
+/// rows in registers; causal blocks that are entirely masked are skipped.
 mod fixed {
     use super::AttnShape;
     use crate::Float;
+    use crate::reduce;
 
     const L: usize = 8;
 
     struct Head<T, const H: usize> {
+        t: usize,
         tp: usize,
-        q: Vec<[T; H]>,
+        stride: usize,
+        /// Number of active query rows; row `a` is position `a * stride`.
+        na: usize,
+        qa: Vec<[T; H]>,
         k: Vec<[T; H]>,
         v: Vec<[T; H]>,
-        /// K or V transposed, `[H, tp]`, zero-padded to `tp` (a multiple of 8) columns.
+        /// K (forward) or V (backward) transposed, `[H, tp]`, zero-padded columns.
         mt: Vec<T>,
-        dy: Vec<[T; H]>,
-        /// dS, `[t, tp]`.
+        dya: Vec<[T; H]>,
+        /// Row buffers `[na, tp]`: scores / probabilities, and dP / dS.
+        s: Vec<T>,
         ds: Vec<T>,
-        row: Vec<T>,
+        out: Vec<[T; H]>,
+        out2: Vec<[T; H]>,
     }
 
     impl<T: Float, const H: usize> Head<T, H> {
-        fn new(t: usize) -> Self {
+        fn new(t: usize, stride: usize) -> Self {
             let tp = t.next_multiple_of(L);
+            let na = t.div_ceil(stride);
+            let rows = |n| vec![[T::ZERO; H]; n];
             Head {
+                t,
                 tp,
-                q: vec![[T::ZERO; H]; t],
-                k: vec![[T::ZERO; H]; t],
-                v: vec![[T::ZERO; H]; t],
+                stride,
+                na,
+                qa: rows(na),
+                k: rows(t),
+                v: rows(t),
                 mt: vec![T::ZERO; H * tp],
-                dy: vec![[T::ZERO; H]; t],
-                ds: vec![T::ZERO; t * tp],
-                row: vec![T::ZERO; tp],
+                dya: rows(na),
+                s: vec![T::ZERO; na * tp],
+                ds: vec![T::ZERO; na * tp],
+                out: rows(tp),
+                out2: rows(tp),
             }
         }
 
-        /// Loads head `h` of one sequence's `qkv[t, 3C]`: Q, K, V rows, and the transpose of
-        /// segment `transposed` (1 = K for the forward pass, 2 = V for the backward pass).
+        fn pos(&self, a: usize) -> usize {
+            a * self.stride
+        }
+
+        /// Loads head `h` of one sequence's `qkv[t, 3C]`: active Q rows, K and V rows, and the
+        /// transpose of segment `transposed` (1 = K, 2 = V).
         fn load(&mut self, qkv_b: &[T], h: usize, c3: usize, transposed: usize) {
             let tp = self.tp;
             for (i, r) in qkv_b.chunks_exact(c3).enumerate() {
                 let head = &r[h * 3 * H..(h + 1) * 3 * H];
-                self.q[i].copy_from_slice(&head[..H]);
+                if i % self.stride == 0 {
+                    self.qa[i / self.stride].copy_from_slice(&head[..H]);
+                }
                 self.k[i].copy_from_slice(&head[H..2 * H]);
                 self.v[i].copy_from_slice(&head[2 * H..]);
                 let seg = &head[transposed * H..(transposed + 1) * H];
@@ -274,77 +295,131 @@ mod fixed {
         }
     }
 
-    /// `row[8 jb .. 8 (jb + G)] = a . mt[:, 8 jb .. 8 (jb + G)]`: G independent 8-lane sums.
+    /// `out[a, 0..8 nb] = rows[a] . mt[:, 0..8 nb]` for the `G` rows `a0..a0+G`.
     #[inline(always)]
-    fn vec_mat_g<T: Float, const H: usize, const G: usize>(
-        row: &mut [T],
-        a: &[T; H],
+    fn abt_block<T: Float, const H: usize, const G: usize>(
+        out: &mut [T],
+        rows: &[[T; H]],
         mt: &[T],
         tp: usize,
-        jb: usize,
-    ) {
-        let mut acc = [[T::ZERO; L]; G];
-        for e in 0..H {
-            let ae = a[e];
-            let base = e * tp + jb * L;
-            for (g, accg) in acc.iter_mut().enumerate() {
-                let m: &[T; L] = mt[base + g * L..base + g * L + L].try_into().unwrap();
-                for l in 0..L {
-                    accg[l] = ae.mul_add(m[l], accg[l]);
-                }
-            }
-        }
-        for (g, accg) in acc.iter().enumerate() {
-            row[(jb + g) * L..(jb + g + 1) * L].copy_from_slice(accg);
-        }
-    }
-
-    /// `row[0 .. 8 nb] = a . mt[:, 0 .. 8 nb]` for `mt[H, tp]`.
-    #[inline(always)]
-    fn vec_mat<T: Float, const H: usize>(
-        row: &mut [T],
-        a: &[T; H],
-        mt: &[T],
-        tp: usize,
+        a0: usize,
         nb: usize,
     ) {
-        let mut jb = 0;
-        while jb < nb {
-            match nb - jb {
-                1 => vec_mat_g::<T, H, 1>(row, a, mt, tp, jb),
-                2 => vec_mat_g::<T, H, 2>(row, a, mt, tp, jb),
-                3 => vec_mat_g::<T, H, 3>(row, a, mt, tp, jb),
-                _ => vec_mat_g::<T, H, 4>(row, a, mt, tp, jb),
+        for jb in 0..nb {
+            let mut acc = [[T::ZERO; L]; G];
+            for e in 0..H {
+                let m: &[T; L] = mt[e * tp + jb * L..e * tp + jb * L + L].try_into().unwrap();
+                for g in 0..G {
+                    let x = rows[a0 + g][e];
+                    for l in 0..L {
+                        acc[g][l] = x.mul_add(m[l], acc[g][l]);
+                    }
+                }
             }
-            jb += 4;
+            for g in 0..G {
+                out[(a0 + g) * tp + jb * L..(a0 + g) * tp + jb * L + L].copy_from_slice(&acc[g]);
+            }
         }
     }
 
-    /// `sum_j w[j] * rows[j]` with four independent accumulators.
+    /// `out[a] = sum_{j < ncols} w[a, j] x[j]` for the `G` rows `a0..a0+G`.
     #[inline(always)]
-    fn weighted_sum<T: Float, const H: usize>(w: &[T], rows: &[[T; H]]) -> [T; H] {
-        let mut acc = [[T::ZERO; H]; 4];
-        let n = w.len();
-        let mut j = 0;
-        while j + 4 <= n {
-            for (u, accu) in acc.iter_mut().enumerate() {
-                let (wj, r) = (w[j + u], &rows[j + u]);
+    fn wx_block<T: Float, const H: usize, const G: usize>(
+        out: &mut [[T; H]],
+        w: &[T],
+        x: &[[T; H]],
+        tp: usize,
+        a0: usize,
+        ncols: usize,
+    ) {
+        let mut acc = [[T::ZERO; H]; G];
+        for (j, xj) in x[..ncols].iter().enumerate() {
+            for g in 0..G {
+                let wv = w[(a0 + g) * tp + j];
                 for e in 0..H {
-                    accu[e] = wj.mul_add(r[e], accu[e]);
+                    acc[g][e] = wv.mul_add(xj[e], acc[g][e]);
                 }
             }
-            j += 4;
         }
-        for (wj, r) in w[j..].iter().zip(&rows[j..n]) {
-            for e in 0..H {
-                acc[0][e] = wj.mul_add(r[e], acc[0][e]);
+        out[a0..a0 + G].copy_from_slice(&acc);
+    }
+
+    /// `out[j] = sum_{a >= a_start} w[a, j] x[a]` for the `G` columns `j0..j0+G`.
+    #[inline(always)]
+    fn wtx_block<T: Float, const H: usize, const G: usize>(
+        out: &mut [[T; H]],
+        w: &[T],
+        x: &[[T; H]],
+        tp: usize,
+        j0: usize,
+        a_start: usize,
+    ) {
+        let mut acc = [[T::ZERO; H]; G];
+        for (a, xa) in x.iter().enumerate().skip(a_start) {
+            for g in 0..G {
+                let wv = w[a * tp + j0 + g];
+                for e in 0..H {
+                    acc[g][e] = wv.mul_add(xa[e], acc[g][e]);
+                }
             }
         }
-        let mut out = [T::ZERO; H];
-        for e in 0..H {
-            out[e] = (acc[0][e] + acc[1][e]) + (acc[2][e] + acc[3][e]);
+        out[j0..j0 + G].copy_from_slice(&acc);
+    }
+
+    /// Rows per register block: four rows of up to 16 lanes fit the 16 AVX registers.
+    const fn rows_per_block(h: usize) -> usize {
+        if h <= 16 { 4 } else if h <= 32 { 2 } else { 1 }
+    }
+
+    /// Scores `s[a, :] = rows[a] . mt` for every active row, up to each row block's last key.
+    fn scores<T: Float, const H: usize>(hd: &Head<T, H>, rows: &[[T; H]], s: &mut [T]) {
+        let r = rows_per_block(H);
+        let mut a0 = 0;
+        while a0 < hd.na {
+            let g = r.min(hd.na - a0);
+            let nb = (hd.pos(a0 + g - 1) + 1).div_ceil(L);
+            match g {
+                1 => abt_block::<T, H, 1>(s, rows, &hd.mt, hd.tp, a0, nb),
+                2 => abt_block::<T, H, 2>(s, rows, &hd.mt, hd.tp, a0, nb),
+                3 => abt_block::<T, H, 3>(s, rows, &hd.mt, hd.tp, a0, nb),
+                _ => abt_block::<T, H, 4>(s, rows, &hd.mt, hd.tp, a0, nb),
+            }
+            a0 += g;
         }
-        out
+    }
+
+    /// `out[a] = sum_j w[a, j] x[j]` over the causal prefix of each row block.
+    fn weighted_rows<T: Float, const H: usize>(hd: &Head<T, H>, w: &[T], x: &[[T; H]], out: &mut [[T; H]]) {
+        let r = rows_per_block(H);
+        let mut a0 = 0;
+        while a0 < hd.na {
+            let g = r.min(hd.na - a0);
+            let ncols = hd.pos(a0 + g - 1) + 1;
+            match g {
+                1 => wx_block::<T, H, 1>(out, w, x, hd.tp, a0, ncols),
+                2 => wx_block::<T, H, 2>(out, w, x, hd.tp, a0, ncols),
+                3 => wx_block::<T, H, 3>(out, w, x, hd.tp, a0, ncols),
+                _ => wx_block::<T, H, 4>(out, w, x, hd.tp, a0, ncols),
+            }
+            a0 += g;
+        }
+    }
+
+    /// `out[j] = sum_a w[a, j] x[a]` for every key `j < t` (rows with `pos(a) < j` hold zeros).
+    fn weighted_cols<T: Float, const H: usize>(hd: &Head<T, H>, w: &[T], x: &[[T; H]], out: &mut [[T; H]]) {
+        let r = rows_per_block(H);
+        let mut j0 = 0;
+        while j0 < hd.t {
+            let g = r.min(hd.t - j0);
+            let a_start = j0.div_ceil(hd.stride);
+            match g {
+                1 => wtx_block::<T, H, 1>(out, w, x, hd.tp, j0, a_start),
+                2 => wtx_block::<T, H, 2>(out, w, x, hd.tp, j0, a_start),
+                3 => wtx_block::<T, H, 3>(out, w, x, hd.tp, j0, a_start),
+                _ => wtx_block::<T, H, 4>(out, w, x, hd.tp, j0, a_start),
+            }
+            j0 += g;
+        }
     }
 
     pub(super) fn forward<T: Float, const H: usize>(
@@ -356,31 +431,37 @@ mod fixed {
     ) {
         let (t, c3, cm) = (s.t, 3 * s.c_model, s.c_model);
         let scale = T::from_f64(1.0 / (H as f64).sqrt());
-        let mut hd = Head::<T, H>::new(t);
+        let mut hd = Head::<T, H>::new(t, stride);
+        let (tp, na) = (hd.tp, hd.na);
+        let mut sbuf = std::mem::take(&mut hd.s);
+        let mut obuf = std::mem::take(&mut hd.out);
         for b in 0..s.nseq {
             for h in 0..s.heads {
                 hd.load(&qkv[b * t * c3..(b + 1) * t * c3], h, c3, 1);
-                let p_bh = &mut probs[(b * s.heads + h) * t * t..(b * s.heads + h + 1) * t * t];
-                for i in (0..t).step_by(stride) {
-                    vec_mat(&mut hd.row, &hd.q[i], &hd.mt, hd.tp, (i + 1).div_ceil(L));
-                    let mut mx = T::from_f64(f64::NEG_INFINITY);
-                    for v in &hd.row[..=i] {
-                        mx = mx.max(*v);
+                scores(&hd, &hd.qa, &mut sbuf);
+                // Softmax per active row over whole 8-lane blocks; keys after the row masked.
+                for a in 0..na {
+                    let i = hd.pos(a);
+                    let w = (i + 1).next_multiple_of(L);
+                    let row = &mut sbuf[a * tp..(a + 1) * tp];
+                    row[i + 1..w].fill(T::from_f64(f64::NEG_INFINITY));
+                    let mx = reduce::max(&row[..w]);
+                    for v in row[..w].iter_mut() {
+                        *v = (*v - mx) * scale;
                     }
-                    let prow = &mut p_bh[i * t..(i + 1) * t];
-                    let mut sum = T::ZERO;
-                    for (p, v) in prow[..=i].iter_mut().zip(&hd.row[..=i]) {
-                        *p = ((*v - mx) * scale).exp();
-                        sum += *p;
+                    T::exp_in_place(&mut row[..w]);
+                    row[i + 1..].fill(T::ZERO);
+                    let inv = T::ONE / reduce::sum(&row[..w]);
+                    for v in row[..w].iter_mut() {
+                        *v *= inv;
                     }
-                    let inv = T::ONE / sum;
-                    for p in prow[..=i].iter_mut() {
-                        *p *= inv;
-                    }
-                    prow[i + 1..].fill(T::ZERO);
-                    let acc = weighted_sum(&prow[..=i], &hd.v);
-                    let o = (b * t + i) * cm + h * H;
-                    out[o..o + H].copy_from_slice(&acc);
+                    let p_row = (b * s.heads + h) * t * t + i * t;
+                    probs[p_row..p_row + t].copy_from_slice(&row[..t]);
+                }
+                weighted_rows(&hd, &sbuf, &hd.v, &mut obuf);
+                for a in 0..na {
+                    let o = (b * t + hd.pos(a)) * cm + h * H;
+                    out[o..o + H].copy_from_slice(&obuf[a]);
                 }
             }
         }
@@ -396,57 +477,51 @@ mod fixed {
     ) {
         let (t, c3, cm) = (s.t, 3 * s.c_model, s.c_model);
         let scale = T::from_f64(1.0 / (H as f64).sqrt());
-        let mut hd = Head::<T, H>::new(t);
-        let tp = hd.tp;
+        let mut hd = Head::<T, H>::new(t, stride);
+        let (tp, na) = (hd.tp, hd.na);
+        let mut pbuf = std::mem::take(&mut hd.s);
+        let mut dsbuf = std::mem::take(&mut hd.ds);
+        let mut dya = std::mem::take(&mut hd.dya);
+        let mut obuf = std::mem::take(&mut hd.out);
+        let mut obuf2 = std::mem::take(&mut hd.out2);
         for b in 0..s.nseq {
+            let dqkv_b = &mut dqkv[b * t * c3..(b + 1) * t * c3];
             for h in 0..s.heads {
                 hd.load(&qkv[b * t * c3..(b + 1) * t * c3], h, c3, 2);
-                let p_bh = &probs[(b * s.heads + h) * t * t..(b * s.heads + h + 1) * t * t];
-                let dqkv_b = &mut dqkv[b * t * c3..(b + 1) * t * c3];
-                // Pass 1 over query rows: dP = dy V^T, dS = P (dP - sum P dP) / sqrt(c), dQ = dS K.
+                for a in 0..na {
+                    let i = hd.pos(a);
+                    let o = (b * t + i) * cm + h * H;
+                    dya[a].copy_from_slice(&dout[o..o + H]);
+                    let p_row = (b * s.heads + h) * t * t + i * t;
+                    pbuf[a * tp..a * tp + t].copy_from_slice(&probs[p_row..p_row + t]);
+                }
+                // dP = dy V^T ; dS = P (dP - sum_j P dP) / sqrt(c)
+                scores(&hd, &dya, &mut dsbuf);
+                for a in 0..na {
+                    let w = (hd.pos(a) + 1).next_multiple_of(L);
+                    let (p, d) = (&pbuf[a * tp..a * tp + w], &mut dsbuf[a * tp..(a + 1) * tp]);
+                    let pdp = reduce::dot(p, &d[..w]);
+                    for (dv, pv) in d[..w].iter_mut().zip(p) {
+                        *dv = *pv * (*dv - pdp) * scale;
+                    }
+                    d[w..].fill(T::ZERO);
+                }
+                // dQ = dS K (active rows; other rows get zero) ; dK = dS^T Q ; dV = P^T dy
+                weighted_rows(&hd, &dsbuf, &hd.k, &mut obuf);
                 for i in 0..t {
                     let d = &mut dqkv_b[i * c3 + h * 3 * H..i * c3 + h * 3 * H + H];
-                    if i % stride != 0 {
+                    if i % stride == 0 {
+                        d.copy_from_slice(&obuf[i / stride]);
+                    } else {
                         d.fill(T::ZERO);
-                        continue;
                     }
-                    let o = (b * t + i) * cm + h * H;
-                    hd.dy[i].copy_from_slice(&dout[o..o + H]);
-                    vec_mat(&mut hd.row, &hd.dy[i], &hd.mt, tp, (i + 1).div_ceil(L));
-                    let prow = &p_bh[i * t..=i * t + i];
-                    let pdp = crate::reduce::dot(prow, &hd.row);
-                    let dsrow = &mut hd.ds[i * tp..i * tp + i + 1];
-                    for (ds, (p, x)) in dsrow.iter_mut().zip(prow.iter().zip(&hd.row)) {
-                        *ds = *p * (*x - pdp) * scale;
-                    }
-                    d.copy_from_slice(&weighted_sum(dsrow, &hd.k));
                 }
-                // Pass 2 over key rows: dK_j = sum_i dS_ij Q_i, dV_j = sum_i P_ij dy_i.
+                weighted_cols(&hd, &dsbuf, &hd.qa, &mut obuf);
+                weighted_cols(&hd, &pbuf, &dya, &mut obuf2);
                 for j in 0..t {
-                    let (mut dk0, mut dk1) = ([T::ZERO; H], [T::ZERO; H]);
-                    let (mut dv0, mut dv1) = ([T::ZERO; H], [T::ZERO; H]);
-                    let mut rows = (j.next_multiple_of(stride)..t).step_by(stride);
-                    loop {
-                        let Some(i0) = rows.next() else { break };
-                        let (ds, p) = (hd.ds[i0 * tp + j], p_bh[i0 * t + j]);
-                        let (q, dy) = (&hd.q[i0], &hd.dy[i0]);
-                        for e in 0..H {
-                            dk0[e] = ds.mul_add(q[e], dk0[e]);
-                            dv0[e] = p.mul_add(dy[e], dv0[e]);
-                        }
-                        let Some(i1) = rows.next() else { break };
-                        let (ds, p) = (hd.ds[i1 * tp + j], p_bh[i1 * t + j]);
-                        let (q, dy) = (&hd.q[i1], &hd.dy[i1]);
-                        for e in 0..H {
-                            dk1[e] = ds.mul_add(q[e], dk1[e]);
-                            dv1[e] = p.mul_add(dy[e], dv1[e]);
-                        }
-                    }
                     let base = j * c3 + h * 3 * H;
-                    for e in 0..H {
-                        dqkv_b[base + H + e] = dk0[e] + dk1[e];
-                        dqkv_b[base + 2 * H + e] = dv0[e] + dv1[e];
-                    }
+                    dqkv_b[base + H..base + 2 * H].copy_from_slice(&obuf[j]);
+                    dqkv_b[base + 2 * H..base + 3 * H].copy_from_slice(&obuf2[j]);
                 }
             }
         }

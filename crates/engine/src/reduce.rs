@@ -61,6 +61,25 @@ pub fn sum_sq_dev<T: Float>(x: &[T], c: T) -> T {
     s
 }
 
+/// `max(x)` (not NaN-aware: a plain compare-select, which vectorises); `-inf` for an empty slice.
+#[inline(always)]
+pub fn max<T: Float>(x: &[T]) -> T {
+    let ninf = T::from_f64(f64::NEG_INFINITY);
+    let mut acc = [ninf; 8];
+    let chunks = x.chunks_exact(8);
+    let rest = chunks.remainder();
+    for c in chunks {
+        for l in 0..8 {
+            acc[l] = if c[l] > acc[l] { c[l] } else { acc[l] };
+        }
+    }
+    let mut m = ninf;
+    for v in acc.iter().chain(rest) {
+        m = if *v > m { *v } else { m };
+    }
+    m
+}
+
 #[inline(always)]
 fn fold<T: Float>(a: [T; 8]) -> T {
     ((a[0] + a[4]) + (a[2] + a[6])) + ((a[1] + a[5]) + (a[3] + a[7]))
@@ -79,6 +98,8 @@ mod tests {
             assert!((sum(&x) - s).abs() < 1e-12);
             let d: f64 = x.iter().zip(&y).map(|(a, b)| a * b).sum();
             assert!((dot(&x, &y) - d).abs() < 1e-12);
+            let m = x.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+            assert_eq!(max(&x), m);
             let q: f64 = x.iter().map(|a| (a - 0.2) * (a - 0.2)).sum();
             assert!((sum_sq_dev(&x, 0.2) - q).abs() < 1e-12);
         }
