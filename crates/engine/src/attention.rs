@@ -368,7 +368,13 @@ mod fixed {
 
     /// Rows per register block: four rows of up to 16 lanes fit the 16 AVX registers.
     const fn rows_per_block(h: usize) -> usize {
-        if h <= 16 { 4 } else if h <= 32 { 2 } else { 1 }
+        if h <= 16 {
+            4
+        } else if h <= 32 {
+            2
+        } else {
+            1
+        }
     }
 
     /// Scores `s[a, :] = rows[a] . mt` for every active row, up to each row block's last key.
@@ -389,7 +395,12 @@ mod fixed {
     }
 
     /// `out[a] = sum_j w[a, j] x[j]` over the causal prefix of each row block.
-    fn weighted_rows<T: Float, const H: usize>(hd: &Head<T, H>, w: &[T], x: &[[T; H]], out: &mut [[T; H]]) {
+    fn weighted_rows<T: Float, const H: usize>(
+        hd: &Head<T, H>,
+        w: &[T],
+        x: &[[T; H]],
+        out: &mut [[T; H]],
+    ) {
         let r = rows_per_block(H);
         let mut a0 = 0;
         while a0 < hd.na {
@@ -406,7 +417,12 @@ mod fixed {
     }
 
     /// `out[j] = sum_a w[a, j] x[a]` for every key `j < t` (rows with `pos(a) < j` hold zeros).
-    fn weighted_cols<T: Float, const H: usize>(hd: &Head<T, H>, w: &[T], x: &[[T; H]], out: &mut [[T; H]]) {
+    fn weighted_cols<T: Float, const H: usize>(
+        hd: &Head<T, H>,
+        w: &[T],
+        x: &[[T; H]],
+        out: &mut [[T; H]],
+    ) {
         let r = rows_per_block(H);
         let mut j0 = 0;
         while j0 < hd.t {

@@ -140,7 +140,9 @@ mod tests {
     #[test]
     fn fast_exp_is_within_two_ulp_of_libm() {
         let mut worst = 0.0f64;
-        let xs: Vec<f32> = (0..200_001).map(|i| -87.0 + i as f32 * (87.0 + 20.0) / 200_000.0).collect();
+        let xs: Vec<f32> = (0..200_001)
+            .map(|i| -87.0 + i as f32 * (87.0 + 20.0) / 200_000.0)
+            .collect();
         let mut ys = xs.clone();
         super::exp_f32(&mut ys);
         for (x, y) in xs.iter().zip(&ys) {

@@ -324,11 +324,19 @@ impl RegressionTransformer {
         // Embedding: x0 = toks @ We^T + Wp^T[:t]   [N, C]
         let x0 = &mut ws.x[0];
         linear_forward(x0, toks, &p[self.tok..], None, n, d1, c);
-        let wp = &p[self.pos..self.pos + c * cfg.max_tokens()];
-        for (r, row) in x0[..n * c].chunks_exact_mut(c).enumerate() {
-            let tpos = r % t;
-            for (j, v) in row.iter_mut().enumerate() {
-                *v += wp[j * cfg.max_tokens() + tpos];
+        // pos[tpos, j] = Wp[j, tpos], gathered once so the per-row add is contiguous.
+        let (wp, mt) = (
+            &p[self.pos..self.pos + c * cfg.max_tokens()],
+            cfg.max_tokens(),
+        );
+        ws.pos.clear();
+        ws.pos.extend((0..t * c).map(|i| wp[(i % c) * mt + i / c]));
+        for (row, pos) in x0[..n * c]
+            .chunks_exact_mut(c)
+            .zip(ws.pos.chunks_exact(c).cycle())
+        {
+            for (v, q) in row.iter_mut().zip(pos) {
+                *v += *q;
             }
         }
         for l in 0..cfg.num_layers {
@@ -367,9 +375,8 @@ impl RegressionTransformer {
             }
             Readout::Predictions => {
                 // y_hat[r] = lnf[r] . Wu[0] + bu[0] over the compact x rows.
-                for (r, pr) in ws.pred.iter_mut().enumerate() {
-                    let row = &lnf[r * c..(r + 1) * c];
-                    *pr = row.iter().zip(&uw[..c]).map(|(a, b)| *a * *b).sum::<T>() + ub[0];
+                for (pr, row) in ws.pred.iter_mut().zip(lnf.chunks_exact(c)) {
+                    *pr = stagewise_engine::reduce::dot(row, &uw[..c]) + ub[0];
                 }
             }
         }
@@ -436,8 +443,12 @@ impl RegressionTransformer {
             Some(o) => linear_forward(&mut a.attn, atty, &p[o..], None, rows, c, c),
             None => a.attn[..rows * c].copy_from_slice(&atty[..rows * c]),
         }
-        for i in 0..rows * c {
-            a.h[i] = xin[i] + a.attn[i];
+        for ((h, x), at) in a.h[..rows * c]
+            .iter_mut()
+            .zip(&xin[..rows * c])
+            .zip(&a.attn[..rows * c])
+        {
+            *h = *x + *at;
         }
         // MLP on LN1(h)
         let ln1: &[T] = match bo.ln {
@@ -461,8 +472,9 @@ impl RegressionTransformer {
         relu_forward(&mut a.r[..rows * m], &a.f[..rows * m]);
         linear_forward(&mut a.mlp, &a.r, &p[bo.w2..], Some(&p[bo.b2..]), rows, m, c);
         // Double residual: x_next = x + (x + a + mlp)
-        for i in 0..rows * c {
-            x_next[i] = xin[i] + xin[i] + a.attn[i] + a.mlp[i];
+        let next = x_next[..rows * c].iter_mut().zip(&xin[..rows * c]);
+        for ((xn, x), (at, ml)) in next.zip(a.attn[..rows * c].iter().zip(&a.mlp[..rows * c])) {
+            *xn = *x + *x + *at + *ml;
         }
         a.rows = rows;
     }
@@ -487,12 +499,16 @@ impl RegressionTransformer {
             &ws.x[ll]
         };
         let dlnf = &mut ws.d_lnf;
-        for r in 0..rows {
-            let g = dpred[r];
-            grad[self.unemb_b] += g;
-            for j in 0..c {
-                grad[self.unemb_w + j] += g * lnf[r * c + j];
-                dlnf[r * c + j] = g * uw[j];
+        for ((g, row), drow) in dpred[..rows]
+            .iter()
+            .zip(lnf.chunks_exact(c))
+            .zip(dlnf.chunks_exact_mut(c))
+        {
+            grad[self.unemb_b] += *g;
+            let gw = &mut grad[self.unemb_w..self.unemb_w + c];
+            for (((gwj, l), d), u) in gw.iter_mut().zip(row).zip(drow.iter_mut()).zip(uw) {
+                *gwj = g.mul_add(*l, *gwj);
+                *d = *g * *u;
             }
         }
         let dx = &mut ws.dx;
@@ -533,11 +549,17 @@ impl RegressionTransformer {
             d1,
             c,
         );
-        for r in 0..n {
-            let tpos = r % t;
-            for j in 0..c {
-                grad[self.pos + j * wt + tpos] += dx[r * c + j];
+        // Sum over sequences per position first (contiguous), then transpose into dWp[j, tpos].
+        let dpos = &mut ws.pos;
+        dpos.clear();
+        dpos.resize(t * c, T::ZERO);
+        for rows in dx[..n * c].chunks_exact(t * c) {
+            for (d, v) in dpos.iter_mut().zip(rows) {
+                *d += *v;
             }
+        }
+        for (i, v) in dpos.iter().enumerate() {
+            grad[self.pos + (i % c) * wt + i / c] += *v;
         }
     }
 
@@ -610,9 +632,12 @@ impl RegressionTransformer {
             None => g.dh[..rows * c].copy_from_slice(&g.dln[..rows * c]),
         }
         // dattn = dx_next + dh ; dx_in (residual part) = 2 dx_next + dh
-        for i in 0..rows * c {
-            g.dattn[i] = dxn[i] + g.dh[i];
-            g.dres[i] = dxn[i] + dxn[i] + g.dh[i];
+        let both = g.dattn[..rows * c]
+            .iter_mut()
+            .zip(g.dres[..rows * c].iter_mut());
+        for ((da, dr), (d, dh)) in both.zip(dxn[..rows * c].iter().zip(&g.dh[..rows * c])) {
+            *da = *d + *dh;
+            *dr = *d + *d + *dh;
         }
         // datty = dattn @ Wo ; dWo += dattn^T atty
         let datty_rows: &mut [T] = if compact {
@@ -680,14 +705,14 @@ impl RegressionTransformer {
             for b in 0..nseq {
                 for e in 0..k {
                     let (src, dst) = ((b * k + e) * c, (b * t + 2 * e) * c);
-                    for j in 0..c {
-                        dx[dst + j] += g.dres[src + j];
+                    for (d, r) in dx[dst..dst + c].iter_mut().zip(&g.dres[src..src + c]) {
+                        *d += *r;
                     }
                 }
             }
         } else {
-            for i in 0..n * c {
-                dx[i] += g.dres[i];
+            for (d, r) in dx[..n * c].iter_mut().zip(&g.dres[..n * c]) {
+                *d += *r;
             }
         }
     }
@@ -783,6 +808,8 @@ pub struct Workspace<T> {
     /// Predictions `y_hat[nseq, ceil(t/2)]`.
     pub pred: Vec<T>,
     toks: Vec<T>,
+    /// Positional rows `[t, C]` (forward) or their gradient (backward).
+    pos: Vec<T>,
     nseq: usize,
     t: usize,
     k: usize,
@@ -804,6 +831,7 @@ impl<T: Float> Default for Workspace<T> {
             out: Vec::new(),
             pred: Vec::new(),
             toks: Vec::new(),
+            pos: Vec::new(),
             nseq: 0,
             t: 0,
             k: 0,
