@@ -149,30 +149,33 @@ pub fn train(args: &TrainArgs) -> Result<()> {
     let model = trainer.model.clone();
     let mut resumed_at = None;
     if args.resume {
-        for step in checkpoint::list_steps(&ckpt_dir).into_iter().rev() {
+        // The newest checkpoint must be complete: writes are atomic, so an unreadable file means
+        // outside damage, and guessing past it could silently drop work. Stop and say so.
+        if let Some(&step) = checkpoint::list_steps(&ckpt_dir).last() {
             let mpath = ckpt_dir.join(format!("{step}.safetensors"));
             let opath = opt_dir.join(format!("{step}.safetensors"));
-            let loaded = checkpoint::load_model(&mpath, &model).and_then(|(p, meta)| {
-                checkpoint::load_optimizer(&opath, &model).map(|o| (p, meta, o))
-            });
-            match loaded {
-                Ok((params, meta, (m, v, steps_done)))
-                    if meta.step == step && steps_done == step + 1 =>
-                {
-                    trainer.restore(TrainState {
-                        params,
-                        exp_avg: m,
-                        exp_avg_sq: v,
-                        steps_done,
-                    })?;
-                    resumed_at = Some(step);
-                    break;
-                }
-                Ok(_) => eprintln!(
-                    "warning: skipping checkpoint {step}: step metadata does not match its file name"
-                ),
-                Err(e) => eprintln!("warning: skipping checkpoint {step}: {e}"),
+            let hint = || {
+                format!(
+                    "cannot resume from checkpoint {step}; move the damaged file away to resume from the previous checkpoint"
+                )
+            };
+            let (params, meta) = checkpoint::load_model(&mpath, &model).with_context(hint)?;
+            let (m, v, steps_done) =
+                checkpoint::load_optimizer(&opath, &model).with_context(hint)?;
+            if meta.step != step || steps_done != step + 1 {
+                bail!(
+                    "{}: metadata says step {} after {steps_done} updates, but the file name says step {step}",
+                    mpath.display(),
+                    meta.step
+                );
             }
+            trainer.restore(TrainState {
+                params,
+                exp_avg: m,
+                exp_avg_sq: v,
+                steps_done,
+            })?;
+            resumed_at = Some(step);
         }
         match resumed_at {
             Some(s) => eprintln!(
@@ -181,7 +184,7 @@ pub fn train(args: &TrainArgs) -> Result<()> {
                 s + 1
             ),
             None => eprintln!(
-                "no complete checkpoint in {}; starting from step 0",
+                "no checkpoint in {}; starting from step 0",
                 ckpt_dir.display()
             ),
         }

@@ -108,13 +108,34 @@ fn killed_run_resumes_to_the_same_weights_and_tables() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("--resume"));
 
-    // A truncated newest checkpoint is skipped, not trusted.
+    // A truncated newest checkpoint stops the resume with a message naming it; nothing changes.
     let newest = killed
         .join("checkpoints")
         .join(format!("{}.safetensors", at_kill.last().unwrap()));
     let bytes = std::fs::read(&newest).unwrap();
     std::fs::write(&newest, &bytes[..bytes.len() / 2]).unwrap();
+    let metrics_before = std::fs::read(killed.join("metrics.csv")).unwrap();
+    let out = stagewise(&[
+        "train",
+        cfg.to_str().unwrap(),
+        "--out",
+        killed.to_str().unwrap(),
+        "--resume",
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains(newest.to_str().unwrap()) && err.contains("truncated"),
+        "{err}"
+    );
+    assert_eq!(
+        std::fs::read(killed.join("metrics.csv")).unwrap(),
+        metrics_before
+    );
+    assert_eq!(list_steps(&killed.join("checkpoints")), at_kill);
 
+    // Moving it away resumes from the checkpoint before it.
+    std::fs::rename(&newest, dir.join("damaged.safetensors")).unwrap();
     let out = stagewise(&[
         "train",
         cfg.to_str().unwrap(),
@@ -125,7 +146,11 @@ fn killed_run_resumes_to_the_same_weights_and_tables() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{err}");
     assert!(
-        err.contains("skipping checkpoint") && err.contains("resuming"),
+        err.contains(&format!(
+            "resuming {} after step {}",
+            killed.display(),
+            at_kill[at_kill.len() - 2]
+        )),
         "{err}"
     );
 
