@@ -3,12 +3,10 @@
 
 use stagewise_engine::Float;
 use stagewise_engine::rng::{Stream, tag};
-use stagewise_models::ModelError;
-use stagewise_models::RegressionTransformer;
-use stagewise_models::batch::ChunkedRunner;
 
 use crate::baselines::{dmmse, ridge};
 use crate::data::{Batch, SequenceDistribution, TaskDistribution};
+use crate::trainer::{StepEngine, TrainError};
 
 /// One fixed evaluation batch with its baseline predictions.
 struct EvalSet<T> {
@@ -94,17 +92,15 @@ impl<T: Float> Evaluator<T> {
     /// All metrics at `step` (the step keys the per-sequence subsequence lengths).
     pub fn evaluate(
         &self,
-        model: &RegressionTransformer,
-        params: &[T],
-        runner: &mut ChunkedRunner<T>,
+        engine: &mut dyn StepEngine<T>,
         step: u64,
-    ) -> Result<Vec<f64>, ModelError> {
+    ) -> Result<Vec<f64>, TrainError> {
         let k = self.k;
         let mut values = Vec::new();
         for s in &self.sets {
             let n = s.batch.nseq;
             let mut pred_t = vec![T::ZERO; n * k];
-            runner.predict(model, params, &s.batch.toks, n, 2 * k, &mut pred_t)?;
+            engine.predict(&s.batch.toks, n, 2 * k, &mut pred_t)?;
             let pred: Vec<f64> = pred_t.iter().map(|v| v.to_f64()).collect();
             let per_token = |target: &[f64]| -> Vec<f64> {
                 let mut v = vec![0.0; k];

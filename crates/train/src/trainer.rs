@@ -35,63 +35,65 @@ pub struct TrainState<T> {
     pub steps_done: u64,
 }
 
-pub struct Trainer<T> {
-    pub config: TrainConfig,
-    pub model: RegressionTransformer,
-    pub params: Vec<T>,
-    pub adam: Adam<T>,
-    pub schedule: LrSchedule,
-    pub data: SequenceDistribution,
+/// The compute a training run needs, behind one interface so that a device backend (the CUDA
+/// issue) can keep weights, optimiser state and batches in device memory: the run loop
+/// (`Trainer`, the CLI) only talks to this trait. `CpuEngine` is the CPU implementation.
+pub trait StepEngine<T>: Send {
+    /// Draws batch `t` (a pure function of the sampling seed and `t`), computes the MSE loss
+    /// and its gradient, and applies one Adam update at `lr`. Returns the loss before the update.
+    fn step(&mut self, t: u64, lr: f64) -> Result<f64, TrainError>;
+    /// Predictions `y_hat[nseq, ceil(t/2)]` of the current weights for host tokens.
+    fn predict(
+        &mut self,
+        toks: &[T],
+        nseq: usize,
+        t: usize,
+        out: &mut [T],
+    ) -> Result<(), TrainError>;
+    /// Weights and Adam state, copied to the host.
+    fn state(&self) -> TrainState<T>;
+    fn restore(&mut self, state: TrainState<T>) -> Result<(), TrainError>;
+}
+
+/// The CPU engine: batches split into fixed chunks that run on rayon's pool.
+pub struct CpuEngine<T> {
+    model: RegressionTransformer,
+    params: Vec<T>,
+    adam: Adam<T>,
+    data: SequenceDistribution,
+    batch_size: usize,
+    sampling_seed: u64,
     runner: ChunkedRunner<T>,
     grad: Vec<T>,
     batch: Batch<T>,
-    sampling_seed: u64,
 }
 
-impl<T: Float> Trainer<T> {
-    /// A fresh run: validated config, initialised weights, zero Adam state.
-    pub fn new(config: TrainConfig) -> Result<Self, TrainError> {
-        config.validate()?;
-        let model = RegressionTransformer::new(config.model_config())?;
+impl<T: Float> CpuEngine<T> {
+    pub fn new(
+        config: &TrainConfig,
+        model: RegressionTransformer,
+        data: SequenceDistribution,
+    ) -> Self {
         let seeds = config.seeds();
-        let t = &config.task_config;
-        let tasks = match t.num_tasks {
-            NumTasks::Infinite => TaskDistribution::Gaussian { d: t.task_size },
-            NumTasks::Finite(m) => {
-                TaskDistribution::discrete(t.task_size, m as usize, seeds.pretrain)
-            }
-        };
-        let data = SequenceDistribution {
-            tasks,
-            k: t.max_examples,
-            noise_variance: t.noise_variance,
-        };
         let params = model.init_params(seeds.model);
         let o = &config.optimizer_config;
-        let adam = Adam::new(params.len(), o.betas[0], o.betas[1], 1e-8, o.weight_decay);
-        Ok(Trainer {
-            schedule: config.lr_schedule(),
+        CpuEngine {
+            adam: Adam::new(params.len(), o.betas[0], o.betas[1], 1e-8, o.weight_decay),
             grad: vec![T::ZERO; params.len()],
             runner: ChunkedRunner::new(ChunkedRunner::<T>::DEFAULT_CHUNK),
             batch: Batch::default(),
+            batch_size: config.batch_size,
             sampling_seed: seeds.sampling,
-            config,
             model,
             params,
-            adam,
             data,
-        })
+        }
     }
+}
 
-    /// Updates taken so far (= the index of the next step).
-    pub fn steps_done(&self) -> u64 {
-        self.adam.steps
-    }
-
-    /// Runs step `t = steps_done()` and returns its batch loss (before the update).
-    pub fn step(&mut self) -> Result<f64, TrainError> {
-        let t = self.adam.steps;
-        let (b, k) = (self.config.batch_size, self.data.k);
+impl<T: Float> StepEngine<T> for CpuEngine<T> {
+    fn step(&mut self, t: u64, lr: f64) -> Result<f64, TrainError> {
+        let (b, k) = (self.batch_size, self.data.k);
         self.data.sample_into(
             &mut self.batch,
             b,
@@ -111,26 +113,23 @@ impl<T: Float> Trainer<T> {
         if !loss.is_finite() {
             return Err(TrainError::Diverged { step: t, loss });
         }
-        self.adam
-            .step(&mut self.params, &self.grad, self.schedule.lr(t));
+        self.adam.step(&mut self.params, &self.grad, lr);
         Ok(loss)
     }
 
-    /// The evaluator of this run (fixed batches from the eval seed).
-    pub fn evaluator(&self) -> Evaluator<T> {
-        Evaluator::new(
-            &self.data,
-            self.config.eval_batch_size,
-            self.config.seeds().eval,
-        )
+    fn predict(
+        &mut self,
+        toks: &[T],
+        nseq: usize,
+        t: usize,
+        out: &mut [T],
+    ) -> Result<(), TrainError> {
+        Ok(self
+            .runner
+            .predict(&self.model, &self.params, toks, nseq, t, out)?)
     }
 
-    /// Runs the evaluator on the current weights.
-    pub fn evaluate(&mut self, ev: &Evaluator<T>, step: u64) -> Result<Vec<f64>, TrainError> {
-        Ok(ev.evaluate(&self.model, &self.params, &mut self.runner, step)?)
-    }
-
-    pub fn state(&self) -> TrainState<T> {
+    fn state(&self) -> TrainState<T> {
         TrainState {
             params: self.params.clone(),
             exp_avg: self.adam.m.clone(),
@@ -139,7 +138,7 @@ impl<T: Float> Trainer<T> {
         }
     }
 
-    pub fn restore(&mut self, s: TrainState<T>) -> Result<(), TrainError> {
+    fn restore(&mut self, s: TrainState<T>) -> Result<(), TrainError> {
         let n = self.params.len();
         for (what, len) in [
             ("params", s.params.len()),
@@ -158,10 +157,102 @@ impl<T: Float> Trainer<T> {
         self.adam.steps = s.steps_done;
         Ok(())
     }
+}
+
+/// A training run in memory: config, schedule and an engine; step `t` uses `lr(t)`.
+pub struct Trainer<T> {
+    pub config: TrainConfig,
+    pub model: RegressionTransformer,
+    pub schedule: LrSchedule,
+    pub data: SequenceDistribution,
+    engine: Box<dyn StepEngine<T>>,
+    steps_done: u64,
+}
+
+impl<T: Float> Trainer<T> {
+    /// A fresh run on the CPU: validated config, initialised weights, zero Adam state.
+    pub fn new(config: TrainConfig) -> Result<Self, TrainError> {
+        Self::with_engine(config, |cfg, model, data| {
+            Box::new(CpuEngine::new(cfg, model, data))
+        })
+    }
+
+    /// A fresh run on an engine built by `make` from the validated config, model and data.
+    pub fn with_engine(
+        config: TrainConfig,
+        make: impl FnOnce(
+            &TrainConfig,
+            RegressionTransformer,
+            SequenceDistribution,
+        ) -> Box<dyn StepEngine<T>>,
+    ) -> Result<Self, TrainError> {
+        config.validate()?;
+        let model = RegressionTransformer::new(config.model_config())?;
+        let t = &config.task_config;
+        let tasks = match t.num_tasks {
+            NumTasks::Infinite => TaskDistribution::Gaussian { d: t.task_size },
+            NumTasks::Finite(m) => {
+                TaskDistribution::discrete(t.task_size, m as usize, config.seeds().pretrain)
+            }
+        };
+        let data = SequenceDistribution {
+            tasks,
+            k: t.max_examples,
+            noise_variance: t.noise_variance,
+        };
+        let engine = make(&config, model.clone(), data.clone());
+        Ok(Trainer {
+            schedule: config.lr_schedule(),
+            config,
+            model,
+            data,
+            engine,
+            steps_done: 0,
+        })
+    }
+
+    /// Updates taken so far (= the index of the next step).
+    pub fn steps_done(&self) -> u64 {
+        self.steps_done
+    }
+
+    /// Runs step `t = steps_done()` and returns its batch loss (before the update).
+    pub fn step(&mut self) -> Result<f64, TrainError> {
+        let t = self.steps_done;
+        let loss = self.engine.step(t, self.schedule.lr(t))?;
+        self.steps_done += 1;
+        Ok(loss)
+    }
+
+    /// The evaluator of this run (fixed batches from the eval seed).
+    pub fn evaluator(&self) -> Evaluator<T> {
+        Evaluator::new(
+            &self.data,
+            self.config.eval_batch_size,
+            self.config.seeds().eval,
+        )
+    }
+
+    /// Runs the evaluator on the current weights.
+    pub fn evaluate(&mut self, ev: &Evaluator<T>, step: u64) -> Result<Vec<f64>, TrainError> {
+        ev.evaluate(self.engine.as_mut(), step)
+    }
+
+    pub fn state(&self) -> TrainState<T> {
+        self.engine.state()
+    }
+
+    pub fn restore(&mut self, s: TrainState<T>) -> Result<(), TrainError> {
+        let steps = s.steps_done;
+        self.engine.restore(s)?;
+        self.steps_done = steps;
+        Ok(())
+    }
 
     /// Global L2 norm of the weights.
     pub fn weight_norm(&self) -> f64 {
-        self.params
+        self.state()
+            .params
             .iter()
             .map(|v| v.to_f64() * v.to_f64())
             .sum::<f64>()

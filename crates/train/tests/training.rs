@@ -66,7 +66,7 @@ fn thread_count_does_not_change_a_single_bit() {
             for _ in 0..20 {
                 tr.step().unwrap();
             }
-            tr.params.clone()
+            tr.state().params
         })
     };
     assert_eq!(run(1), run(2));
