@@ -18,6 +18,7 @@ pub fn layernorm_forward<T: Float>(
 ) {
     let inv_c = T::from_f64(1.0 / c as f64);
     let eps = T::from_f64(eps);
+    let (w, b) = (&w[..c], &b[..c]);
     for i in 0..n {
         let xr = &x[i * c..(i + 1) * c];
         let m = sum(xr) * inv_c;
@@ -26,13 +27,14 @@ pub fn layernorm_forward<T: Float>(
         mean[i] = m;
         rstd[i] = r;
         let or = &mut out[i * c..(i + 1) * c];
-        for (((o, xv), wv), bv) in or.iter_mut().zip(xr).zip(&w[..c]).zip(&b[..c]) {
-            *o = ((*xv - m) * r).mul_add(*wv, *bv);
+        for j in 0..c {
+            or[j] = ((xr[j] - m) * r).mul_add(w[j], b[j]);
         }
     }
 }
 
-/// Backward of `layernorm_forward`: `dx += ...`, `dw += dout * xhat`, `db += dout`.
+/// Backward of `layernorm_forward`: overwrites `dx`, accumulates `dw += dout * xhat` and
+/// `db += dout`.
 #[allow(clippy::too_many_arguments)]
 pub fn layernorm_backward<T: Float>(
     dx: &mut [T],
@@ -47,38 +49,36 @@ pub fn layernorm_backward<T: Float>(
     c: usize,
 ) {
     let inv_c = T::from_f64(1.0 / c as f64);
+    let (w, dw, db) = (&w[..c], &mut dw[..c], &mut db[..c]);
     for i in 0..n {
         let xr = &x[i * c..(i + 1) * c];
         let dr = &dout[i * c..(i + 1) * c];
         let (m, r) = (mean[i], rstd[i]);
-        // Two reductions over the row: mean(dnorm) and mean(dnorm * norm), 8 lanes at a time.
+        // mean(dnorm) and mean(dnorm * xhat), eight lanes at a time.
         let (mut a1, mut a2) = ([T::ZERO; 8], [T::ZERO; 8]);
-        let mut j = 0;
-        while j + 8 <= c {
+        let (xc, dc, wc) = (xr.chunks_exact(8), dr.chunks_exact(8), w.chunks_exact(8));
+        let (xt, dt, wt) = (xc.remainder(), dc.remainder(), wc.remainder());
+        for ((xv, dv), wv) in xc.zip(dc).zip(wc) {
             for l in 0..8 {
-                let norm = (xr[j + l] - m) * r;
-                let dnorm = dr[j + l] * w[j + l];
+                let dnorm = dv[l] * wv[l];
                 a1[l] += dnorm;
-                a2[l] = dnorm.mul_add(norm, a2[l]);
+                a2[l] = dnorm.mul_add((xv[l] - m) * r, a2[l]);
             }
-            j += 8;
         }
-        let (mut dnorm_mean, mut dnorm_norm_mean) = (sum(&a1), sum(&a2));
-        for j in j..c {
-            let norm = (xr[j] - m) * r;
-            let dnorm = dr[j] * w[j];
-            dnorm_mean += dnorm;
-            dnorm_norm_mean += dnorm * norm;
+        let (mut s1, mut s2) = (sum(&a1), sum(&a2));
+        for ((xv, dv), wv) in xt.iter().zip(dt).zip(wt) {
+            let dnorm = *dv * *wv;
+            s1 += dnorm;
+            s2 += dnorm * ((*xv - m) * r);
         }
-        dnorm_mean *= inv_c;
-        dnorm_norm_mean *= inv_c;
+        let (mean_dnorm, mean_dnorm_norm) = (s1 * inv_c, s2 * inv_c);
         let dxr = &mut dx[i * c..(i + 1) * c];
         for j in 0..c {
             let norm = (xr[j] - m) * r;
-            let dnorm = dr[j] * w[j];
             dw[j] = dr[j].mul_add(norm, dw[j]);
             db[j] += dr[j];
-            dxr[j] += (dnorm - dnorm_mean - norm * dnorm_norm_mean) * r;
+            dxr[j] = (dr[j] * w[j] - mean_dnorm - norm * mean_dnorm_norm) * r;
         }
     }
 }
+

@@ -514,7 +514,6 @@ impl RegressionTransformer {
         let dx = &mut ws.dx;
         match self.ln_f {
             Some((w, b)) => {
-                dx[..rows * c].fill(T::ZERO);
                 let (gw, gb) = split_two(grad, w, b, c);
                 layernorm_backward(
                     dx,
@@ -614,7 +613,6 @@ impl RegressionTransformer {
         // dh = LN1'(dln1)
         match bo.ln {
             Some([_, (w, b)]) => {
-                g.dh[..rows * c].fill(T::ZERO);
                 let (gw, gb) = split_two(grad, w, b, c);
                 layernorm_backward(
                     &mut g.dh,
@@ -682,7 +680,6 @@ impl RegressionTransformer {
                     c,
                     3 * c,
                 );
-                dx[..n * c].fill(T::ZERO);
                 let (gw, gb) = split_two(grad, w, b, c);
                 layernorm_backward(dx, gw, gb, &g.dln, x, &a.mean0, &a.rstd0, &p[w..], n, c);
             }
