@@ -81,4 +81,3 @@ pub fn layernorm_backward<T: Float>(
         }
     }
 }
-

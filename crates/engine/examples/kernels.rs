@@ -1,6 +1,33 @@
+//! Micro-benchmarks of the engine's kernels at the L2H4 model's shapes (one 16-sequence chunk,
+//! T = 32, C = 64, H = 4): GEMM throughput, attention and LayerNorm times.
+//! Run with `cargo run --release -p stagewise-engine --example kernels`.
+
 use stagewise_engine::attention::{AttnShape, attention_backward, attention_forward};
 use stagewise_engine::layernorm::{layernorm_backward, layernorm_forward};
+use stagewise_engine::matmul::matmul;
+
+fn gemm(m: usize, n: usize, k: usize, ta: bool, tb: bool) {
+    let a = vec![0.5f32; m * k];
+    let b = vec![0.25f32; k * n];
+    let mut c = vec![0.0f32; m * n];
+    let flop = 2.0 * (m * n * k) as f64;
+    let reps = ((2e9 / flop) as usize).max(3);
+    let t0 = std::time::Instant::now();
+    for _ in 0..reps {
+        matmul(&mut c, &a, &b, m, n, k, ta, tb, true);
+    }
+    let dt = t0.elapsed().as_secs_f64();
+    println!(
+        "gemm m={m:5} n={n:5} k={k:5} ta={ta:5} tb={tb:5}: {:.1} GFLOP/s",
+        flop * reps as f64 / dt / 1e9
+    );
+}
+
 fn main() {
+    gemm(1024, 1024, 1024, false, false);
+    gemm(512, 192, 64, false, true); // QKV forward
+    gemm(512, 64, 192, false, false); // its dX
+    gemm(192, 64, 512, true, false); // its dW
     let s = AttnShape {
         nseq: 16,
         t: 32,
@@ -28,17 +55,18 @@ fn main() {
         }
         let b = t0.elapsed().as_secs_f64() / reps as f64;
         println!(
-            "stride {stride}: fwd {:.1} us, bwd {:.1} us per chunk (16 seq)",
+            "attention query stride {stride}: forward {:.1} us, backward {:.1} us",
             f * 1e6,
             b * 1e6
         );
     }
     let (mut out, mut mean, mut rstd) = (vec![0.0f32; n * 64], vec![0.0f32; n], vec![0.0f32; n]);
-    let w = vec![1.1f32; 64];
-    let bb = vec![0.1f32; 64];
+    let (w, bias) = (vec![1.1f32; 64], vec![0.1f32; 64]);
     let t0 = std::time::Instant::now();
     for _ in 0..reps {
-        layernorm_forward(&mut out, &mut mean, &mut rstd, &dout, &w, &bb, n, 64, 1e-5);
+        layernorm_forward(
+            &mut out, &mut mean, &mut rstd, &dout, &w, &bias, n, 64, 1e-5,
+        );
     }
     let f = t0.elapsed().as_secs_f64() / reps as f64;
     let (mut dx, mut dw, mut db) = (vec![0.0f32; n * 64], vec![0.0f32; 64], vec![0.0f32; 64]);
@@ -50,7 +78,7 @@ fn main() {
     }
     let b = t0.elapsed().as_secs_f64() / reps as f64;
     println!(
-        "layernorm 512x64: fwd {:.1} us, bwd {:.1} us",
+        "layernorm 512 x 64: forward {:.1} us, backward {:.1} us",
         f * 1e6,
         b * 1e6
     );
