@@ -666,35 +666,27 @@ impl RegressionTransformer {
         // dln0 = dqkv @ Wqkv ; dWqkv += dqkv^T ln0
         let ln0: &[T] = if bo.ln.is_some() { &a.ln0 } else { x };
         let dx = &mut ws.dx;
-        match bo.ln {
-            Some([(w, b), _]) => {
-                linear_backward(
-                    Some(&mut g.dln),
-                    false,
-                    &mut grad[bo.qkv..bo.qkv + 3 * c * c],
-                    None,
-                    &g.dqkv,
-                    ln0,
-                    &p[bo.qkv..],
-                    n,
-                    c,
-                    3 * c,
-                );
-                let (gw, gb) = split_two(grad, w, b, c);
-                layernorm_backward(dx, gw, gb, &g.dln, x, &a.mean0, &a.rstd0, &p[w..], n, c);
-            }
-            None => linear_backward(
-                Some(&mut dx[..n * c]),
-                false,
-                &mut grad[bo.qkv..bo.qkv + 3 * c * c],
-                None,
-                &g.dqkv,
-                ln0,
-                &p[bo.qkv..],
-                n,
-                c,
-                3 * c,
-            ),
+        let dln0: &mut [T] = if bo.ln.is_some() {
+            &mut g.dln
+        } else {
+            &mut dx[..n * c]
+        };
+        let dw_qkv = &mut grad[bo.qkv..bo.qkv + 3 * c * c];
+        linear_backward(
+            Some(dln0),
+            false,
+            dw_qkv,
+            None,
+            &g.dqkv,
+            ln0,
+            &p[bo.qkv..],
+            n,
+            c,
+            3 * c,
+        );
+        if let Some([(w, b), _]) = bo.ln {
+            let (gw, gb) = split_two(grad, w, b, c);
+            layernorm_backward(dx, gw, gb, &g.dln, x, &a.mean0, &a.rstd0, &p[w..], n, c);
         }
         // Residual contributions.
         if compact {
@@ -914,31 +906,4 @@ impl<T: Float> Workspace<T> {
         }
         self.pred.resize(nseq * self.k, T::ZERO);
     }
-}
-
-/// Convenience for tests and evaluation: forward and (optionally) backward of the MSE loss
-/// `mean((y_hat - y)^2)` over one chunk. Returns the loss.
-pub fn mse_loss_and_grad<T: Float>(
-    model: &RegressionTransformer,
-    p: &[T],
-    toks: &[T],
-    ys: &[T],
-    nseq: usize,
-    t: usize,
-    ws: &mut Workspace<T>,
-    grad: Option<&mut [T]>,
-) -> Result<f64, ModelError> {
-    model.forward(p, toks, nseq, t, ws, Readout::Predictions)?;
-    let count = ws.pred.len();
-    let mut loss = 0.0;
-    let mut dpred = vec![T::ZERO; count];
-    for i in 0..count {
-        let diff = ws.pred[i] - ys[i];
-        loss += (diff * diff).to_f64();
-        dpred[i] = T::from_f64(2.0 / count as f64) * diff;
-    }
-    if let Some(grad) = grad {
-        model.backward(p, &dpred, grad, ws);
-    }
-    Ok(loss / count as f64)
 }
