@@ -51,17 +51,14 @@ fn load(args: &TrainArgs) -> Result<(LoadedConfig, String)> {
             Ok((loaded, name))
         }
         None => {
-            let doc = serde_saphyr_value(QUICK_YAML)?;
+            let doc = stagewise_io::config::parse_yaml(QUICK_YAML)
+                .map_err(|e| anyhow::anyhow!("built-in config: {e}"))?;
             Ok((
                 resolve(doc, "built-in quick config", &args.sets, args.sweep_index)?,
                 "quick".into(),
             ))
         }
     }
-}
-
-fn serde_saphyr_value(text: &str) -> Result<serde_json::Value> {
-    stagewise_io::config::parse_yaml(text).map_err(|e| anyhow::anyhow!("built-in config: {e}"))
 }
 
 /// First field (dotted path) where two configs differ.
@@ -238,7 +235,7 @@ pub fn train(args: &TrainArgs) -> Result<()> {
                 .iter()
                 .position(|n| n == "pretrain/mse")
                 .unwrap_or(0)];
-            progress.note(t, &format!("eval step {t}: pretrain/mse {mse:.4}"));
+            progress.note(&format!("eval step {t}: pretrain/mse {mse:.4}"));
         }
         if checkpoint_steps.contains(&t) {
             tb.flush()?;
@@ -351,7 +348,7 @@ impl Progress {
         }
     }
 
-    fn note(&self, _t: u64, msg: &str) {
+    fn note(&self, msg: &str) {
         if let Some(b) = &self.bar {
             b.set_message(msg.to_string());
         }
@@ -359,7 +356,7 @@ impl Progress {
 
     fn finish(&self) {
         if let Some(b) = &self.bar {
-            b.finish();
+            b.finish_and_clear();
         }
     }
 }
