@@ -878,7 +878,7 @@ impl<T: Float> Workspace<T> {
                 ensure(v, n);
             }
             ensure(&mut a.qkv, n * 3 * c);
-            ensure(&mut a.probs, nseq * h * t * t);
+            ensure(&mut a.probs, nseq * h * t * t.next_multiple_of(8));
             ensure(&mut a.f, n * m);
             ensure(&mut a.r, n * m);
         }
