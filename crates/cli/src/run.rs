@@ -4,7 +4,7 @@
 //! runs/<name>/config.yaml                    resolved config
 //! runs/<name>/schedule.json                  checkpoint and logging steps
 //! runs/<name>/checkpoints/<step>.safetensors model state dict (PyTorch names and shapes)
-//! runs/<name>/optimizer/<step>.safetensors   Adam moments
+//! runs/<name>/optimizer/<step>.safetensors   Adam moments (the two newest checkpoints)
 //! runs/<name>/metrics.csv                    evaluations at the logging steps
 //! runs/<name>/train.csv                      batch loss and lr every 100 steps
 //! runs/<name>/events.out.tfevents.*          TensorBoard scalars (both tables)
@@ -253,6 +253,7 @@ pub fn train(args: &TrainArgs) -> Result<()> {
                 &state.params,
                 &meta,
             )?;
+            prune_optimizer_states(&opt_dir)?;
         }
         progress.tick(t + 1, loss);
     }
@@ -265,6 +266,19 @@ pub fn train(args: &TrainArgs) -> Result<()> {
         ckpt_dir.display(),
         metrics_path.display()
     );
+    Ok(())
+}
+
+/// Optimizer states kept: resuming needs the newest; the one before covers a damaged newest
+/// checkpoint. Older ones would cost as much disk as the model checkpoints themselves.
+const OPTIMIZER_STATES_KEPT: usize = 2;
+
+fn prune_optimizer_states(opt_dir: &Path) -> Result<()> {
+    let steps = checkpoint::list_steps(opt_dir);
+    for step in &steps[..steps.len().saturating_sub(OPTIMIZER_STATES_KEPT)] {
+        let path = opt_dir.join(format!("{step}.safetensors"));
+        std::fs::remove_file(&path).with_context(|| format!("cannot remove {}", path.display()))?;
+    }
     Ok(())
 }
 

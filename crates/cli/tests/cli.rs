@@ -156,6 +156,10 @@ fn killed_run_resumes_to_the_same_weights_and_tables() {
 
     let model = model_of(&full);
     assert_eq!(list_steps(&killed.join("checkpoints")), final_steps);
+    assert_eq!(
+        list_steps(&killed.join("optimizer")),
+        final_steps[final_steps.len() - 2..]
+    );
     for s in &final_steps {
         let f = format!("{s}.safetensors");
         let (a, ma) = load_model(&full.join("checkpoints").join(&f), &model).unwrap();
