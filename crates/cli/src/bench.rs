@@ -1,5 +1,5 @@
-//! `stagewise bench train`: training steps per second of the reference's L2H4 model (K = 16,
-//! M = infinity, Adam + OneCycle), for each batch size and thread count, optionally next to the
+//! `stagewise bench train`: training steps per second of the reference's L2H4 model (K = 16 or
+//! `--examples`, M = infinity, Adam + OneCycle), for each batch size and thread count, optionally next to the
 //! PyTorch script `bench/torch_train.py` run in the same process tree on the same machine.
 
 use std::path::PathBuf;
@@ -18,6 +18,9 @@ pub struct BenchTrainArgs {
     /// Thread counts.
     #[arg(long, value_delimiter = ',', default_value = "1,2")]
     threads: Vec<usize>,
+    /// In-context examples K (16: the current reference; 8: the paper).
+    #[arg(long, default_value_t = 16)]
+    examples: usize,
     /// Timed steps per measurement (after 3 warm-up steps).
     #[arg(long, default_value_t = 30)]
     steps: usize,
@@ -29,12 +32,12 @@ pub struct BenchTrainArgs {
     torch_script: PathBuf,
 }
 
-fn ours(batch: usize, threads: usize, steps: usize) -> Result<f64> {
+fn ours(k: usize, batch: usize, threads: usize, steps: usize) -> Result<f64> {
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(threads)
         .build()?;
     pool.install(|| {
-        let mut cfg = TrainConfig::l2h4(16, 0);
+        let mut cfg = TrainConfig::l2h4(k, 0);
         cfg.batch_size = batch;
         let mut tr = Trainer::<f32>::new(cfg)?;
         for _ in 0..3 {
@@ -51,6 +54,7 @@ fn ours(batch: usize, threads: usize, steps: usize) -> Result<f64> {
 fn torch(
     python: &PathBuf,
     script: &PathBuf,
+    k: usize,
     batch: usize,
     threads: usize,
     steps: usize,
@@ -58,6 +62,8 @@ fn torch(
     let out = Command::new(python)
         .arg(script)
         .args([
+            "--k",
+            &k.to_string(),
             "--batch",
             &batch.to_string(),
             "--threads",
@@ -82,8 +88,8 @@ fn torch(
 
 pub fn train(args: &BenchTrainArgs) -> Result<()> {
     println!(
-        "L2H4 (D=4, K=16, C=64, H=4, L=2), Adam + OneCycle, float32; steps/s over {} steps",
-        args.steps
+        "L2H4 (D=4, K={}, C=64, H=4, L=2), Adam + OneCycle, float32; steps/s over {} steps",
+        args.examples, args.steps
     );
     match &args.torch {
         Some(_) => {
@@ -97,10 +103,10 @@ pub fn train(args: &BenchTrainArgs) -> Result<()> {
     }
     for &b in &args.batches {
         for &t in &args.threads {
-            let s = ours(b, t, args.steps)?;
+            let s = ours(args.examples, b, t, args.steps)?;
             match &args.torch {
                 Some(py) => {
-                    let p = torch(py, &args.torch_script, b, t, args.steps)?;
+                    let p = torch(py, &args.torch_script, args.examples, b, t, args.steps)?;
                     println!("| {b} | {t} | {s:.2} | {p:.2} | {:.2}x |", s / p);
                 }
                 None => println!("| {b} | {t} | {s:.2} |"),
