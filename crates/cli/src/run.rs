@@ -343,7 +343,7 @@ impl Progress {
         match &self.bar {
             Some(b) => {
                 b.set_position(done);
-                if done % 10 == 0 {
+                if done.is_multiple_of(10) {
                     b.set_message(format!("loss {loss:.4}"));
                 }
             }

@@ -127,7 +127,7 @@ fn exp_f32(x: &mut [f32]) {
         y = y.mul_add(r, 8.333_452e-3);
         y = y.mul_add(r, 4.166_579_6e-2);
         y = y.mul_add(r, 1.666_666_5e-1);
-        y = y.mul_add(r, 5.000_000_1e-1);
+        y = y.mul_add(r, 5e-1);
         let y = y.mul_add(z, r + 1.0);
         // 2^fx: fx + 127 is an integer in [1, 255); adding 2^23 puts it in the mantissa bits.
         let biased = (fx + 127.0 + 8_388_608.0).to_bits() - 0x4B00_0000;

@@ -294,10 +294,9 @@ fn normalize_numbers(v: &mut Value) {
                 && !digits.is_empty()
                 && digits.chars().all(|c| c.is_ascii_digit() || c == '_')
                 && digits.starts_with(|c: char| c.is_ascii_digit())
+                && let Ok(n) = t.replace('_', "").parse::<i64>()
             {
-                if let Ok(n) = t.replace('_', "").parse::<i64>() {
-                    *v = Value::from(n);
-                }
+                *v = Value::from(n);
             }
         }
         _ => {}

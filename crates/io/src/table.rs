@@ -37,11 +37,11 @@ impl CsvTable {
                 let line = line?;
                 let complete = line.split(',').count() == header.len();
                 let step = line.split(',').next().and_then(|s| s.parse::<u64>().ok());
-                if let (true, Some(s), Some(k)) = (complete, step, keep_through) {
-                    if s <= k {
-                        kept.push_str(&line);
-                        kept.push('\n');
-                    }
+                if let (true, Some(s), Some(k)) = (complete, step, keep_through)
+                    && s <= k
+                {
+                    kept.push_str(&line);
+                    kept.push('\n');
                 }
             }
         }

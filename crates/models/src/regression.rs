@@ -87,7 +87,7 @@ impl RegressionConfig {
                 });
             }
         }
-        if self.embed_size % self.num_heads != 0 {
+        if !self.embed_size.is_multiple_of(self.num_heads) {
             return Err(ModelError::Invalid {
                 field: "num_heads",
                 value: self.num_heads.to_string(),

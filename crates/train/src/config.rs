@@ -322,14 +322,14 @@ impl TrainConfig {
                 "expected a finite value >= 0",
             ));
         }
-        if let NumTasks::Finite(m) = t.num_tasks {
-            if m > 1 << 26 {
-                return Err(invalid(
-                    "task_config.num_tasks",
-                    m,
-                    "expected at most 2^26 discrete tasks (or \"inf\")",
-                ));
-            }
+        if let NumTasks::Finite(m) = t.num_tasks
+            && m > 1 << 26
+        {
+            return Err(invalid(
+                "task_config.num_tasks",
+                m,
+                "expected at most 2^26 discrete tasks (or \"inf\")",
+            ));
         }
         if self.num_steps == 0 || self.num_steps > u32::MAX as u64 {
             return Err(invalid(
@@ -397,28 +397,28 @@ impl TrainConfig {
                     "only false is supported (Adam without momentum cycling)",
                 ));
             }
-            if let Some(ts) = s.total_steps {
-                if ts < self.num_steps {
-                    return Err(invalid(
-                        "scheduler_config.total_steps",
-                        ts,
-                        format!("expected at least num_steps = {}", self.num_steps),
-                    ));
-                }
+            if let Some(ts) = s.total_steps
+                && ts < self.num_steps
+            {
+                return Err(invalid(
+                    "scheduler_config.total_steps",
+                    ts,
+                    format!("expected at least num_steps = {}", self.num_steps),
+                ));
             }
             for (name, v) in [
                 ("max_lr", s.max_lr),
                 ("div_factor", s.div_factor),
                 ("final_div_factor", s.final_div_factor),
             ] {
-                if let Some(v) = v {
-                    if !(v > 0.0 && v.is_finite()) {
-                        return Err(invalid(
-                            &format!("scheduler_config.{name}"),
-                            v,
-                            "expected a positive number",
-                        ));
-                    }
+                if let Some(v) = v
+                    && !(v > 0.0 && v.is_finite())
+                {
+                    return Err(invalid(
+                        &format!("scheduler_config.{name}"),
+                        v,
+                        "expected a positive number",
+                    ));
                 }
             }
         }
