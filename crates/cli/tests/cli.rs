@@ -348,3 +348,58 @@ fn python_reads_checkpoints_with_reference_names_shapes_and_values() {
     eprintln!("{text}");
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn built_in_default_trains_and_writes_every_artifact() {
+    let dir = scratch("default");
+    let run = dir.join("run");
+    let out = stagewise(&[
+        "train",
+        "--out",
+        run.to_str().unwrap(),
+        "--set",
+        "num_steps=201",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for f in ["config.yaml", "schedule.json", "metrics.csv", "train.csv"] {
+        assert!(run.join(f).is_file(), "{f} missing");
+    }
+    let events: Vec<_> = std::fs::read_dir(&run)
+        .unwrap()
+        .flatten()
+        .filter(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .starts_with("events.out.tfevents.")
+        })
+        .collect();
+    assert_eq!(events.len(), 1);
+    let records = stagewise_io::tensorboard::read_records(&events[0].path()).unwrap();
+    let (header, rows) = stagewise_io::table::read_csv(&run.join("metrics.csv")).unwrap();
+    let (_, train_rows) = stagewise_io::table::read_csv(&run.join("train.csv")).unwrap();
+    // One version record, one event per metrics row and per train row.
+    assert_eq!(records.len(), 1 + rows.len() + train_rows.len());
+    assert_eq!(
+        header.len(),
+        1 + 2 + 7 * 9 + 1,
+        "step, 2 + 7 (K+1) metrics, weight/norm"
+    );
+    assert_eq!(
+        train_rows.iter().map(|r| r[0]).collect::<Vec<_>>(),
+        vec![100.0, 200.0]
+    );
+    let schedule: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(run.join("schedule.json")).unwrap()).unwrap();
+    let ckpts: Vec<u64> = schedule["checkpoint_steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_u64().unwrap())
+        .collect();
+    assert_eq!(list_steps(&run.join("checkpoints")), ckpts);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
