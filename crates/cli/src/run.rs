@@ -5,12 +5,13 @@
 //! runs/<name>/schedule.json                  checkpoint and logging steps
 //! runs/<name>/checkpoints/<step>.safetensors model state dict (PyTorch names and shapes)
 //! runs/<name>/optimizer/<step>.safetensors   Adam moments (the two newest checkpoints)
-//! runs/<name>/metrics.csv                    evaluations at the logging steps
-//! runs/<name>/train.csv                      batch loss and lr every 100 steps
+//! runs/<name>/metrics.csv, metrics.parquet  evaluations at the logging steps
+//! runs/<name>/train.csv, train.parquet      batch loss and lr every 100 steps
 //! runs/<name>/events.out.tfevents.*          TensorBoard scalars (both tables)
 //! ```
 //!
-//! Step `t`'s evaluation and table rows are written before its checkpoint, so a checkpoint
+//! The CSV tables are the append-only log; their Parquet copies are rewritten at checkpoints
+//! and at the end. Step `t`'s evaluation and table rows are written before its checkpoint, so a checkpoint
 //! implies its rows; `--resume` restores the last complete checkpoint, cuts the tables back to
 //! it and continues, giving the same weights and rows as an uninterrupted run.
 
@@ -211,6 +212,7 @@ pub fn train(args: &TrainArgs) -> Result<()> {
     let total = cfg.num_steps;
     let progress = Progress::new(start, total);
     let mut last_loss = f64::NAN;
+    let mut tables_changed = true;
     for t in start..total {
         let loss = trainer
             .step()
@@ -219,12 +221,14 @@ pub fn train(args: &TrainArgs) -> Result<()> {
         if t % TRAIN_LOG_EVERY == 0 && t > 0 {
             let lr = trainer.schedule.lr(t);
             train_table.append(t, &[loss, lr])?;
+            tables_changed = true;
             tb.scalars(t, &[("batch/loss", loss as f32), ("lr", lr as f32)])?;
         }
         if logging_steps.contains(&t) {
             let mut values = trainer.evaluate(&evaluator, t)?;
             values.push(trainer.weight_norm());
             metrics.append(t, &values)?;
+            tables_changed = true;
             let tags: Vec<(&str, f32)> = metric_names
                 .iter()
                 .map(String::as_str)
@@ -254,10 +258,14 @@ pub fn train(args: &TrainArgs) -> Result<()> {
                 &meta,
             )?;
             prune_optimizer_states(&opt_dir)?;
+            if std::mem::take(&mut tables_changed) {
+                export_parquet(&[&metrics_path, &train_path])?;
+            }
         }
         progress.tick(t + 1, loss);
     }
     tb.flush()?;
+    export_parquet(&[&metrics_path, &train_path])?;
     progress.finish();
     eprintln!(
         "done: {} steps, last batch loss {last_loss:.4}; {} checkpoints in {}, metrics in {}",
@@ -266,6 +274,14 @@ pub fn train(args: &TrainArgs) -> Result<()> {
         ckpt_dir.display(),
         metrics_path.display()
     );
+    Ok(())
+}
+
+fn export_parquet(tables: &[&Path]) -> Result<()> {
+    for csv in tables {
+        stagewise_tables::csv_to_parquet(csv)
+            .with_context(|| format!("cannot write the Parquet copy of {}", csv.display()))?;
+    }
     Ok(())
 }
 

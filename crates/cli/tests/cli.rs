@@ -392,6 +392,11 @@ fn built_in_default_trains_and_writes_every_artifact() {
         train_rows.iter().map(|r| r[0]).collect::<Vec<_>>(),
         vec![100.0, 200.0]
     );
+    for table in ["metrics", "train"] {
+        let csv = stagewise_io::table::read_csv(&run.join(format!("{table}.csv"))).unwrap();
+        let pq = stagewise_tables::read_parquet(&run.join(format!("{table}.parquet"))).unwrap();
+        assert_eq!(csv, pq, "{table}.parquet differs from {table}.csv");
+    }
     let schedule: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(run.join("schedule.json")).unwrap()).unwrap();
     let ckpts: Vec<u64> = schedule["checkpoint_steps"]

@@ -1,0 +1,134 @@
+//! Parquet copies of a run's CSV tables (`metrics.csv` -> `metrics.parquet`): column `step` as
+//! int64, every metric as float64, Snappy-compressed, written atomically. The CSV stays the
+//! crash-safe append log; the Parquet file is rewritten from it.
+
+use std::io;
+use std::path::Path;
+use std::sync::Arc;
+
+use arrow_array::{ArrayRef, Float64Array, Int64Array, RecordBatch};
+use arrow_schema::{DataType, Field, Schema};
+use parquet::arrow::ArrowWriter;
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use parquet::basic::Compression;
+use parquet::file::properties::WriterProperties;
+use stagewise_io::atomic::write_atomic;
+use stagewise_io::table::read_csv;
+
+fn other(e: impl std::fmt::Display) -> io::Error {
+    io::Error::other(e.to_string())
+}
+
+/// Writes `rows` (first value the step) under `header` (first name `step`) to `path`.
+pub fn write_parquet(path: &Path, header: &[String], rows: &[Vec<f64>]) -> io::Result<()> {
+    let fields: Vec<Field> = header
+        .iter()
+        .enumerate()
+        .map(|(i, name)| {
+            Field::new(
+                name,
+                if i == 0 {
+                    DataType::Int64
+                } else {
+                    DataType::Float64
+                },
+                false,
+            )
+        })
+        .collect();
+    let columns: Vec<ArrayRef> = (0..header.len())
+        .map(|i| -> ArrayRef {
+            if i == 0 {
+                Arc::new(Int64Array::from_iter_values(
+                    rows.iter().map(|r| r[0] as i64),
+                ))
+            } else {
+                Arc::new(Float64Array::from_iter_values(rows.iter().map(|r| r[i])))
+            }
+        })
+        .collect();
+    let batch = RecordBatch::try_new(Arc::new(Schema::new(fields)), columns).map_err(other)?;
+    let props = WriterProperties::builder()
+        .set_compression(Compression::SNAPPY)
+        .build();
+    let mut buf = Vec::new();
+    let mut writer = ArrowWriter::try_new(&mut buf, batch.schema(), Some(props)).map_err(other)?;
+    writer.write(&batch).map_err(other)?;
+    writer.close().map_err(other)?;
+    write_atomic(path, &buf)
+}
+
+/// Rewrites `<name>.parquet` next to `<name>.csv`.
+pub fn csv_to_parquet(csv: &Path) -> io::Result<()> {
+    let (header, rows) = read_csv(csv)?;
+    write_parquet(&csv.with_extension("parquet"), &header, &rows)
+}
+
+/// Reads a table written by `write_parquet`: header and rows (the step as f64).
+pub fn read_parquet(path: &Path) -> io::Result<(Vec<String>, Vec<Vec<f64>>)> {
+    let file = std::fs::File::open(path)?;
+    let reader = ParquetRecordBatchReaderBuilder::try_new(file)
+        .map_err(other)?
+        .build()
+        .map_err(other)?;
+    let mut header = Vec::new();
+    let mut rows = Vec::new();
+    for batch in reader {
+        let batch = batch.map_err(other)?;
+        header = batch
+            .schema()
+            .fields()
+            .iter()
+            .map(|f| f.name().clone())
+            .collect();
+        let n = batch.num_rows();
+        let mut block = vec![Vec::with_capacity(header.len()); n];
+        for (c, col) in batch.columns().iter().enumerate() {
+            for (r, row) in block.iter_mut().enumerate() {
+                let v = if c == 0 {
+                    col.as_any()
+                        .downcast_ref::<Int64Array>()
+                        .ok_or_else(|| other("step column is not int64"))?
+                        .value(r) as f64
+                } else {
+                    col.as_any()
+                        .downcast_ref::<Float64Array>()
+                        .ok_or_else(|| other("metric column is not float64"))?
+                        .value(r)
+                };
+                row.push(v);
+            }
+        }
+        rows.extend(block);
+    }
+    Ok((header, rows))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trips_names_types_and_values() {
+        let dir = std::env::temp_dir().join(format!("sw-parquet-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let p = dir.join("m.parquet");
+        let header: Vec<String> = ["step", "pretrain/mse", "weight/norm"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        let rows = vec![
+            vec![0.0, 4.317410288551029, 24.9],
+            vec![499_999.0, f64::NAN, 1e-300],
+        ];
+        write_parquet(&p, &header, &rows).unwrap();
+        let (h, r) = read_parquet(&p).unwrap();
+        assert_eq!(h, header);
+        assert_eq!(r[0], rows[0]);
+        assert_eq!(r[1][0], 499_999.0);
+        assert!(r[1][1].is_nan());
+        assert_eq!(r[1][2], 1e-300);
+        assert_eq!(&std::fs::read(&p).unwrap()[..4], b"PAR1");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
