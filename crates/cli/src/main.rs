@@ -41,7 +41,8 @@ pub struct TrainArgs {
     /// Run folder (default: runs/<config name>[-<sweep index>]).
     #[arg(long)]
     pub out: Option<PathBuf>,
-    /// Continue the run in --out from its last complete checkpoint.
+    /// Continue the run in --out from its last checkpoint (with no CONFIG and no --set, the
+    /// run's own config.yaml is used).
     #[arg(long)]
     pub resume: bool,
     /// Which run of a sweep grid to train (0-based, grid in key order).

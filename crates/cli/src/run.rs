@@ -89,8 +89,14 @@ fn steps_reached(spec: &stagewise_train::steps::StepsSpec, n: u64) -> BTreeSet<u
 }
 
 pub fn train(args: &TrainArgs) -> Result<()> {
-    let (loaded, name) = load(args)?;
-    let cfg = loaded.config;
+    // `--resume` with neither CONFIG nor --set continues with the run folder's own config.
+    let saved_only = args.resume && args.config.is_none() && args.sets.is_empty();
+    let (cfg, name) = if saved_only {
+        (None, "quick".to_string())
+    } else {
+        let (loaded, name) = load(args)?;
+        (Some(loaded.config), name)
+    };
     let out = args
         .out
         .clone()
@@ -100,7 +106,7 @@ pub fn train(args: &TrainArgs) -> Result<()> {
         .read_dir()
         .map(|mut d| d.next().is_some())
         .unwrap_or(false);
-    if args.resume {
+    let cfg = if args.resume {
         let text = std::fs::read_to_string(&config_path).with_context(|| {
             format!(
                 "--resume: cannot read {}; is {} a stagewise run folder?",
@@ -109,7 +115,7 @@ pub fn train(args: &TrainArgs) -> Result<()> {
             )
         })?;
         let saved: TrainConfig = stagewise_io::config::parse_plain(&text, &config_path)?;
-        if saved != cfg {
+        if let Some(cfg) = cfg.filter(|c| *c != saved) {
             let diff = first_difference(
                 &serde_json::to_value(&saved)?,
                 &serde_json::to_value(&cfg)?,
@@ -117,16 +123,19 @@ pub fn train(args: &TrainArgs) -> Result<()> {
             )
             .unwrap_or_else(|| "?".into());
             bail!(
-                "--resume: the config differs from the run's {} at `{diff}`; pass the same config and --set values",
+                "--resume: the config differs from the run's {} at `{diff}`; pass the same config and --set values, or neither",
                 config_path.display()
             );
         }
+        saved
     } else if exists_nonempty {
         bail!(
             "{}: output folder exists and is not empty; pass --resume to continue that run, or choose another --out",
             out.display()
         );
-    }
+    } else {
+        cfg.expect("a config is loaded unless resuming from the saved one")
+    };
     let ckpt_dir = out.join("checkpoints");
     let opt_dir = out.join("optimizer");
     for d in [&out, &ckpt_dir, &opt_dir] {
