@@ -38,6 +38,9 @@ pub mod tag {
     pub const EVAL_PRETRAIN: u32 = 4;
     pub const EVAL_TRUE: u32 = 5;
     pub const EVAL_SUBSEQUENCE: u32 = 6;
+    pub const SGLD_NOISE: u32 = 7;
+    pub const SGLD_BATCH: u32 = 8;
+    pub const TOY_DATA: u32 = 9;
 }
 
 /// A random stream addressed by `(seed, tag, a, b)`; element `i` is a pure function of those.

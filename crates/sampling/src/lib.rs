@@ -1,0 +1,20 @@
+//! Sampling the local posterior around a checkpoint with SGLD and estimating the local learning
+//! coefficient (LLC), as the reference (`timaeus-research/icl`) and devinterp do:
+//!
+//! `w <- w - (eps/2) [nbeta grad L_B(w) + gamma (w - w*) + lambda w] + sqrt(eps) sigma xi`,
+//! `llc = nbeta (mean draw loss - L(w*))` per chain.
+//!
+//! Generic over any model with a minibatch loss and its gradient ([`Potential`]); chains advance
+//! in lockstep so that one batched evaluation serves all of them.
+
+pub mod chains;
+pub mod estimator;
+pub mod potential;
+pub mod regression;
+pub mod sgld;
+pub mod toy;
+
+pub use chains::{ChainConfig, ChainTrace, sample};
+pub use estimator::LlcEstimate;
+pub use potential::{BatchKey, Potential, PotentialWorker};
+pub use sgld::Sgld;
