@@ -1,6 +1,7 @@
 //! `stagewise`: train in-context regression transformers the way the reference does, faster.
 
 mod bench;
+mod llc;
 mod run;
 
 use std::path::PathBuf;
@@ -29,6 +30,15 @@ enum Command {
     /// Benchmarks.
     #[command(subcommand)]
     Bench(BenchCommand),
+    /// Local learning coefficient estimation.
+    #[command(subcommand)]
+    Llc(LlcCommand),
+}
+
+#[derive(Subcommand)]
+enum LlcCommand {
+    /// Estimated vs true learning coefficient on a model with a known answer.
+    Check(llc::CheckArgs),
 }
 
 #[derive(Args)]
@@ -71,6 +81,7 @@ fn main() {
     let result = match cli.command {
         Command::Train(args) => run::train(&args),
         Command::Bench(BenchCommand::Train(args)) => bench::train(&args),
+        Command::Llc(LlcCommand::Check(args)) => llc::check(&args),
     };
     if let Err(e) = result {
         eprintln!("error: {e:#}");
