@@ -8,6 +8,7 @@
 //! in lockstep so that one batched evaluation serves all of them.
 
 pub mod chains;
+pub mod config;
 pub mod estimator;
 pub mod potential;
 pub mod regression;

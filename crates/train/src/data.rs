@@ -78,6 +78,20 @@ impl SequenceDistribution {
         tag: u32,
         a: u32,
     ) {
+        self.sample_indexed_into(batch, nseq, |i| i as u32, seed, tag, a);
+    }
+
+    /// Fills `batch` with the sequences `index(0..nseq)` of the set keyed by `(seed, tag, a)`:
+    /// sequence `i` of a fixed dataset is the same wherever it appears in a batch.
+    pub fn sample_indexed_into<T: Float>(
+        &self,
+        batch: &mut Batch<T>,
+        nseq: usize,
+        index: impl Fn(usize) -> u32 + Sync,
+        seed: u64,
+        tag: u32,
+        a: u32,
+    ) {
         let (d, k) = (self.tasks.task_size(), self.k);
         let std = self.noise_variance.sqrt();
         batch.nseq = nseq;
@@ -99,7 +113,7 @@ impl SequenceDistribution {
             .for_each_init(
                 || vec![0.0; per_seq],
                 |z, (i, ((((w, x), y), tok), yt))| {
-                    let s = Stream::new(seed, tag, a, i as u32);
+                    let s = Stream::new(seed, tag, a, index(i));
                     s.fill_normal(z);
                     match &self.tasks {
                         TaskDistribution::Gaussian { .. } => w.copy_from_slice(&z[..d]),

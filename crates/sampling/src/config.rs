@@ -1,0 +1,303 @@
+//! The sampler configuration, with the reference's `SamplerConfig` field names. The SGLD
+//! hyperparameters come in one of the reference's two parametrisations (or `nbeta` directly):
+//! `epsilon` + `gamma` + (`temperature` or `nbeta`), or `gradient_scale` +
+//! `localization_scale` + `noise_scale`. Mixing them is an error.
+
+use serde::{Deserialize, Serialize};
+
+use crate::chains::ChainConfig;
+use crate::sgld::Sgld;
+
+fn d_chains() -> usize {
+    8
+}
+fn d_draws() -> usize {
+    500
+}
+fn d_one() -> usize {
+    1
+}
+fn d_batch() -> usize {
+    1024
+}
+fn d_n() -> usize {
+    1 << 20
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SamplerConfig {
+    #[serde(default = "d_chains")]
+    pub num_chains: usize,
+    #[serde(default = "d_draws")]
+    pub num_draws: usize,
+    #[serde(default)]
+    pub num_burnin_steps: usize,
+    #[serde(default = "d_one")]
+    pub num_steps_bw_draws: usize,
+    /// Sequences per SGLD minibatch.
+    #[serde(default = "d_batch")]
+    pub grad_batch_size: usize,
+    /// n: sequences in the fixed dataset the minibatches come from (and the init loss is
+    /// measured on).
+    #[serde(default = "d_n")]
+    pub eval_dataset_size: usize,
+    #[serde(default)]
+    pub epsilon: Option<f64>,
+    #[serde(default)]
+    pub gamma: Option<f64>,
+    /// The reference's "temperature" T = 1/beta: nbeta = n / T.
+    #[serde(default)]
+    pub temperature: Option<f64>,
+    #[serde(default)]
+    pub nbeta: Option<f64>,
+    #[serde(default)]
+    pub gradient_scale: Option<f64>,
+    #[serde(default)]
+    pub localization_scale: Option<f64>,
+    #[serde(default)]
+    pub noise_scale: Option<f64>,
+    #[serde(default)]
+    pub bounding_box_size: Option<f64>,
+    /// Seed of the dataset, the minibatches and the SGLD noise.
+    #[serde(default)]
+    pub init_seed: u64,
+    /// All chains see the same minibatches (only their noise differs).
+    #[serde(default)]
+    pub shared_batches: bool,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq)]
+#[error("{field}: {msg}")]
+pub struct SamplerConfigError {
+    pub field: String,
+    pub msg: String,
+}
+
+/// Names of the fields that are set.
+fn given(p: &[(&'static str, Option<f64>)]) -> Vec<&'static str> {
+    p.iter()
+        .filter(|(_, v)| v.is_some())
+        .map(|(n, _)| *n)
+        .collect()
+}
+
+fn err(field: &str, msg: impl Into<String>) -> SamplerConfigError {
+    SamplerConfigError {
+        field: field.into(),
+        msg: msg.into(),
+    }
+}
+
+impl SamplerConfig {
+    /// The SGLD step after checking that exactly one parametrisation is complete.
+    pub fn sgld(&self) -> Result<Sgld, SamplerConfigError> {
+        let p1 = [
+            ("epsilon", self.epsilon),
+            ("gamma", self.gamma),
+            ("temperature", self.temperature),
+            ("nbeta", self.nbeta),
+        ];
+        let p2 = [
+            ("gradient_scale", self.gradient_scale),
+            ("localization_scale", self.localization_scale),
+            ("noise_scale", self.noise_scale),
+        ];
+        let (g1, g2) = (given(&p1), given(&p2));
+        for (name, v) in p1.iter().chain(p2.iter()) {
+            if let Some(v) = v {
+                let ok = v.is_finite()
+                    && if *name == "gamma" || *name == "localization_scale" {
+                        *v >= 0.0
+                    } else {
+                        *v > 0.0
+                    };
+                if !ok {
+                    return Err(err(
+                        name,
+                        format!("{v}: expected a finite, positive number"),
+                    ));
+                }
+            }
+        }
+        if let Some(b) = self.bounding_box_size {
+            if !(b > 0.0 && b.is_finite()) {
+                return Err(err(
+                    "bounding_box_size",
+                    format!("{b}: expected a finite, positive number"),
+                ));
+            }
+        }
+        let mut sgld = match (g1.is_empty(), g2.is_empty()) {
+            (false, false) => {
+                return Err(err(
+                    g2[0],
+                    format!(
+                        "both parametrisations given ({} and {}); use epsilon/gamma/temperature (or nbeta) or gradient_scale/localization_scale/noise_scale",
+                        g1.join(", "),
+                        g2.join(", ")
+                    ),
+                ));
+            }
+            (true, true) => {
+                return Err(err(
+                    "epsilon",
+                    "no SGLD step given: set epsilon, gamma and temperature (or nbeta), or gradient_scale, localization_scale and noise_scale",
+                ));
+            }
+            (true, false) => {
+                for (name, v) in p2 {
+                    if v.is_none() {
+                        return Err(err(
+                            name,
+                            "missing (the scale parametrisation needs all three scales)",
+                        ));
+                    }
+                }
+                Sgld::from_scales(
+                    self.gradient_scale.unwrap(),
+                    self.localization_scale.unwrap(),
+                    self.noise_scale.unwrap(),
+                )
+            }
+            (false, true) => {
+                let eps = self.epsilon.ok_or_else(|| err("epsilon", "missing"))?;
+                let gamma = self
+                    .gamma
+                    .ok_or_else(|| err("gamma", "missing (use 0 for no localization)"))?;
+                let nbeta = match (self.temperature, self.nbeta) {
+                    (Some(_), Some(_)) => {
+                        return Err(err("nbeta", "give temperature or nbeta, not both"));
+                    }
+                    (Some(t), None) => self.eval_dataset_size as f64 / t,
+                    (None, Some(nb)) => nb,
+                    (None, None) => return Err(err("nbeta", "missing (or give temperature)")),
+                };
+                Sgld {
+                    epsilon: eps,
+                    nbeta,
+                    gamma,
+                    weight_decay: 0.0,
+                    noise_level: 1.0,
+                    bounding_box: None,
+                }
+            }
+        };
+        sgld.bounding_box = self.bounding_box_size;
+        for (name, v) in [
+            ("num_chains", self.num_chains),
+            ("num_draws", self.num_draws),
+            ("num_steps_bw_draws", self.num_steps_bw_draws),
+            ("grad_batch_size", self.grad_batch_size),
+            ("eval_dataset_size", self.eval_dataset_size),
+        ] {
+            if v == 0 {
+                return Err(err(name, "0: expected a positive integer"));
+            }
+        }
+        if self.eval_dataset_size > u32::MAX as usize {
+            return Err(err("eval_dataset_size", "expected at most 2^32 sequences"));
+        }
+        Ok(sgld)
+    }
+
+    pub fn chains(&self) -> ChainConfig {
+        ChainConfig {
+            chains: self.num_chains,
+            draws: self.num_draws,
+            burnin: self.num_burnin_steps,
+            steps_between_draws: self.num_steps_bw_draws,
+            seed: self.init_seed,
+            first_chain: 0,
+            shared_batches: self.shared_batches,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn base() -> SamplerConfig {
+        SamplerConfig {
+            num_chains: 2,
+            num_draws: 10,
+            num_burnin_steps: 0,
+            num_steps_bw_draws: 1,
+            grad_batch_size: 8,
+            eval_dataset_size: 1 << 20,
+            epsilon: None,
+            gamma: None,
+            temperature: None,
+            nbeta: None,
+            gradient_scale: None,
+            localization_scale: None,
+            noise_scale: None,
+            bounding_box_size: None,
+            init_seed: 0,
+            shared_batches: false,
+        }
+    }
+
+    #[test]
+    fn both_parametrisations_give_the_papers_step() {
+        let s2 = SamplerConfig {
+            gradient_scale: Some(0.01),
+            localization_scale: Some(0.001),
+            noise_scale: Some(0.0003),
+            ..base()
+        };
+        let g = s2.sgld().unwrap();
+        assert!(
+            (g.nbeta - 200.0 / 3.0).abs() < 1e-9
+                && (g.gamma - 20.0 / 3.0).abs() < 1e-9
+                && g.epsilon == 0.0003
+        );
+        // T = eps n / (2 gradient_scale) in the reference's conversion.
+        let t = 0.0003 * (1u64 << 20) as f64 / 0.02;
+        let s1 = SamplerConfig {
+            epsilon: Some(0.0003),
+            gamma: Some(20.0 / 3.0),
+            temperature: Some(t),
+            ..base()
+        };
+        assert!((s1.sgld().unwrap().nbeta - g.nbeta).abs() < 1e-9);
+    }
+
+    #[test]
+    fn contradictory_or_missing_fields_are_named() {
+        let both = SamplerConfig {
+            epsilon: Some(1e-3),
+            noise_scale: Some(1e-3),
+            ..base()
+        };
+        assert!(
+            both.sgld()
+                .unwrap_err()
+                .to_string()
+                .contains("both parametrisations")
+        );
+        let neg = SamplerConfig {
+            epsilon: Some(-1e-3),
+            gamma: Some(1.0),
+            nbeta: Some(1.0),
+            ..base()
+        };
+        assert_eq!(neg.sgld().unwrap_err().field, "epsilon");
+        let partial = SamplerConfig {
+            gradient_scale: Some(0.01),
+            noise_scale: Some(1e-3),
+            ..base()
+        };
+        assert_eq!(partial.sgld().unwrap_err().field, "localization_scale");
+        assert_eq!(base().sgld().unwrap_err().field, "epsilon");
+        let twice = SamplerConfig {
+            epsilon: Some(1e-3),
+            gamma: Some(1.0),
+            nbeta: Some(1.0),
+            temperature: Some(2.0),
+            ..base()
+        };
+        assert_eq!(twice.sgld().unwrap_err().field, "nbeta");
+    }
+}
