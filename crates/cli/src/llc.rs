@@ -1,9 +1,20 @@
-//! `stagewise llc check`: estimated vs true learning coefficients on models with known answers.
+//! `stagewise llc`: LLC estimation over a run's checkpoints, and `stagewise llc check`:
+//! estimated vs true learning coefficients on models with known answers.
 
-use anyhow::{Result, bail};
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{Context, Result, bail};
 use clap::{Args, ValueEnum};
+use stagewise_io::atomic::write_atomic;
+use stagewise_io::checkpoint::{list_steps, load_model};
+use stagewise_io::config::{load_plain, parse_plain};
+use stagewise_io::table::{CsvTable, read_csv};
+use stagewise_models::RegressionTransformer;
+use stagewise_sampling::config::SamplerConfig;
+use stagewise_sampling::regression::Dataset;
 use stagewise_sampling::toy::Polynomial;
-use stagewise_sampling::{ChainConfig, LlcEstimate, Potential, Sgld, sample};
+use stagewise_sampling::{ChainConfig, ChainTrace, LlcEstimate, Potential, Sgld, sample};
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
 pub enum KnownModel {
@@ -108,5 +119,207 @@ pub fn check(a: &CheckArgs) -> Result<()> {
             println!("failed: {f}");
         }
     }
+    Ok(())
+}
+
+/// `stagewise llc RUN_DIR --config SAMPLER.yaml`.
+#[derive(Args)]
+pub struct RunArgs {
+    /// Run folder written by `stagewise train`.
+    pub run: Option<PathBuf>,
+    /// Sampler config (YAML, the reference's `SamplerConfig` fields).
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Override a sampler field: `--set num_draws=100` (repeatable).
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    pub sets: Vec<String>,
+    /// Checkpoint steps to estimate at (default: every checkpoint of the run).
+    #[arg(long, value_delimiter = ',')]
+    pub steps: Vec<u64>,
+}
+
+/// Estimates the LLC at a run's checkpoints. Results go to `RUN/llc/<sampler name>/`:
+/// `sampler.yaml` (the resolved sampler config), `llc.csv` and `llc.parquet` (one row per
+/// checkpoint, per-chain LLCs included) and `traces/<step>.csv` (per-chain draw losses).
+/// Checkpoints already in `llc.csv` are skipped, so a killed sweep resumes where it stopped.
+pub fn run(a: &RunArgs) -> Result<()> {
+    let (Some(run), Some(config)) = (&a.run, &a.config) else {
+        bail!("usage: stagewise llc RUN_DIR --config SAMPLER.yaml (or: stagewise llc check ...)");
+    };
+    let run_cfg_path = run.join("config.yaml");
+    let text = std::fs::read_to_string(&run_cfg_path).with_context(|| {
+        format!(
+            "cannot read {}; is {} a stagewise run folder?",
+            run_cfg_path.display(),
+            run.display()
+        )
+    })?;
+    let train_cfg = parse_plain(&text, &run_cfg_path)?;
+    let sampler: SamplerConfig = load_plain(config, &a.sets)?;
+    let sgld = sampler
+        .sgld()
+        .map_err(|e| anyhow::anyhow!("{}: field `{}`", config.display(), e))?;
+    let model = RegressionTransformer::new(train_cfg.model_config())?;
+    let ckpt_dir = run.join("checkpoints");
+    let available = list_steps(&ckpt_dir);
+    if available.is_empty() {
+        bail!(
+            "{}: no checkpoints (files <step>.safetensors); train the run first",
+            ckpt_dir.display()
+        );
+    }
+    let steps: Vec<u64> = if a.steps.is_empty() {
+        available.clone()
+    } else {
+        a.steps.clone()
+    };
+    let missing: Vec<u64> = steps
+        .iter()
+        .copied()
+        .filter(|s| !available.contains(s))
+        .collect();
+    if !missing.is_empty() {
+        bail!(
+            "{}: no checkpoint for steps {missing:?}",
+            ckpt_dir.display()
+        );
+    }
+
+    let name = config
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "sampler".into());
+    let out = run.join("llc").join(&name);
+    std::fs::create_dir_all(out.join("traces"))
+        .with_context(|| format!("cannot create {}", out.display()))?;
+    let saved = out.join("sampler.yaml");
+    let resolved = serde_saphyr::to_string(&sampler)?;
+    match std::fs::read_to_string(&saved) {
+        Ok(old) if old != resolved => bail!(
+            "{}: earlier results used another sampler config; use another config file name or move {} away",
+            saved.display(),
+            out.display()
+        ),
+        Ok(_) => {}
+        Err(_) => write_atomic(&saved, resolved.as_bytes())?,
+    }
+    let c = sampler.num_chains;
+    let mut header: Vec<String> = [
+        "step",
+        "llc/mean",
+        "llc/std",
+        "loss/init",
+        "loss/mean",
+        "loss/std",
+        "wbic",
+        "rhat",
+        "frac_below_init",
+        "failed_chains",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    header.extend((0..c).map(|i| format!("llc/chain/{i}")));
+    let table_path = out.join("llc.csv");
+    let done: Vec<u64> = if table_path.exists() {
+        read_csv(&table_path)?
+            .1
+            .iter()
+            .filter(|r| r.len() == header.len())
+            .map(|r| r[0] as u64)
+            .collect()
+    } else {
+        vec![]
+    };
+    let mut table = CsvTable::open(&table_path, &header, Some(u64::MAX))?;
+    let todo: Vec<u64> = steps.into_iter().filter(|s| !done.contains(s)).collect();
+    eprintln!(
+        "LLC at {} checkpoints of {} ({} already done): {} chains x {} draws, nbeta {:.4}, eps {}, gamma {:.4}, batch {} of n = {}",
+        todo.len(),
+        run.display(),
+        done.len(),
+        c,
+        sampler.num_draws,
+        sgld.nbeta,
+        sgld.epsilon,
+        sgld.gamma,
+        sampler.grad_batch_size,
+        sampler.eval_dataset_size
+    );
+    let dist = train_cfg.pretrain_distribution();
+    let start = Instant::now();
+    for (i, step) in todo.iter().enumerate() {
+        let (w, _) = load_model(&ckpt_dir.join(format!("{step}.safetensors")), &model)?;
+        let pot = Dataset::<f32>::new(
+            &model,
+            dist.clone(),
+            sampler.eval_dataset_size,
+            sampler.grad_batch_size,
+            sampler.init_seed,
+        );
+        let init = pot.init_loss(&w);
+        if !init.is_finite() {
+            bail!("checkpoint {step}: the initial loss is {init}");
+        }
+        let traces = sample(&pot, &w, &sgld, None, &sampler.chains());
+        let e = LlcEstimate::from_traces(
+            &traces,
+            init,
+            sgld.nbeta,
+            Some(sampler.eval_dataset_size as f64),
+        );
+        for f in &e.failures {
+            eprintln!("warning: checkpoint {step}: {f}");
+        }
+        write_traces(&out.join("traces").join(format!("{step}.csv")), &traces)?;
+        let mut row = vec![
+            e.mean,
+            e.std,
+            init,
+            e.loss_mean,
+            e.loss_std,
+            e.wbic.unwrap_or(f64::NAN),
+            e.rhat,
+            e.frac_below_init,
+            e.failures.len() as f64,
+        ];
+        row.extend(&e.per_chain);
+        table.append(*step, &row)?;
+        table.sync()?;
+        stagewise_tables::csv_to_parquet(&table_path)?;
+        let per = start.elapsed().as_secs_f64() / (i + 1) as f64;
+        eprintln!(
+            "step {step}: llc {:.3} +- {:.3} (init loss {init:.4}, R-hat {:.3})  [{}/{}, ETA {:.0}s]",
+            e.mean,
+            e.std,
+            e.rhat,
+            i + 1,
+            todo.len(),
+            per * (todo.len() - i - 1) as f64
+        );
+    }
+    eprintln!("done: {}", table_path.display());
+    Ok(())
+}
+
+/// `draw, chain/0, chain/1, ...` with each chain's draw losses (NaN after a failure).
+fn write_traces(path: &Path, traces: &[ChainTrace]) -> Result<()> {
+    let draws = traces.iter().map(|t| t.losses.len()).max().unwrap_or(0);
+    let mut text = String::from("draw");
+    for c in 0..traces.len() {
+        text.push_str(&format!(",chain/{c}"));
+    }
+    text.push('\n');
+    for d in 0..draws {
+        text.push_str(&d.to_string());
+        for t in traces {
+            text.push_str(&format!(
+                ",{:?}",
+                t.losses.get(d).copied().unwrap_or(f64::NAN)
+            ));
+        }
+        text.push('\n');
+    }
+    write_atomic(path, text.as_bytes())?;
     Ok(())
 }

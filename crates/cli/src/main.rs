@@ -30,9 +30,18 @@ enum Command {
     /// Benchmarks.
     #[command(subcommand)]
     Bench(BenchCommand),
-    /// Local learning coefficient estimation.
+    /// Local learning coefficient (LLC) over a run's checkpoints:
+    /// `stagewise llc RUN_DIR --config SAMPLER.yaml`; or `stagewise llc check ...`.
+    Llc(LlcArgs),
+}
+
+#[derive(Args)]
+#[command(args_conflicts_with_subcommands = true)]
+struct LlcArgs {
     #[command(subcommand)]
-    Llc(LlcCommand),
+    command: Option<LlcCommand>,
+    #[command(flatten)]
+    run: llc::RunArgs,
 }
 
 #[derive(Subcommand)]
@@ -81,7 +90,11 @@ fn main() {
     let result = match cli.command {
         Command::Train(args) => run::train(&args),
         Command::Bench(BenchCommand::Train(args)) => bench::train(&args),
-        Command::Llc(LlcCommand::Check(args)) => llc::check(&args),
+        Command::Llc(LlcArgs {
+            command: Some(LlcCommand::Check(args)),
+            ..
+        }) => llc::check(&args),
+        Command::Llc(LlcArgs { command: None, run }) => llc::run(&run),
     };
     if let Err(e) = result {
         eprintln!("error: {e:#}");

@@ -402,3 +402,129 @@ fn built_in_default_trains_and_writes_every_artifact() {
     assert_eq!(list_steps(&run.join("checkpoints")), ckpts);
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn llc_over_checkpoints_resumes_and_rejects_bad_input() {
+    let dir = scratch("llc");
+    let cfg = write_config(&dir);
+    let run = dir.join("run");
+    let out = stagewise(&[
+        "train",
+        cfg.to_str().unwrap(),
+        "--out",
+        run.to_str().unwrap(),
+        "--set",
+        "num_steps=40",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let sampler = dir.join("tiny-sampler.yaml");
+    std::fs::write(
+        &sampler,
+        "num_chains: 2\nnum_draws: 10\nnum_burnin_steps: 2\ngrad_batch_size: 8\neval_dataset_size: 64\n\
+         gradient_scale: 0.01\nlocalization_scale: 0.001\nnoise_scale: 0.0003\ninit_seed: 3\n",
+    )
+    .unwrap();
+    let steps = list_steps(&run.join("checkpoints"));
+    let (r, s) = (run.to_str().unwrap(), sampler.to_str().unwrap());
+    let first = format!("{},{}", steps[0], steps[3]);
+    let out = stagewise(&["llc", r, "--config", s, "--steps", &first]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = stagewise(&["llc", r, "--config", s]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success() && err.contains("2 already done"),
+        "{err}"
+    );
+    let table = run.join("llc/tiny-sampler/llc.csv");
+    let (header, rows) = stagewise_io::table::read_csv(&table).unwrap();
+    assert_eq!(header[..3], ["step", "llc/mean", "llc/std"]);
+    assert_eq!(header.len(), 10 + 2);
+    let mut got: Vec<u64> = rows.iter().map(|r| r[0] as u64).collect();
+    got.sort_unstable();
+    assert_eq!(got, steps, "one row per checkpoint");
+    assert!(rows.iter().all(|r| r[1].is_finite() && r[3] > 0.0));
+    // A fresh sweep over all checkpoints gives the same rows as the resumed one.
+    let fresh_run = dir.join("fresh");
+    std::fs::create_dir_all(&fresh_run).unwrap();
+    for f in ["config.yaml", "checkpoints"] {
+        let _ = Command::new("cp")
+            .args([
+                "-r",
+                run.join(f).to_str().unwrap(),
+                fresh_run.to_str().unwrap(),
+            ])
+            .status();
+    }
+    assert!(
+        stagewise(&["llc", fresh_run.to_str().unwrap(), "--config", s])
+            .status
+            .success()
+    );
+    let (_, fresh) =
+        stagewise_io::table::read_csv(&fresh_run.join("llc/tiny-sampler/llc.csv")).unwrap();
+    let key = |v: &Vec<Vec<f64>>| {
+        let mut v = v.clone();
+        v.sort_by(|a, b| a[0].total_cmp(&b[0]));
+        v
+    };
+    assert_eq!(key(&rows), key(&fresh));
+    assert!(run.join("llc/tiny-sampler/llc.parquet").is_file());
+    assert!(
+        run.join(format!("llc/tiny-sampler/traces/{}.csv", steps[0]))
+            .is_file()
+    );
+
+    // Bad input: both parametrisations, a changed sampler under the same name, no checkpoints.
+    let bad = dir.join("bad-sampler.yaml");
+    std::fs::write(
+        &bad,
+        "epsilon: 0.001\ngamma: 1\nnbeta: 10\nnoise_scale: 0.001\n",
+    )
+    .unwrap();
+    let err =
+        String::from_utf8_lossy(&stagewise(&["llc", r, "--config", bad.to_str().unwrap()]).stderr)
+            .to_string();
+    assert!(
+        err.contains("bad-sampler.yaml") && err.contains("both parametrisations"),
+        "{err}"
+    );
+    let out = stagewise(&["llc", r, "--config", s, "--set", "num_draws=11"]);
+    assert!(
+        !out.status.success()
+            && String::from_utf8_lossy(&out.stderr).contains("another sampler config")
+    );
+    let empty = dir.join("empty");
+    std::fs::create_dir_all(empty.join("checkpoints")).unwrap();
+    std::fs::copy(run.join("config.yaml"), empty.join("config.yaml")).unwrap();
+    let err = String::from_utf8_lossy(
+        &stagewise(&["llc", empty.to_str().unwrap(), "--config", s]).stderr,
+    )
+    .to_string();
+    assert!(err.contains("no checkpoints"), "{err}");
+    // Checkpoints of another architecture than the run's config.
+    let text = std::fs::read_to_string(fresh_run.join("config.yaml")).unwrap();
+    assert!(text.contains("embed_size: 32"));
+    std::fs::write(
+        fresh_run.join("config.yaml"),
+        text.replace("embed_size: 32", "embed_size: 16"),
+    )
+    .unwrap();
+    std::fs::remove_dir_all(fresh_run.join("llc")).unwrap();
+    let err = String::from_utf8_lossy(
+        &stagewise(&["llc", fresh_run.to_str().unwrap(), "--config", s]).stderr,
+    )
+    .to_string();
+    assert!(
+        err.contains("another architecture") && err.contains(".safetensors"),
+        "{err}"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}

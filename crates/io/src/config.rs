@@ -81,6 +81,49 @@ pub fn parse_plain(text: &str, path: &Path) -> Result<TrainConfig, ConfigLoadErr
     typed(doc, &path.display().to_string())
 }
 
+/// Reads any plain YAML config into `C`, with `--set key=value` overrides; errors name the
+/// file and the field.
+pub fn load_plain<C: serde::de::DeserializeOwned>(
+    path: &Path,
+    sets: &[String],
+) -> Result<C, ConfigLoadError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigLoadError::Io {
+        path: path.into(),
+        source,
+    })?;
+    let origin = path.display().to_string();
+    let mut doc = parse_yaml(&text).map_err(|msg| ConfigLoadError::Yaml {
+        path: path.into(),
+        msg,
+    })?;
+    if !doc.is_object() {
+        return Err(ConfigLoadError::Other {
+            origin,
+            msg: "expected a mapping at the top level".into(),
+        });
+    }
+    for s in sets {
+        let (key, val) = s.split_once('=').ok_or_else(|| ConfigLoadError::Other {
+            origin: origin.clone(),
+            msg: format!("--set {s:?}: expected key=value"),
+        })?;
+        let v: Value = serde_saphyr::from_str(val).map_err(|e| ConfigLoadError::Other {
+            origin: origin.clone(),
+            msg: format!("--set {key}: invalid value {val:?}: {e}"),
+        })?;
+        set_path(&mut doc, key.trim(), v, "--set")?;
+    }
+    normalize_numbers(&mut doc);
+    serde_path_to_error::deserialize(&doc).map_err(|e| {
+        let field = e.path().to_string();
+        ConfigLoadError::Field {
+            origin,
+            field,
+            msg: e.into_inner().to_string(),
+        }
+    })
+}
+
 fn typed(mut doc: Value, origin: &str) -> Result<TrainConfig, ConfigLoadError> {
     normalize_numbers(&mut doc);
     let config: TrainConfig = serde_path_to_error::deserialize(&doc).map_err(|e| {

@@ -4,6 +4,7 @@
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use stagewise_models::RegressionConfig;
 
+use crate::data::{SequenceDistribution, TaskDistribution};
 use crate::schedule::{Anneal, LrSchedule};
 use crate::steps::StepsSpec;
 
@@ -423,6 +424,22 @@ impl TrainConfig {
             }
         }
         Ok(())
+    }
+
+    /// The pretraining sequence distribution (discrete tasks drawn from the pretrain seed).
+    pub fn pretrain_distribution(&self) -> SequenceDistribution {
+        let t = &self.task_config;
+        let tasks = match t.num_tasks {
+            NumTasks::Infinite => TaskDistribution::Gaussian { d: t.task_size },
+            NumTasks::Finite(m) => {
+                TaskDistribution::discrete(t.task_size, m as usize, self.seeds().pretrain)
+            }
+        };
+        SequenceDistribution {
+            tasks,
+            k: t.max_examples,
+            noise_variance: t.noise_variance,
+        }
     }
 
     pub fn lr_schedule(&self) -> LrSchedule {

@@ -8,8 +8,8 @@ use stagewise_models::batch::ChunkedRunner;
 use stagewise_models::{ModelError, RegressionTransformer};
 
 use crate::adam::Adam;
-use crate::config::{ConfigError, NumTasks, TrainConfig};
-use crate::data::{Batch, SequenceDistribution, TaskDistribution};
+use crate::config::{ConfigError, TrainConfig};
+use crate::data::{Batch, SequenceDistribution};
 use crate::eval::Evaluator;
 use crate::schedule::LrSchedule;
 
@@ -188,18 +188,7 @@ impl<T: Float> Trainer<T> {
     ) -> Result<Self, TrainError> {
         config.validate()?;
         let model = RegressionTransformer::new(config.model_config())?;
-        let t = &config.task_config;
-        let tasks = match t.num_tasks {
-            NumTasks::Infinite => TaskDistribution::Gaussian { d: t.task_size },
-            NumTasks::Finite(m) => {
-                TaskDistribution::discrete(t.task_size, m as usize, config.seeds().pretrain)
-            }
-        };
-        let data = SequenceDistribution {
-            tasks,
-            k: t.max_examples,
-            noise_variance: t.noise_variance,
-        };
+        let data = config.pretrain_distribution();
         let engine = make(&config, model.clone(), data.clone());
         Ok(Trainer {
             schedule: config.lr_schedule(),
