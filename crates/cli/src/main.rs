@@ -73,6 +73,8 @@ pub struct TrainArgs {
 enum BenchCommand {
     /// Training steps per second of the L2H4 model (K = 16), optionally next to PyTorch.
     Train(bench::BenchTrainArgs),
+    /// SGLD chain-draws per second of the L2H4 model, optionally next to PyTorch.
+    Sgld(bench::BenchSgldArgs),
 }
 
 fn main() {
@@ -90,6 +92,7 @@ fn main() {
     let result = match cli.command {
         Command::Train(args) => run::train(&args),
         Command::Bench(BenchCommand::Train(args)) => bench::train(&args),
+        Command::Bench(BenchCommand::Sgld(args)) => bench::sgld(&args),
         Command::Llc(LlcArgs {
             command: Some(LlcCommand::Check(args)),
             ..
