@@ -12,6 +12,7 @@ use stagewise_io::config::{load_plain, parse_plain};
 use stagewise_io::table::{CsvTable, read_csv};
 use stagewise_models::RegressionTransformer;
 use stagewise_sampling::config::SamplerConfig;
+use stagewise_sampling::mask::build_mask;
 use stagewise_sampling::regression::Dataset;
 use stagewise_sampling::toy::Polynomial;
 use stagewise_sampling::{ChainConfig, ChainTrace, LlcEstimate, Potential, Sgld, sample};
@@ -247,6 +248,14 @@ pub fn run(a: &RunArgs) -> Result<()> {
         sampler.eval_dataset_size
     );
     let dist = train_cfg.pretrain_distribution();
+    let tensors: Vec<(String, usize)> = model
+        .layout
+        .params
+        .iter()
+        .map(|p| (p.name.clone(), p.len()))
+        .collect();
+    let mask = build_mask(&tensors, &sampler.include, &sampler.exclude)
+        .map_err(|e| anyhow::anyhow!("{}: {e}", config.display()))?;
     let start = Instant::now();
     for (i, step) in todo.iter().enumerate() {
         let (w, _) = load_model(&ckpt_dir.join(format!("{step}.safetensors")), &model)?;
@@ -261,7 +270,7 @@ pub fn run(a: &RunArgs) -> Result<()> {
         if !init.is_finite() {
             bail!("checkpoint {step}: the initial loss is {init}");
         }
-        let traces = sample(&pot, &w, &sgld, None, &sampler.chains());
+        let traces = sample(&pot, &w, &sgld, mask.as_deref(), &sampler.chains());
         let e = LlcEstimate::from_traces(
             &traces,
             init,

@@ -20,6 +20,9 @@ fn d_one() -> usize {
 fn d_batch() -> usize {
     1024
 }
+fn d_include() -> Vec<String> {
+    vec!["**".into()]
+}
 fn d_n() -> usize {
     1 << 20
 }
@@ -65,6 +68,12 @@ pub struct SamplerConfig {
     /// All chains see the same minibatches (only their noise differs).
     #[serde(default)]
     pub shared_batches: bool,
+    /// Restricted LLC: parameter tensors the sampler moves (globs over state-dict names).
+    #[serde(default = "d_include")]
+    pub include: Vec<String>,
+    /// Tensors kept at w* even if included.
+    #[serde(default)]
+    pub exclude: Vec<String>,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq)]
@@ -236,6 +245,8 @@ mod tests {
             bounding_box_size: None,
             init_seed: 0,
             shared_batches: false,
+            include: vec!["**".into()],
+            exclude: vec![],
         }
     }
 

@@ -10,6 +10,7 @@
 pub mod chains;
 pub mod config;
 pub mod estimator;
+pub mod mask;
 pub mod potential;
 pub mod regression;
 pub mod sgld;
