@@ -80,12 +80,8 @@ pub fn check(a: &CheckArgs) -> Result<()> {
     let pot = Polynomial::new(a.powers.clone(), a.n, a.sigma, a.batch, a.seed);
     let nbeta = a.nbeta.unwrap_or(a.n as f64 / (a.n as f64).ln());
     let sgld = Sgld {
-        epsilon: a.eps,
         nbeta,
-        gamma: a.gamma,
-        weight_decay: 0.0,
-        noise_level: 1.0,
-        bounding_box: None,
+        ..Sgld::from_temperature(a.eps, a.gamma, 1.0, 1.0)
     };
     let mut cfg = ChainConfig::new(a.chains, a.draws, a.seed);
     cfg.burnin = a.burnin;

@@ -67,6 +67,7 @@ struct ChainState<T, W> {
     grad: Vec<T>,
     xi: Vec<T>,
     z: Vec<f64>,
+    precond: Vec<T>,
     worker: W,
     trace: ChainTrace,
 }
@@ -117,6 +118,7 @@ pub fn sample_with_noise<T: Float, P: Potential<T>>(
             grad: vec![T::ZERO; dim],
             xi: vec![T::ZERO; dim],
             z: vec![0.0; dim],
+            precond: vec![T::ZERO; dim],
             worker: potential.worker(),
             trace: ChainTrace::default(),
         })
@@ -141,7 +143,7 @@ pub fn sample_with_noise<T: Float, P: Potential<T>>(
                     return;
                 }
                 noise(s.index, step as u64, &mut s.z, &mut s.xi);
-                sgld.step(&mut s.w, w0, &s.grad, &s.xi, mask);
+                sgld.step(&mut s.w, w0, &s.grad, &s.xi, mask, &mut s.precond);
                 if let Some(d) = draw {
                     let dist =
                         s.w.iter()

@@ -6,7 +6,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::chains::ChainConfig;
-use crate::sgld::Sgld;
+use crate::sgld::{Preconditioner, Sgld};
 
 fn d_chains() -> usize {
     8
@@ -19,6 +19,15 @@ fn d_one() -> usize {
 }
 fn d_batch() -> usize {
     1024
+}
+fn d_method() -> String {
+    "sgld".into()
+}
+fn d_alpha() -> f64 {
+    0.99
+}
+fn d_rms_eps() -> f64 {
+    0.1
 }
 fn d_include() -> Vec<String> {
     vec!["**".into()]
@@ -68,6 +77,13 @@ pub struct SamplerConfig {
     /// All chains see the same minibatches (only their noise differs).
     #[serde(default)]
     pub shared_batches: bool,
+    /// `sgld`, or `rmsprop_sgld` (devinterp's RMSprop-preconditioned SGLD).
+    #[serde(default = "d_method")]
+    pub sampling_method: String,
+    #[serde(default = "d_alpha")]
+    pub rmsprop_alpha: f64,
+    #[serde(default = "d_rms_eps")]
+    pub rmsprop_eps: f64,
     /// Restricted LLC: parameter tensors the sampler moves (globs over state-dict names).
     #[serde(default = "d_include")]
     pub include: Vec<String>,
@@ -183,16 +199,37 @@ impl SamplerConfig {
                     (None, None) => return Err(err("nbeta", "missing (or give temperature)")),
                 };
                 Sgld {
-                    epsilon: eps,
                     nbeta,
-                    gamma,
-                    weight_decay: 0.0,
-                    noise_level: 1.0,
-                    bounding_box: None,
+                    ..Sgld::from_temperature(eps, gamma, 1.0, 1.0)
                 }
             }
         };
         sgld.bounding_box = self.bounding_box_size;
+        sgld.preconditioner = match self.sampling_method.as_str() {
+            "sgld" => Preconditioner::None,
+            "rmsprop_sgld" => {
+                let (alpha, eps) = (self.rmsprop_alpha, self.rmsprop_eps);
+                if !(alpha > 0.0 && alpha <= 1.0) {
+                    return Err(err(
+                        "rmsprop_alpha",
+                        format!("{alpha}: expected a value in (0, 1]"),
+                    ));
+                }
+                if !(eps > 0.0 && eps.is_finite()) {
+                    return Err(err(
+                        "rmsprop_eps",
+                        format!("{eps}: expected a finite, positive number"),
+                    ));
+                }
+                Preconditioner::RmsProp { alpha, eps }
+            }
+            other => {
+                return Err(err(
+                    "sampling_method",
+                    format!("{other:?}: expected \"sgld\" or \"rmsprop_sgld\""),
+                ));
+            }
+        };
         for (name, v) in [
             ("num_chains", self.num_chains),
             ("num_draws", self.num_draws),
@@ -247,6 +284,9 @@ mod tests {
             shared_batches: false,
             include: vec!["**".into()],
             exclude: vec![],
+            sampling_method: "sgld".into(),
+            rmsprop_alpha: 0.99,
+            rmsprop_eps: 0.1,
         }
     }
 
@@ -302,6 +342,28 @@ mod tests {
         };
         assert_eq!(partial.sgld().unwrap_err().field, "localization_scale");
         assert_eq!(base().sgld().unwrap_err().field, "epsilon");
+        let bad_method = SamplerConfig {
+            epsilon: Some(1e-3),
+            gamma: Some(1.0),
+            nbeta: Some(1.0),
+            sampling_method: "hmc".into(),
+            ..base()
+        };
+        assert_eq!(bad_method.sgld().unwrap_err().field, "sampling_method");
+        let rms = SamplerConfig {
+            sampling_method: "rmsprop_sgld".into(),
+            epsilon: Some(1e-3),
+            gamma: Some(1.0),
+            nbeta: Some(1.0),
+            ..base()
+        };
+        assert_eq!(
+            rms.sgld().unwrap().preconditioner,
+            Preconditioner::RmsProp {
+                alpha: 0.99,
+                eps: 0.1
+            }
+        );
         let twice = SamplerConfig {
             epsilon: Some(1e-3),
             gamma: Some(1.0),

@@ -19,4 +19,4 @@ pub mod toy;
 pub use chains::{ChainConfig, ChainTrace, sample};
 pub use estimator::LlcEstimate;
 pub use potential::{BatchKey, Potential, PotentialWorker};
-pub use sgld::Sgld;
+pub use sgld::{Preconditioner, Sgld};

@@ -101,7 +101,7 @@ fn two_sgld_steps_match_the_reference_golden_case() {
     for s in 0..2 {
         worker.loss_and_grad(&w, BatchKey { chain: 0, step: s }, &mut grad);
         noise(0, s, &mut [], &mut xi);
-        sgld.step(&mut w, &w0, &grad, &xi, None);
+        sgld.step(&mut w, &w0, &grad, &xi, None, &mut []);
     }
     let tok = &w[model
         .layout
@@ -142,7 +142,7 @@ fn zero_noise_and_localization_is_gradient_descent_and_masks_freeze() {
     let mut worker = Potential::<f64>::worker(&pot);
     for s in 0..20 {
         worker.loss_and_grad(&w, BatchKey { chain: 0, step: s }, &mut grad);
-        sgld.step(&mut w, &w0, &grad, &[1.0, -1.0], None);
+        sgld.step(&mut w, &w0, &grad, &[1.0, -1.0], None, &mut []);
         let mut g2 = vec![0.0; 2];
         worker.loss_and_grad(&gd, BatchKey { chain: 0, step: s }, &mut g2);
         for i in 0..2 {
@@ -164,7 +164,14 @@ fn zero_noise_and_localization_is_gradient_descent_and_masks_freeze() {
         assert!(t.distances.iter().all(|d| *d <= 0.05 + 1e-15));
     }
     let mut w = w0.clone();
-    sgld.step(&mut w, &w0, &[5.0, 5.0], &[3.0, 3.0], Some(&[false, true]));
+    sgld.step(
+        &mut w,
+        &w0,
+        &[5.0, 5.0],
+        &[3.0, 3.0],
+        Some(&[false, true]),
+        &mut [],
+    );
     assert_eq!(w[0], w0[0]);
     // -0.4 - (0.01/2)(50 * 5) + sqrt(0.01) * 3 = -1.35, clamped to w0 - 0.05.
     assert!(
@@ -291,12 +298,8 @@ fn estimates_known_learning_coefficients_of_normal_crossing_potentials() {
         // Flatter potentials mix slowly; they also tolerate a larger step.
         let epsilon = if powers == [1] { 2e-4 } else { 1e-3 };
         let sgld = Sgld {
-            epsilon,
             nbeta,
-            gamma,
-            weight_decay: 0.0,
-            noise_level: 1.0,
-            bounding_box: None,
+            ..Sgld::from_temperature(epsilon, gamma, 1.0, 1.0)
         };
         let mut cfg = ChainConfig::new(8, 50_000, 5);
         cfg.burnin = 5_000;
