@@ -14,13 +14,15 @@ use stagewise_models::RegressionTransformer;
 use stagewise_sampling::config::SamplerConfig;
 use stagewise_sampling::mask::build_mask;
 use stagewise_sampling::regression::Dataset;
-use stagewise_sampling::toy::Polynomial;
+use stagewise_sampling::toy::{Polynomial, Rrr};
 use stagewise_sampling::{ChainConfig, ChainTrace, LlcEstimate, Potential, Sgld, sample};
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
 pub enum KnownModel {
     /// `f(x) = x prod_i w_i^{p_i}` at the origin: learning coefficient min_i 1/(2 p_i).
     Polynomial,
+    /// Reduced-rank regression `B A x` (`--dims M,H,N`, `--rank r`): Aoyagi-Watanabe formula.
+    Rrr,
 }
 
 #[derive(Args)]
@@ -30,6 +32,12 @@ pub struct CheckArgs {
     /// Powers p_i of the polynomial model.
     #[arg(long, value_delimiter = ',', default_value = "1,2")]
     powers: Vec<u32>,
+    /// Input, hidden and output dimensions of the reduced-rank regression.
+    #[arg(long, value_delimiter = ',', default_value = "5,3,5")]
+    dims: Vec<usize>,
+    /// Rank of the true reduced-rank map.
+    #[arg(long, default_value_t = 1)]
+    rank: usize,
     /// Data size n.
     #[arg(long, default_value_t = 1000)]
     n: usize,
@@ -70,14 +78,6 @@ pub fn check(a: &CheckArgs) -> Result<()> {
     if a.eps == 0.0 || a.n < 2 || a.chains == 0 || a.draws == 0 {
         bail!("--eps must be positive, --n at least 2, --chains and --draws at least 1");
     }
-    if a.powers.is_empty() || a.powers.contains(&0) {
-        bail!(
-            "--powers = {:?}: expected positive integers, e.g. 1,2",
-            a.powers
-        );
-    }
-    let KnownModel::Polynomial = a.model;
-    let pot = Polynomial::new(a.powers.clone(), a.n, a.sigma, a.batch, a.seed);
     let nbeta = a.nbeta.unwrap_or(a.n as f64 / (a.n as f64).ln());
     let sgld = Sgld {
         nbeta,
@@ -85,27 +85,54 @@ pub fn check(a: &CheckArgs) -> Result<()> {
     };
     let mut cfg = ChainConfig::new(a.chains, a.draws, a.seed);
     cfg.burnin = a.burnin;
-    let w0 = vec![0.0f64; a.powers.len()];
-    let traces = sample(&pot, &w0, &sgld, None, &cfg);
-    let e = LlcEstimate::from_traces(
-        &traces,
-        Potential::<f64>::init_loss(&pot, &w0),
-        nbeta,
-        Some(a.n as f64),
-    );
-    let truth = pot.learning_coefficient();
+    let (label, truth, e) = match a.model {
+        KnownModel::Polynomial => {
+            if a.powers.is_empty() || a.powers.contains(&0) {
+                bail!(
+                    "--powers = {:?}: expected positive integers, e.g. 1,2",
+                    a.powers
+                );
+            }
+            let pot = Polynomial::new(a.powers.clone(), a.n, a.sigma, a.batch, a.seed);
+            let w0 = vec![0.0f64; a.powers.len()];
+            (
+                format!("polynomial powers {:?}", a.powers),
+                pot.learning_coefficient(),
+                estimate(&pot, &w0, &sgld, &cfg, a.n),
+            )
+        }
+        KnownModel::Rrr => {
+            let [m, h, n_out] = a.dims[..] else {
+                bail!("--dims = {:?}: expected three dimensions M,H,N", a.dims);
+            };
+            if m == 0 || h == 0 || n_out == 0 || a.rank > m.min(h).min(n_out) {
+                bail!(
+                    "--dims {:?} --rank {}: expected positive dimensions and rank <= min(M, H, N)",
+                    a.dims,
+                    a.rank
+                );
+            }
+            let pot = Rrr::new(m, h, n_out, a.rank, a.n, a.seed);
+            let w0 = pot.truth();
+            (
+                format!("rrr dims {:?} rank {}", a.dims, a.rank),
+                pot.learning_coefficient(),
+                estimate(&pot, &w0, &sgld, &cfg, a.n),
+            )
+        }
+    };
     if a.json {
         let v = serde_json::json!({
-            "model": "polynomial", "powers": a.powers, "n": a.n, "nbeta": nbeta, "eps": a.eps,
-            "gamma": a.gamma, "chains": a.chains, "draws": a.draws, "seed": a.seed,
-            "true_lc": truth, "llc_mean": e.mean, "llc_std": e.std, "llc_per_chain": e.per_chain,
-            "rhat": e.rhat, "failures": e.failures,
+            "model": label, "n": a.n, "nbeta": nbeta, "eps": a.eps, "gamma": a.gamma,
+            "chains": a.chains, "draws": a.draws, "seed": a.seed, "true_lc": truth,
+            "llc_mean": e.mean, "llc_std": e.std, "llc_per_chain": e.per_chain, "rhat": e.rhat,
+            "failures": e.failures,
         });
         println!("{v}");
     } else {
         println!(
-            "model: polynomial powers {:?}, n = {}, nbeta = {nbeta:.4}, eps = {}, gamma = {}",
-            a.powers, a.n, a.eps, a.gamma
+            "model: {label}, n = {}, nbeta = {nbeta:.4}, eps = {}, gamma = {}",
+            a.n, a.eps, a.gamma
         );
         println!("true learning coefficient: {truth:.4}");
         println!(
@@ -117,6 +144,17 @@ pub fn check(a: &CheckArgs) -> Result<()> {
         }
     }
     Ok(())
+}
+
+fn estimate<P: Potential<f64>>(
+    pot: &P,
+    w0: &[f64],
+    sgld: &Sgld,
+    cfg: &ChainConfig,
+    n: usize,
+) -> LlcEstimate {
+    let traces = sample(pot, w0, sgld, None, cfg);
+    LlcEstimate::from_traces(&traces, pot.init_loss(w0), sgld.nbeta, Some(n as f64))
 }
 
 /// `stagewise llc RUN_DIR --config SAMPLER.yaml`.
