@@ -16,6 +16,7 @@ use stagewise_sampling::mask::build_mask;
 use stagewise_sampling::regression::Dataset;
 use stagewise_sampling::toy::{Polynomial, Rrr};
 use stagewise_sampling::{ChainConfig, ChainTrace, LlcEstimate, Potential, Sgld, sample};
+use stagewise_train::steps::{SpaceSpec, Spaces, StepsSpec};
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
 pub enum KnownModel {
@@ -169,8 +170,15 @@ pub struct RunArgs {
     #[arg(long = "set", value_name = "KEY=VALUE")]
     pub sets: Vec<String>,
     /// Checkpoint steps to estimate at (default: every checkpoint of the run).
-    #[arg(long, value_delimiter = ',')]
+    #[arg(long, value_delimiter = ',', conflicts_with_all = ["log_space", "linear_space"])]
     pub steps: Vec<u64>,
+    /// Select checkpoints like the reference's sweeps: the run's checkpoints in
+    /// `int_logspace(1, num_steps, N)` (union with --linear-space).
+    #[arg(long)]
+    pub log_space: Option<usize>,
+    /// ... and in `int_linspace(0, num_steps, N)`.
+    #[arg(long)]
+    pub linear_space: Option<usize>,
 }
 
 /// Estimates the LLC at a run's checkpoints. Results go to `RUN/llc/<sampler name>/`:
@@ -203,11 +211,28 @@ pub fn run(a: &RunArgs) -> Result<()> {
             ckpt_dir.display()
         );
     }
-    let steps: Vec<u64> = if a.steps.is_empty() {
+    let steps: Vec<u64> = if a.log_space.is_some() || a.linear_space.is_some() {
+        // The reference's sweeps request steps that may not be checkpoints; keep those that are.
+        let spec = StepsSpec::Spaces(Spaces {
+            log_space: a.log_space.map(SpaceSpec::Count),
+            linear_space: a.linear_space.map(SpaceSpec::Count),
+            ..Spaces::default()
+        });
+        spec.expand(train_cfg.num_steps)
+            .into_iter()
+            .filter(|s| available.contains(s))
+            .collect()
+    } else if a.steps.is_empty() {
         available.clone()
     } else {
         a.steps.clone()
     };
+    if steps.is_empty() {
+        bail!(
+            "{}: the step selection contains no checkpoint of the run",
+            ckpt_dir.display()
+        );
+    }
     let missing: Vec<u64> = steps
         .iter()
         .copied()

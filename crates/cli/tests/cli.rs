@@ -482,6 +482,23 @@ fn llc_over_checkpoints_resumes_and_rejects_bad_input() {
             .is_file()
     );
 
+    // A log/linear selection picks the run's checkpoints in that set (all done already).
+    let out = stagewise(&[
+        "llc",
+        r,
+        "--config",
+        s,
+        "--log-space",
+        "10",
+        "--linear-space",
+        "3",
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success() && err.contains("LLC at 0 checkpoints"),
+        "{err}"
+    );
+
     // Bad input: both parametrisations, a changed sampler under the same name, no checkpoints.
     let bad = dir.join("bad-sampler.yaml");
     std::fs::write(
