@@ -2,6 +2,7 @@
 //! vector whose layout (names, shapes, offsets) matches the reference PyTorch `state_dict()`.
 
 pub mod batch;
+pub mod golden;
 pub mod layout;
 pub mod regression;
 

@@ -2,6 +2,7 @@
 //! handling, and known learning coefficients.
 
 use serde_json::Value;
+use stagewise_models::golden::{golden_inputs, golden_params};
 use stagewise_models::{RegressionConfig, RegressionTransformer};
 use stagewise_sampling::chains::sample_with_noise;
 use stagewise_sampling::regression::FixedBatch;
@@ -40,25 +41,9 @@ fn two_sgld_steps_match_the_reference_golden_case() {
     );
 
     let model = RegressionTransformer::new(RegressionConfig::l2h4(16)).unwrap();
-    let mut w0 = vec![0.0f64; model.num_params()];
-    for (q, info) in model.layout.params.iter().enumerate() {
-        let ln_weight = info.is_layer_norm() && info.name.ends_with("weight");
-        for (j, v) in w0[info.range()].iter_mut().enumerate() {
-            *v = 0.1 * (0.1 * (j + 1) as f64 + q as f64).sin() + if ln_weight { 1.0 } else { 0.0 };
-        }
-    }
+    let w0 = golden_params(&model);
     let (b, k, d) = (2, 16, 4);
-    let mut xs = vec![0.0; b * k * d];
-    let mut ys = vec![0.0; b * k];
-    for bi in 0..b {
-        for ki in 0..k {
-            for di in 0..d {
-                xs[(bi * k + ki) * d + di] =
-                    (1.0 + bi as f64 + 0.5 * ki as f64 + 0.25 * di as f64).sin();
-            }
-            ys[bi * k + ki] = (0.3 * bi as f64 + 0.7 * ki as f64).cos();
-        }
-    }
+    let (xs, ys) = golden_inputs(b, k, d);
     let pot = FixedBatch {
         model: &model,
         toks: model.encode(&xs, &ys, b, k),
