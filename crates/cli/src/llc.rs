@@ -14,7 +14,7 @@ use stagewise_models::RegressionTransformer;
 use stagewise_sampling::config::SamplerConfig;
 use stagewise_sampling::mask::build_mask;
 use stagewise_sampling::regression::Dataset;
-use stagewise_sampling::toy::{Polynomial, Rrr};
+use stagewise_sampling::toy::{Dln, Polynomial, dln_multiplicity};
 use stagewise_sampling::{ChainConfig, ChainTrace, LlcEstimate, Potential, Sgld, sample};
 use stagewise_train::steps::{SpaceSpec, Spaces, StepsSpec};
 
@@ -24,6 +24,8 @@ pub enum KnownModel {
     Polynomial,
     /// Reduced-rank regression `B A x` (`--dims M,H,N`, `--rank r`): Aoyagi-Watanabe formula.
     Rrr,
+    /// Deep linear network `W_L ... W_1 x` (`--widths H0,H1,...,HL`, `--rank r`): Aoyagi's formula.
+    Dln,
 }
 
 #[derive(Args)]
@@ -36,7 +38,10 @@ pub struct CheckArgs {
     /// Input, hidden and output dimensions of the reduced-rank regression.
     #[arg(long, value_delimiter = ',', default_value = "5,3,5")]
     dims: Vec<usize>,
-    /// Rank of the true reduced-rank map.
+    /// Layer widths of the deep linear network, input first.
+    #[arg(long, value_delimiter = ',', default_value = "4,3,5,2")]
+    widths: Vec<usize>,
+    /// Rank of the true map (reduced-rank regression and deep linear network).
     #[arg(long, default_value_t = 1)]
     rank: usize,
     /// Data size n.
@@ -102,21 +107,43 @@ pub fn check(a: &CheckArgs) -> Result<()> {
                 estimate(&pot, &w0, &sgld, &cfg, a.n),
             )
         }
-        KnownModel::Rrr => {
-            let [m, h, n_out] = a.dims[..] else {
-                bail!("--dims = {:?}: expected three dimensions M,H,N", a.dims);
+        KnownModel::Rrr | KnownModel::Dln => {
+            let (flag, widths) = match a.model {
+                KnownModel::Rrr => ("--dims", a.dims.clone()),
+                _ => ("--widths", a.widths.clone()),
             };
-            if m == 0 || h == 0 || n_out == 0 || a.rank > m.min(h).min(n_out) {
+            let expect = if matches!(a.model, KnownModel::Rrr) {
+                "three dimensions M,H,N"
+            } else {
+                "at least three widths H0,H1,...,HL"
+            };
+            let count_ok = match a.model {
+                KnownModel::Rrr => widths.len() == 3,
+                _ => widths.len() >= 3,
+            };
+            if !count_ok || widths.contains(&0) {
+                bail!("{flag} = {widths:?}: expected {expect}, all positive");
+            }
+            let smallest = *widths.iter().min().unwrap();
+            if a.rank > smallest {
                 bail!(
-                    "--dims {:?} --rank {}: expected positive dimensions and rank <= min(M, H, N)",
-                    a.dims,
+                    "--rank {} exceeds the smallest width {smallest} of {flag} {widths:?}",
                     a.rank
                 );
             }
-            let pot = Rrr::new(m, h, n_out, a.rank, a.n, a.seed);
+            let pot = Dln::new(widths.clone(), a.rank, a.n, a.seed);
             let w0 = pot.truth();
+            let name = if matches!(a.model, KnownModel::Rrr) {
+                "rrr"
+            } else {
+                "dln"
+            };
             (
-                format!("rrr dims {:?} rank {}", a.dims, a.rank),
+                format!(
+                    "{name} widths {widths:?} rank {} (multiplicity {})",
+                    a.rank,
+                    dln_multiplicity(&widths, a.rank)
+                ),
                 pot.learning_coefficient(),
                 estimate(&pot, &w0, &sgld, &cfg, a.n),
             )

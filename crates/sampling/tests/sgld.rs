@@ -312,9 +312,9 @@ fn estimates_known_learning_coefficients_of_normal_crossing_potentials() {
 /// 4.5, 1.90 vs 2.0, 3.37 vs 3.5.)
 #[test]
 fn estimates_reduced_rank_regression_learning_coefficients() {
-    use stagewise_sampling::toy::Rrr;
+    use stagewise_sampling::toy::Dln;
     for (m, h, n_out, rank) in [(3, 3, 3, 3), (2, 2, 2, 1), (4, 2, 4, 0)] {
-        let pot = Rrr::new(m, h, n_out, rank, 1000, 0);
+        let pot = Dln::rrr(m, h, n_out, rank, 1000, 0);
         let truth = pot.learning_coefficient();
         let sgld = Sgld {
             nbeta: 1000.0,
@@ -334,6 +334,40 @@ fn estimates_reduced_rank_regression_learning_coefficients() {
         assert!(
             (e.mean - truth).abs() <= 0.10 * truth + 4.0 * se,
             "rrr {m}-{h}-{n_out} rank {rank}: estimated {} +- {se} vs {truth}",
+            e.mean
+        );
+    }
+}
+
+/// Deep linear networks against Aoyagi's formula, for networks whose learning coefficient has
+/// multiplicity 1 (with multiplicity m > 1 a (m - 1) log log n term makes finite-nbeta estimates
+/// low: 2-2-2-2 rank 0 (m = 3) gives 1.16 vs 1.5 at nbeta = 1000). Same tolerance as the RRR
+/// test. (Measured: 4-3-5-2 rank 1: 3.37-3.60 vs 3.5 over seeds; 2-3-4-2 rank 1: 2.00-2.12 vs 2.)
+#[test]
+fn estimates_deep_linear_network_learning_coefficients() {
+    use stagewise_sampling::toy::{Dln, dln_multiplicity};
+    for (widths, rank) in [(vec![4, 3, 5, 2], 1), (vec![2, 3, 4, 2], 1)] {
+        assert_eq!(dln_multiplicity(&widths, rank), 1);
+        let pot = Dln::new(widths.clone(), rank, 1000, 0);
+        let truth = pot.learning_coefficient();
+        let sgld = Sgld {
+            nbeta: 1000.0,
+            ..Sgld::from_temperature(1e-5, 1.0, 1.0, 1.0)
+        };
+        let mut cfg = ChainConfig::new(8, 60_000, 2);
+        cfg.burnin = 10_000;
+        let w0 = pot.truth();
+        let traces = sample(&pot, &w0, &sgld, None, &cfg);
+        let e = LlcEstimate::from_traces(
+            &traces,
+            Potential::<f64>::init_loss(&pot, &w0),
+            1000.0,
+            None,
+        );
+        let se = e.std / (cfg.chains as f64).sqrt();
+        assert!(
+            (e.mean - truth).abs() <= 0.10 * truth + 4.0 * se,
+            "dln {widths:?} rank {rank}: estimated {} +- {se} vs {truth}",
             e.mean
         );
     }
