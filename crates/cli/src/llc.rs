@@ -2,7 +2,6 @@
 //! estimated vs true learning coefficients on models with known answers.
 
 use std::path::{Path, PathBuf};
-use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
 use clap::{Args, ValueEnum};
@@ -12,10 +11,15 @@ use stagewise_io::config::{load_plain, parse_plain};
 use stagewise_io::table::{CsvTable, read_csv};
 use stagewise_models::RegressionTransformer;
 use stagewise_sampling::config::SamplerConfig;
+use stagewise_sampling::estimator::running_llc;
 use stagewise_sampling::mask::build_mask;
 use stagewise_sampling::regression::Dataset;
 use stagewise_sampling::toy::{Dln, Polynomial, dln_multiplicity};
-use stagewise_sampling::{ChainConfig, ChainTrace, LlcEstimate, Potential, Sgld, sample};
+use stagewise_sampling::{
+    ChainConfig, ChainTrace, LlcEstimate, Method, Potential, Sgld, sample, sample_with_progress,
+};
+
+use crate::progress::Progress;
 use stagewise_train::steps::{SpaceSpec, Spaces, StepsSpec};
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -62,6 +66,12 @@ pub struct CheckArgs {
     /// Localization strength.
     #[arg(long, default_value_t = 1.0)]
     gamma: f64,
+    /// Sampler: sgld, rmsprop_sgld or sgnht.
+    #[arg(long, default_value = "sgld")]
+    method: String,
+    /// SGNHT's diffusion factor.
+    #[arg(long, default_value_t = 0.01)]
+    diffusion_factor: f64,
     #[arg(long, default_value_t = 8)]
     chains: usize,
     #[arg(long, default_value_t = 20_000)]
@@ -87,6 +97,17 @@ pub fn check(a: &CheckArgs) -> Result<()> {
     let nbeta = a.nbeta.unwrap_or(a.n as f64 / (a.n as f64).ln());
     let sgld = Sgld {
         nbeta,
+        method: match a.method.as_str() {
+            "sgld" => Method::Sgld,
+            "rmsprop_sgld" => Method::RmsPropSgld {
+                alpha: 0.99,
+                eps: 0.1,
+            },
+            "sgnht" => Method::Sgnht {
+                diffusion_factor: a.diffusion_factor,
+            },
+            other => bail!("--method {other:?}: expected sgld, rmsprop_sgld or sgnht"),
+        },
         ..Sgld::from_temperature(a.eps, a.gamma, 1.0, 1.0)
     };
     let mut cfg = ChainConfig::new(a.chains, a.draws, a.seed);
@@ -151,22 +172,26 @@ pub fn check(a: &CheckArgs) -> Result<()> {
     };
     if a.json {
         let v = serde_json::json!({
-            "model": label, "n": a.n, "nbeta": nbeta, "eps": a.eps, "gamma": a.gamma,
+            "model": label, "method": a.method, "n": a.n, "nbeta": nbeta, "eps": a.eps, "gamma": a.gamma,
             "chains": a.chains, "draws": a.draws, "seed": a.seed, "true_lc": truth,
             "llc_mean": e.mean, "llc_std": e.std, "llc_per_chain": e.per_chain, "rhat": e.rhat,
+            "mala_accept": if e.mala_accept.is_finite() { Some(e.mala_accept) } else { None },
             "failures": e.failures,
         });
         println!("{v}");
     } else {
         println!(
-            "model: {label}, n = {}, nbeta = {nbeta:.4}, eps = {}, gamma = {}",
-            a.n, a.eps, a.gamma
+            "model: {label}, {}, n = {}, nbeta = {nbeta:.4}, eps = {}, gamma = {}",
+            a.method, a.n, a.eps, a.gamma
         );
         println!("true learning coefficient: {truth:.4}");
         println!(
             "estimated LLC: {:.4} +- {:.4} (std over {} chains; R-hat {:.3})",
             e.mean, e.std, a.chains, e.rhat
         );
+        if e.mala_accept.is_finite() {
+            println!("MALA acceptance: {:.4}", e.mala_accept);
+        }
         for f in &e.failures {
             println!("failed: {f}");
         }
@@ -182,7 +207,7 @@ fn estimate<P: Potential<f64>>(
     n: usize,
 ) -> LlcEstimate {
     let traces = sample(pot, w0, sgld, None, cfg);
-    LlcEstimate::from_traces(&traces, pot.init_loss(w0), sgld.nbeta, Some(n as f64))
+    LlcEstimate::from_traces(&traces, pot.init_loss(w0), &[], sgld.nbeta, Some(n as f64))
 }
 
 /// `stagewise llc RUN_DIR --config SAMPLER.yaml`.
@@ -291,22 +316,8 @@ pub fn run(a: &RunArgs) -> Result<()> {
         Err(_) => write_atomic(&saved, resolved.as_bytes())?,
     }
     let c = sampler.num_chains;
-    let mut header: Vec<String> = [
-        "step",
-        "llc/mean",
-        "llc/std",
-        "loss/init",
-        "loss/mean",
-        "loss/std",
-        "wbic",
-        "rhat",
-        "frac_below_init",
-        "failed_chains",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
-    header.extend((0..c).map(|i| format!("llc/chain/{i}")));
+    let k = train_cfg.task_config.max_examples;
+    let header = table_header(c, sampler.per_token.then_some(k));
     let table_path = out.join("llc.csv");
     let done: Vec<u64> = if table_path.exists() {
         read_csv(&table_path)?
@@ -321,12 +332,13 @@ pub fn run(a: &RunArgs) -> Result<()> {
     let mut table = CsvTable::open(&table_path, &header, Some(u64::MAX))?;
     let todo: Vec<u64> = steps.into_iter().filter(|s| !done.contains(s)).collect();
     eprintln!(
-        "LLC at {} checkpoints of {} ({} already done): {} chains x {} draws, nbeta {:.4}, eps {}, gamma {:.4}, batch {} of n = {}",
+        "LLC at {} checkpoints of {} ({} already done): {} chains x {} draws, {}, nbeta {:.4}, eps {}, gamma {:.4}, batch {} of n = {}",
         todo.len(),
         run.display(),
         done.len(),
         c,
         sampler.num_draws,
+        sampler.sampling_method,
         sgld.nbeta,
         sgld.epsilon,
         sgld.gamma,
@@ -342,7 +354,9 @@ pub fn run(a: &RunArgs) -> Result<()> {
         .collect();
     let mask = build_mask(&tensors, &sampler.include, &sampler.exclude)
         .map_err(|e| anyhow::anyhow!("{}: {e}", config.display()))?;
-    let start = Instant::now();
+    let chains = sampler.chains();
+    let per_ckpt = chains.total_steps() as u64;
+    let progress = Progress::new(0, per_ckpt * todo.len() as u64, "SGLD steps");
     for (i, step) in todo.iter().enumerate() {
         let (w, _) = load_model(&ckpt_dir.join(format!("{step}.safetensors")), &model)?;
         let pot = Dataset::<f32>::new(
@@ -352,68 +366,144 @@ pub fn run(a: &RunArgs) -> Result<()> {
             sampler.grad_batch_size,
             sampler.init_seed,
         );
-        let init = pot.init_loss(&w);
+        progress.note(&format!("checkpoint {step}: initial loss"));
+        let (init, init_parts) = pot.full_loss(&w);
         if !init.is_finite() {
             bail!("checkpoint {step}: the initial loss is {init}");
         }
-        let traces = sample(&pot, &w, &sgld, mask.as_deref(), &sampler.chains());
+        let base = per_ckpt * i as u64;
+        let traces = sample_with_progress(&pot, &w, &sgld, mask.as_deref(), &chains, &|d| {
+            progress.tick(base + d as u64, || format!("checkpoint {step}"))
+        });
         let e = LlcEstimate::from_traces(
             &traces,
             init,
+            &init_parts,
             sgld.nbeta,
             Some(sampler.eval_dataset_size as f64),
         );
         for f in &e.failures {
-            eprintln!("warning: checkpoint {step}: {f}");
+            progress.println(&format!("warning: checkpoint {step}: {f}"));
         }
-        write_traces(&out.join("traces").join(format!("{step}.csv")), &traces)?;
-        let mut row = vec![
-            e.mean,
-            e.std,
+        write_traces(
+            &out.join("traces").join(format!("{step}.csv")),
+            &traces,
             init,
-            e.loss_mean,
-            e.loss_std,
-            e.wbic.unwrap_or(f64::NAN),
-            e.rhat,
-            e.frac_below_init,
-            e.failures.len() as f64,
-        ];
-        row.extend(&e.per_chain);
-        table.append(*step, &row)?;
+            sgld.nbeta,
+            sampler.per_token.then_some(k),
+        )?;
+        table.append(*step, &table_row(&e, sampler.per_token))?;
         table.sync()?;
         stagewise_tables::csv_to_parquet(&table_path)?;
-        let per = start.elapsed().as_secs_f64() / (i + 1) as f64;
-        eprintln!(
-            "step {step}: llc {:.3} +- {:.3} (init loss {init:.4}, R-hat {:.3})  [{}/{}, ETA {:.0}s]",
+        progress.println(&format!(
+            "step {step}: llc {:.3} +- {:.3} (init loss {init:.4}, R-hat {:.3}{})",
             e.mean,
             e.std,
             e.rhat,
-            i + 1,
-            todo.len(),
-            per * (todo.len() - i - 1) as f64
-        );
+            if e.mala_accept.is_finite() {
+                format!(", MALA acceptance {:.3}", e.mala_accept)
+            } else {
+                String::new()
+            }
+        ));
     }
+    progress.finish();
     eprintln!("done: {}", table_path.display());
     Ok(())
 }
 
-/// `draw, chain/0, chain/1, ...` with each chain's draw losses (NaN after a failure).
-fn write_traces(path: &Path, traces: &[ChainTrace]) -> Result<()> {
-    let draws = traces.iter().map(|t| t.losses.len()).max().unwrap_or(0);
-    let mut text = String::from("draw");
-    for c in 0..traces.len() {
-        text.push_str(&format!(",chain/{c}"));
+/// Columns of `llc.csv`: the estimate (devinterp's names for the chain mean and spread, the
+/// reference's for its likelihood-derived and batch-loss metrics), diagnostics, per-chain values
+/// and, with `per_token = Some(K)`, per-token LLCs.
+fn table_header(chains: usize, per_token: Option<usize>) -> Vec<String> {
+    let mut h: Vec<String> = [
+        "step",
+        "llc/mean",
+        "llc/std",
+        "loss/init",
+        "loss/mean",
+        "loss/std",
+        "wbic/mean",
+        "wbic/std",
+        "llc/std/draws",
+        "rhat",
+        "frac_below_init",
+        "mala_accept",
+        "distance/mean",
+        "failed_chains",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    for prefix in ["llc/chain", "batch-loss/mean", "batch-loss/std"] {
+        h.extend((0..chains).map(|i| format!("{prefix}/{i}")));
+    }
+    if let Some(k) = per_token {
+        h.extend((0..k).map(|t| format!("loss/init/{t}")));
+        h.extend((0..k).map(|t| format!("llc/mean/{t}")));
+        h.extend(["llc/mean/mean".to_string(), "llc/mean/std".to_string()]);
+    }
+    h
+}
+
+fn table_row(e: &LlcEstimate, per_token: bool) -> Vec<f64> {
+    let mut row = vec![
+        e.mean,
+        e.std,
+        e.init_loss,
+        e.loss_mean,
+        e.loss_std,
+        e.wbic.unwrap_or(f64::NAN),
+        e.wbic_std.unwrap_or(f64::NAN),
+        e.draw_std,
+        e.rhat,
+        e.frac_below_init,
+        e.mala_accept,
+        e.distance_mean,
+        e.failures.len() as f64,
+    ];
+    row.extend(&e.per_chain);
+    row.extend(&e.chain_loss_mean);
+    row.extend(&e.chain_loss_std);
+    if per_token {
+        row.extend(&e.init_parts);
+        row.extend(&e.per_part);
+        let m = e.per_part.iter().sum::<f64>() / e.per_part.len() as f64;
+        let var = e.per_part.iter().map(|v| (v - m).powi(2)).sum::<f64>() / e.per_part.len() as f64;
+        row.extend([m, var.sqrt()]);
+    }
+    row
+}
+
+/// One row per (chain, draw): the draw's loss, the chain's running LLC (the online trace),
+/// the distance from w*, the MALA acceptance and, with `per_token = Some(K)`, the per-token
+/// losses. Rows of a failed chain stop at its failure.
+fn write_traces(
+    path: &Path,
+    traces: &[ChainTrace],
+    init_loss: f64,
+    nbeta: f64,
+    per_token: Option<usize>,
+) -> Result<()> {
+    let mut text = String::from("chain,draw,loss,llc,distance,mala_accept");
+    for t in 0..per_token.unwrap_or(0) {
+        text.push_str(&format!(",loss/{t}"));
     }
     text.push('\n');
-    for d in 0..draws {
-        text.push_str(&d.to_string());
-        for t in traces {
+    for (c, t) in traces.iter().enumerate() {
+        let llc = running_llc(&t.losses, init_loss, nbeta);
+        for d in 0..t.losses.len() {
             text.push_str(&format!(
-                ",{:?}",
-                t.losses.get(d).copied().unwrap_or(f64::NAN)
+                "{c},{d},{:?},{:?},{:?},{:?}",
+                t.losses[d], llc[d], t.distances[d], t.mala[d]
             ));
+            if per_token.is_some() {
+                for v in &t.parts[d] {
+                    text.push_str(&format!(",{v:?}"));
+                }
+            }
+            text.push('\n');
         }
-        text.push('\n');
     }
     write_atomic(path, text.as_bytes())?;
     Ok(())

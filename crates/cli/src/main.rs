@@ -2,6 +2,7 @@
 
 mod bench;
 mod llc;
+mod progress;
 mod run;
 
 use std::path::PathBuf;

@@ -16,12 +16,9 @@
 //! it and continues, giving the same weights and rows as an uninterrupted run.
 
 use std::collections::BTreeSet;
-use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
-use indicatif::{ProgressBar, ProgressStyle};
 use stagewise_io::atomic::write_atomic;
 use stagewise_io::checkpoint::{self, CheckpointMeta};
 use stagewise_io::config::{LoadedConfig, load_train_config, resolve, to_yaml};
@@ -31,6 +28,7 @@ use stagewise_train::trainer::TrainState;
 use stagewise_train::{TrainConfig, Trainer};
 
 use crate::TrainArgs;
+use crate::progress::Progress;
 
 /// The built-in default config.
 pub const QUICK_YAML: &str = include_str!("../../../configs/quick.yaml");
@@ -219,7 +217,7 @@ pub fn train(args: &TrainArgs) -> Result<()> {
 
     let start = trainer.steps_done();
     let total = cfg.num_steps;
-    let progress = Progress::new(start, total);
+    let progress = Progress::new(start, total, "steps");
     let mut last_loss = f64::NAN;
     let mut tables_changed = true;
     for t in start..total {
@@ -271,7 +269,7 @@ pub fn train(args: &TrainArgs) -> Result<()> {
                 export_parquet(&[&metrics_path, &train_path])?;
             }
         }
-        progress.tick(t + 1, loss);
+        progress.tick(t + 1, || format!("loss {loss:.4}"));
     }
     tb.flush()?;
     export_parquet(&[&metrics_path, &train_path])?;
@@ -331,71 +329,4 @@ fn open_events(out: &Path, tables: &[(&Path, &Vec<String>)]) -> Result<EventWrit
         }
     }
     Ok(tb)
-}
-
-/// A progress bar on a terminal; plain log lines every 30 s otherwise.
-struct Progress {
-    bar: Option<ProgressBar>,
-    start: Instant,
-    first: u64,
-    total: u64,
-    last_line: std::cell::Cell<Instant>,
-}
-
-impl Progress {
-    fn new(first: u64, total: u64) -> Self {
-        let bar = std::io::stderr().is_terminal().then(|| {
-            let b = ProgressBar::new(total);
-            b.set_style(
-                ProgressStyle::with_template(
-                    "{bar:40} {pos}/{len} steps  {per_sec}  ETA {eta}  {msg}",
-                )
-                .expect("template"),
-            );
-            b.set_position(first);
-            b
-        });
-        Progress {
-            bar,
-            start: Instant::now(),
-            first,
-            total,
-            last_line: std::cell::Cell::new(Instant::now()),
-        }
-    }
-
-    fn tick(&self, done: u64, loss: f64) {
-        match &self.bar {
-            Some(b) => {
-                b.set_position(done);
-                if done.is_multiple_of(10) {
-                    b.set_message(format!("loss {loss:.4}"));
-                }
-            }
-            None => {
-                if self.last_line.get().elapsed() >= Duration::from_secs(30) || done == self.total {
-                    self.last_line.set(Instant::now());
-                    let rate =
-                        (done - self.first) as f64 / self.start.elapsed().as_secs_f64().max(1e-9);
-                    let eta = (self.total - done) as f64 / rate.max(1e-9);
-                    eprintln!(
-                        "step {done}/{}  loss {loss:.4}  {rate:.1} steps/s  ETA {eta:.0}s",
-                        self.total
-                    );
-                }
-            }
-        }
-    }
-
-    fn note(&self, msg: &str) {
-        if let Some(b) = &self.bar {
-            b.set_message(msg.to_string());
-        }
-    }
-
-    fn finish(&self) {
-        if let Some(b) = &self.bar {
-            b.finish_and_clear();
-        }
-    }
 }

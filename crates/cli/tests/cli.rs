@@ -446,7 +446,7 @@ fn llc_over_checkpoints_resumes_and_rejects_bad_input() {
     let table = run.join("llc/tiny-sampler/llc.csv");
     let (header, rows) = stagewise_io::table::read_csv(&table).unwrap();
     assert_eq!(header[..3], ["step", "llc/mean", "llc/std"]);
-    assert_eq!(header.len(), 10 + 2);
+    assert_eq!(header.len(), 14 + 3 * 2);
     let mut got: Vec<u64> = rows.iter().map(|r| r[0] as u64).collect();
     got.sort_unstable();
     assert_eq!(got, steps, "one row per checkpoint");
@@ -481,6 +481,60 @@ fn llc_over_checkpoints_resumes_and_rejects_bad_input() {
         run.join(format!("llc/tiny-sampler/traces/{}.csv", steps[0]))
             .is_file()
     );
+
+    // Per-token LLCs with "new-minibatch" evaluation: per-token columns, and long-format traces
+    // whose last running LLC of each chain is that chain's LLC in the table.
+    let tokens = dir.join("tokens.yaml");
+    std::fs::write(
+        &tokens,
+        "num_chains: 3\nnum_draws: 7\ngrad_batch_size: 8\neval_dataset_size: 64\nper_token: true\n\
+         eval_method: new-minibatch\nepsilon: 0.0003\ngamma: 6\nnbeta: 60\n",
+    )
+    .unwrap();
+    let last = steps.last().unwrap().to_string();
+    let out = stagewise(&[
+        "llc",
+        r,
+        "--config",
+        tokens.to_str().unwrap(),
+        "--steps",
+        &last,
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (header, rows) = stagewise_io::table::read_csv(&run.join("llc/tokens/llc.csv")).unwrap();
+    let col = |name: &str| header.iter().position(|h| h == name).unwrap();
+    let row = &rows[0];
+    let per_token: Vec<f64> = (0..4).map(|t| row[col(&format!("llc/mean/{t}"))]).collect();
+    let mean = per_token.iter().sum::<f64>() / 4.0;
+    assert!((row[col("llc/mean/mean")] - mean).abs() < 1e-9 * mean.abs().max(1.0));
+    let inits: Vec<f64> = (0..4)
+        .map(|t| row[col(&format!("loss/init/{t}"))])
+        .collect();
+    assert!((inits.iter().sum::<f64>() / 4.0 - row[col("loss/init")]).abs() < 1e-6);
+    // The LLC is linear in the losses: the mean of the per-token LLCs is the LLC.
+    assert!((mean - row[col("llc/mean")]).abs() < 1e-6 * mean.abs().max(1.0));
+    assert!(row[col("mala_accept")] > 0.0 && row[col("mala_accept")] <= 1.0);
+    let (th, tr) =
+        stagewise_io::table::read_csv(&run.join(format!("llc/tokens/traces/{last}.csv"))).unwrap();
+    assert_eq!(
+        th[..6],
+        ["chain", "draw", "loss", "llc", "distance", "mala_accept"]
+    );
+    assert_eq!((th.len(), tr.len()), (6 + 4, 3 * 7));
+    for c in 0..3 {
+        let end = &tr[c * 7 + 6];
+        assert_eq!((end[0], end[1]), (c as f64, 6.0));
+        let want = row[col(&format!("llc/chain/{c}"))];
+        assert!(
+            (end[3] - want).abs() < 1e-9 * want.abs().max(1.0),
+            "{} vs {want}",
+            end[3]
+        );
+    }
 
     // A log/linear selection picks the run's checkpoints in that set (all done already).
     let out = stagewise(&[

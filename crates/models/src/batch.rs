@@ -11,12 +11,15 @@ struct ChunkState<T> {
     ws: Workspace<T>,
     grad: Vec<T>,
     loss: f64,
+    /// Squared error summed per token position.
+    token_loss: Vec<f64>,
 }
 
 /// Runs the regression transformer over batches in chunks of `chunk` sequences.
 pub struct ChunkedRunner<T> {
     chunk: usize,
     states: Vec<ChunkState<T>>,
+    token_loss: Vec<f64>,
 }
 
 impl<T: Float> ChunkedRunner<T> {
@@ -27,6 +30,7 @@ impl<T: Float> ChunkedRunner<T> {
         ChunkedRunner {
             chunk: chunk.max(1),
             states: Vec::new(),
+            token_loss: Vec::new(),
         }
     }
 
@@ -37,6 +41,7 @@ impl<T: Float> ChunkedRunner<T> {
                 ws: Workspace::default(),
                 grad: Vec::new(),
                 loss: 0.0,
+                token_loss: Vec::new(),
             });
         }
         if with_grad {
@@ -75,13 +80,18 @@ impl<T: Float> ChunkedRunner<T> {
                 let ys_c = &ys[lo * k..hi * k];
                 model.forward(p, toks_c, hi - lo, t, &mut s.ws, Readout::Predictions)?;
                 let mut loss = 0.0;
+                s.token_loss.clear();
+                s.token_loss.resize(k, 0.0);
                 let dpred: Vec<T> =
                     s.ws.pred
                         .iter()
                         .zip(ys_c)
-                        .map(|(pr, y)| {
+                        .enumerate()
+                        .map(|(j, (pr, y))| {
                             let diff = *pr - *y;
-                            loss += (diff * diff).to_f64();
+                            let sq = (diff * diff).to_f64();
+                            loss += sq;
+                            s.token_loss[j % k] += sq;
                             T::from_f64(scale) * diff
                         })
                         .collect();
@@ -101,7 +111,20 @@ impl<T: Float> ChunkedRunner<T> {
                 }
             }
         });
+        self.token_loss.clear();
+        self.token_loss.resize(k, 0.0);
+        for s in states {
+            for (a, b) in self.token_loss.iter_mut().zip(&s.token_loss) {
+                *a += b / nseq as f64;
+            }
+        }
         Ok(states.iter().map(|s| s.loss).sum::<f64>() / (nseq * k) as f64)
+    }
+
+    /// Mean squared error of each token position in the last `loss_and_grad` (their mean is
+    /// its loss).
+    pub fn token_losses(&self) -> &[f64] {
+        &self.token_loss
     }
 
     /// Predictions `y_hat[nseq, ceil(t/2)]` of `toks[nseq, t, D+1]` into `pred`.

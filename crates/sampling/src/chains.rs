@@ -7,8 +7,21 @@ use rayon::prelude::*;
 use stagewise_engine::Float;
 use stagewise_engine::rng::{Stream, tag};
 
+use crate::mala::{MalaPoint, acceptance};
 use crate::potential::{BatchKey, Potential, PotentialWorker};
-use crate::sgld::Sgld;
+use crate::sgld::{Method, Sgld, StepState};
+
+/// Which loss a draw records (the reference's `eval_method`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum EvalMethod {
+    /// The minibatch loss the step's gradient came from, before the update ("grad-minibatch").
+    #[default]
+    GradMinibatch,
+    /// The loss of a fresh minibatch at the updated weights ("new-minibatch").
+    NewMinibatch,
+    /// The full dataset loss `L_n` at the updated weights ("dataset"; costly for large n).
+    Dataset,
+}
 
 #[derive(Clone, Debug, PartialEq)]
 pub struct ChainConfig {
@@ -23,6 +36,7 @@ pub struct ChainConfig {
     pub first_chain: u32,
     /// All chains see the same minibatches; only their noise differs.
     pub shared_batches: bool,
+    pub eval: EvalMethod,
 }
 
 impl ChainConfig {
@@ -35,10 +49,12 @@ impl ChainConfig {
             seed,
             first_chain: 0,
             shared_batches: false,
+            eval: EvalMethod::GradMinibatch,
         }
     }
 
-    fn total_steps(&self) -> usize {
+    /// SGLD steps per chain, burn-in included.
+    pub fn total_steps(&self) -> usize {
         self.burnin + self.draws * self.steps_between_draws.max(1)
     }
 
@@ -57,6 +73,11 @@ pub struct ChainTrace {
     pub losses: Vec<f64>,
     /// ||w - w*|| after each draw's update.
     pub distances: Vec<f64>,
+    /// Parts of each draw's loss (per-token losses; empty vectors if the model has none).
+    pub parts: Vec<Vec<f64>>,
+    /// MALA acceptance probability of the step that led to each draw's point (plain SGLD
+    /// only; NaN for a draw without a previous step, and for other methods).
+    pub mala: Vec<f64>,
     /// Why the chain stopped early (a non-finite loss or weight), naming chain and draw.
     pub failure: Option<String>,
 }
@@ -67,7 +88,10 @@ struct ChainState<T, W> {
     grad: Vec<T>,
     xi: Vec<T>,
     z: Vec<f64>,
-    precond: Vec<T>,
+    state: StepState<T>,
+    /// The current and the previous point for the MALA acceptance.
+    here: MalaPoint<T>,
+    before: MalaPoint<T>,
     worker: W,
     trace: ChainTrace,
 }
@@ -88,13 +112,25 @@ pub fn sample<T: Float, P: Potential<T>>(
     mask: Option<&[bool]>,
     cfg: &ChainConfig,
 ) -> Vec<ChainTrace> {
-    let seed = cfg.seed;
-    sample_with_noise(potential, w0, sgld, mask, cfg, &|chain, step, z, out| {
-        philox_noise(seed, chain, step, z, out)
-    })
+    sample_with_progress(potential, w0, sgld, mask, cfg, &|_| {})
 }
 
-/// As `sample`, with the noise supplied by `noise(chain, step, scratch, out)`.
+/// As `sample`, calling `progress(steps done)` after every step.
+pub fn sample_with_progress<T: Float, P: Potential<T>>(
+    potential: &P,
+    w0: &[T],
+    sgld: &Sgld,
+    mask: Option<&[bool]>,
+    cfg: &ChainConfig,
+    progress: &dyn Fn(usize),
+) -> Vec<ChainTrace> {
+    let seed = cfg.seed;
+    let noise = |chain, step, z: &mut [f64], out: &mut [T]| philox_noise(seed, chain, step, z, out);
+    run_chains(potential, w0, sgld, mask, cfg, &noise, progress)
+}
+
+/// As `sample`, with the noise supplied by `noise(chain, step, scratch, out)` (SGNHT's initial
+/// momentum is the noise of step `u32::MAX`).
 pub fn sample_with_noise<T: Float, P: Potential<T>>(
     potential: &P,
     w0: &[T],
@@ -102,6 +138,18 @@ pub fn sample_with_noise<T: Float, P: Potential<T>>(
     mask: Option<&[bool]>,
     cfg: &ChainConfig,
     noise: &(dyn Fn(u32, u64, &mut [f64], &mut [T]) + Sync),
+) -> Vec<ChainTrace> {
+    run_chains(potential, w0, sgld, mask, cfg, noise, &|_| {})
+}
+
+fn run_chains<T: Float, P: Potential<T>>(
+    potential: &P,
+    w0: &[T],
+    sgld: &Sgld,
+    mask: Option<&[bool]>,
+    cfg: &ChainConfig,
+    noise: &(dyn Fn(u32, u64, &mut [f64], &mut [T]) + Sync),
+    progress: &dyn Fn(usize),
 ) -> Vec<ChainTrace> {
     let dim = potential.dim();
     assert_eq!(
@@ -111,16 +159,26 @@ pub fn sample_with_noise<T: Float, P: Potential<T>>(
         w0.len(),
         dim
     );
+    let mala = sgld.method == Method::Sgld;
     let mut states: Vec<ChainState<T, P::Worker<'_>>> = (0..cfg.chains)
-        .map(|c| ChainState {
-            index: cfg.first_chain + c as u32,
-            w: w0.to_vec(),
-            grad: vec![T::ZERO; dim],
-            xi: vec![T::ZERO; dim],
-            z: vec![0.0; dim],
-            precond: vec![T::ZERO; dim],
-            worker: potential.worker(),
-            trace: ChainTrace::default(),
+        .map(|c| {
+            let index = cfg.first_chain + c as u32;
+            let (mut z, mut xi) = (vec![0.0; dim], vec![T::ZERO; dim]);
+            if matches!(sgld.method, Method::Sgnht { .. }) {
+                noise(index, u32::MAX as u64, &mut z, &mut xi);
+            }
+            ChainState {
+                index,
+                w: w0.to_vec(),
+                grad: vec![T::ZERO; dim],
+                state: sgld.initial_state(dim, &xi),
+                xi,
+                z,
+                here: MalaPoint::default(),
+                before: MalaPoint::default(),
+                worker: potential.worker(),
+                trace: ChainTrace::default(),
+            }
         })
         .collect();
     for step in 0..cfg.total_steps() {
@@ -129,10 +187,8 @@ pub fn sample_with_noise<T: Float, P: Potential<T>>(
             .par_iter_mut()
             .filter(|s| s.trace.failure.is_none())
             .for_each(|s| {
-                let key = BatchKey {
-                    chain: if cfg.shared_batches { 0 } else { s.index },
-                    step: step as u64,
-                };
+                let batch_chain = if cfg.shared_batches { 0 } else { s.index };
+                let key = BatchKey::grad(batch_chain, step as u64);
                 let loss = s.worker.loss_and_grad(&s.w, key, &mut s.grad);
                 if !loss.is_finite() {
                     s.trace.failure = Some(format!(
@@ -142,26 +198,57 @@ pub fn sample_with_noise<T: Float, P: Potential<T>>(
                     ));
                     return;
                 }
-                noise(s.index, step as u64, &mut s.z, &mut s.xi);
-                sgld.step(&mut s.w, w0, &s.grad, &s.xi, mask, &mut s.precond);
-                if let Some(d) = draw {
-                    let dist =
-                        s.w.iter()
-                            .zip(w0)
-                            .map(|(a, b)| (*a - *b).to_f64().powi(2))
-                            .sum::<f64>()
-                            .sqrt();
-                    if !dist.is_finite() {
-                        s.trace.failure = Some(format!(
-                            "chain {}: weights are not finite after draw {d}",
-                            s.index
-                        ));
-                        return;
+                let mut accept = f64::NAN;
+                if mala {
+                    std::mem::swap(&mut s.here, &mut s.before);
+                    s.here.set(sgld, &s.w, w0, loss, &s.grad, mask);
+                    if step > 0 {
+                        accept = acceptance(&s.before, &s.here, sgld.epsilon, sgld.noise_level);
                     }
-                    s.trace.losses.push(loss);
-                    s.trace.distances.push(dist);
                 }
+                let grad_parts = match (draw, cfg.eval) {
+                    (Some(_), EvalMethod::GradMinibatch) => s.worker.parts().to_vec(),
+                    _ => Vec::new(),
+                };
+                noise(s.index, step as u64, &mut s.z, &mut s.xi);
+                sgld.step(&mut s.w, w0, &s.grad, &s.xi, mask, &mut s.state);
+                let Some(d) = draw else { return };
+                let dist =
+                    s.w.iter()
+                        .zip(w0)
+                        .map(|(a, b)| (*a - *b).to_f64().powi(2))
+                        .sum::<f64>()
+                        .sqrt();
+                if !dist.is_finite() {
+                    s.trace.failure = Some(format!(
+                        "chain {}: weights are not finite after draw {d}",
+                        s.index
+                    ));
+                    return;
+                }
+                let (recorded, parts) = match cfg.eval {
+                    EvalMethod::GradMinibatch => (loss, grad_parts),
+                    EvalMethod::NewMinibatch => {
+                        let l = s
+                            .worker
+                            .loss(&s.w, BatchKey::eval(batch_chain, step as u64));
+                        (l, s.worker.parts().to_vec())
+                    }
+                    EvalMethod::Dataset => potential.full_loss(&s.w),
+                };
+                if !recorded.is_finite() {
+                    s.trace.failure = Some(format!(
+                        "chain {}: evaluation loss is {recorded} at draw {d}",
+                        s.index
+                    ));
+                    return;
+                }
+                s.trace.losses.push(recorded);
+                s.trace.distances.push(dist);
+                s.trace.parts.push(parts);
+                s.trace.mala.push(accept);
             });
+        progress(step + 1);
     }
     states.into_iter().map(|s| s.trace).collect()
 }

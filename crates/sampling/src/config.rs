@@ -5,8 +5,8 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::chains::ChainConfig;
-use crate::sgld::{Preconditioner, Sgld};
+use crate::chains::{ChainConfig, EvalMethod};
+use crate::sgld::{Method, Sgld};
 
 fn d_chains() -> usize {
     8
@@ -28,6 +28,15 @@ fn d_alpha() -> f64 {
 }
 fn d_rms_eps() -> f64 {
     0.1
+}
+fn d_diffusion() -> f64 {
+    0.01
+}
+fn d_eval_method() -> String {
+    "grad-minibatch".into()
+}
+fn d_eval_loss_fn() -> String {
+    "mse".into()
 }
 fn d_include() -> Vec<String> {
     vec!["**".into()]
@@ -77,13 +86,30 @@ pub struct SamplerConfig {
     /// All chains see the same minibatches (only their noise differs).
     #[serde(default)]
     pub shared_batches: bool,
-    /// `sgld`, or `rmsprop_sgld` (devinterp's RMSprop-preconditioned SGLD).
+    /// `sgld`, `rmsprop_sgld` (devinterp's RMSprop-preconditioned SGLD) or `sgnht`.
     #[serde(default = "d_method")]
     pub sampling_method: String,
     #[serde(default = "d_alpha")]
     pub rmsprop_alpha: f64,
     #[serde(default = "d_rms_eps")]
     pub rmsprop_eps: f64,
+    /// SGNHT's diffusion factor A.
+    #[serde(default = "d_diffusion")]
+    pub diffusion_factor: f64,
+    /// Which loss each draw records: `grad-minibatch` (the gradient's minibatch, before the
+    /// update), `new-minibatch` (a fresh minibatch after the update) or `dataset` (all n
+    /// sequences after the update; `fixed-minibatch` is the reference's alias for it).
+    #[serde(default = "d_eval_method")]
+    pub eval_method: String,
+    /// Minibatch size of `new-minibatch`; must equal `grad_batch_size` when given.
+    #[serde(default)]
+    pub eval_batch_size: Option<usize>,
+    /// `mse` (the only loss every reference sweep uses).
+    #[serde(default = "d_eval_loss_fn")]
+    pub eval_loss_fn: String,
+    /// Also report the LLC of each token position's loss.
+    #[serde(default)]
+    pub per_token: bool,
     /// Restricted LLC: parameter tensors the sampler moves (globs over state-dict names).
     #[serde(default = "d_include")]
     pub include: Vec<String>,
@@ -205,8 +231,8 @@ impl SamplerConfig {
             }
         };
         sgld.bounding_box = self.bounding_box_size;
-        sgld.preconditioner = match self.sampling_method.as_str() {
-            "sgld" => Preconditioner::None,
+        sgld.method = match self.sampling_method.as_str() {
+            "sgld" => Method::Sgld,
             "rmsprop_sgld" => {
                 let (alpha, eps) = (self.rmsprop_alpha, self.rmsprop_eps);
                 if !(alpha > 0.0 && alpha <= 1.0) {
@@ -221,12 +247,24 @@ impl SamplerConfig {
                         format!("{eps}: expected a finite, positive number"),
                     ));
                 }
-                Preconditioner::RmsProp { alpha, eps }
+                Method::RmsPropSgld { alpha, eps }
+            }
+            "sgnht" => {
+                let a = self.diffusion_factor;
+                if !(a > 0.0 && a.is_finite()) {
+                    return Err(err(
+                        "diffusion_factor",
+                        format!("{a}: expected a finite, positive number"),
+                    ));
+                }
+                Method::Sgnht {
+                    diffusion_factor: a,
+                }
             }
             other => {
                 return Err(err(
                     "sampling_method",
-                    format!("{other:?}: expected \"sgld\" or \"rmsprop_sgld\""),
+                    format!("{other:?}: expected \"sgld\", \"rmsprop_sgld\" or \"sgnht\""),
                 ));
             }
         };
@@ -241,10 +279,50 @@ impl SamplerConfig {
                 return Err(err(name, "0: expected a positive integer"));
             }
         }
+        self.eval_method()?;
         if self.eval_dataset_size > u32::MAX as usize {
             return Err(err("eval_dataset_size", "expected at most 2^32 sequences"));
         }
         Ok(sgld)
+    }
+
+    /// The draw evaluation, checked against the batch sizes.
+    pub fn eval_method(&self) -> Result<EvalMethod, SamplerConfigError> {
+        let method = match self.eval_method.as_str() {
+            "grad-minibatch" => EvalMethod::GradMinibatch,
+            "new-minibatch" => EvalMethod::NewMinibatch,
+            "dataset" | "fixed-minibatch" => EvalMethod::Dataset,
+            other => {
+                return Err(err(
+                    "eval_method",
+                    format!(
+                        "{other:?}: expected \"grad-minibatch\", \"new-minibatch\", \"dataset\" or \"fixed-minibatch\""
+                    ),
+                ));
+            }
+        };
+        if let Some(b) = self.eval_batch_size {
+            if method != EvalMethod::Dataset && b != self.grad_batch_size {
+                return Err(err(
+                    "eval_batch_size",
+                    format!(
+                        "{b}: minibatch evaluation uses grad_batch_size ({}); give one of them or equal values",
+                        self.grad_batch_size
+                    ),
+                ));
+            }
+        }
+        match self.eval_loss_fn.as_str() {
+            "mse" => {}
+            "subsequence-mse" => {
+                return Err(err(
+                    "eval_loss_fn",
+                    "\"subsequence-mse\" is not supported: on a scalar loss the reference takes the mean of its first k in {0, 1} elements (NaN for k = 0), and every shipped sweep uses \"mse\"",
+                ));
+            }
+            other => return Err(err("eval_loss_fn", format!("{other:?}: expected \"mse\""))),
+        }
+        Ok(method)
     }
 
     pub fn chains(&self) -> ChainConfig {
@@ -256,6 +334,7 @@ impl SamplerConfig {
             seed: self.init_seed,
             first_chain: 0,
             shared_batches: self.shared_batches,
+            eval: self.eval_method().expect("validated by sgld()"),
         }
     }
 }
@@ -287,6 +366,11 @@ mod tests {
             sampling_method: "sgld".into(),
             rmsprop_alpha: 0.99,
             rmsprop_eps: 0.1,
+            diffusion_factor: 0.01,
+            eval_method: "grad-minibatch".into(),
+            eval_batch_size: None,
+            eval_loss_fn: "mse".into(),
+            per_token: false,
         }
     }
 
@@ -358,8 +442,8 @@ mod tests {
             ..base()
         };
         assert_eq!(
-            rms.sgld().unwrap().preconditioner,
-            Preconditioner::RmsProp {
+            rms.sgld().unwrap().method,
+            Method::RmsPropSgld {
                 alpha: 0.99,
                 eps: 0.1
             }

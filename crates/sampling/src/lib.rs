@@ -10,13 +10,14 @@
 pub mod chains;
 pub mod config;
 pub mod estimator;
+pub mod mala;
 pub mod mask;
 pub mod potential;
 pub mod regression;
 pub mod sgld;
 pub mod toy;
 
-pub use chains::{ChainConfig, ChainTrace, sample};
+pub use chains::{ChainConfig, ChainTrace, EvalMethod, sample, sample_with_progress};
 pub use estimator::LlcEstimate;
 pub use potential::{BatchKey, Potential, PotentialWorker};
-pub use sgld::{Preconditioner, Sgld};
+pub use sgld::{Method, Sgld, StepState};

@@ -4,10 +4,39 @@ use stagewise_engine::Float;
 
 /// Identifies the minibatch of one sampler step: a pure function of `(chain, step)` (or of
 /// `step` alone when chains share minibatches), so results do not depend on scheduling.
+/// `eval` batches (the "new-minibatch" evaluation) come from a stream of their own.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct BatchKey {
     pub chain: u32,
     pub step: u64,
+    pub eval: bool,
+}
+
+impl BatchKey {
+    /// The minibatch whose gradient drives step `step` of chain `chain`.
+    pub fn grad(chain: u32, step: u64) -> Self {
+        BatchKey {
+            chain,
+            step,
+            eval: false,
+        }
+    }
+
+    /// A fresh minibatch to evaluate the loss on after step `step`.
+    pub fn eval(chain: u32, step: u64) -> Self {
+        BatchKey {
+            chain,
+            step,
+            eval: true,
+        }
+    }
+
+    /// The key deterministic potentials use for their full dataset.
+    pub const FULL: BatchKey = BatchKey {
+        chain: 0,
+        step: u64::MAX,
+        eval: false,
+    };
 }
 
 /// A model the sampler can explore. Implement this for your own model to estimate its LLC.
@@ -23,22 +52,31 @@ pub trait Potential<T: Float>: Sync {
     fn tensors(&self) -> Vec<(String, usize)> {
         vec![("w".into(), self.dim())]
     }
-    /// `L_n(w*)`: the loss the LLC is measured against (by default the loss of batch
-    /// `(0, u64::MAX)`, which deterministic potentials ignore).
-    fn init_loss(&self, w: &[T]) -> f64 {
+    /// `L_n(w)` on the whole dataset, and its parts (see [`PotentialWorker::parts`]); by default
+    /// the loss of batch [`BatchKey::FULL`], which deterministic potentials treat as the dataset.
+    fn full_loss(&self, w: &[T]) -> (f64, Vec<f64>) {
         let mut g = vec![T::ZERO; w.len()];
-        self.worker().loss_and_grad(
-            w,
-            BatchKey {
-                chain: 0,
-                step: u64::MAX,
-            },
-            &mut g,
-        )
+        let mut worker = self.worker();
+        let loss = worker.loss_and_grad(w, BatchKey::FULL, &mut g);
+        (loss, worker.parts().to_vec())
+    }
+    /// `L_n(w*)`: the loss the LLC is measured against.
+    fn init_loss(&self, w: &[T]) -> f64 {
+        self.full_loss(w).0
     }
 }
 
-pub trait PotentialWorker<T> {
+pub trait PotentialWorker<T: Float> {
     /// Mean loss of minibatch `key` at `w`; its gradient overwrites `grad`.
     fn loss_and_grad(&mut self, w: &[T], key: BatchKey, grad: &mut [T]) -> f64;
+    /// Mean loss of minibatch `key` at `w` without the gradient.
+    fn loss(&mut self, w: &[T], key: BatchKey) -> f64 {
+        let mut g = vec![T::ZERO; w.len()];
+        self.loss_and_grad(w, key, &mut g)
+    }
+    /// Parts of the last loss evaluated, if the model splits it (the regression transformer: the
+    /// mean loss of each token position, whose mean is the loss); empty otherwise.
+    fn parts(&self) -> &[f64] {
+        &[]
+    }
 }

@@ -57,6 +57,10 @@ impl<T: Float> PotentialWorker<T> for FixedBatchWorker<'_, T> {
             .loss_and_grad(b.model, w, &b.toks, &b.ys, b.nseq, b.t, grad)
             .unwrap_or(f64::NAN)
     }
+
+    fn parts(&self) -> &[f64] {
+        self.runner.token_losses()
+    }
 }
 
 /// The model on a fixed dataset of `n` sequences of its pretraining distribution (sequence `i`
@@ -96,6 +100,50 @@ pub struct DatasetWorker<'a, T> {
     data: &'a Dataset<'a, T>,
     runner: ChunkedRunner<T>,
     buf: Batch<T>,
+    pred: Vec<T>,
+    /// Per-token mean squared errors of the last evaluation.
+    parts: Vec<f64>,
+}
+
+impl<T: Float> DatasetWorker<'_, T> {
+    /// Fills `buf` with `m` dataset sequences, sequence `j` being dataset index `index(j)`.
+    fn fill(&mut self, m: usize, index: impl Fn(usize) -> u32 + Sync) {
+        let d = self.data;
+        d.dist
+            .sample_indexed_into(&mut self.buf, m, index, d.seed, tag::LLC_DATASET, 0);
+    }
+
+    /// The minibatch of `key`: `batch` indices drawn uniformly with replacement.
+    fn fill_minibatch(&mut self, key: BatchKey) {
+        let d = self.data;
+        let t = if key.eval {
+            tag::SGLD_EVAL_BATCH
+        } else {
+            tag::SGLD_BATCH
+        };
+        let pick = Stream::new(d.seed, t, key.step as u32, key.chain);
+        let n = d.n as u64;
+        self.fill(d.batch, |j| pick.below(j as u32, n) as u32);
+    }
+
+    /// Squared errors of the `m` sequences in `buf`, added per token to `sums`; false if the
+    /// forward pass failed.
+    fn add_squared_errors(&mut self, w: &[T], m: usize, sums: &mut [f64]) -> bool {
+        let d = self.data;
+        let k = d.dist.k;
+        self.pred.resize(m * k, T::ZERO);
+        if self
+            .runner
+            .predict(d.model, w, &self.buf.toks, m, 2 * k, &mut self.pred)
+            .is_err()
+        {
+            return false;
+        }
+        for (j, (p, y)) in self.pred.iter().zip(&self.buf.ys).enumerate() {
+            sums[j % k] += (p.to_f64() - y).powi(2);
+        }
+        true
+    }
 }
 
 impl<'m, T: Float> Potential<T> for Dataset<'m, T> {
@@ -113,6 +161,8 @@ impl<'m, T: Float> Potential<T> for Dataset<'m, T> {
             data: self,
             runner: ChunkedRunner::new(ChunkedRunner::<T>::DEFAULT_CHUNK),
             buf: Batch::default(),
+            pred: Vec::new(),
+            parts: Vec::new(),
         }
     }
 
@@ -125,57 +175,33 @@ impl<'m, T: Float> Potential<T> for Dataset<'m, T> {
             .collect()
     }
 
-    /// `L_n(w*)`: the mean squared error over all `n` sequences.
-    fn init_loss(&self, w: &[T]) -> f64 {
+    /// `L_n(w)`: the mean squared error over all `n` sequences, and per token position.
+    fn full_loss(&self, w: &[T]) -> (f64, Vec<f64>) {
         let mut wk = self.worker();
         let k = self.dist.k;
         let chunk = 1024.min(self.n);
-        let mut pred = vec![T::ZERO; chunk * k];
-        let mut total = 0.0;
+        let mut sums = vec![0.0; k];
         let mut start = 0;
         while start < self.n {
             let m = chunk.min(self.n - start);
-            self.dist.sample_indexed_into(
-                &mut wk.buf,
-                m,
-                |i| (start + i) as u32,
-                self.seed,
-                tag::LLC_DATASET,
-                0,
-            );
-            if wk
-                .runner
-                .predict(self.model, w, &wk.buf.toks, m, 2 * k, &mut pred[..m * k])
-                .is_err()
-            {
-                return f64::NAN;
+            wk.fill(m, |i| (start + i) as u32);
+            if !wk.add_squared_errors(w, m, &mut sums) {
+                return (f64::NAN, vec![f64::NAN; k]);
             }
-            total += pred[..m * k]
-                .iter()
-                .zip(&wk.buf.ys)
-                .map(|(p, y)| (p.to_f64() - y).powi(2))
-                .sum::<f64>();
             start += m;
         }
-        total / (self.n * k) as f64
+        let parts: Vec<f64> = sums.iter().map(|s| s / self.n as f64).collect();
+        (parts.iter().sum::<f64>() / k as f64, parts)
     }
 }
 
 impl<T: Float> PotentialWorker<T> for DatasetWorker<'_, T> {
     fn loss_and_grad(&mut self, w: &[T], key: BatchKey, grad: &mut [T]) -> f64 {
         let d = self.data;
-        let pick = Stream::new(d.seed, tag::SGLD_BATCH, key.step as u32, key.chain);
-        let n = d.n as u64;
-        d.dist.sample_indexed_into(
-            &mut self.buf,
-            d.batch,
-            |j| pick.below(j as u32, n) as u32,
-            d.seed,
-            tag::LLC_DATASET,
-            0,
-        );
+        self.fill_minibatch(key);
         let k = d.dist.k;
-        self.runner
+        let loss = self
+            .runner
             .loss_and_grad(
                 d.model,
                 w,
@@ -185,6 +211,24 @@ impl<T: Float> PotentialWorker<T> for DatasetWorker<'_, T> {
                 2 * k,
                 grad,
             )
-            .unwrap_or(f64::NAN)
+            .unwrap_or(f64::NAN);
+        self.parts.clear();
+        self.parts.extend_from_slice(self.runner.token_losses());
+        loss
+    }
+
+    fn loss(&mut self, w: &[T], key: BatchKey) -> f64 {
+        let d = self.data;
+        self.fill_minibatch(key);
+        let mut sums = vec![0.0; d.dist.k];
+        if !self.add_squared_errors(w, d.batch, &mut sums) {
+            return f64::NAN;
+        }
+        self.parts = sums.iter().map(|s| s / d.batch as f64).collect();
+        self.parts.iter().sum::<f64>() / d.dist.k as f64
+    }
+
+    fn parts(&self) -> &[f64] {
+        &self.parts
     }
 }

@@ -64,7 +64,12 @@ impl Polynomial {
         };
         match self.batch {
             Some(b) if b < n && key.step != u64::MAX => {
-                let st = Stream::new(self.seed, tag::SGLD_BATCH, key.step as u32, key.chain);
+                let t = if key.eval {
+                    tag::SGLD_EVAL_BATCH
+                } else {
+                    tag::SGLD_BATCH
+                };
+                let st = Stream::new(self.seed, t, key.step as u32, key.chain);
                 for j in 0..b {
                     add(st.below(j as u32, n as u64) as usize);
                 }
@@ -86,10 +91,7 @@ impl<T: Float> Potential<T> for Polynomial {
         self.powers.len()
     }
     fn worker(&self) -> PolynomialWorker<'_> {
-        let full = self.stats(BatchKey {
-            chain: 0,
-            step: u64::MAX,
-        });
+        let full = self.stats(BatchKey::FULL);
         PolynomialWorker { model: self, full }
     }
 }
@@ -459,7 +461,7 @@ mod tests {
             for (i, v) in w.iter_mut().enumerate() {
                 *v += 0.1 * ((i * 37 % 11) as f64 - 5.0) / 5.0;
             }
-            let key = BatchKey { chain: 0, step: 0 };
+            let key = BatchKey::grad(0, 0);
             let mut wk = Potential::<f64>::worker(&d);
             let mut g = vec![0.0; w.len()];
             wk.loss_and_grad(&w, key, &mut g);
