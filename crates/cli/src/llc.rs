@@ -20,6 +20,7 @@ use stagewise_sampling::{
 };
 
 use crate::progress::Progress;
+use stagewise_train::TrainConfig;
 use stagewise_train::steps::{SpaceSpec, Spaces, StepsSpec};
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -237,84 +238,166 @@ pub struct RunArgs {
 /// `sampler.yaml` (the resolved sampler config), `llc.csv` and `llc.parquet` (one row per
 /// checkpoint, per-chain LLCs included) and `traces/<step>.csv` (per-chain draw losses).
 /// Checkpoints already in `llc.csv` are skipped, so a killed sweep resumes where it stopped.
-pub fn run(a: &RunArgs) -> Result<()> {
-    let (Some(run), Some(config)) = (&a.run, &a.config) else {
-        bail!("usage: stagewise llc RUN_DIR --config SAMPLER.yaml (or: stagewise llc check ...)");
-    };
-    let run_cfg_path = run.join("config.yaml");
-    let text = std::fs::read_to_string(&run_cfg_path).with_context(|| {
-        format!(
-            "cannot read {}; is {} a stagewise run folder?",
-            run_cfg_path.display(),
-            run.display()
+/// A run folder written by `stagewise train`: its config, model and checkpoints.
+pub struct RunFolder {
+    pub train_cfg: TrainConfig,
+    pub model: RegressionTransformer,
+    pub ckpt_dir: PathBuf,
+    pub available: Vec<u64>,
+}
+
+impl RunFolder {
+    pub fn open(dir: &Path) -> Result<Self> {
+        let run_cfg_path = dir.join("config.yaml");
+        let text = std::fs::read_to_string(&run_cfg_path).with_context(|| {
+            format!(
+                "cannot read {}; is {} a stagewise run folder?",
+                run_cfg_path.display(),
+                dir.display()
+            )
+        })?;
+        let train_cfg = parse_plain(&text, &run_cfg_path)?;
+        let model = RegressionTransformer::new(train_cfg.model_config())?;
+        let ckpt_dir = dir.join("checkpoints");
+        let available = list_steps(&ckpt_dir);
+        if available.is_empty() {
+            bail!(
+                "{}: no checkpoints (files <step>.safetensors); train the run first",
+                ckpt_dir.display()
+            );
+        }
+        Ok(RunFolder {
+            train_cfg,
+            model,
+            ckpt_dir,
+            available,
+        })
+    }
+
+    /// Checkpoint steps: an explicit list, the reference's log/linear selection (the run's
+    /// checkpoints among `int_logspace(1, num_steps, log)` and `int_linspace(0, num_steps,
+    /// lin)`), or by default every checkpoint.
+    pub fn select(
+        &self,
+        steps: &[u64],
+        log: Option<usize>,
+        lin: Option<usize>,
+    ) -> Result<Vec<u64>> {
+        let steps: Vec<u64> = if log.is_some() || lin.is_some() {
+            let spec = StepsSpec::Spaces(Spaces {
+                log_space: log.map(SpaceSpec::Count),
+                linear_space: lin.map(SpaceSpec::Count),
+                ..Spaces::default()
+            });
+            spec.expand(self.train_cfg.num_steps)
+                .into_iter()
+                .filter(|s| self.available.contains(s))
+                .collect()
+        } else if steps.is_empty() {
+            self.available.clone()
+        } else {
+            steps.to_vec()
+        };
+        if steps.is_empty() {
+            bail!(
+                "{}: the step selection contains no checkpoint of the run",
+                self.ckpt_dir.display()
+            );
+        }
+        let missing: Vec<u64> = steps
+            .iter()
+            .copied()
+            .filter(|s| !self.available.contains(s))
+            .collect();
+        if !missing.is_empty() {
+            bail!(
+                "{}: no checkpoint for steps {missing:?}",
+                self.ckpt_dir.display()
+            );
+        }
+        Ok(steps)
+    }
+
+    pub fn weights(&self, step: u64) -> Result<Vec<f32>> {
+        Ok(load_model(
+            &self.ckpt_dir.join(format!("{step}.safetensors")),
+            &self.model,
+        )?
+        .0)
+    }
+
+    /// The sampling potential: `n` sequences of the run's pretraining distribution.
+    pub fn potential(&self, sampler: &SamplerConfig) -> Dataset<'_, f32> {
+        Dataset::new(
+            &self.model,
+            self.train_cfg.pretrain_distribution(),
+            sampler.eval_dataset_size,
+            sampler.grad_batch_size,
+            sampler.init_seed,
         )
-    })?;
-    let train_cfg = parse_plain(&text, &run_cfg_path)?;
-    let sampler: SamplerConfig = load_plain(config, &a.sets)?;
+    }
+
+    /// The restriction mask of the sampler's include/exclude globs.
+    pub fn mask(&self, sampler: &SamplerConfig, config: &Path) -> Result<Option<Vec<bool>>> {
+        let tensors: Vec<(String, usize)> = self
+            .model
+            .layout
+            .params
+            .iter()
+            .map(|p| (p.name.clone(), p.len()))
+            .collect();
+        build_mask(&tensors, &sampler.include, &sampler.exclude)
+            .map_err(|e| anyhow::anyhow!("{}: {e}", config.display()))
+    }
+}
+
+/// A sampler config file with `--set` overrides, validated.
+pub fn load_sampler(config: &Path, sets: &[String]) -> Result<(SamplerConfig, Sgld)> {
+    let sampler: SamplerConfig = load_plain(config, sets)?;
     let sgld = sampler
         .sgld()
         .map_err(|e| anyhow::anyhow!("{}: field `{}`", config.display(), e))?;
-    let model = RegressionTransformer::new(train_cfg.model_config())?;
-    let ckpt_dir = run.join("checkpoints");
-    let available = list_steps(&ckpt_dir);
-    if available.is_empty() {
-        bail!(
-            "{}: no checkpoints (files <step>.safetensors); train the run first",
-            ckpt_dir.display()
-        );
-    }
-    let steps: Vec<u64> = if a.log_space.is_some() || a.linear_space.is_some() {
-        // The reference's sweeps request steps that may not be checkpoints; keep those that are.
-        let spec = StepsSpec::Spaces(Spaces {
-            log_space: a.log_space.map(SpaceSpec::Count),
-            linear_space: a.linear_space.map(SpaceSpec::Count),
-            ..Spaces::default()
-        });
-        spec.expand(train_cfg.num_steps)
-            .into_iter()
-            .filter(|s| available.contains(s))
-            .collect()
-    } else if a.steps.is_empty() {
-        available.clone()
-    } else {
-        a.steps.clone()
-    };
-    if steps.is_empty() {
-        bail!(
-            "{}: the step selection contains no checkpoint of the run",
-            ckpt_dir.display()
-        );
-    }
-    let missing: Vec<u64> = steps
-        .iter()
-        .copied()
-        .filter(|s| !available.contains(s))
-        .collect();
-    if !missing.is_empty() {
-        bail!(
-            "{}: no checkpoint for steps {missing:?}",
-            ckpt_dir.display()
-        );
-    }
+    Ok((sampler, sgld))
+}
 
-    let name = config
-        .file_stem()
-        .map(|s| s.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "sampler".into());
-    let out = run.join("llc").join(&name);
+/// Creates `out` (with `traces/`) for results of `sampler`, refusing a folder that holds
+/// results of another sampler config.
+pub fn claim_output(out: &Path, sampler: &SamplerConfig) -> Result<()> {
     std::fs::create_dir_all(out.join("traces"))
         .with_context(|| format!("cannot create {}", out.display()))?;
     let saved = out.join("sampler.yaml");
-    let resolved = serde_saphyr::to_string(&sampler)?;
+    let resolved = serde_saphyr::to_string(sampler)?;
     match std::fs::read_to_string(&saved) {
         Ok(old) if old != resolved => bail!(
             "{}: earlier results used another sampler config; use another config file name or move {} away",
             saved.display(),
             out.display()
         ),
-        Ok(_) => {}
-        Err(_) => write_atomic(&saved, resolved.as_bytes())?,
+        Ok(_) => Ok(()),
+        Err(_) => Ok(write_atomic(&saved, resolved.as_bytes())?),
     }
+}
+
+/// The file stem of a config path (names the output folder).
+pub fn config_name(config: &Path) -> String {
+    config
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "sampler".into())
+}
+
+pub fn run(a: &RunArgs) -> Result<()> {
+    let (Some(run), Some(config)) = (&a.run, &a.config) else {
+        bail!(
+            "usage: stagewise llc RUN_DIR --config SAMPLER.yaml (or: stagewise llc check|calibrate ...)"
+        );
+    };
+    let folder = RunFolder::open(run)?;
+    let (sampler, sgld) = load_sampler(config, &a.sets)?;
+    let steps = folder.select(&a.steps, a.log_space, a.linear_space)?;
+    let out = run.join("llc").join(config_name(config));
+    claim_output(&out, &sampler)?;
+    let train_cfg = &folder.train_cfg;
     let c = sampler.num_chains;
     let k = train_cfg.task_config.max_examples;
     let header = table_header(c, sampler.per_token.then_some(k));
@@ -345,27 +428,13 @@ pub fn run(a: &RunArgs) -> Result<()> {
         sampler.grad_batch_size,
         sampler.eval_dataset_size
     );
-    let dist = train_cfg.pretrain_distribution();
-    let tensors: Vec<(String, usize)> = model
-        .layout
-        .params
-        .iter()
-        .map(|p| (p.name.clone(), p.len()))
-        .collect();
-    let mask = build_mask(&tensors, &sampler.include, &sampler.exclude)
-        .map_err(|e| anyhow::anyhow!("{}: {e}", config.display()))?;
+    let mask = folder.mask(&sampler, config)?;
     let chains = sampler.chains();
     let per_ckpt = chains.total_steps() as u64;
     let progress = Progress::new(0, per_ckpt * todo.len() as u64, "SGLD steps");
     for (i, step) in todo.iter().enumerate() {
-        let (w, _) = load_model(&ckpt_dir.join(format!("{step}.safetensors")), &model)?;
-        let pot = Dataset::<f32>::new(
-            &model,
-            dist.clone(),
-            sampler.eval_dataset_size,
-            sampler.grad_batch_size,
-            sampler.init_seed,
-        );
+        let w = folder.weights(*step)?;
+        let pot = folder.potential(&sampler);
         progress.note(&format!("checkpoint {step}: initial loss"));
         let (init, init_parts) = pot.full_loss(&w);
         if !init.is_finite() {
@@ -475,9 +544,7 @@ fn table_row(e: &LlcEstimate, per_token: bool) -> Vec<f64> {
     row
 }
 
-/// One row per (chain, draw): the draw's loss, the chain's running LLC (the online trace),
-/// the distance from w*, the MALA acceptance and, with `per_token = Some(K)`, the per-token
-/// losses. Rows of a failed chain stop at its failure.
+/// Writes the traces of one checkpoint (see [`traces_csv`]).
 fn write_traces(
     path: &Path,
     traces: &[ChainTrace],
@@ -485,6 +552,22 @@ fn write_traces(
     nbeta: f64,
     per_token: Option<usize>,
 ) -> Result<()> {
+    write_atomic(
+        path,
+        traces_csv(traces, init_loss, nbeta, per_token).as_bytes(),
+    )?;
+    Ok(())
+}
+
+/// One row per (chain, draw): the draw's loss, the chain's running LLC (the online trace),
+/// the distance from w*, the MALA acceptance and, with `per_token = Some(K)`, the per-token
+/// losses. Rows of a failed chain stop at its failure.
+pub fn traces_csv(
+    traces: &[ChainTrace],
+    init_loss: f64,
+    nbeta: f64,
+    per_token: Option<usize>,
+) -> String {
     let mut text = String::from("chain,draw,loss,llc,distance,mala_accept");
     for t in 0..per_token.unwrap_or(0) {
         text.push_str(&format!(",loss/{t}"));
@@ -505,6 +588,5 @@ fn write_traces(
             text.push('\n');
         }
     }
-    write_atomic(path, text.as_bytes())?;
-    Ok(())
+    text
 }

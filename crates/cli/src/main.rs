@@ -1,6 +1,7 @@
 //! `stagewise`: train in-context regression transformers the way the reference does, faster.
 
 mod bench;
+mod calibrate;
 mod llc;
 mod progress;
 mod run;
@@ -49,6 +50,9 @@ struct LlcArgs {
 enum LlcCommand {
     /// Estimated vs true learning coefficient on a model with a known answer.
     Check(llc::CheckArgs),
+    /// The LLC over a grid of eps, nbeta and gamma at a few checkpoints, with a verdict per
+    /// setting (chains finished, trace plateaued, LLC not negative).
+    Calibrate(calibrate::CalibrateArgs),
 }
 
 #[derive(Args)]
@@ -98,6 +102,10 @@ fn main() {
             command: Some(LlcCommand::Check(args)),
             ..
         }) => llc::check(&args),
+        Command::Llc(LlcArgs {
+            command: Some(LlcCommand::Calibrate(args)),
+            ..
+        }) => calibrate::calibrate(&args),
         Command::Llc(LlcArgs { command: None, run }) => llc::run(&run),
     };
     if let Err(e) = result {

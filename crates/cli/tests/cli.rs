@@ -536,6 +536,52 @@ fn llc_over_checkpoints_resumes_and_rejects_bad_input() {
         );
     }
 
+    // Calibration: a grid with one step size that blows up; a rerun skips what is done.
+    let cal = |extra: &[&str]| {
+        let mut args = vec![
+            "llc",
+            "calibrate",
+            r,
+            "--config",
+            s,
+            "--eps",
+            "0.0003,5",
+            "--nbeta",
+            "60",
+            "--gamma",
+            "6",
+        ];
+        args.extend_from_slice(extra);
+        stagewise(&args)
+    };
+    let out = cal(&["--steps", &last]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains("chains blew up"), "{text}");
+    let summary = run.join("llc/calibrate-tiny-sampler/summary.csv");
+    let (sh, srows) = stagewise_io::table::read_csv(&summary).unwrap();
+    assert_eq!(sh[..4], ["step", "epsilon", "nbeta", "gamma"]);
+    assert_eq!(srows.len(), 2);
+    let blown = srows.iter().find(|r| r[1] == 5.0).unwrap();
+    assert!(blown[10] > 0.0 && blown[15] == 0.0, "{blown:?}");
+    let small = srows.iter().find(|r| r[1] == 0.0003).unwrap();
+    assert!(small[10] == 0.0 && small[4].is_finite(), "{small:?}");
+    assert!(
+        run.join(format!(
+            "llc/calibrate-tiny-sampler/traces/{last}/eps=0.0003_nbeta=60_gamma=6.csv"
+        ))
+        .is_file()
+    );
+    let out = cal(&["--steps", &last]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("2 already done"));
+    assert_eq!(stagewise_io::table::read_csv(&summary).unwrap().1.len(), 2);
+    let out = stagewise(&["llc", "calibrate", r, "--config", s, "--gamma=-1"]);
+    assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("--gamma -1"));
+
     // A log/linear selection picks the run's checkpoints in that set (all done already).
     let out = stagewise(&[
         "llc",

@@ -7,6 +7,7 @@
 //! Generic over any model with a minibatch loss and its gradient ([`Potential`]); chains advance
 //! in lockstep so that one batched evaluation serves all of them.
 
+pub mod calibration;
 pub mod chains;
 pub mod config;
 pub mod estimator;
