@@ -40,6 +40,39 @@ impl BatchKey {
 }
 
 /// A model the sampler can explore. Implement this for your own model to estimate its LLC.
+///
+/// ```
+/// use stagewise_sampling::{
+///     BatchKey, ChainConfig, LlcEstimate, Potential, PotentialWorker, Sgld, sample,
+/// };
+///
+/// /// `L(w) = w^2`: a regular model in one dimension, learning coefficient 1/2.
+/// struct Square;
+/// struct SquareWorker;
+/// impl Potential<f64> for Square {
+///     type Worker<'a> = SquareWorker;
+///     fn dim(&self) -> usize {
+///         1
+///     }
+///     fn worker(&self) -> SquareWorker {
+///         SquareWorker
+///     }
+/// }
+/// impl PotentialWorker<f64> for SquareWorker {
+///     fn loss_and_grad(&mut self, w: &[f64], _key: BatchKey, grad: &mut [f64]) -> f64 {
+///         grad[0] = 2.0 * w[0];
+///         w[0] * w[0]
+///     }
+/// }
+///
+/// let sgld = Sgld { nbeta: 1000.0, ..Sgld::from_temperature(1e-4, 1.0, 1.0, 1.0) };
+/// let mut cfg = ChainConfig::new(4, 20_000, 0);
+/// cfg.burnin = 1_000;
+/// let w_star = [0.0];
+/// let traces = sample(&Square, &w_star, &sgld, None, &cfg);
+/// let e = LlcEstimate::from_traces(&traces, Square.init_loss(&w_star), &[], sgld.nbeta, None);
+/// assert!((e.mean - 0.5).abs() < 0.05, "{}", e.mean);
+/// ```
 pub trait Potential<T: Float>: Sync {
     /// Per-chain evaluator (holds scratch such as activation buffers).
     type Worker<'a>: PotentialWorker<T> + Send
