@@ -2,6 +2,7 @@
 
 mod bench;
 mod calibrate;
+mod ed;
 mod llc;
 mod progress;
 mod run;
@@ -35,6 +36,9 @@ enum Command {
     /// Local learning coefficient (LLC) over a run's checkpoints:
     /// `stagewise llc RUN_DIR --config SAMPLER.yaml`; or `stagewise llc check ...`.
     Llc(LlcArgs),
+    /// Essential dynamics: PCA of the model's outputs across checkpoints, evolutes, vertices
+    /// and forms (`stagewise ed RUN_DIR`).
+    Ed(ed::EdArgs),
 }
 
 #[derive(Args)]
@@ -107,6 +111,7 @@ fn main() {
             ..
         }) => calibrate::calibrate(&args),
         Command::Llc(LlcArgs { command: None, run }) => llc::run(&run),
+        Command::Ed(args) => ed::ed(&args),
     };
     if let Err(e) = result {
         eprintln!("error: {e:#}");

@@ -645,3 +645,80 @@ fn llc_over_checkpoints_resumes_and_rejects_bad_input() {
     );
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn essential_dynamics_of_a_run() {
+    let dir = scratch("ed");
+    let cfg = write_config(&dir);
+    let run = dir.join("run");
+    let out = stagewise(&[
+        "train",
+        cfg.to_str().unwrap(),
+        "--out",
+        run.to_str().unwrap(),
+        "--set",
+        "num_steps=60",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let steps = list_steps(&run.join("checkpoints"));
+    let r = run.to_str().unwrap();
+    for (outputs, smooth) in [("full", "none"), ("ys", "0.5:3")] {
+        let out = stagewise(&[
+            "ed",
+            r,
+            "--outputs",
+            outputs,
+            "--sequences",
+            "32",
+            "--components",
+            "3",
+            "--smooth",
+            smooth,
+        ]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let ed = run.join("ed").join(outputs);
+        let (_, ev) = stagewise_io::table::read_csv(&ed.join("explained_variance.csv")).unwrap();
+        assert_eq!(ev.len(), 3);
+        assert!(ev.windows(2).all(|w| w[0][1] >= w[1][1]), "{ev:?}");
+        assert!(ev.iter().map(|r| r[2]).sum::<f64>() <= 1.0 + 1e-9);
+        let (header, scores) = stagewise_io::table::read_csv(&ed.join("scores.csv")).unwrap();
+        assert_eq!(header, ["step", "pc1", "pc2", "pc3"]);
+        assert_eq!(
+            scores.iter().map(|r| r[0] as u64).collect::<Vec<_>>(),
+            steps
+        );
+        // Scores are centred and their variance is the explained variance.
+        for j in 0..3 {
+            let col: Vec<f64> = scores.iter().map(|r| r[j + 1]).collect();
+            let n = col.len() as f64;
+            assert!(col.iter().sum::<f64>().abs() < 1e-6 * n * ev[0][1].sqrt());
+            let var = col.iter().map(|v| v * v).sum::<f64>() / (n - 1.0);
+            assert!(
+                (var - ev[j][1]).abs() < 1e-6 * ev[0][1],
+                "{var} vs {}",
+                ev[j][1]
+            );
+        }
+        assert!(ed.join("components.safetensors").is_file());
+        assert!(
+            ed.join("evolutes/pc1-pc2.csv").is_file() && ed.join("evolutes/pc2-pc3.csv").is_file()
+        );
+        let (_, evo) = stagewise_io::table::read_csv(&ed.join("evolutes/pc1-pc3.csv")).unwrap();
+        assert_eq!(evo.len(), steps.len() - 2);
+        assert_eq!(ed.join("scores_smoothed.csv").is_file(), smooth != "none");
+        assert!(ed.join("forms.csv").is_file() && ed.join("vertices.csv").is_file());
+    }
+    let out = stagewise(&["ed", r, "--smooth", "3:1"]);
+    assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("--smooth"));
+    let out = stagewise(&["ed", r, "--steps", &steps[0].to_string()]);
+    assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("at least 3"));
+    std::fs::remove_dir_all(&dir).unwrap();
+}

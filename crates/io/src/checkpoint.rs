@@ -74,6 +74,19 @@ fn write_tensors(
     })
 }
 
+/// Writes named float32 tensors (`name`, `shape`, values) to a safetensors file atomically.
+pub fn save_f32_tensors(
+    path: &Path,
+    tensors: &[(&str, Vec<usize>, &[f32])],
+    meta: HashMap<String, String>,
+) -> Result<(), CheckpointError> {
+    let t = tensors
+        .iter()
+        .map(|(n, s, v)| (n.to_string(), s.clone(), f32_bytes(v)))
+        .collect();
+    write_tensors(path, t, meta)
+}
+
 /// Writes the model state dict (float32) atomically.
 pub fn save_model(
     path: &Path,

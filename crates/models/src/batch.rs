@@ -160,4 +160,38 @@ impl<T: Float> ChunkedRunner<T> {
             })
             .collect()
     }
+
+    /// Every token output `out[nseq, t, D+1]` of `toks[nseq, t, D+1]` (the reference's
+    /// `token_sequence_transformer(tokens)`).
+    pub fn outputs(
+        &mut self,
+        model: &RegressionTransformer,
+        p: &[T],
+        toks: &[T],
+        nseq: usize,
+        t: usize,
+        out: &mut [T],
+    ) -> Result<(), ModelError> {
+        let d1 = model.config.token_size();
+        let nchunks = self.prepare(nseq, p.len(), false);
+        let chunk = self.chunk;
+        self.states[..nchunks]
+            .par_iter_mut()
+            .zip(out.par_chunks_mut(chunk * t * d1))
+            .enumerate()
+            .map(|(i, (s, out))| {
+                let (lo, hi) = (i * chunk, ((i + 1) * chunk).min(nseq));
+                model.forward(
+                    p,
+                    &toks[lo * t * d1..hi * t * d1],
+                    hi - lo,
+                    t,
+                    &mut s.ws,
+                    Readout::Full,
+                )?;
+                out.copy_from_slice(&s.ws.out[..(hi - lo) * t * d1]);
+                Ok(())
+            })
+            .collect()
+    }
 }
