@@ -1,8 +1,11 @@
 //! Analysis of a run's checkpoints: essential dynamics (PCA of model behaviour across
-//! checkpoints, variable-sigma smoothing, osculating circles, evolutes, vertices and forms).
+//! checkpoints, variable-sigma smoothing, osculating circles, evolutes, vertices and forms) and
+//! developmental stages from the LLC curve (GP fit, slope, critical points).
 
 pub mod curves;
+pub mod gp;
 pub mod pca;
 pub mod smoothing;
+pub mod stages;
 
 pub use pca::{Pca, PcaError};

@@ -6,6 +6,7 @@ mod ed;
 mod llc;
 mod progress;
 mod run;
+mod stages;
 
 use std::path::PathBuf;
 
@@ -39,6 +40,8 @@ enum Command {
     /// Essential dynamics: PCA of the model's outputs across checkpoints, evolutes, vertices
     /// and forms (`stagewise ed RUN_DIR`).
     Ed(ed::EdArgs),
+    /// Developmental stages from a run's LLC curve (`stagewise stages RUN_DIR`).
+    Stages(stages::StagesArgs),
 }
 
 #[derive(Args)]
@@ -112,6 +115,7 @@ fn main() {
         }) => calibrate::calibrate(&args),
         Command::Llc(LlcArgs { command: None, run }) => llc::run(&run),
         Command::Ed(args) => ed::ed(&args),
+        Command::Stages(args) => stages::stages_cmd(&args),
     };
     if let Err(e) = result {
         eprintln!("error: {e:#}");

@@ -722,3 +722,71 @@ fn essential_dynamics_of_a_run() {
     assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("at least 3"));
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// Stages from an LLC table: a curve that rises 10 -> 30 around log-step 5 and falls by 5
+/// around 9 gives an "A" stage then a "B" stage; the loss change comes from metrics.csv.
+#[test]
+fn stages_from_an_llc_curve() {
+    let dir = scratch("stages");
+    let sweep = dir.join("llc/synthetic");
+    std::fs::create_dir_all(&sweep).unwrap();
+    let steps = [
+        0u64, 1, 2, 4, 7, 12, 20, 33, 54, 90, 148, 244, 403, 665, 1098, 1812, 2990, 4934, 8143,
+        13439, 22180, 36606, 60412, 99700,
+    ];
+    let mut llc = String::from("step,llc/mean,llc/std\n");
+    let mut metrics = String::from("step,pretrain/mse\n");
+    for s in steps {
+        let x = (s as f64 + 1.0).ln();
+        let y = 10.0 + 20.0 / (1.0 + (-(x - 5.0) * 2.0).exp())
+            - 5.0 / (1.0 + (-(x - 9.0) * 3.0).exp())
+            + 0.3 * (7.0 * x).sin();
+        llc.push_str(&format!("{s},{y},1.0\n"));
+        metrics.push_str(&format!("{s},{}\n", 4.0 - 0.2 * x));
+    }
+    std::fs::write(sweep.join("llc.csv"), llc).unwrap();
+    std::fs::write(dir.join("metrics.csv"), metrics).unwrap();
+    let out = stagewise(&["stages", dir.to_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (h, rows) =
+        stagewise_io::table::read_csv(&dir.join("stages/synthetic/stages.csv")).unwrap();
+    assert_eq!(
+        h,
+        ["stage", "start", "end", "delta_loss", "delta_llc", "type"]
+    );
+    assert_eq!(rows.len(), 2, "{rows:?}");
+    let text = std::fs::read_to_string(dir.join("stages/synthetic/stages.csv")).unwrap();
+    let kinds: Vec<&str> = text
+        .lines()
+        .skip(1)
+        .map(|l| l.rsplit(',').next().unwrap())
+        .collect();
+    assert_eq!(kinds, ["A", "B"]);
+    assert_eq!((rows[0][1], rows[1][2]), (0.0, 99700.0));
+    assert_eq!(rows[0][2], rows[1][1]);
+    // delta_loss = -0.2 (ln(end + 1) - ln(start + 1)).
+    let want = -0.2 * ((rows[0][2] + 1.0).ln() - 1f64.ln());
+    assert!((rows[0][3] - want).abs() < 1e-9, "{} vs {want}", rows[0][3]);
+    assert!(rows[0][4] > 15.0 && rows[1][4] < -3.0);
+    let (_, gp) = stagewise_io::table::read_csv(&dir.join("stages/synthetic/gp.csv")).unwrap();
+    assert_eq!(gp.len(), steps.len());
+    // Two sweeps: the command asks which.
+    std::fs::create_dir_all(dir.join("llc/other")).unwrap();
+    std::fs::copy(sweep.join("llc.csv"), dir.join("llc/other/llc.csv")).unwrap();
+    let out = stagewise(&["stages", dir.to_str().unwrap()]);
+    assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("--llc"));
+    let out = stagewise(&[
+        "stages",
+        dir.to_str().unwrap(),
+        "--llc",
+        "other",
+        "--column",
+        "nope",
+    ]);
+    assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("\"nope\""));
+    std::fs::remove_dir_all(&dir).unwrap();
+}
