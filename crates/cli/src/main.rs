@@ -3,6 +3,7 @@
 mod bench;
 mod calibrate;
 mod ed;
+mod indicators;
 mod llc;
 mod progress;
 mod run;
@@ -42,6 +43,9 @@ enum Command {
     Ed(ed::EdArgs),
     /// Developmental stages from a run's LLC curve (`stagewise stages RUN_DIR`).
     Stages(stages::StagesArgs),
+    /// Structural indicators over checkpoints (weights, LayerNorms, embeddings; Hessian with
+    /// `--hessian`): `stagewise indicators RUN_DIR`.
+    Indicators(indicators::IndicatorsArgs),
 }
 
 #[derive(Args)]
@@ -116,6 +120,7 @@ fn main() {
         Command::Llc(LlcArgs { command: None, run }) => llc::run(&run),
         Command::Ed(args) => ed::ed(&args),
         Command::Stages(args) => stages::stages_cmd(&args),
+        Command::Indicators(args) => indicators::indicators_cmd(&args),
     };
     if let Err(e) = result {
         eprintln!("error: {e:#}");

@@ -716,6 +716,44 @@ fn essential_dynamics_of_a_run() {
         assert_eq!(ed.join("scores_smoothed.csv").is_file(), smooth != "none");
         assert!(ed.join("forms.csv").is_file() && ed.join("vertices.csv").is_file());
     }
+    // Structural indicators, with the Hessian at two checkpoints.
+    let two = format!("{},{}", steps[0], steps[steps.len() - 1]);
+    let out = stagewise(&[
+        "indicators",
+        r,
+        "--steps",
+        &two,
+        "--hessian",
+        "--hessian-sequences",
+        "8",
+        "--top",
+        "2",
+        "--lanczos-steps",
+        "6",
+        "--hutchinson-samples",
+        "4",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (h, ind) = stagewise_io::table::read_csv(&run.join("indicators.csv")).unwrap();
+    let col = |n: &str| {
+        h.iter()
+            .position(|c| c == n)
+            .unwrap_or_else(|| panic!("{n}"))
+    };
+    assert_eq!(ind.len(), 2);
+    assert!(ind.iter().all(|r| r[col("weight/norm")] > 0.0));
+    assert!(
+        ind.iter()
+            .all(|r| r[col("hessian/evals/0")] >= r[col("hessian/evals/1")])
+    );
+    assert!(ind.iter().all(|r| r[col("hessian/trace_samples")] >= 2.0));
+    assert!(h.iter().any(|c| c == "ln/unembedding.0/weight/collapsed"));
+    assert!(h.iter().any(|c| c == "embed/in_postn_span/0"));
+    assert!(run.join("indicators.parquet").is_file());
     let out = stagewise(&["ed", r, "--smooth", "3:1"]);
     assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("--smooth"));
     let out = stagewise(&["ed", r, "--steps", &steps[0].to_string()]);

@@ -44,6 +44,7 @@ pub mod tag {
     pub const LLC_DATASET: u32 = 10;
     pub const SGLD_EVAL_BATCH: u32 = 11;
     pub const ED_DATA: u32 = 12;
+    pub const HESSIAN_PROBE: u32 = 13;
 }
 
 /// A random stream addressed by `(seed, tag, a, b)`; element `i` is a pure function of those.

@@ -161,6 +161,20 @@ impl<T: Float> ChunkedRunner<T> {
             .collect()
     }
 
+    /// Freezes every chunk's ReLU pattern of the last pass (see [`Workspace::freeze_relu`]);
+    /// later passes must use the same batch.
+    pub fn freeze_relu(&mut self, model: &RegressionTransformer) {
+        for s in &mut self.states {
+            s.ws.freeze_relu(model);
+        }
+    }
+
+    pub fn unfreeze_relu(&mut self) {
+        for s in &mut self.states {
+            s.ws.unfreeze_relu();
+        }
+    }
+
     /// Every token output `out[nseq, t, D+1]` of `toks[nseq, t, D+1]` (the reference's
     /// `token_sequence_transformer(tokens)`).
     pub fn outputs(

@@ -469,7 +469,19 @@ impl RegressionTransformer {
             None => &a.h,
         };
         linear_forward(&mut a.f, ln1, &p[bo.w1..], Some(&p[bo.b1..]), rows, c, m);
-        relu_forward(&mut a.r[..rows * m], &a.f[..rows * m]);
+        match ws.relu_frozen.get(l) {
+            Some(mask) if ws.freeze_relu => {
+                assert_eq!(
+                    mask.len(),
+                    rows * m,
+                    "frozen ReLU pattern of another batch shape"
+                );
+                for ((r, f), on) in a.r[..rows * m].iter_mut().zip(&a.f[..rows * m]).zip(mask) {
+                    *r = if *on { *f } else { T::ZERO };
+                }
+            }
+            _ => relu_forward(&mut a.r[..rows * m], &a.f[..rows * m]),
+        }
         linear_forward(&mut a.mlp, &a.r, &p[bo.w2..], Some(&p[bo.b2..]), rows, m, c);
         // Double residual: x_next = x + (x + a + mlp)
         let next = x_next[..rows * c].iter_mut().zip(&xin[..rows * c]);
@@ -596,7 +608,14 @@ impl RegressionTransformer {
             c,
         );
         apply_bias_grad(grad, bo.b2, dxn, rows, c);
-        relu_backward(&mut g.df[..rows * m], &g.dr[..rows * m], &a.f[..rows * m]);
+        match ws.relu_frozen.get(l) {
+            Some(mask) if ws.freeze_relu => {
+                for ((d, g), on) in g.df[..rows * m].iter_mut().zip(&g.dr[..rows * m]).zip(mask) {
+                    *d = if *on { *g } else { T::ZERO };
+                }
+            }
+            _ => relu_backward(&mut g.df[..rows * m], &g.dr[..rows * m], &a.f[..rows * m]),
+        }
         linear_backward(
             Some(&mut g.dln),
             false,
@@ -804,6 +823,10 @@ pub struct Workspace<T> {
     k: usize,
     rows_out: usize,
     readout: Readout,
+    /// Per block, the ReLU on/off pattern that forward and backward use instead of the
+    /// pre-activation signs while `freeze_relu` is set.
+    relu_frozen: Vec<Vec<bool>>,
+    freeze_relu: bool,
 }
 
 impl<T: Float> Default for Workspace<T> {
@@ -826,6 +849,8 @@ impl<T: Float> Default for Workspace<T> {
             k: 0,
             rows_out: 0,
             readout: Readout::Predictions,
+            relu_frozen: Vec::new(),
+            freeze_relu: false,
         }
     }
 }
@@ -837,6 +862,25 @@ fn ensure<T: Float>(v: &mut Vec<T>, len: usize) {
 }
 
 impl<T: Float> Workspace<T> {
+    /// Freezes the MLP ReLUs' on/off pattern of the last forward pass: later passes (on the same
+    /// batch) use it instead of the signs of their own pre-activations, so the model is the
+    /// smooth piece around that point. Finite differences of gradients then give the Hessian
+    /// that autograd reports (ReLU'' = 0), not spikes from units that cross zero.
+    pub fn freeze_relu(&mut self, model: &RegressionTransformer) {
+        let m = model.config.mlp_size;
+        self.relu_frozen = self
+            .acts
+            .iter()
+            .map(|a| a.f[..a.rows * m].iter().map(|v| *v > T::ZERO).collect())
+            .collect();
+        self.freeze_relu = true;
+    }
+
+    /// Back to the pre-activation signs.
+    pub fn unfreeze_relu(&mut self) {
+        self.freeze_relu = false;
+    }
+
     /// Sizes every buffer for `nseq` sequences of `t` tokens (buffers only grow).
     fn prepare(&mut self, model: &RegressionTransformer, nseq: usize, t: usize, readout: Readout) {
         let cfg = &model.config;

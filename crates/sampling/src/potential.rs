@@ -107,6 +107,11 @@ pub trait PotentialWorker<T: Float> {
         let mut g = vec![T::ZERO; w.len()];
         self.loss_and_grad(w, key, &mut g)
     }
+    /// For piecewise-smooth models (ReLU): keep the activation pattern of the last evaluation
+    /// for the following ones, so that finite differences of gradients see one smooth piece
+    /// (the Hessian autograd reports). Default: nothing to freeze.
+    fn freeze_activation_pattern(&mut self) {}
+
     /// Parts of the last loss evaluated, if the model splits it (the regression transformer: the
     /// mean loss of each token position, whose mean is the loss); empty otherwise.
     fn parts(&self) -> &[f64] {

@@ -61,6 +61,10 @@ impl<T: Float> PotentialWorker<T> for FixedBatchWorker<'_, T> {
     fn parts(&self) -> &[f64] {
         self.runner.token_losses()
     }
+
+    fn freeze_activation_pattern(&mut self) {
+        self.runner.freeze_relu(self.batch.model);
+    }
 }
 
 /// The model on a fixed dataset of `n` sequences of its pretraining distribution (sequence `i`
