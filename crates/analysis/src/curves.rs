@@ -51,8 +51,10 @@ pub fn osculating_circles(curve: &[[f64; 2]]) -> Vec<Osculating> {
         .collect()
 }
 
-/// Vertices: interior indices where the curvature is a strict local maximum and at least
-/// `min_ratio` times the median curvature (sharp turns; the evolute has a cusp there).
+/// Vertices: interior indices where the curvature is a strict local maximum, at least
+/// `min_ratio` times the median curvature (sharp turns; the evolute has a cusp there), and the
+/// curve moves at least a tenth of its median speed (where it barely moves, the curvature of
+/// its jitter means nothing).
 pub fn vertices(curve: &[[f64; 2]], min_ratio: f64) -> Vec<usize> {
     let k: Vec<f64> = osculating_circles(curve)
         .iter()
@@ -61,11 +63,22 @@ pub fn vertices(curve: &[[f64; 2]], min_ratio: f64) -> Vec<usize> {
     if k.len() < 3 {
         return vec![];
     }
-    let mut sorted = k.clone();
-    sorted.sort_by(|a, b| a.total_cmp(b));
-    let median = sorted[sorted.len() / 2];
+    let speed: Vec<f64> = (1..curve.len() - 1)
+        .map(|t| {
+            let (a, c) = (curve[t - 1], curve[t + 1]);
+            ((c[0] - a[0]).powi(2) + (c[1] - a[1]).powi(2)).sqrt() / 2.0
+        })
+        .collect();
+    let median = |v: &[f64]| {
+        let mut s = v.to_vec();
+        s.sort_by(|a, b| a.total_cmp(b));
+        s[s.len() / 2]
+    };
+    let (mk, ms) = (median(&k), median(&speed));
     (1..k.len() - 1)
-        .filter(|&i| k[i] > k[i - 1] && k[i] > k[i + 1] && k[i] >= min_ratio * median)
+        .filter(|&i| {
+            k[i] > k[i - 1] && k[i] > k[i + 1] && k[i] >= min_ratio * mk && speed[i] >= 0.1 * ms
+        })
         .map(|i| i + 1)
         .collect()
 }
@@ -139,6 +152,12 @@ mod tests {
         let o = osculating(&curve, 100);
         assert!((o.curvature - 2.0).abs() < 1e-3);
         assert!(o.centre[0].abs() < 1e-9 && (o.centre[1] - 0.5).abs() < 1e-3);
+        // A wiggle where the curve stands still is no vertex.
+        let mut still = curve.clone();
+        for (i, p) in still.iter_mut().enumerate().take(40) {
+            *p = [-2.0 + 1e-9 * (i % 3) as f64, 4.0 + 1e-9 * (i % 2) as f64];
+        }
+        assert_eq!(vertices(&still, 1.0), vec![100]);
     }
 
     /// The ellipse (2 cos s, sin s) has four vertices; the sharp ones (curvature 2 at s = pi,

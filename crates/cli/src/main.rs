@@ -6,6 +6,7 @@ mod ed;
 mod indicators;
 mod llc;
 mod progress;
+mod report;
 mod run;
 mod stages;
 
@@ -46,6 +47,8 @@ enum Command {
     /// Structural indicators over checkpoints (weights, LayerNorms, embeddings; Hessian with
     /// `--hessian`): `stagewise indicators RUN_DIR`.
     Indicators(indicators::IndicatorsArgs),
+    /// One HTML page (inline SVG, no network) and PNG figures of a run: `stagewise report RUN_DIR`.
+    Report(report::ReportArgs),
 }
 
 #[derive(Args)]
@@ -121,6 +124,7 @@ fn main() {
         Command::Ed(args) => ed::ed(&args),
         Command::Stages(args) => stages::stages_cmd(&args),
         Command::Indicators(args) => indicators::indicators_cmd(&args),
+        Command::Report(args) => report::report(&args),
     };
     if let Err(e) = result {
         eprintln!("error: {e:#}");

@@ -754,6 +754,25 @@ fn essential_dynamics_of_a_run() {
     assert!(h.iter().any(|c| c == "ln/unembedding.0/weight/collapsed"));
     assert!(h.iter().any(|c| c == "embed/in_postn_span/0"));
     assert!(run.join("indicators.parquet").is_file());
+    // The report: every figure as PNG and inline SVG; the page renders in headless Chromium
+    // without console messages and the screenshot is not blank.
+    let out = stagewise(&["report", r]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let page = std::fs::read_to_string(run.join("report/index.html")).unwrap();
+    for png in ["loss", "ed_scores", "ed_pc1_pc2", "indicators_norm"] {
+        assert!(run.join(format!("report/{png}.png")).is_file(), "{png}");
+        assert!(page.contains(&format!("href=\"{png}.png\"")), "{png}");
+    }
+    assert!(page.matches("<svg").count() >= 6 && !page.contains("<script"));
+    assert!(
+        page.contains("No LLC sweep yet"),
+        "the missing sweep is named"
+    );
+    check_in_browser(&run.join("report/index.html"));
     let out = stagewise(&["ed", r, "--smooth", "3:1"]);
     assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("--smooth"));
     let out = stagewise(&["ed", r, "--steps", &steps[0].to_string()]);
@@ -827,4 +846,46 @@ fn stages_from_an_llc_curve() {
     ]);
     assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("\"nope\""));
     std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// Renders `page` in headless Chromium (Debian's `chromium`, or `$CHROMIUM`): no console
+/// messages, and a screenshot with more than one colour in it. Skipped (with a note) when no
+/// Chromium is installed; `.ci/run` installs it.
+fn check_in_browser(page: &Path) {
+    let chromium = std::env::var("CHROMIUM").unwrap_or_else(|_| "chromium".into());
+    if Command::new(&chromium).arg("--version").output().is_err() {
+        eprintln!("note: {chromium} not found; the browser check of the report is skipped");
+        return;
+    }
+    let shot = page.with_file_name("screenshot.png");
+    let out = Command::new(&chromium)
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--hide-scrollbars",
+            "--window-size=1200,2400",
+            "--enable-logging=stderr",
+            "--log-level=0",
+        ])
+        .arg(format!("--screenshot={}", shot.display()))
+        .arg(format!("file://{}", page.display()))
+        .output()
+        .unwrap();
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{log}");
+    let console: Vec<&str> = log.lines().filter(|l| l.contains(":CONSOLE")).collect();
+    assert!(console.is_empty(), "console messages: {console:?}");
+    let decoder = png::Decoder::new(std::fs::File::open(&shot).unwrap());
+    let mut reader = decoder.read_info().unwrap();
+    let mut buf = vec![0; reader.output_buffer_size()];
+    let info = reader.next_frame(&mut buf).unwrap();
+    let pixels = &buf[..info.buffer_size()];
+    let px = info.color_type.samples();
+    let first = &pixels[..px];
+    let differ = pixels.chunks(px).filter(|p| p != &first).count();
+    assert!(
+        differ > pixels.len() / px / 20,
+        "the screenshot is (nearly) blank: {differ} pixels differ from the first"
+    );
 }

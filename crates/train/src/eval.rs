@@ -69,6 +69,26 @@ impl<T: Float> Evaluator<T> {
         Evaluator { sets, k, seed }
     }
 
+    /// The baselines' own per-token MSE against the targets on each fixed batch:
+    /// `("pretrain/ridge", [K])`, `("pretrain/dmmse", [K])`, then the same for `true`.
+    pub fn baseline_risks(&self) -> Vec<(String, Vec<f64>)> {
+        let k = self.k;
+        let mut out = Vec::new();
+        for s in &self.sets {
+            let n = s.batch.nseq;
+            for (name, pred) in [("ridge", &s.ridge), ("dmmse", &s.dmmse)] {
+                let mut v = vec![0.0; k];
+                for b in 0..n {
+                    for e in 0..k {
+                        v[e] += (pred[b * k + e] - s.batch.ys[b * k + e]).powi(2) / n as f64;
+                    }
+                }
+                out.push((format!("{}/{name}", s.name), v));
+            }
+        }
+        out
+    }
+
     /// Metric names in the order `evaluate` returns them (2 + 7 (K+1) keys).
     pub fn metric_names(&self) -> Vec<String> {
         let mut names = Vec::new();

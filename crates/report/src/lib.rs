@@ -1,0 +1,7 @@
+//! Figures and the HTML report of a run: charts drawn with plotters to SVG (inlined in one
+//! self-contained page, no network) and PNG (with an embedded font).
+
+pub mod chart;
+pub mod html;
+
+pub use chart::{Corner, LineChart, Series, Span, palette};
