@@ -7,6 +7,7 @@ mod indicators;
 mod llc;
 mod progress;
 mod report;
+mod reproduce;
 mod run;
 mod stages;
 
@@ -49,6 +50,9 @@ enum Command {
     Indicators(indicators::IndicatorsArgs),
     /// One HTML page (inline SVG, no network) and PNG figures of a run: `stagewise report RUN_DIR`.
     Report(report::ReportArgs),
+    /// The whole pipeline: train -> llc -> ed -> stages -> indicators -> report, resumable
+    /// (`stagewise reproduce --quick` runs a small version in a few minutes).
+    Reproduce(reproduce::ReproduceArgs),
 }
 
 #[derive(Args)]
@@ -125,6 +129,7 @@ fn main() {
         Command::Stages(args) => stages::stages_cmd(&args),
         Command::Indicators(args) => indicators::indicators_cmd(&args),
         Command::Report(args) => report::report(&args),
+        Command::Reproduce(args) => reproduce::reproduce(&args),
     };
     if let Err(e) = result {
         eprintln!("error: {e:#}");

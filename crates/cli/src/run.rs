@@ -274,8 +274,13 @@ pub fn train(args: &TrainArgs) -> Result<()> {
     tb.flush()?;
     export_parquet(&[&metrics_path, &train_path])?;
     progress.finish();
+    let last = if last_loss.is_finite() {
+        format!("last batch loss {last_loss:.4}")
+    } else {
+        "nothing left to train".into()
+    };
     eprintln!(
-        "done: {} steps, last batch loss {last_loss:.4}; {} checkpoints in {}, metrics in {}",
+        "done: {} steps, {last}; {} checkpoints in {}, metrics in {}",
         total,
         checkpoint::list_steps(&ckpt_dir).len(),
         ckpt_dir.display(),

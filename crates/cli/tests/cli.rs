@@ -889,3 +889,58 @@ fn check_in_browser(page: &Path) {
         "the screenshot is (nearly) blank: {differ} pixels differ from the first"
     );
 }
+
+/// The whole pipeline on a tiny run; a second invocation resumes: training from its last
+/// checkpoint (here one step before the end), every LLC checkpoint already done.
+#[test]
+fn reproduce_runs_the_pipeline_and_resumes() {
+    let dir = scratch("reproduce");
+    let cfg = write_config(&dir);
+    let sampler = dir.join("tiny-sampler.yaml");
+    std::fs::write(
+        &sampler,
+        "num_chains: 2\nnum_draws: 6\ngrad_batch_size: 8\neval_dataset_size: 64\n\
+         gradient_scale: 0.01\nlocalization_scale: 0.001\nnoise_scale: 0.0003\n",
+    )
+    .unwrap();
+    let run = dir.join("run");
+    let args = [
+        "reproduce",
+        cfg.to_str().unwrap(),
+        "--set",
+        "num_steps=60",
+        "--sampler",
+        sampler.to_str().unwrap(),
+        "--out",
+        run.to_str().unwrap(),
+    ];
+    let out = stagewise(&args);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for f in [
+        "checkpoints",
+        "llc/tiny-sampler/llc.csv",
+        "ed/full/scores.csv",
+        "stages/tiny-sampler/stages.csv",
+        "indicators.csv",
+        "report/index.html",
+        "report/llc.png",
+    ] {
+        assert!(run.join(f).exists(), "{f}");
+    }
+    let n = list_steps(&run.join("checkpoints")).len();
+    let out = stagewise(&args);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(err.contains("resuming"), "{err}");
+    assert_eq!(list_steps(&run.join("checkpoints")).len(), n);
+    assert!(
+        err.contains(&format!("LLC at 0 checkpoints"))
+            && err.contains(&format!("({n} already done)")),
+        "{err}"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
