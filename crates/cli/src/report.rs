@@ -109,6 +109,7 @@ fn chart(title: &str, x: &str, y: &str, log_x: bool) -> LineChart {
         markers: vec![],
         dots: vec![],
         legend: Corner::MiddleLeft,
+        y_range: None,
     }
 }
 
@@ -484,6 +485,9 @@ pub fn report(a: &ReportArgs) -> Result<()> {
                 }
                 let mut c = chart(title, "step + 1", y, true);
                 c.spans = spans(&stages);
+                if name == "indicators_ln" {
+                    c.y_range = Some((-0.02, 1.02));
+                }
                 for (i, col) in cols.iter().enumerate() {
                     let v = column(&t, col).unwrap();
                     let label = col

@@ -62,6 +62,8 @@ pub struct LineChart {
     pub dots: Vec<(f64, f64)>,
     /// Where the legend goes (pick a corner the data leaves free).
     pub legend: Corner,
+    /// A fixed y range (e.g. 0..1 for fractions); None: fitted to the data.
+    pub y_range: Option<(f64, f64)>,
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -138,7 +140,16 @@ fn bounds(c: &LineChart) -> Option<((f64, f64), (f64, f64))> {
     if x1 <= x0 {
         x1 = x0 * 2.0 + 1.0;
     }
-    let pad = ((y1 - y0) * 0.05).max(1e-9 * y1.abs().max(1.0));
+    if let Some(r) = c.y_range {
+        return Some(((x0, x1), r));
+    }
+    // A flat curve still gets a readable axis: at least 10 % of its level (or 1) around it.
+    let span = (y1 - y0)
+        .max(0.1 * y0.abs().max(y1.abs()))
+        .max(if y1 == y0 && y0 == 0.0 { 1.0 } else { 0.0 });
+    let mid = (y0 + y1) / 2.0;
+    let (y0, y1) = (y0.min(mid - span / 2.0), y1.max(mid + span / 2.0));
+    let pad = (y1 - y0) * 0.05;
     Some(((x0, x1), (y0 - pad, y1 + pad)))
 }
 
