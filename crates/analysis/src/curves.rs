@@ -83,6 +83,45 @@ pub fn vertices(curve: &[[f64; 2]], min_ratio: f64) -> Vec<usize> {
         .collect()
 }
 
+/// Evolute cusps as devinterp's helper ranks them: interior indices where the jump between
+/// consecutive osculating centres, `|c[t+1] - c[t-1]| / 2`, is a strict local maximum and at least
+/// `min_ratio` times the median jump (the evolute runs off to a cusp where the curvature has an
+/// extremum), again only where the curve moves at least a tenth of its median speed.
+pub fn evolute_cusps(curve: &[[f64; 2]], min_ratio: f64) -> Vec<usize> {
+    let o = osculating_circles(curve);
+    if o.len() < 5 {
+        return vec![];
+    }
+    let jump: Vec<f64> = (1..o.len() - 1)
+        .map(|i| {
+            let (a, c) = (o[i - 1].centre, o[i + 1].centre);
+            ((c[0] - a[0]).powi(2) + (c[1] - a[1]).powi(2)).sqrt() / 2.0
+        })
+        .collect();
+    let speed: Vec<f64> = (2..curve.len() - 2)
+        .map(|t| {
+            let (a, c) = (curve[t - 1], curve[t + 1]);
+            ((c[0] - a[0]).powi(2) + (c[1] - a[1]).powi(2)).sqrt() / 2.0
+        })
+        .collect();
+    let median = |v: &[f64]| {
+        let mut s = v.to_vec();
+        s.sort_by(|a, b| a.total_cmp(b));
+        s[s.len() / 2]
+    };
+    let (mj, ms) = (median(&jump), median(&speed));
+    (1..jump.len() - 1)
+        .filter(|&i| {
+            jump[i] > jump[i - 1]
+                && jump[i] > jump[i + 1]
+                && jump[i].is_finite()
+                && jump[i] >= min_ratio * mj
+                && speed[i] >= 0.1 * ms
+        })
+        .map(|i| i + 2)
+        .collect()
+}
+
 /// Forms: indices where every pair's vertex list has a vertex within `window` indices. Each
 /// form is reported once, at the mean position of the vertices that make it up.
 pub fn forms(vertex_lists: &[Vec<usize>], window: usize) -> Vec<usize> {
@@ -177,6 +216,38 @@ mod tests {
         assert_eq!(v.len(), 2, "{v:?}");
         assert!((at(v[0]) - pi).abs() < 0.01, "{}", at(v[0]));
         assert!((at(v[1]) - 2.0 * pi).abs() < 0.01, "{}", at(v[1]));
+    }
+
+    /// The semicubical parabola (t^2, t^3) has a cusp at t = 0 (curvature without bound) and its
+    /// evolute jumps there; the ellipse's evolute (an astroid) has cusps at the four vertices,
+    /// the two at the sharp ends the largest.
+    #[test]
+    fn known_cusps() {
+        let cusp: Vec<[f64; 2]> = (-100..=100)
+            .map(|i| {
+                let t = i as f64 * 0.01 + 0.005;
+                [t * t, t * t * t]
+            })
+            .collect();
+        let v = vertices(&cusp, 2.0);
+        assert!(v.iter().any(|&i| (99..=101).contains(&i)), "{v:?}");
+        let n = 1000;
+        let pi = std::f64::consts::PI;
+        let ellipse: Vec<[f64; 2]> = (0..n)
+            .map(|i| {
+                let s = 0.3 + 2.0 * pi * i as f64 / n as f64;
+                [2.0 * s.cos(), s.sin()]
+            })
+            .collect();
+        let c = evolute_cusps(&ellipse, 1.0);
+        let at = |i: usize| 0.3 + 2.0 * pi * i as f64 / n as f64;
+        for target in [pi / 2.0, pi, 1.5 * pi, 2.0 * pi] {
+            assert!(
+                c.iter().any(|&i| (at(i) - target).abs() < 0.02),
+                "no cusp near {target}: {:?}",
+                c.iter().map(|&i| at(i)).collect::<Vec<_>>()
+            );
+        }
     }
 
     #[test]

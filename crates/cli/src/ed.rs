@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, bail};
 use clap::{Args, ValueEnum};
 use stagewise_analysis::Pca;
-use stagewise_analysis::curves::{forms, osculating_circles, vertices};
+use stagewise_analysis::curves::{evolute_cusps, forms, osculating_circles, vertices};
 use stagewise_analysis::smoothing::{linspace, smooth_variable};
 use stagewise_engine::rng::tag;
 use stagewise_io::atomic::write_atomic;
@@ -186,7 +186,7 @@ pub fn ed(a: &EdArgs) -> Result<()> {
     )?;
 
     // Evolutes, vertices and forms for every PC pair.
-    let mut vertex_text = String::from("pc_a,pc_b,step,curvature\n");
+    let mut vertex_text = String::from("pc_a,pc_b,kind,step,curvature\n");
     let mut lists = Vec::new();
     for i in 0..kk {
         for j in i + 1..kk {
@@ -212,15 +212,18 @@ pub fn ed(a: &EdArgs) -> Result<()> {
                 ev.as_bytes(),
             )?;
             let v = vertices(&curve, a.vertex_ratio);
-            for &t in &v {
-                writeln!(
-                    vertex_text,
-                    "{},{},{},{:?}",
-                    i + 1,
-                    j + 1,
-                    steps[t],
-                    circles[t - 1].curvature
-                )?;
+            let cusps = evolute_cusps(&curve, a.vertex_ratio);
+            for (kind, list) in [("vertex", &v), ("evolute_cusp", &cusps)] {
+                for &t in list {
+                    writeln!(
+                        vertex_text,
+                        "{},{},{kind},{},{:?}",
+                        i + 1,
+                        j + 1,
+                        steps[t],
+                        circles[t - 1].curvature
+                    )?;
+                }
             }
             lists.push(v);
         }
