@@ -53,9 +53,10 @@ pub fn osculating_circles(curve: &[[f64; 2]]) -> Vec<Osculating> {
 
 /// Vertices: interior indices where the curvature is a strict local maximum, at least
 /// `min_ratio` times the median curvature (sharp turns; the evolute has a cusp there), and the
-/// curve moves at least a tenth of its median speed (where it barely moves, the curvature of
-/// its jitter means nothing).
-pub fn vertices(curve: &[[f64; 2]], min_ratio: f64) -> Vec<usize> {
+/// curve moves at least `min_speed` times its median speed (where it barely moves, the
+/// curvature of its jitter means nothing; but a true cusp of the curve is also slow, so 0 keeps
+/// those).
+pub fn vertices(curve: &[[f64; 2]], min_ratio: f64, min_speed: f64) -> Vec<usize> {
     let k: Vec<f64> = osculating_circles(curve)
         .iter()
         .map(|o| o.curvature)
@@ -77,38 +78,68 @@ pub fn vertices(curve: &[[f64; 2]], min_ratio: f64) -> Vec<usize> {
     let (mk, ms) = (median(&k), median(&speed));
     (1..k.len() - 1)
         .filter(|&i| {
-            k[i] > k[i - 1] && k[i] > k[i + 1] && k[i] >= min_ratio * mk && speed[i] >= 0.1 * ms
+            k[i] > k[i - 1]
+                && k[i] > k[i + 1]
+                && k[i] >= min_ratio * mk
+                && speed[i] >= min_speed * ms
         })
         .map(|i| i + 1)
         .collect()
 }
 
-/// Evolute cusps as devinterp's helper ranks them: interior indices where the jump between
-/// consecutive osculating centres, `|c[t+1] - c[t-1]| / 2`, is a strict local maximum and at least
-/// `min_ratio` times the median jump (the evolute runs off to a cusp where the curvature has an
-/// extremum), again only where the curve moves at least a tenth of its median speed.
-pub fn evolute_cusps(curve: &[[f64; 2]], min_ratio: f64) -> Vec<usize> {
+/// The jump between consecutive osculating centres, `|c[t+1] - c[t-1]| / 2`, at curve indices
+/// `2..n-2`, and the curve's speed there.
+fn centre_jumps(curve: &[[f64; 2]]) -> (Vec<f64>, Vec<f64>) {
     let o = osculating_circles(curve);
-    if o.len() < 5 {
-        return vec![];
-    }
-    let jump: Vec<f64> = (1..o.len() - 1)
+    let jump = (1..o.len().saturating_sub(1))
         .map(|i| {
             let (a, c) = (o[i - 1].centre, o[i + 1].centre);
             ((c[0] - a[0]).powi(2) + (c[1] - a[1]).powi(2)).sqrt() / 2.0
         })
         .collect();
-    let speed: Vec<f64> = (2..curve.len() - 2)
+    let speed = (2..curve.len().saturating_sub(2))
         .map(|t| {
             let (a, c) = (curve[t - 1], curve[t + 1]);
             ((c[0] - a[0]).powi(2) + (c[1] - a[1]).powi(2)).sqrt() / 2.0
         })
         .collect();
-    let median = |v: &[f64]| {
-        let mut s = v.to_vec();
-        s.sort_by(|a, b| a.total_cmp(b));
-        s[s.len() / 2]
-    };
+    (jump, speed)
+}
+
+fn median(v: &[f64]) -> f64 {
+    let mut s = v.to_vec();
+    s.sort_by(|a, b| a.total_cmp(b));
+    s[s.len() / 2]
+}
+
+/// Cusps of the evolute: where the locus of centres stops and turns back, i.e. strict local
+/// minima of the centre jump at most `1/min_ratio` of its median (mathematically the curve's
+/// vertices, found from the evolute side), with the speed filter of [`vertices`].
+pub fn evolute_cusps(curve: &[[f64; 2]], min_ratio: f64, min_speed: f64) -> Vec<usize> {
+    let (jump, speed) = centre_jumps(curve);
+    if jump.len() < 3 {
+        return vec![];
+    }
+    let (mj, ms) = (median(&jump), median(&speed));
+    (1..jump.len() - 1)
+        .filter(|&i| {
+            jump[i] < jump[i - 1]
+                && jump[i] < jump[i + 1]
+                && jump[i] * min_ratio <= mj
+                && speed[i] >= min_speed * ms
+        })
+        .map(|i| i + 2)
+        .collect()
+}
+
+/// The evolute's jumps as devinterp's helper ranks "cusps": strict local maxima of the centre
+/// jump at least `min_ratio` times its median (the centre runs away where the curvature changes
+/// fastest relative to itself, near inflections), with the same speed filter.
+pub fn evolute_jumps(curve: &[[f64; 2]], min_ratio: f64, min_speed: f64) -> Vec<usize> {
+    let (jump, speed) = centre_jumps(curve);
+    if jump.len() < 3 {
+        return vec![];
+    }
     let (mj, ms) = (median(&jump), median(&speed));
     (1..jump.len() - 1)
         .filter(|&i| {
@@ -116,7 +147,7 @@ pub fn evolute_cusps(curve: &[[f64; 2]], min_ratio: f64) -> Vec<usize> {
                 && jump[i] > jump[i + 1]
                 && jump[i].is_finite()
                 && jump[i] >= min_ratio * mj
-                && speed[i] >= 0.1 * ms
+                && speed[i] >= min_speed * ms
         })
         .map(|i| i + 2)
         .collect()
@@ -186,7 +217,7 @@ mod tests {
                 [x, x * x]
             })
             .collect();
-        let v = vertices(&curve, 1.0);
+        let v = vertices(&curve, 1.0, 0.1);
         assert_eq!(v, vec![100]);
         let o = osculating(&curve, 100);
         assert!((o.curvature - 2.0).abs() < 1e-3);
@@ -196,7 +227,7 @@ mod tests {
         for (i, p) in still.iter_mut().enumerate().take(40) {
             *p = [-2.0 + 1e-9 * (i % 3) as f64, 4.0 + 1e-9 * (i % 2) as f64];
         }
-        assert_eq!(vertices(&still, 1.0), vec![100]);
+        assert_eq!(vertices(&still, 1.0, 0.1), vec![100]);
     }
 
     /// The ellipse (2 cos s, sin s) has four vertices; the sharp ones (curvature 2 at s = pi,
@@ -210,7 +241,7 @@ mod tests {
                 [2.0 * s.cos(), s.sin()]
             })
             .collect();
-        let v = vertices(&curve, 2.0);
+        let v = vertices(&curve, 2.0, 0.1);
         let pi = std::f64::consts::PI;
         let at = |i: usize| 0.3 + 2.0 * pi * i as f64 / n as f64;
         assert_eq!(v.len(), 2, "{v:?}");
@@ -218,9 +249,9 @@ mod tests {
         assert!((at(v[1]) - 2.0 * pi).abs() < 0.01, "{}", at(v[1]));
     }
 
-    /// The semicubical parabola (t^2, t^3) has a cusp at t = 0 (curvature without bound) and its
-    /// evolute jumps there; the ellipse's evolute (an astroid) has cusps at the four vertices,
-    /// the two at the sharp ends the largest.
+    /// The semicubical parabola (t^2, t^3) has a cusp at t = 0 (curvature without bound); the
+    /// ellipse's evolute (an astroid) has its four cusps at the ellipse's vertices, and its
+    /// largest jumps between them.
     #[test]
     fn known_cusps() {
         let cusp: Vec<[f64; 2]> = (-100..=100)
@@ -229,8 +260,14 @@ mod tests {
                 [t * t, t * t * t]
             })
             .collect();
-        let v = vertices(&cusp, 2.0);
+        // The cusp is where the curve stops: found with the speed filter off, not with it on.
+        let v = vertices(&cusp, 2.0, 0.0);
         assert!(v.iter().any(|&i| (99..=101).contains(&i)), "{v:?}");
+        assert!(
+            !vertices(&cusp, 2.0, 0.1)
+                .iter()
+                .any(|&i| (99..=101).contains(&i))
+        );
         let n = 1000;
         let pi = std::f64::consts::PI;
         let ellipse: Vec<[f64; 2]> = (0..n)
@@ -239,15 +276,30 @@ mod tests {
                 [2.0 * s.cos(), s.sin()]
             })
             .collect();
-        let c = evolute_cusps(&ellipse, 1.0);
+        let c = evolute_cusps(&ellipse, 1.0, 0.1);
         let at = |i: usize| 0.3 + 2.0 * pi * i as f64 / n as f64;
+        let found: Vec<f64> = c.iter().map(|&i| at(i)).collect();
+        assert_eq!(found.len(), 4, "{found:?}");
         for target in [pi / 2.0, pi, 1.5 * pi, 2.0 * pi] {
             assert!(
-                c.iter().any(|&i| (at(i) - target).abs() < 0.02),
-                "no cusp near {target}: {:?}",
-                c.iter().map(|&i| at(i)).collect::<Vec<_>>()
+                found.iter().any(|s| (s - target).abs() < 0.02),
+                "{target}: {found:?}"
             );
         }
+        // The largest jumps lie between the vertices, symmetric about pi/2 and 3 pi/2.
+        let j: Vec<f64> = evolute_jumps(&ellipse, 1.0, 0.1)
+            .iter()
+            .map(|&i| at(i))
+            .collect();
+        assert_eq!(j.len(), 4, "{j:?}");
+        assert!(
+            (j[0] + j[1] - pi).abs() < 0.02 && (j[2] + j[3] - 3.0 * pi).abs() < 0.02,
+            "{j:?}"
+        );
+        assert!(
+            j.iter()
+                .all(|s| (s - pi / 2.0).abs() > 0.3 && (s - pi).abs() > 0.3)
+        );
     }
 
     #[test]

@@ -10,7 +10,9 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, bail};
 use clap::{Args, ValueEnum};
 use stagewise_analysis::Pca;
-use stagewise_analysis::curves::{evolute_cusps, forms, osculating_circles, vertices};
+use stagewise_analysis::curves::{
+    evolute_cusps, evolute_jumps, forms, osculating_circles, vertices,
+};
 use stagewise_analysis::smoothing::{linspace, smooth_variable};
 use stagewise_engine::rng::tag;
 use stagewise_io::atomic::write_atomic;
@@ -61,6 +63,10 @@ pub struct EdArgs {
     /// A vertex needs a curvature at least this multiple of the pair's median curvature.
     #[arg(long, default_value_t = 2.0)]
     vertex_ratio: f64,
+    /// Vertices and evolute cusps need the curve to move at least this multiple of its median
+    /// speed (0 keeps true cusps, where the trajectory stops and turns back).
+    #[arg(long, default_value_t = 0.1)]
+    min_speed: f64,
     /// Checkpoints within which the pairs' vertices count as one form.
     #[arg(long, default_value_t = 2)]
     form_window: usize,
@@ -211,9 +217,14 @@ pub fn ed(a: &EdArgs) -> Result<()> {
                     .join(format!("pc{}-pc{}.csv", i + 1, j + 1)),
                 ev.as_bytes(),
             )?;
-            let v = vertices(&curve, a.vertex_ratio);
-            let cusps = evolute_cusps(&curve, a.vertex_ratio);
-            for (kind, list) in [("vertex", &v), ("evolute_cusp", &cusps)] {
+            let v = vertices(&curve, a.vertex_ratio, a.min_speed);
+            let cusps = evolute_cusps(&curve, a.vertex_ratio, a.min_speed);
+            let jumps = evolute_jumps(&curve, a.vertex_ratio, a.min_speed);
+            for (kind, list) in [
+                ("vertex", &v),
+                ("evolute_cusp", &cusps),
+                ("evolute_jump", &jumps),
+            ] {
                 for &t in list {
                     writeln!(
                         vertex_text,
