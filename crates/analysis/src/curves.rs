@@ -64,17 +64,7 @@ pub fn vertices(curve: &[[f64; 2]], min_ratio: f64, min_speed: f64) -> Vec<usize
     if k.len() < 3 {
         return vec![];
     }
-    let speed: Vec<f64> = (1..curve.len() - 1)
-        .map(|t| {
-            let (a, c) = (curve[t - 1], curve[t + 1]);
-            ((c[0] - a[0]).powi(2) + (c[1] - a[1]).powi(2)).sqrt() / 2.0
-        })
-        .collect();
-    let median = |v: &[f64]| {
-        let mut s = v.to_vec();
-        s.sort_by(|a, b| a.total_cmp(b));
-        s[s.len() / 2]
-    };
+    let speed = speeds(curve);
     let (mk, ms) = (median(&k), median(&speed));
     (1..k.len() - 1)
         .filter(|&i| {
@@ -97,13 +87,23 @@ fn centre_jumps(curve: &[[f64; 2]]) -> (Vec<f64>, Vec<f64>) {
             ((c[0] - a[0]).powi(2) + (c[1] - a[1]).powi(2)).sqrt() / 2.0
         })
         .collect();
-    let speed = (2..curve.len().saturating_sub(2))
+    let speed = speeds(curve);
+    let inner = if speed.len() >= 2 {
+        speed[1..speed.len() - 1].to_vec()
+    } else {
+        vec![]
+    };
+    (jump, inner)
+}
+
+/// `|c[t+1] - c[t-1]| / 2` at the interior indices `1..n-1`.
+fn speeds(curve: &[[f64; 2]]) -> Vec<f64> {
+    (1..curve.len().saturating_sub(1))
         .map(|t| {
             let (a, c) = (curve[t - 1], curve[t + 1]);
             ((c[0] - a[0]).powi(2) + (c[1] - a[1]).powi(2)).sqrt() / 2.0
         })
-        .collect();
-    (jump, speed)
+        .collect()
 }
 
 fn median(v: &[f64]) -> f64 {

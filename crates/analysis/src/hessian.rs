@@ -9,6 +9,20 @@ use faer::{Mat, Side};
 use stagewise_engine::rng::{Stream, tag};
 use stagewise_sampling::{BatchKey, Potential, PotentialWorker};
 
+/// Probe `sample` of the Hutchinson estimate: `n` random signs from `(seed, HESSIAN_PROBE)`.
+fn rademacher(seed: u64, sample: usize, n: usize) -> Vec<f64> {
+    let st = Stream::new(seed, tag::HESSIAN_PROBE, sample as u32, 0);
+    (0..n)
+        .map(|i| {
+            if st.below(i as u32, 2) == 0 {
+                -1.0
+            } else {
+                1.0
+            }
+        })
+        .collect()
+}
+
 /// Hessian-vector products of a potential at `w` (on its full batch).
 pub struct Hessian<'p, P: Potential<f64>> {
     pub potential: &'p P,
@@ -67,16 +81,7 @@ impl<'p, P: Potential<f64>> Hessian<'p, P> {
         let mut samples: Vec<f64> = Vec::new();
         let mut mean = 0.0;
         for s in 0..max {
-            let st = Stream::new(seed, tag::HESSIAN_PROBE, s as u32, 0);
-            let v: Vec<f64> = (0..n)
-                .map(|i| {
-                    if st.below(i as u32, 2) == 0 {
-                        -1.0
-                    } else {
-                        1.0
-                    }
-                })
-                .collect();
+            let v = rademacher(seed, s, n);
             let hv = self.apply(&v);
             samples.push(v.iter().zip(&hv).map(|(a, b)| a * b).sum());
             let new = samples.iter().sum::<f64>() / samples.len() as f64;
@@ -260,16 +265,7 @@ mod tests {
         let h = Hessian::new(&fixed, &w);
         let samples = h.trace_samples(3, 0.0, 4);
         for (s, vhv) in samples.iter().enumerate() {
-            let st = Stream::new(3, tag::HESSIAN_PROBE, s as u32, 0);
-            let v: Vec<f64> = (0..w.len())
-                .map(|i| {
-                    if st.below(i as u32, 2) == 0 {
-                        -1.0
-                    } else {
-                        1.0
-                    }
-                })
-                .collect();
+            let v = rademacher(3, s, w.len());
             // The second difference of the loss on the frozen ReLU pattern of w.
             let mut worker = fixed.worker();
             let mut g = vec![0.0; w.len()];

@@ -10,7 +10,7 @@ use stagewise_io::table::{CsvTable, read_csv};
 use stagewise_sampling::calibration::Stability;
 use stagewise_sampling::{LlcEstimate, Potential, Sgld, sample_with_progress};
 
-use crate::llc::{RunFolder, claim_output, config_name, load_sampler, traces_csv};
+use crate::llc::{RunFolder, StepSelection, claim_output, config_name, load_sampler, traces_csv};
 use crate::progress::Progress;
 
 #[derive(Args)]
@@ -32,15 +32,8 @@ pub struct CalibrateArgs {
     /// Localization strengths to try (default: the config's).
     #[arg(long, value_delimiter = ',')]
     gamma: Vec<f64>,
-    /// Checkpoints (default: those nearest to 1 %, 10 % and 100 % of training).
-    #[arg(long, value_delimiter = ',', conflicts_with_all = ["log_space", "linear_space"])]
-    steps: Vec<u64>,
-    /// The run's checkpoints in `int_logspace(1, num_steps, N)` (union with --linear-space).
-    #[arg(long)]
-    log_space: Option<usize>,
-    /// ... and in `int_linspace(0, num_steps, N)`.
-    #[arg(long)]
-    linear_space: Option<usize>,
+    #[command(flatten)]
+    select: StepSelection,
 }
 
 const HEADER: [&str; 16] = [
@@ -86,10 +79,10 @@ pub fn calibrate(a: &CalibrateArgs) -> Result<()> {
     let eps = grid(&a.eps, base.epsilon, "--eps", false)?;
     let nbeta = grid(&a.nbeta, base.nbeta, "--nbeta", false)?;
     let gamma = grid(&a.gamma, base.gamma, "--gamma", true)?;
-    let steps = if a.steps.is_empty() && a.log_space.is_none() && a.linear_space.is_none() {
+    let steps = if a.select.is_empty() {
         default_steps(&folder)
     } else {
-        folder.select(&a.steps, a.log_space, a.linear_space)?
+        folder.select(&a.select)?
     };
     let out = a
         .run

@@ -20,7 +20,7 @@ use stagewise_io::checkpoint::save_f32_tensors;
 use stagewise_models::batch::ChunkedRunner;
 use stagewise_train::data::Batch;
 
-use crate::llc::RunFolder;
+use crate::llc::{RunFolder, StepSelection};
 use crate::progress::Progress;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -35,15 +35,8 @@ pub enum Outputs {
 pub struct EdArgs {
     /// Run folder written by `stagewise train`.
     run: PathBuf,
-    /// Checkpoint steps (default: every checkpoint).
-    #[arg(long, value_delimiter = ',', conflicts_with_all = ["log_space", "linear_space"])]
-    steps: Vec<u64>,
-    /// The run's checkpoints in `int_logspace(1, num_steps, N)` (union with --linear-space).
-    #[arg(long)]
-    log_space: Option<usize>,
-    /// ... and in `int_linspace(0, num_steps, N)`.
-    #[arg(long)]
-    linear_space: Option<usize>,
+    #[command(flatten)]
+    select: StepSelection,
     #[arg(long, value_enum, default_value = "full")]
     outputs: Outputs,
     /// Sequences in the fixed evaluation set (the paper: 8192).
@@ -91,7 +84,7 @@ fn parse_smooth(spec: &str, n: usize) -> Result<Option<Vec<f64>>> {
 
 pub fn ed(a: &EdArgs) -> Result<()> {
     let folder = RunFolder::open(&a.run)?;
-    let mut steps = folder.select(&a.steps, a.log_space, a.linear_space)?;
+    let mut steps = folder.select(&a.select)?;
     steps.sort_unstable();
     steps.dedup();
     if steps.len() < 3 {

@@ -14,20 +14,15 @@ use stagewise_io::atomic::write_atomic;
 use stagewise_sampling::regression::FixedBatch;
 use stagewise_train::data::Batch;
 
-use crate::llc::RunFolder;
+use crate::llc::{RunFolder, StepSelection};
 use crate::progress::Progress;
 
 #[derive(Args)]
 pub struct IndicatorsArgs {
     /// Run folder written by `stagewise train`.
     run: PathBuf,
-    /// Checkpoint steps (default: every checkpoint).
-    #[arg(long, value_delimiter = ',', conflicts_with_all = ["log_space", "linear_space"])]
-    steps: Vec<u64>,
-    #[arg(long)]
-    log_space: Option<usize>,
-    #[arg(long)]
-    linear_space: Option<usize>,
+    #[command(flatten)]
+    select: StepSelection,
     /// Also the Hessian trace and top eigenvalues (costly: each Hessian-vector product is two
     /// float64 gradients of the batch).
     #[arg(long)]
@@ -50,7 +45,7 @@ pub struct IndicatorsArgs {
 
 pub fn indicators_cmd(a: &IndicatorsArgs) -> Result<()> {
     let folder = RunFolder::open(&a.run)?;
-    let mut steps = folder.select(&a.steps, a.log_space, a.linear_space)?;
+    let mut steps = folder.select(&a.select)?;
     steps.sort_unstable();
     if a.hessian && (a.hessian_sequences == 0 || a.top == 0 || a.lanczos_steps < a.top) {
         bail!("--hessian-sequences and --top must be positive and --lanczos-steps at least --top");

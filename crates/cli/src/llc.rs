@@ -222,11 +222,23 @@ pub struct RunArgs {
     /// Override a sampler field: `--set num_draws=100` (repeatable).
     #[arg(long = "set", value_name = "KEY=VALUE")]
     pub sets: Vec<String>,
-    /// Checkpoint steps to estimate at (default: every checkpoint of the run).
+    #[command(flatten)]
+    pub select: StepSelection,
+}
+
+/// Estimates the LLC at a run's checkpoints. Results go to `RUN/llc/<sampler name>/`:
+/// `sampler.yaml` (the resolved sampler config), `llc.csv` and `llc.parquet` (one row per
+/// checkpoint, per-chain LLCs included) and `traces/<step>.csv` (per-chain draw losses).
+/// Checkpoints already in `llc.csv` are skipped, so a killed sweep resumes where it stopped.
+/// Which checkpoints a command works on: an explicit list, or the reference's log/linear
+/// selection; none of them: every checkpoint.
+#[derive(Args, Clone, Debug, Default)]
+pub struct StepSelection {
+    /// Checkpoint steps (default: every checkpoint of the run).
     #[arg(long, value_delimiter = ',', conflicts_with_all = ["log_space", "linear_space"])]
     pub steps: Vec<u64>,
-    /// Select checkpoints like the reference's sweeps: the run's checkpoints in
-    /// `int_logspace(1, num_steps, N)` (union with --linear-space).
+    /// The run's checkpoints in `int_logspace(1, num_steps, N)`, like the reference's sweeps
+    /// (union with --linear-space).
     #[arg(long)]
     pub log_space: Option<usize>,
     /// ... and in `int_linspace(0, num_steps, N)`.
@@ -234,10 +246,12 @@ pub struct RunArgs {
     pub linear_space: Option<usize>,
 }
 
-/// Estimates the LLC at a run's checkpoints. Results go to `RUN/llc/<sampler name>/`:
-/// `sampler.yaml` (the resolved sampler config), `llc.csv` and `llc.parquet` (one row per
-/// checkpoint, per-chain LLCs included) and `traces/<step>.csv` (per-chain draw losses).
-/// Checkpoints already in `llc.csv` are skipped, so a killed sweep resumes where it stopped.
+impl StepSelection {
+    pub fn is_empty(&self) -> bool {
+        self.steps.is_empty() && self.log_space.is_none() && self.linear_space.is_none()
+    }
+}
+
 /// A run folder written by `stagewise train`: its config, model and checkpoints.
 pub struct RunFolder {
     pub train_cfg: TrainConfig,
@@ -277,12 +291,8 @@ impl RunFolder {
     /// Checkpoint steps: an explicit list, the reference's log/linear selection (the run's
     /// checkpoints among `int_logspace(1, num_steps, log)` and `int_linspace(0, num_steps,
     /// lin)`), or by default every checkpoint.
-    pub fn select(
-        &self,
-        steps: &[u64],
-        log: Option<usize>,
-        lin: Option<usize>,
-    ) -> Result<Vec<u64>> {
+    pub fn select(&self, sel: &StepSelection) -> Result<Vec<u64>> {
+        let (steps, log, lin) = (&sel.steps, sel.log_space, sel.linear_space);
         let steps: Vec<u64> = if log.is_some() || lin.is_some() {
             let spec = StepsSpec::Spaces(Spaces {
                 log_space: log.map(SpaceSpec::Count),
@@ -394,7 +404,7 @@ pub fn run(a: &RunArgs) -> Result<()> {
     };
     let folder = RunFolder::open(run)?;
     let (sampler, sgld) = load_sampler(config, &a.sets)?;
-    let steps = folder.select(&a.steps, a.log_space, a.linear_space)?;
+    let steps = folder.select(&a.select)?;
     let out = run.join("llc").join(config_name(config));
     claim_output(&out, &sampler)?;
     let train_cfg = &folder.train_cfg;

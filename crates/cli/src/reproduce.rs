@@ -9,6 +9,7 @@ use clap::{Args, Parser};
 use stagewise_io::atomic::write_atomic;
 
 use crate::TrainArgs;
+use crate::llc::StepSelection;
 
 pub const SAMPLER_TINY: &str = include_str!("../../../configs/sampler-tiny.yaml");
 pub const SAMPLER_PAPER: &str = include_str!("../../../configs/sampler-paper.yaml");
@@ -34,12 +35,9 @@ pub struct ReproduceArgs {
     /// Which run of a sweep grid to train.
     #[arg(long)]
     sweep_index: Option<usize>,
-    /// LLC checkpoints: the run's checkpoints in int_logspace(1, num_steps, N) ...
-    #[arg(long)]
-    log_space: Option<usize>,
-    /// ... and in int_linspace(0, num_steps, N) (default: every checkpoint).
-    #[arg(long)]
-    linear_space: Option<usize>,
+    /// Checkpoints of the LLC sweep (default: every checkpoint).
+    #[command(flatten)]
+    select: StepSelection,
     /// Also the Hessian indicators (costly).
     #[arg(long)]
     hessian: bool,
@@ -104,20 +102,15 @@ pub fn reproduce(a: &ReproduceArgs) -> Result<()> {
         }
     };
     let sweep = crate::llc::config_name(&sampler);
-    let (log, lin) = (a.log_space, a.linear_space);
-    let mut llc = vec![
+    let llc = vec![
         run.clone(),
         "--config".into(),
         sampler.to_string_lossy().into_owned(),
     ];
-    if let Some(l) = log {
-        llc.extend(["--log-space".into(), l.to_string()]);
-    }
-    if let Some(n) = lin {
-        llc.extend(["--linear-space".into(), n.to_string()]);
-    }
     eprintln!("[2/6] llc {}", llc.join(" "));
-    crate::llc::run(&parse::<crate::llc::RunArgs>("llc", &llc)?)?;
+    let mut llc_args = parse::<crate::llc::RunArgs>("llc", &llc)?;
+    llc_args.select = a.select.clone();
+    crate::llc::run(&llc_args)?;
 
     eprintln!("[3/6] ed {run}");
     crate::ed::ed(&parse("ed", &[run.clone()])?)?;
