@@ -349,13 +349,7 @@ impl RunFolder {
 
     /// The restriction mask of the sampler's include/exclude globs.
     pub fn mask(&self, sampler: &SamplerConfig, config: &Path) -> Result<Option<Vec<bool>>> {
-        let tensors: Vec<(String, usize)> = self
-            .model
-            .layout
-            .params
-            .iter()
-            .map(|p| (p.name.clone(), p.len()))
-            .collect();
+        let tensors = self.model.layout.named_sizes();
         build_mask(&tensors, &sampler.include, &sampler.exclude)
             .map_err(|e| anyhow::anyhow!("{}: {e}", config.display()))
     }

@@ -137,13 +137,32 @@ impl<T: Float> ChunkedRunner<T> {
         t: usize,
         pred: &mut [T],
     ) -> Result<(), ModelError> {
-        let k = t.div_ceil(2);
+        self.forward_into(model, p, toks, nseq, t, Readout::Predictions, pred)
+    }
+
+    /// Runs the chunks forward and copies each chunk's readout (`Predictions`: `[n, ceil(t/2)]`,
+    /// `Full`: `[n, t, D+1]`) into its slice of `out`.
+    #[allow(clippy::too_many_arguments)]
+    fn forward_into(
+        &mut self,
+        model: &RegressionTransformer,
+        p: &[T],
+        toks: &[T],
+        nseq: usize,
+        t: usize,
+        readout: Readout,
+        out: &mut [T],
+    ) -> Result<(), ModelError> {
         let d1 = model.config.token_size();
+        let per_seq = match readout {
+            Readout::Predictions => t.div_ceil(2),
+            Readout::Full => t * d1,
+        };
         let nchunks = self.prepare(nseq, p.len(), false);
         let chunk = self.chunk;
         self.states[..nchunks]
             .par_iter_mut()
-            .zip(pred.par_chunks_mut(chunk * k))
+            .zip(out.par_chunks_mut(chunk * per_seq))
             .enumerate()
             .map(|(i, (s, out))| {
                 let (lo, hi) = (i * chunk, ((i + 1) * chunk).min(nseq));
@@ -153,9 +172,13 @@ impl<T: Float> ChunkedRunner<T> {
                     hi - lo,
                     t,
                     &mut s.ws,
-                    Readout::Predictions,
+                    readout,
                 )?;
-                out.copy_from_slice(&s.ws.pred[..(hi - lo) * k]);
+                let src = match readout {
+                    Readout::Predictions => &s.ws.pred,
+                    Readout::Full => &s.ws.out,
+                };
+                out.copy_from_slice(&src[..(hi - lo) * per_seq]);
                 Ok(())
             })
             .collect()
@@ -186,26 +209,6 @@ impl<T: Float> ChunkedRunner<T> {
         t: usize,
         out: &mut [T],
     ) -> Result<(), ModelError> {
-        let d1 = model.config.token_size();
-        let nchunks = self.prepare(nseq, p.len(), false);
-        let chunk = self.chunk;
-        self.states[..nchunks]
-            .par_iter_mut()
-            .zip(out.par_chunks_mut(chunk * t * d1))
-            .enumerate()
-            .map(|(i, (s, out))| {
-                let (lo, hi) = (i * chunk, ((i + 1) * chunk).min(nseq));
-                model.forward(
-                    p,
-                    &toks[lo * t * d1..hi * t * d1],
-                    hi - lo,
-                    t,
-                    &mut s.ws,
-                    Readout::Full,
-                )?;
-                out.copy_from_slice(&s.ws.out[..(hi - lo) * t * d1]);
-                Ok(())
-            })
-            .collect()
+        self.forward_into(model, p, toks, nseq, t, Readout::Full, out)
     }
 }

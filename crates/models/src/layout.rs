@@ -44,6 +44,14 @@ pub struct ParamLayout {
 }
 
 impl ParamLayout {
+    /// `(state-dict name, number of values)` of every tensor, in order.
+    pub fn named_sizes(&self) -> Vec<(String, usize)> {
+        self.params
+            .iter()
+            .map(|p| (p.name.clone(), p.len()))
+            .collect()
+    }
+
     /// Appends a tensor and returns its offset.
     pub fn push(&mut self, name: String, shape: Vec<usize>, init: Init) -> usize {
         let offset = self.len;

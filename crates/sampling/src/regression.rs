@@ -41,12 +41,7 @@ impl<'m, T: Float> Potential<T> for FixedBatch<'m, T> {
     }
 
     fn tensors(&self) -> Vec<(String, usize)> {
-        self.model
-            .layout
-            .params
-            .iter()
-            .map(|p| (p.name.clone(), p.len()))
-            .collect()
+        self.model.layout.named_sizes()
     }
 }
 
@@ -171,12 +166,7 @@ impl<'m, T: Float> Potential<T> for Dataset<'m, T> {
     }
 
     fn tensors(&self) -> Vec<(String, usize)> {
-        self.model
-            .layout
-            .params
-            .iter()
-            .map(|p| (p.name.clone(), p.len()))
-            .collect()
+        self.model.layout.named_sizes()
     }
 
     /// `L_n(w)`: the mean squared error over all `n` sequences, and per token position.
