@@ -1,0 +1,61 @@
+// The emulator's side of the kernels: kernels.cu compiled for the host, and a table of
+// launchers that run a grid one thread after another with cuLaunchKernel's argument convention
+// (an array of pointers to the arguments).
+#include <cstddef>
+#include <type_traits>
+#include <utility>
+
+#include "host.h"
+
+thread_local dim3 blockIdx, threadIdx, blockDim, gridDim;
+
+#include "kernels.cu"
+
+template <typename... A, std::size_t... I>
+static void call(void (*f)(A...), void** args, std::index_sequence<I...>) {
+    f(*static_cast<std::remove_reference_t<A>*>(args[I])...);
+}
+
+template <typename... A>
+static void launch(void (*f)(A...), unsigned int grid, unsigned int block, void** args) {
+    gridDim = {grid, 1, 1};
+    blockDim = {block, 1, 1};
+    for (unsigned int b = 0; b < grid; ++b) {
+        for (unsigned int t = 0; t < block; ++t) {
+            blockIdx = {b, 0, 0};
+            threadIdx = {t, 0, 0};
+            call(f, args, std::index_sequence_for<A...>{});
+        }
+    }
+}
+
+struct HostKernel {
+    const char* name;
+    void (*launch)(unsigned int, unsigned int, void**);
+};
+
+#define KERNEL(name) {#name, [](unsigned int g, unsigned int b, void** a) { launch(name, g, b, a); }},
+
+extern "C" const HostKernel stagewise_host_kernels[] = {
+    KERNEL(gen_regression)
+    KERNEL(fill_f32)
+    KERNEL(copy_f32)
+    KERNEL(broadcast_f32)
+    KERNEL(add_positions)
+    KERNEL(layernorm_forward)
+    KERNEL(attention_forward)
+    KERNEL(add_f32)
+    KERNEL(bias_relu)
+    KERNEL(double_residual)
+    KERNEL(readout_loss)
+    KERNEL(readout_backward)
+    KERNEL(layernorm_backward)
+    KERNEL(relu_backward)
+    KERNEL(residual_backward)
+    KERNEL(attention_backward_q)
+    KERNEL(attention_backward_kv)
+    KERNEL(positions_backward)
+    KERNEL(adam_step)
+    KERNEL(sgld_step)
+    {nullptr, nullptr},
+};

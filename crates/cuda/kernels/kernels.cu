@@ -1,0 +1,494 @@
+// Kernels of the regression transformer, Adam, SGLD and data generation for the CUDA backend.
+//
+// NVRTC compiles this file for the GPU at start-up; build.rs compiles the same file for the host
+// (kernels/host.h supplies blockIdx, __umulhi and the rounding intrinsics) so that the emulator
+// runs these very kernels in the CPU-only tests. Every kernel is one independent piece of work
+// per thread (no shared memory, no barriers, no atomics), so running the threads one after
+// another on the host computes exactly what the GPU computes, up to floating-point rounding.
+//
+// Layouts (row-major): Q weight sets ("chains"; 1 for training) of P parameters each, B
+// sequences per chain, T tokens, C residual width, H heads of hs = C/H, N = B*T rows per chain.
+// Activations are [Q, N, width]; a chain's parameter `off + i` is params[q*P + off + i].
+
+#ifndef INFINITY
+#define INFINITY __int_as_float(0x7f800000)
+#endif
+
+#define THREAD_INDEX ((long long)blockIdx.x * blockDim.x + threadIdx.x)
+
+// ---------------------------------------------------------------------------------------------
+// Philox4x32-10 and the stream contract of stagewise_engine::rng (must match bit for bit).
+
+struct Philox4 {
+    unsigned int v[4];
+};
+
+__device__ __forceinline__ Philox4 philox4x32_10(unsigned int c0, unsigned int c1, unsigned int c2,
+                                                 unsigned int c3, unsigned int k0, unsigned int k1) {
+    for (int round = 0; round < 10; ++round) {
+        if (round > 0) {
+            k0 += 0x9E3779B9u;
+            k1 += 0xBB67AE85u;
+        }
+        unsigned int hi0 = __umulhi(0xD2511F53u, c0), lo0 = 0xD2511F53u * c0;
+        unsigned int hi1 = __umulhi(0xCD9E8D57u, c2), lo1 = 0xCD9E8D57u * c2;
+        unsigned int n0 = hi1 ^ c1 ^ k0;
+        unsigned int n2 = hi0 ^ c3 ^ k1;
+        c0 = n0;
+        c1 = lo1;
+        c2 = n2;
+        c3 = lo0;
+    }
+    Philox4 r;
+    r.v[0] = c0;
+    r.v[1] = c1;
+    r.v[2] = c2;
+    r.v[3] = c3;
+    return r;
+}
+
+// Block `i` of stream (seed, tag, a, b): counter [i, b, a, tag], key [seed lo, seed hi].
+__device__ __forceinline__ Philox4 stream_block(unsigned long long seed, unsigned int tag,
+                                                unsigned int a, unsigned int b, unsigned int i) {
+    return philox4x32_10(i, b, a, tag, (unsigned int)seed, (unsigned int)(seed >> 32));
+}
+
+__device__ __forceinline__ double unit_open(unsigned int x) {
+    return ((double)x + 0.5) * (1.0 / 4294967296.0);
+}
+
+// Element `e` of the stream's standard normals (Box-Muller on word pairs (0,1) and (2,3)).
+__device__ __forceinline__ double stream_normal(unsigned long long seed, unsigned int tag,
+                                                unsigned int a, unsigned int b, unsigned int e) {
+    Philox4 w = stream_block(seed, tag, a, b, e / 4);
+    unsigned int j = e % 4;
+    unsigned int x0 = j < 2 ? w.v[0] : w.v[2];
+    unsigned int x1 = j < 2 ? w.v[1] : w.v[3];
+    double r = sqrt(-2.0 * log(unit_open(x0)));
+    double theta = 6.283185307179586 * unit_open(x1);
+    return (j % 2 == 0) ? r * cos(theta) : r * sin(theta);
+}
+
+// Uniform integer in [0, n) for stream element i (multiply-shift).
+__device__ __forceinline__ unsigned long long stream_below(unsigned long long seed, unsigned int tag,
+                                                           unsigned int a, unsigned int b,
+                                                           unsigned int i, unsigned long long n) {
+    Philox4 w = stream_block(seed, tag, a, b, i / 4);
+    return ((unsigned long long)w.v[i % 4] * n) >> 32;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Data: in-context regression sequences (stagewise_train::data::SequenceDistribution).
+//
+// Thread (q, s) writes sequence s of chain q: toks[q, s, 2K, D+1] and ys[q, s, K]. Its index in
+// the data set is `index_base + s`, or, when pick_tag != 0, element s of the minibatch stream
+// (pick_seed, pick_tag, pick_a, chain) drawn uniformly from [0, pick_n) (chain = pick_chain0 +
+// q % pick_chains, or 0 when pick_shared: Q = checkpoints x chains). Task kinds: 0 Gaussian,
+// 1 discrete (table tasks[M, D]), 2 singleton (tasks[0, D]).
+
+#define MAX_TASK_SIZE 64
+#define TASK_INDEX_ELEMENT 0xFFFFFFFCu
+
+extern "C" __global__ void gen_regression(float* toks, float* ys, const double* tasks,
+                                          int task_kind, unsigned long long num_tasks, int d, int k,
+                                          double noise_std, unsigned long long seed,
+                                          unsigned int tag, unsigned int a,
+                                          unsigned int index_base, unsigned int pick_tag,
+                                          unsigned long long pick_seed, unsigned int pick_a,
+                                          unsigned int pick_chain0, int pick_chains,
+                                          int pick_shared, unsigned long long pick_n, int nseq,
+                                          long long total) {
+    long long i = THREAD_INDEX;
+    if (i >= total) return;
+    int q = (int)(i / nseq), s = (int)(i % nseq);
+    unsigned int index = index_base + (unsigned int)s;
+    if (pick_tag != 0) {
+        unsigned int chain = pick_shared ? 0u : pick_chain0 + (unsigned int)(q % pick_chains);
+        index = (unsigned int)stream_below(pick_seed, pick_tag, pick_a, chain, (unsigned int)s,
+                                           pick_n);
+    }
+    double w[MAX_TASK_SIZE];
+    if (task_kind == 0) {
+        for (int j = 0; j < d; ++j) w[j] = stream_normal(seed, tag, a, index, (unsigned int)j);
+    } else {
+        unsigned long long m = 0;
+        if (task_kind == 1) m = stream_below(seed, tag, a, index, TASK_INDEX_ELEMENT, num_tasks);
+        for (int j = 0; j < d; ++j) w[j] = tasks[m * d + j];
+    }
+    int d1 = d + 1;
+    float* tok = toks + (long long)i * 2 * k * d1;
+    float* y = ys + (long long)i * k;
+    for (int e = 0; e < k; ++e) {
+        double dot = 0.0;
+        float* xrow = tok + 2 * e * d1;
+        xrow[0] = 0.0f;
+        for (int j = 0; j < d; ++j) {
+            double x = stream_normal(seed, tag, a, index, (unsigned int)(d + e * d + j));
+            xrow[1 + j] = (float)x;
+            dot = __dadd_rn(dot, __dmul_rn(x, w[j]));
+        }
+        double z = stream_normal(seed, tag, a, index, (unsigned int)(d + k * d + e));
+        float yv = (float)__dadd_rn(dot, __dmul_rn(noise_std, z));
+        float* yrow = xrow + d1;
+        yrow[0] = yv;
+        for (int j = 1; j < d1; ++j) yrow[j] = 0.0f;
+        y[e] = yv;
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Elementwise helpers.
+
+extern "C" __global__ void fill_f32(float* x, float value, long long n) {
+    long long i = THREAD_INDEX;
+    if (i < n) x[i] = value;
+}
+
+extern "C" __global__ void copy_f32(float* dst, const float* src, long long n) {
+    long long i = THREAD_INDEX;
+    if (i < n) dst[i] = src[i];
+}
+
+// dst[q, i] = src[i] for Q copies of an n-vector (chains start at the same point).
+extern "C" __global__ void broadcast_f32(float* dst, const float* src, long long n, long long total) {
+    long long i = THREAD_INDEX;
+    if (i < total) dst[i] = src[i % n];
+}
+
+// ---------------------------------------------------------------------------------------------
+// Forward.
+
+// x[q, n, j] += Wp[j, n % T] with Wp = params[q*P + off_pos ...] of shape [C, max_t].
+extern "C" __global__ void add_positions(float* x, const float* params, long long p, long long off_pos,
+                                         int max_t, int t, int c, long long rows_per_chain,
+                                         long long total) {
+    long long i = THREAD_INDEX;
+    if (i >= total) return;
+    long long row = i / c;
+    int j = (int)(i % c);
+    long long q = row / rows_per_chain;
+    int pos = (int)((row % rows_per_chain) % t);
+    x[i] += params[q * p + off_pos + (long long)j * max_t + pos];
+}
+
+// One row per thread: out = (x - mean) * rstd * w + b; keeps mean and rstd for the backward.
+extern "C" __global__ void layernorm_forward(float* out, float* mean, float* rstd, const float* x,
+                                             const float* params, long long p, long long off_w,
+                                             long long off_b, int c, float eps,
+                                             long long rows_per_chain, long long rows) {
+    long long r = THREAD_INDEX;
+    if (r >= rows) return;
+    const float* xr = x + r * c;
+    const float* w = params + (r / rows_per_chain) * p + off_w;
+    const float* b = params + (r / rows_per_chain) * p + off_b;
+    float s = 0.0f;
+    for (int j = 0; j < c; ++j) s += xr[j];
+    float m = s / (float)c;
+    float v = 0.0f;
+    for (int j = 0; j < c; ++j) {
+        float dx = xr[j] - m;
+        v += dx * dx;
+    }
+    float rs = 1.0f / sqrtf(v / (float)c + eps);
+    mean[r] = m;
+    rstd[r] = rs;
+    float* o = out + r * c;
+    for (int j = 0; j < c; ++j) o[j] = (xr[j] - m) * rs * w[j] + b[j];
+}
+
+// Causal attention, one (chain, sequence, head, query) per thread, on the fused QKV layout of
+// the reference (head h: Q at [h*3hs, h*3hs+hs), K next, V next, of each 3C-wide row). Keeps the
+// softmax probs[q, s, h, i, 0..T) (zero after i) for the backward.
+extern "C" __global__ void attention_forward(float* out, float* probs, const float* qkv, int t,
+                                             int heads, int hs, float scale, long long total) {
+    long long g = THREAD_INDEX;
+    if (g >= total) return;
+    int i = (int)(g % t);
+    long long sh = g / t;  // (chain, sequence) * heads + head
+    int h = (int)(sh % heads);
+    long long seq = sh / heads;  // chain * B + sequence
+    int c = heads * hs;
+    const float* base = qkv + seq * t * 3 * c;
+    const float* qv = base + (long long)i * 3 * c + h * 3 * hs;
+    float* pr = probs + g * t;
+    float mx = -INFINITY;
+    for (int j = 0; j <= i; ++j) {
+        const float* kv = base + (long long)j * 3 * c + h * 3 * hs + hs;
+        float s = 0.0f;
+        for (int e = 0; e < hs; ++e) s += qv[e] * kv[e];
+        s *= scale;
+        pr[j] = s;
+        mx = fmaxf(mx, s);
+    }
+    float z = 0.0f;
+    for (int j = 0; j <= i; ++j) {
+        float e = expf(pr[j] - mx);
+        pr[j] = e;
+        z += e;
+    }
+    float inv = 1.0f / z;
+    for (int j = 0; j <= i; ++j) pr[j] *= inv;
+    for (int j = i + 1; j < t; ++j) pr[j] = 0.0f;
+    float* o = out + (seq * t + i) * c + h * hs;
+    for (int e = 0; e < hs; ++e) {
+        float acc = 0.0f;
+        for (int j = 0; j <= i; ++j) acc += pr[j] * base[(long long)j * 3 * c + h * 3 * hs + 2 * hs + e];
+        o[e] = acc;
+    }
+}
+
+// out = a + b.
+extern "C" __global__ void add_f32(float* out, const float* a, const float* b, long long n) {
+    long long i = THREAD_INDEX;
+    if (i < n) out[i] = a[i] + b[i];
+}
+
+// f += b1 (per chain); r = relu(f). f keeps the pre-activation for the backward.
+extern "C" __global__ void bias_relu(float* f, float* r, const float* params, long long p,
+                                     long long off_b, int m, long long rows_per_chain,
+                                     long long total) {
+    long long i = THREAD_INDEX;
+    if (i >= total) return;
+    long long row = i / m;
+    float v = f[i] + params[(row / rows_per_chain) * p + off_b + i % m];
+    f[i] = v;
+    r[i] = v > 0.0f ? v : 0.0f;
+}
+
+// The reference's double residual: x_next = x + (x + attn + (mlp + b2)).
+extern "C" __global__ void double_residual(float* x_next, const float* x, const float* attn,
+                                           const float* mlp, const float* params, long long p,
+                                           long long off_b2, int c, long long rows_per_chain,
+                                           long long total) {
+    long long i = THREAD_INDEX;
+    if (i >= total) return;
+    long long row = i / c;
+    float m = mlp[i] + params[(row / rows_per_chain) * p + off_b2 + i % c];
+    x_next[i] = x[i] + x[i] + attn[i] + m;
+}
+
+// Readout and loss, one (chain, sequence, example) per thread: y_hat = lnf[2e] . Wu[0] + bu[0];
+// sq_err = (y_hat - y)^2; dpred_row[2e] = scale (y_hat - y) and dpred_row[2e+1] = 0.
+extern "C" __global__ void readout_loss(float* pred, float* sq_err, float* dpred_row,
+                                        const float* lnf, const float* ys, const float* params,
+                                        long long p, long long off_uw, long long off_ub, int t,
+                                        int k, int c, int nseq, float scale, long long total) {
+    long long g = THREAD_INDEX;
+    if (g >= total) return;
+    long long seq = g / k;
+    int e = (int)(g % k);
+    long long q = seq / nseq;
+    const float* uw = params + q * p + off_uw;
+    long long row = seq * t + 2 * e;
+    const float* x = lnf + row * c;
+    float acc = 0.0f;
+    for (int j = 0; j < c; ++j) acc += x[j] * uw[j];
+    float yh = acc + params[q * p + off_ub];
+    pred[g] = yh;
+    if (ys) {
+        float diff = yh - ys[g];
+        sq_err[g] = diff * diff;
+        dpred_row[row] = scale * diff;
+        if (2 * e + 1 < t) dpred_row[row + 1] = 0.0f;
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Backward.
+
+// dlnf[row, j] = dpred_row[row] * Wu[0, j].
+extern "C" __global__ void readout_backward(float* dlnf, const float* dpred_row, const float* params,
+                                            long long p, long long off_uw, int c,
+                                            long long rows_per_chain, long long total) {
+    long long i = THREAD_INDEX;
+    if (i >= total) return;
+    long long row = i / c;
+    dlnf[i] = dpred_row[row] * params[(row / rows_per_chain) * p + off_uw + i % c];
+}
+
+// One row per thread: dx (= or +=) LN'(dy); dyxhat = dy * xhat for the weight gradient (the
+// column sums over rows run as GEMMs with a ones vector).
+extern "C" __global__ void layernorm_backward(float* dx, float* dyxhat, const float* dy,
+                                              const float* x, const float* mean, const float* rstd,
+                                              const float* params, long long p, long long off_w,
+                                              int c, int accumulate, long long rows_per_chain,
+                                              long long rows) {
+    long long r = THREAD_INDEX;
+    if (r >= rows) return;
+    const float* w = params + (r / rows_per_chain) * p + off_w;
+    const float* dyr = dy + r * c;
+    const float* xr = x + r * c;
+    float m = mean[r], rs = rstd[r];
+    float s1 = 0.0f, s2 = 0.0f;
+    for (int j = 0; j < c; ++j) {
+        float xh = (xr[j] - m) * rs;
+        float dxh = dyr[j] * w[j];
+        s1 += dxh;
+        s2 += dxh * xh;
+        dyxhat[r * c + j] = dyr[j] * xh;
+    }
+    s1 /= (float)c;
+    s2 /= (float)c;
+    float* o = dx + r * c;
+    for (int j = 0; j < c; ++j) {
+        float xh = (xr[j] - m) * rs;
+        float v = rs * (dyr[j] * w[j] - s1 - xh * s2);
+        o[j] = accumulate ? o[j] + v : v;
+    }
+}
+
+// df = dr where the pre-activation was positive.
+extern "C" __global__ void relu_backward(float* df, const float* dr, const float* f, long long n) {
+    long long i = THREAD_INDEX;
+    if (i < n) df[i] = f[i] > 0.0f ? dr[i] : 0.0f;
+}
+
+// Through x_next = 2x + attn + mlp with h = x + attn: dattn = dxn + dh, dx = 2 dxn + dh.
+extern "C" __global__ void residual_backward(float* dattn, float* dx, const float* dxn,
+                                             const float* dh, long long n) {
+    long long i = THREAD_INDEX;
+    if (i >= n) return;
+    dattn[i] = dxn[i] + dh[i];
+    dx[i] = dxn[i] + dxn[i] + dh[i];
+}
+
+// Attention backward, query side: one (chain, sequence, head, query i) per thread.
+// ds[i, j] = p[i, j] (dp[i, j] - sum_j' p[i, j'] dp[i, j']) with dp = dout_i . v_j (kept in
+// dscores), and dq_i = scale sum_j ds[i, j] k_j.
+extern "C" __global__ void attention_backward_q(float* dqkv, float* dscores, const float* dout,
+                                                const float* qkv, const float* probs, int t,
+                                                int heads, int hs, float scale, long long total) {
+    long long g = THREAD_INDEX;
+    if (g >= total) return;
+    int i = (int)(g % t);
+    long long sh = g / t;
+    int h = (int)(sh % heads);
+    long long seq = sh / heads;
+    int c = heads * hs;
+    const float* base = qkv + seq * t * 3 * c;
+    const float* pr = probs + g * t;
+    const float* dor = dout + (seq * t + i) * c + h * hs;
+    float* ds = dscores + g * t;
+    float dot = 0.0f;
+    for (int j = 0; j <= i; ++j) {
+        const float* vv = base + (long long)j * 3 * c + h * 3 * hs + 2 * hs;
+        float dp = 0.0f;
+        for (int e = 0; e < hs; ++e) dp += dor[e] * vv[e];
+        ds[j] = dp;
+        dot += pr[j] * dp;
+    }
+    for (int j = 0; j <= i; ++j) ds[j] = pr[j] * (ds[j] - dot);
+    for (int j = i + 1; j < t; ++j) ds[j] = 0.0f;
+    float* dq = dqkv + (seq * t + i) * 3 * c + h * 3 * hs;
+    for (int e = 0; e < hs; ++e) {
+        float acc = 0.0f;
+        for (int j = 0; j <= i; ++j) acc += ds[j] * base[(long long)j * 3 * c + h * 3 * hs + hs + e];
+        dq[e] = scale * acc;
+    }
+}
+
+// Attention backward, key side: one (chain, sequence, head, key j) per thread, after
+// attention_backward_q: dk_j = scale sum_{i>=j} ds[i, j] q_i, dv_j = sum_{i>=j} p[i, j] dout_i.
+extern "C" __global__ void attention_backward_kv(float* dqkv, const float* dscores,
+                                                 const float* dout, const float* qkv,
+                                                 const float* probs, int t, int heads, int hs,
+                                                 float scale, long long total) {
+    long long g = THREAD_INDEX;
+    if (g >= total) return;
+    int j = (int)(g % t);
+    long long sh = g / t;
+    int h = (int)(sh % heads);
+    long long seq = sh / heads;
+    int c = heads * hs;
+    const float* base = qkv + seq * t * 3 * c;
+    const float* ds = dscores + sh * t * t;
+    const float* pr = probs + sh * t * t;
+    float* dk = dqkv + (seq * t + j) * 3 * c + h * 3 * hs + hs;
+    float* dv = dk + hs;
+    for (int e = 0; e < hs; ++e) {
+        float ak = 0.0f, av = 0.0f;
+        for (int i = j; i < t; ++i) {
+            ak += ds[(long long)i * t + j] * base[(long long)i * 3 * c + h * 3 * hs + e];
+            av += pr[(long long)i * t + j] * dout[(seq * t + i) * c + h * hs + e];
+        }
+        dk[e] = scale * ak;
+        dv[e] = av;
+    }
+}
+
+// grad[q, off_pos + j*max_t + pos] += s[q, pos, j]: the positional table's gradient from the
+// per-position sums of dx0 over sequences.
+extern "C" __global__ void positions_backward(float* grad, const float* s, long long p,
+                                              long long off_pos, int max_t, int t, int c,
+                                              long long total) {
+    long long i = THREAD_INDEX;
+    if (i >= total) return;
+    long long q = i / ((long long)t * c);
+    int rem = (int)(i % ((long long)t * c));
+    int pos = rem / c, j = rem % c;
+    grad[q * p + off_pos + (long long)j * max_t + pos] += s[i];
+}
+
+// ---------------------------------------------------------------------------------------------
+// Optimisers. Written with explicit rounding intrinsics so that no multiply-add is contracted:
+// the update is bitwise the CPU's for the same gradient.
+
+// torch.optim.Adam (L2 weight decay when decay != 0); step_size = lr / bc1.
+extern "C" __global__ void adam_step(float* params, const float* grad, float* m, float* v,
+                                     float b1, float b2, float one_b1, float one_b2,
+                                     float step_size, float bc2_sqrt, float eps, float wd,
+                                     int decay, long long n) {
+    long long i = THREAD_INDEX;
+    if (i >= n) return;
+    float p = params[i];
+    float g = decay ? __fadd_rn(grad[i], __fmul_rn(wd, p)) : grad[i];
+    float mi = __fadd_rn(__fmul_rn(b1, m[i]), __fmul_rn(one_b1, g));
+    float vi = __fadd_rn(__fmul_rn(b2, v[i]), __fmul_rn(__fmul_rn(one_b2, g), g));
+    m[i] = mi;
+    v[i] = vi;
+    float denom = __fadd_rn(__fdiv_rn(sqrtf(vi), bc2_sqrt), eps);
+    params[i] = __fsub_rn(p, __fmul_rn(step_size, __fdiv_rn(mi, denom)));
+}
+
+// One SGLD step for Q weight sets (checkpoints x chains, each with its centre w0[q]), four
+// coordinates per thread: one Philox block of the chain's noise stream (seed, SGLD_NOISE, step,
+// chain0 + q % chains). w <- clamp(w - half (nbeta g + wd w + gamma (w - w0)) + noise xi);
+// mask (may be null) freezes coordinates; dist2[q, i] = (w - w0)^2 after the step.
+extern "C" __global__ void sgld_step(float* w, const float* w0, const float* grad,
+                                     const unsigned char* mask, float* dist2, long long p,
+                                     unsigned long long seed, unsigned int noise_tag,
+                                     unsigned int step, unsigned int chain0, int chains, float half,
+                                     float noise, float nbeta, float gamma, float wd, float box,
+                                     int use_box, long long total) {
+    long long g = THREAD_INDEX;
+    if (g >= total) return;
+    long long blocks = (p + 3) / 4;
+    long long q = g / blocks;
+    unsigned int blk = (unsigned int)(g % blocks);
+    Philox4 r = stream_block(seed, noise_tag, step, chain0 + (unsigned int)(q % chains), blk);
+    double rad0 = sqrt(-2.0 * log(unit_open(r.v[0])));
+    double th0 = 6.283185307179586 * unit_open(r.v[1]);
+    double rad1 = sqrt(-2.0 * log(unit_open(r.v[2])));
+    double th1 = 6.283185307179586 * unit_open(r.v[3]);
+    double z[4] = {rad0 * cos(th0), rad0 * sin(th0), rad1 * cos(th1), rad1 * sin(th1)};
+    for (int e = 0; e < 4; ++e) {
+        long long i = (long long)blk * 4 + e;
+        if (i >= p) break;
+        long long at = q * p + i;
+        float wi = w[at], ci = w0[at];
+        if (!mask || mask[i]) {
+            float f = __fmul_rn(nbeta, grad[at]);
+            if (wd != 0.0f) f = __fadd_rn(f, __fmul_rn(wd, wi));
+            if (gamma != 0.0f) f = __fadd_rn(f, __fmul_rn(gamma, __fsub_rn(wi, ci)));
+            float v = __fadd_rn(__fsub_rn(wi, __fmul_rn(half, f)), __fmul_rn(noise, (float)z[e]));
+            if (use_box) {
+                float lo = __fsub_rn(ci, box), hi = __fadd_rn(ci, box);
+                v = v < lo ? lo : (v > hi ? hi : v);
+            }
+            wi = v;
+            w[at] = v;
+        }
+        float d = __fsub_rn(wi, ci);
+        dist2[at] = __fmul_rn(d, d);
+    }
+}

@@ -1,0 +1,233 @@
+//! The GPU: CUDA driver, NVRTC and cuBLAS, all loaded at run time by cudarc, so the binary
+//! builds and runs without a CUDA toolkit and only needs a driver (and the NVRTC and cuBLAS
+//! libraries of CUDA 12 or 13) where `--device cuda` is asked for.
+
+use std::collections::HashMap;
+use std::ffi::{CString, c_void};
+use std::sync::Mutex;
+
+use cudarc::cublas::result as cublas;
+use cudarc::cublas::sys::{cublasHandle_t, cublasOperation_t};
+use cudarc::driver::result as drv;
+use cudarc::driver::sys::{CUdevice_attribute, CUfunction, CUmodule, CUstream};
+
+use crate::device::{Arg, BLOCK, Device, Gemm, GpuError, Ptr};
+use crate::kernels::{KERNEL_NAMES, SOURCE};
+
+/// One CUDA device with its primary context, a stream, the compiled kernels and a cuBLAS handle.
+pub struct CudaDevice {
+    name: String,
+    stream: CUstream,
+    _module: CUmodule,
+    functions: HashMap<&'static str, CUfunction>,
+    blas: cublasHandle_t,
+    /// Serialises use of the context from several threads.
+    lock: Mutex<()>,
+}
+
+// SAFETY: the raw handles are used under `lock` with the context made current on every call.
+unsafe impl Send for CudaDevice {}
+unsafe impl Sync for CudaDevice {}
+
+fn drv_err(what: &str) -> impl Fn(drv::DriverError) -> GpuError + '_ {
+    move |e| GpuError::Driver(format!("{what}: {e:?}"))
+}
+
+impl CudaDevice {
+    /// Opens device `ordinal`: loads the driver, NVRTC and cuBLAS, compiles the kernels for the
+    /// device's architecture. Any missing piece is a `NoDevice` error that names it.
+    pub fn open(ordinal: usize) -> Result<Self, GpuError> {
+        // SAFETY: only probes whether the libraries can be loaded.
+        let (has_cuda, has_nvrtc, has_blas) = unsafe {
+            (
+                cudarc::driver::sys::is_culib_present(),
+                cudarc::nvrtc::sys::is_culib_present(),
+                cudarc::cublas::sys::is_culib_present(),
+            )
+        };
+        if !has_cuda {
+            return Err(GpuError::NoDevice(
+                "the NVIDIA driver library (libcuda.so) was not found; is an NVIDIA GPU and its \
+                 driver installed?"
+                    .into(),
+            ));
+        }
+        drv::init().map_err(|e| GpuError::NoDevice(format!("cuInit failed: {e:?}")))?;
+        let count = drv::device::get_count().map_err(drv_err("cuDeviceGetCount"))? as usize;
+        if ordinal >= count {
+            return Err(GpuError::NoDevice(format!(
+                "device cuda:{ordinal} asked for, the driver sees {count} device(s)"
+            )));
+        }
+        for (present, lib) in [
+            (has_nvrtc, "NVRTC (libnvrtc.so)"),
+            (has_blas, "cuBLAS (libcublas.so)"),
+        ] {
+            if !present {
+                return Err(GpuError::NoDevice(format!(
+                    "{lib} was not found: install the CUDA 12/13 runtime libraries or add their \
+                     folder to LD_LIBRARY_PATH"
+                )));
+            }
+        }
+        let dev = drv::device::get(ordinal as i32).map_err(drv_err("cuDeviceGet"))?;
+        let name = drv::device::get_name(dev).map_err(drv_err("cuDeviceGetName"))?;
+        // SAFETY: `dev` comes from cuDeviceGet; the context is retained for the process.
+        let (major, minor) = unsafe {
+            let ctx = drv::primary_ctx::retain(dev).map_err(drv_err("cuDevicePrimaryCtxRetain"))?;
+            drv::ctx::set_current(ctx).map_err(drv_err("cuCtxSetCurrent"))?;
+            (
+                drv::device::get_attribute(
+                    dev,
+                    CUdevice_attribute::CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR,
+                )
+                .map_err(drv_err("compute capability"))?,
+                drv::device::get_attribute(
+                    dev,
+                    CUdevice_attribute::CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR,
+                )
+                .map_err(drv_err("compute capability"))?,
+            )
+        };
+        let opts = cudarc::nvrtc::CompileOptions {
+            options: vec![format!("--gpu-architecture=compute_{major}{minor}")],
+            ..Default::default()
+        };
+        let ptx = cudarc::nvrtc::compile_ptx_with_opts(SOURCE, opts)
+            .map_err(|e| GpuError::Compile(format!("{e:?}")))?;
+        let image = CString::new(ptx.to_src()).map_err(|e| GpuError::Compile(e.to_string()))?;
+        // SAFETY: the PTX image is a NUL-terminated string that lives through the call.
+        let module = unsafe { drv::module::load_data(image.as_ptr() as *const c_void) }
+            .map_err(drv_err("cuModuleLoadData"))?;
+        let mut functions = HashMap::new();
+        for name in KERNEL_NAMES {
+            // SAFETY: `module` was just loaded.
+            let f = unsafe { drv::module::get_function(module, CString::new(*name).unwrap()) }
+                .map_err(|e| GpuError::Driver(format!("kernel {name}: {e:?}")))?;
+            functions.insert(*name, f);
+        }
+        let stream = drv::stream::create(drv::stream::StreamKind::NonBlocking)
+            .map_err(drv_err("cuStreamCreate"))?;
+        let blas = cublas::create_handle()
+            .map_err(|e| GpuError::Driver(format!("cublasCreate: {e:?}")))?;
+        // SAFETY: both handles are valid.
+        unsafe { cublas::set_stream(blas, stream as *mut _) }
+            .map_err(|e| GpuError::Driver(format!("cublasSetStream: {e:?}")))?;
+        Ok(CudaDevice {
+            name: format!("{name} (sm_{major}{minor})"),
+            stream,
+            _module: module,
+            functions,
+            blas,
+            lock: Mutex::new(()),
+        })
+    }
+}
+
+impl Device for CudaDevice {
+    fn name(&self) -> String {
+        self.name.clone()
+    }
+
+    fn alloc(&self, bytes: usize) -> Result<Ptr, GpuError> {
+        let _g = self.lock.lock().unwrap();
+        // SAFETY: plain device allocation (no managed memory).
+        unsafe { drv::malloc_sync(bytes.max(1)) }
+            .map(Ptr)
+            .map_err(drv_err("cuMemAlloc"))
+    }
+
+    fn free(&self, ptr: Ptr) {
+        let _g = self.lock.lock().unwrap();
+        // SAFETY: `ptr` came from alloc; wait for queued work that may still use it.
+        unsafe {
+            let _ = drv::stream::synchronize(self.stream);
+            let _ = drv::free_sync(ptr.0);
+        }
+    }
+
+    fn upload(&self, dst: Ptr, src: &[u8]) -> Result<(), GpuError> {
+        let _g = self.lock.lock().unwrap();
+        // SAFETY: the caller (Buf) checked the range; synchronous after queued work.
+        unsafe {
+            drv::stream::synchronize(self.stream).map_err(drv_err("cuStreamSynchronize"))?;
+            drv::memcpy_htod_sync(dst.0, src).map_err(drv_err("cuMemcpyHtoD"))
+        }
+    }
+
+    fn download(&self, src: Ptr, dst: &mut [u8]) -> Result<(), GpuError> {
+        let _g = self.lock.lock().unwrap();
+        // SAFETY: as in upload.
+        unsafe {
+            drv::stream::synchronize(self.stream).map_err(drv_err("cuStreamSynchronize"))?;
+            drv::memcpy_dtoh_sync(dst, src.0).map_err(drv_err("cuMemcpyDtoH"))
+        }
+    }
+
+    fn launch(&self, name: &'static str, threads: usize, args: &[Arg]) -> Result<(), GpuError> {
+        if threads == 0 {
+            return Ok(());
+        }
+        let f = *self
+            .functions
+            .get(name)
+            .ok_or_else(|| GpuError::Unsupported(format!("no kernel named {name}")))?;
+        let mut args = args.to_vec();
+        let mut ptrs: Vec<*mut c_void> = args.iter_mut().map(|a| a.as_void_ptr()).collect();
+        let grid = threads.div_ceil(BLOCK) as u32;
+        let _g = self.lock.lock().unwrap();
+        // SAFETY: the argument list matches the kernel's signature; pointers are device memory.
+        unsafe {
+            drv::launch_kernel(
+                f,
+                (grid, 1, 1),
+                (BLOCK as u32, 1, 1),
+                0,
+                self.stream,
+                &mut ptrs,
+            )
+        }
+        .map_err(|e| GpuError::Driver(format!("launching {name}: {e:?}")))
+    }
+
+    fn gemm(&self, g: &Gemm) -> Result<(), GpuError> {
+        let op = |t: bool| {
+            if t {
+                cublasOperation_t::CUBLAS_OP_T
+            } else {
+                cublasOperation_t::CUBLAS_OP_N
+            }
+        };
+        let _guard = self.lock.lock().unwrap();
+        // SAFETY: pointers and leading dimensions describe device buffers the caller sized.
+        unsafe {
+            cublas::sgemm_strided_batched(
+                self.blas,
+                op(g.trans_a),
+                op(g.trans_b),
+                g.m as i32,
+                g.n as i32,
+                g.k as i32,
+                &g.alpha,
+                g.a.0 as *const f32,
+                g.lda as i32,
+                g.stride_a as i64,
+                g.b.0 as *const f32,
+                g.ldb as i32,
+                g.stride_b as i64,
+                &g.beta,
+                g.c.0 as *mut f32,
+                g.ldc as i32,
+                g.stride_c as i64,
+                g.batch as i32,
+            )
+        }
+        .map_err(|e| GpuError::Driver(format!("cublasSgemmStridedBatched: {e:?}")))
+    }
+
+    fn synchronize(&self) -> Result<(), GpuError> {
+        let _g = self.lock.lock().unwrap();
+        // SAFETY: the stream is valid.
+        unsafe { drv::stream::synchronize(self.stream) }.map_err(drv_err("cuStreamSynchronize"))
+    }
+}

@@ -1,0 +1,175 @@
+//! The host emulator: kernels.cu compiled for the CPU by build.rs, launched one thread at a
+//! time, and a column-major reference SGEMM with cuBLAS's argument convention. Fresh memory is
+//! filled with NaN bytes, so a kernel that reads what nothing wrote shows up in the results.
+
+use std::collections::HashMap;
+use std::ffi::{CStr, c_char, c_void};
+use std::sync::Mutex;
+
+use crate::device::{Arg, BLOCK, Device, Gemm, GpuError, Ptr};
+
+#[repr(C)]
+struct HostKernel {
+    name: *const c_char,
+    launch: Option<unsafe extern "C" fn(u32, u32, *mut *mut c_void)>,
+}
+
+unsafe extern "C" {
+    static stagewise_host_kernels: [HostKernel; 0];
+}
+
+/// Names of the kernels compiled into the emulator.
+pub fn host_kernel_names() -> Vec<String> {
+    table().keys().cloned().collect()
+}
+
+fn table() -> HashMap<String, unsafe extern "C" fn(u32, u32, *mut *mut c_void)> {
+    let mut map = HashMap::new();
+    // SAFETY: host.cpp ends the table with a null entry; names are static C strings.
+    unsafe {
+        let mut p = std::ptr::addr_of!(stagewise_host_kernels) as *const HostKernel;
+        while !(*p).name.is_null() {
+            let name = CStr::from_ptr((*p).name).to_string_lossy().into_owned();
+            map.insert(name, (*p).launch.expect("launcher"));
+            p = p.add(1);
+        }
+    }
+    map
+}
+
+/// The emulated device.
+pub struct HostDevice {
+    kernels: HashMap<String, unsafe extern "C" fn(u32, u32, *mut *mut c_void)>,
+    /// Allocations by address (u64 storage keeps every buffer 8-byte aligned).
+    memory: Mutex<HashMap<u64, Vec<u64>>>,
+}
+
+impl Default for HostDevice {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl HostDevice {
+    pub fn new() -> Self {
+        HostDevice {
+            kernels: table(),
+            memory: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn check(&self, ptr: Ptr, bytes: usize) -> Result<(), GpuError> {
+        let mem = self.memory.lock().unwrap();
+        let ok = mem.iter().any(|(base, v)| {
+            ptr.0 >= *base && ptr.0 + bytes as u64 <= *base + (v.len() * 8) as u64
+        });
+        if ok {
+            Ok(())
+        } else {
+            Err(GpuError::Shape(format!(
+                "{bytes} bytes at {:#x} are outside every allocation",
+                ptr.0
+            )))
+        }
+    }
+}
+
+impl Device for HostDevice {
+    fn name(&self) -> String {
+        "host emulator".into()
+    }
+
+    fn alloc(&self, bytes: usize) -> Result<Ptr, GpuError> {
+        let v = vec![u64::MAX; bytes.div_ceil(8).max(1)];
+        let addr = v.as_ptr() as u64;
+        self.memory.lock().unwrap().insert(addr, v);
+        Ok(Ptr(addr))
+    }
+
+    fn free(&self, ptr: Ptr) {
+        self.memory.lock().unwrap().remove(&ptr.0);
+    }
+
+    fn upload(&self, dst: Ptr, src: &[u8]) -> Result<(), GpuError> {
+        self.check(dst, src.len())?;
+        // SAFETY: checked to lie inside one live allocation.
+        unsafe { std::ptr::copy_nonoverlapping(src.as_ptr(), dst.0 as *mut u8, src.len()) };
+        Ok(())
+    }
+
+    fn download(&self, src: Ptr, dst: &mut [u8]) -> Result<(), GpuError> {
+        self.check(src, dst.len())?;
+        // SAFETY: as in upload.
+        unsafe { std::ptr::copy_nonoverlapping(src.0 as *const u8, dst.as_mut_ptr(), dst.len()) };
+        Ok(())
+    }
+
+    fn launch(&self, name: &'static str, threads: usize, args: &[Arg]) -> Result<(), GpuError> {
+        let f = self
+            .kernels
+            .get(name)
+            .ok_or_else(|| GpuError::Unsupported(format!("no kernel named {name}")))?;
+        let mut args = args.to_vec();
+        let mut ptrs: Vec<*mut c_void> = args.iter_mut().map(|a| a.as_void_ptr()).collect();
+        let grid = threads.div_ceil(BLOCK) as u32;
+        // SAFETY: the argument list matches the kernel's signature (the caller's contract, as
+        // with cuLaunchKernel); pointers address live allocations.
+        unsafe { f(grid, BLOCK as u32, ptrs.as_mut_ptr()) };
+        Ok(())
+    }
+
+    fn gemm(&self, g: &Gemm) -> Result<(), GpuError> {
+        let (ra, ca) = if g.trans_a { (g.k, g.m) } else { (g.m, g.k) };
+        let (rb, cb) = if g.trans_b { (g.n, g.k) } else { (g.k, g.n) };
+        for (what, ld, rows) in [("lda", g.lda, ra), ("ldb", g.ldb, rb), ("ldc", g.ldc, g.m)] {
+            if ld < rows.max(1) {
+                return Err(GpuError::Shape(format!("{what} = {ld} < {rows} rows")));
+            }
+        }
+        for i in 0..g.batch {
+            let a = g.a.add::<f32>(i * g.stride_a).0 as *const f32;
+            let b = g.b.add::<f32>(i * g.stride_b).0 as *const f32;
+            let c = g.c.add::<f32>(i * g.stride_c).0 as *mut f32;
+            self.check(Ptr(a as u64), 4 * ((ca.max(1) - 1) * g.lda + ra))?;
+            self.check(Ptr(b as u64), 4 * ((cb.max(1) - 1) * g.ldb + rb))?;
+            self.check(Ptr(c as u64), 4 * ((g.n.max(1) - 1) * g.ldc + g.m))?;
+            for col in 0..g.n {
+                for row in 0..g.m {
+                    let mut acc = 0.0f64;
+                    for l in 0..g.k {
+                        // SAFETY: indices inside the ranges checked above.
+                        let (av, bv) = unsafe {
+                            let av = if g.trans_a {
+                                *a.add(l + row * g.lda)
+                            } else {
+                                *a.add(row + l * g.lda)
+                            };
+                            let bv = if g.trans_b {
+                                *b.add(col + l * g.ldb)
+                            } else {
+                                *b.add(l + col * g.ldb)
+                            };
+                            (av, bv)
+                        };
+                        acc += av as f64 * bv as f64;
+                    }
+                    // SAFETY: as above.
+                    unsafe {
+                        let dst = c.add(row + col * g.ldc);
+                        let old = if g.beta == 0.0 {
+                            0.0
+                        } else {
+                            g.beta as f64 * *dst as f64
+                        };
+                        *dst = (g.alpha as f64 * acc + old) as f32;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn synchronize(&self) -> Result<(), GpuError> {
+        Ok(())
+    }
+}

@@ -1,0 +1,818 @@
+//! The regression transformer on a device, for Q weight sets at once (Q = 1 for training, the
+//! chains of an SGLD run otherwise): forward to the MSE loss and backward to the gradient of each
+//! chain's own loss, as cuBLAS GEMMs (strided over chains) and the kernels of kernels.cu.
+//!
+//! Shapes: Q chains, B sequences each, T = 2K tokens, C width, H heads of hs, M MLP width,
+//! N = B*T rows per chain; parameters `[Q, P]`, activations `[Q, N, width]`.
+
+use std::sync::Arc;
+
+use stagewise_models::{RegressionConfig, RegressionTransformer};
+
+use crate::device::{Arg, Buf, Device, Gemm, GpuError, Ptr};
+
+struct BlockOffsets {
+    qkv: usize,
+    out: Option<usize>,
+    w1: usize,
+    b1: usize,
+    w2: usize,
+    b2: usize,
+    ln: Option<[(usize, usize); 2]>,
+}
+
+struct Offsets {
+    tok: usize,
+    pos: usize,
+    blocks: Vec<BlockOffsets>,
+    ln_f: Option<(usize, usize)>,
+    uw: usize,
+    ub: usize,
+}
+
+impl Offsets {
+    fn of(model: &RegressionTransformer) -> Self {
+        let lay = &model.layout;
+        let at = |s: &str| {
+            lay.get(&format!("{}{s}", stagewise_models::regression::PREFIX))
+                .unwrap_or_else(|| panic!("parameter {s} missing from the layout"))
+                .offset
+        };
+        let cfg = &model.config;
+        let blocks = (0..cfg.num_layers)
+            .map(|l| {
+                let b = |s: &str| at(&format!("blocks.{l}.{s}"));
+                BlockOffsets {
+                    qkv: b("attention.attention.weight"),
+                    out: cfg.include_output.then(|| b("attention.output.weight")),
+                    w1: b("compute.0.weight"),
+                    b1: b("compute.0.bias"),
+                    w2: b("compute.2.weight"),
+                    b2: b("compute.2.bias"),
+                    ln: cfg.layer_norm.then(|| {
+                        [
+                            (b("layer_norms.0.weight"), b("layer_norms.0.bias")),
+                            (b("layer_norms.1.weight"), b("layer_norms.1.bias")),
+                        ]
+                    }),
+                }
+            })
+            .collect();
+        let (ln_f, uw, ub) = if cfg.layer_norm {
+            (
+                Some((at("unembedding.0.weight"), at("unembedding.0.bias"))),
+                at("unembedding.1.weight"),
+                at("unembedding.1.bias"),
+            )
+        } else {
+            (None, at("unembedding.weight"), at("unembedding.bias"))
+        };
+        Offsets {
+            tok: at("token_embedding.weight"),
+            pos: at("postn_embedding.weight"),
+            blocks,
+            ln_f,
+            uw,
+            ub,
+        }
+    }
+}
+
+struct BlockActs {
+    ln0: Buf<f32>,
+    mean0: Buf<f32>,
+    rstd0: Buf<f32>,
+    qkv: Buf<f32>,
+    probs: Buf<f32>,
+    atty: Buf<f32>,
+    attn: Buf<f32>,
+    h: Buf<f32>,
+    ln1: Buf<f32>,
+    mean1: Buf<f32>,
+    rstd1: Buf<f32>,
+    f: Buf<f32>,
+    r: Buf<f32>,
+    mlp: Buf<f32>,
+}
+
+/// Activations, gradients scratch and per-token losses of one (Q, B, T) shape.
+pub struct GpuModel {
+    dev: Arc<dyn Device>,
+    pub config: RegressionConfig,
+    off: Offsets,
+    /// Parameters per chain.
+    pub p: usize,
+    pub q: usize,
+    pub b: usize,
+    pub t: usize,
+    x: Vec<Buf<f32>>,
+    acts: Vec<BlockActs>,
+    lnf: Buf<f32>,
+    lnf_mean: Buf<f32>,
+    lnf_rstd: Buf<f32>,
+    /// y_hat `[Q, B, K]`, squared errors `[Q, B, K]`, dLoss/dy_hat per row `[Q, N]`.
+    pub pred: Buf<f32>,
+    pub sq_err: Buf<f32>,
+    dpred_row: Buf<f32>,
+    /// Mean squared error per chain and token position `[Q, K]` (after `token_losses`).
+    pub tok_loss: Buf<f32>,
+    ones: Buf<f32>,
+    dx_a: Buf<f32>,
+    dx_b: Buf<f32>,
+    dlnf: Buf<f32>,
+    dyxhat: Buf<f32>,
+    dr: Buf<f32>,
+    df: Buf<f32>,
+    dln: Buf<f32>,
+    dh: Buf<f32>,
+    dattn: Buf<f32>,
+    datty: Buf<f32>,
+    dqkv: Buf<f32>,
+    dscores: Buf<f32>,
+    pos_sums: Buf<f32>,
+}
+
+impl GpuModel {
+    /// Buffers for `q` chains of `b` sequences of `t` tokens (t even, at most 2K).
+    pub fn new(
+        dev: &Arc<dyn Device>,
+        model: &RegressionTransformer,
+        q: usize,
+        b: usize,
+        t: usize,
+    ) -> Result<Self, GpuError> {
+        let cfg = model.config.clone();
+        if t == 0 || t % 2 != 0 || t > cfg.max_tokens() {
+            return Err(GpuError::Shape(format!(
+                "{t} tokens per sequence; the device path needs an even count up to {}",
+                cfg.max_tokens()
+            )));
+        }
+        if cfg.task_size > 64 {
+            return Err(GpuError::Shape(format!(
+                "task_size = {}: the device data generator supports at most 64",
+                cfg.task_size
+            )));
+        }
+        let (c, m, h) = (cfg.embed_size, cfg.mlp_size, cfg.num_heads);
+        let rows = q * b * t;
+        let nb = |len: usize| Buf::<f32>::new(dev, len);
+        let x = (0..=cfg.num_layers)
+            .map(|_| nb(rows * c))
+            .collect::<Result<Vec<_>, _>>()?;
+        let probs_len = q * b * h * t * t;
+        let mut acts = Vec::new();
+        for _ in 0..cfg.num_layers {
+            acts.push(BlockActs {
+                ln0: nb(rows * c)?,
+                mean0: nb(rows)?,
+                rstd0: nb(rows)?,
+                qkv: nb(rows * 3 * c)?,
+                probs: nb(probs_len)?,
+                atty: nb(rows * c)?,
+                attn: nb(rows * c)?,
+                h: nb(rows * c)?,
+                ln1: nb(rows * c)?,
+                mean1: nb(rows)?,
+                rstd1: nb(rows)?,
+                f: nb(rows * m)?,
+                r: nb(rows * m)?,
+                mlp: nb(rows * c)?,
+            });
+        }
+        let k = t / 2;
+        let ones_len = (b * t).max(model.num_params());
+        let model_gpu = GpuModel {
+            off: Offsets::of(model),
+            p: model.num_params(),
+            q,
+            b,
+            t,
+            x,
+            acts,
+            lnf: nb(rows * c)?,
+            lnf_mean: nb(rows)?,
+            lnf_rstd: nb(rows)?,
+            pred: nb(q * b * k)?,
+            sq_err: nb(q * b * k)?,
+            dpred_row: nb(rows)?,
+            tok_loss: nb(q * k)?,
+            ones: Buf::from_host(dev, &vec![1.0f32; ones_len])?,
+            dx_a: nb(rows * c)?,
+            dx_b: nb(rows * c)?,
+            dlnf: nb(rows * c)?,
+            dyxhat: nb(rows * c.max(m))?,
+            dr: nb(rows * m)?,
+            df: nb(rows * m)?,
+            dln: nb(rows * c)?,
+            dh: nb(rows * c)?,
+            dattn: nb(rows * c)?,
+            datty: nb(rows * c)?,
+            dqkv: nb(rows * 3 * c)?,
+            dscores: nb(probs_len)?,
+            pos_sums: nb(q * t * c)?,
+            config: cfg,
+            dev: dev.clone(),
+        };
+        Ok(model_gpu)
+    }
+
+    pub fn k(&self) -> usize {
+        self.t / 2
+    }
+
+    fn rows(&self) -> usize {
+        self.b * self.t
+    }
+
+    fn launch(&self, name: &'static str, threads: usize, args: &[Arg]) -> Result<(), GpuError> {
+        self.dev.launch(name, threads, args)
+    }
+
+    /// `y[rows, out] (=|+=) x[rows, inp] @ W^T` per chain, W = params[off..] of shape [out, inp].
+    #[allow(clippy::too_many_arguments)]
+    fn linear(
+        &self,
+        y: Ptr,
+        x: Ptr,
+        params: Ptr,
+        off: usize,
+        inp: usize,
+        out: usize,
+        beta: f32,
+    ) -> Result<(), GpuError> {
+        let rows = self.rows();
+        self.dev.gemm(&Gemm {
+            trans_a: true,
+            trans_b: false,
+            m: out,
+            n: rows,
+            k: inp,
+            alpha: 1.0,
+            a: params.add::<f32>(off),
+            lda: inp,
+            stride_a: self.p,
+            b: x,
+            ldb: inp,
+            stride_b: rows * inp,
+            beta,
+            c: y,
+            ldc: out,
+            stride_c: rows * out,
+            batch: self.q,
+        })
+    }
+
+    /// `dx[rows, inp] = dy[rows, out] @ W` per chain.
+    fn linear_dx(
+        &self,
+        dx: Ptr,
+        dy: Ptr,
+        params: Ptr,
+        off: usize,
+        inp: usize,
+        out: usize,
+    ) -> Result<(), GpuError> {
+        let rows = self.rows();
+        self.dev.gemm(&Gemm {
+            trans_a: false,
+            trans_b: false,
+            m: inp,
+            n: rows,
+            k: out,
+            alpha: 1.0,
+            a: params.add::<f32>(off),
+            lda: inp,
+            stride_a: self.p,
+            b: dy,
+            ldb: out,
+            stride_b: rows * out,
+            beta: 0.0,
+            c: dx,
+            ldc: inp,
+            stride_c: rows * inp,
+            batch: self.q,
+        })
+    }
+
+    /// `dW[out, inp] += dy^T x` per chain, into grad[off..].
+    fn linear_dw(
+        &self,
+        grad: Ptr,
+        off: usize,
+        dy: Ptr,
+        x: Ptr,
+        inp: usize,
+        out: usize,
+    ) -> Result<(), GpuError> {
+        let rows = self.rows();
+        self.dev.gemm(&Gemm {
+            trans_a: false,
+            trans_b: true,
+            m: inp,
+            n: out,
+            k: rows,
+            alpha: 1.0,
+            a: x,
+            lda: inp,
+            stride_a: rows * inp,
+            b: dy,
+            ldb: out,
+            stride_b: rows * out,
+            beta: 1.0,
+            c: grad.add::<f32>(off),
+            ldc: inp,
+            stride_c: self.p,
+            batch: self.q,
+        })
+    }
+
+    /// `dst[q, 0..width] (=|+=) alpha * sum over `rows` of src[q, row, 0..width]`, dst rows
+    /// `dst_stride` apart: column sums as a GEMM with a ones vector.
+    #[allow(clippy::too_many_arguments)]
+    fn col_sums(
+        &self,
+        dst: Ptr,
+        dst_stride: usize,
+        src: Ptr,
+        rows: usize,
+        width: usize,
+        alpha: f32,
+        beta: f32,
+    ) -> Result<(), GpuError> {
+        self.dev.gemm(&Gemm {
+            trans_a: false,
+            trans_b: false,
+            m: width,
+            n: 1,
+            k: rows,
+            alpha,
+            a: src,
+            lda: width,
+            stride_a: rows * width,
+            b: self.ones.ptr,
+            ldb: rows,
+            stride_b: 0,
+            beta,
+            c: dst,
+            ldc: width,
+            stride_c: dst_stride,
+            batch: self.q,
+        })
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn layernorm(
+        &self,
+        out: &Buf<f32>,
+        mean: &Buf<f32>,
+        rstd: &Buf<f32>,
+        x: Ptr,
+        params: Ptr,
+        (w, b): (usize, usize),
+    ) -> Result<(), GpuError> {
+        let c = self.config.embed_size;
+        let rows = self.q * self.rows();
+        self.launch(
+            "layernorm_forward",
+            rows,
+            &[
+                out.arg(),
+                mean.arg(),
+                rstd.arg(),
+                Arg::Ptr(x),
+                Arg::Ptr(params),
+                Arg::I64(self.p as i64),
+                Arg::I64(w as i64),
+                Arg::I64(b as i64),
+                Arg::I32(c as i32),
+                Arg::F32(stagewise_models::regression::LN_EPS as f32),
+                Arg::I64(self.rows() as i64),
+                Arg::I64(rows as i64),
+            ],
+        )
+    }
+
+    /// Forward pass of the chains' weights `params[Q, P]` on `toks[Q, B, T, D+1]`: predictions
+    /// in `pred`; with targets `ys[Q, B, K]` also squared errors, per-token losses and the
+    /// loss gradient with respect to the predictions (for `backward`).
+    pub fn forward(&self, params: Ptr, toks: Ptr, ys: Option<Ptr>) -> Result<(), GpuError> {
+        let cfg = &self.config;
+        let (c, m, h, d1) = (
+            cfg.embed_size,
+            cfg.mlp_size,
+            cfg.num_heads,
+            cfg.token_size(),
+        );
+        let (q, b, t, k) = (self.q, self.b, self.t, self.k());
+        let rows = q * self.rows();
+        let hs = c / h;
+        let p = self.p as i64;
+        let o = &self.off;
+        self.linear(self.x[0].ptr, toks, params, o.tok, d1, c, 0.0)?;
+        self.launch(
+            "add_positions",
+            rows * c,
+            &[
+                self.x[0].arg(),
+                Arg::Ptr(params),
+                Arg::I64(p),
+                Arg::I64(o.pos as i64),
+                Arg::I32(cfg.max_tokens() as i32),
+                Arg::I32(t as i32),
+                Arg::I32(c as i32),
+                Arg::I64(self.rows() as i64),
+                Arg::I64((rows * c) as i64),
+            ],
+        )?;
+        let scale = (1.0 / (hs as f64).sqrt()) as f32;
+        for (l, bo) in o.blocks.iter().enumerate() {
+            let a = &self.acts[l];
+            let x = self.x[l].ptr;
+            let ln0 = match bo.ln {
+                Some([ln, _]) => {
+                    self.layernorm(&a.ln0, &a.mean0, &a.rstd0, x, params, ln)?;
+                    a.ln0.ptr
+                }
+                None => x,
+            };
+            self.linear(a.qkv.ptr, ln0, params, bo.qkv, c, 3 * c, 0.0)?;
+            self.launch(
+                "attention_forward",
+                q * b * h * t,
+                &[
+                    a.atty.arg(),
+                    a.probs.arg(),
+                    a.qkv.arg(),
+                    Arg::I32(t as i32),
+                    Arg::I32(h as i32),
+                    Arg::I32(hs as i32),
+                    Arg::F32(scale),
+                    Arg::I64((q * b * h * t) as i64),
+                ],
+            )?;
+            let attn = match bo.out {
+                Some(w) => {
+                    self.linear(a.attn.ptr, a.atty.ptr, params, w, c, c, 0.0)?;
+                    a.attn.ptr
+                }
+                None => a.atty.ptr,
+            };
+            let n = (rows * c) as i64;
+            self.launch(
+                "add_f32",
+                rows * c,
+                &[a.h.arg(), Arg::Ptr(x), Arg::Ptr(attn), Arg::I64(n)],
+            )?;
+            let ln1 = match bo.ln {
+                Some([_, ln]) => {
+                    self.layernorm(&a.ln1, &a.mean1, &a.rstd1, a.h.ptr, params, ln)?;
+                    a.ln1.ptr
+                }
+                None => a.h.ptr,
+            };
+            self.linear(a.f.ptr, ln1, params, bo.w1, c, m, 0.0)?;
+            self.launch(
+                "bias_relu",
+                rows * m,
+                &[
+                    a.f.arg(),
+                    a.r.arg(),
+                    Arg::Ptr(params),
+                    Arg::I64(p),
+                    Arg::I64(bo.b1 as i64),
+                    Arg::I32(m as i32),
+                    Arg::I64(self.rows() as i64),
+                    Arg::I64((rows * m) as i64),
+                ],
+            )?;
+            self.linear(a.mlp.ptr, a.r.ptr, params, bo.w2, m, c, 0.0)?;
+            self.launch(
+                "double_residual",
+                rows * c,
+                &[
+                    self.x[l + 1].arg(),
+                    Arg::Ptr(x),
+                    Arg::Ptr(attn),
+                    a.mlp.arg(),
+                    Arg::Ptr(params),
+                    Arg::I64(p),
+                    Arg::I64(bo.b2 as i64),
+                    Arg::I32(c as i32),
+                    Arg::I64(self.rows() as i64),
+                    Arg::I64(n),
+                ],
+            )?;
+        }
+        let last = self.x[cfg.num_layers].ptr;
+        let lnf = match o.ln_f {
+            Some(ln) => {
+                self.layernorm(&self.lnf, &self.lnf_mean, &self.lnf_rstd, last, params, ln)?;
+                self.lnf.ptr
+            }
+            None => last,
+        };
+        let scale = (2.0 / (b * k) as f64) as f32;
+        self.launch(
+            "readout_loss",
+            q * b * k,
+            &[
+                self.pred.arg(),
+                self.sq_err.arg(),
+                self.dpred_row.arg(),
+                Arg::Ptr(lnf),
+                Arg::Ptr(ys.unwrap_or(Ptr::NULL)),
+                Arg::Ptr(params),
+                Arg::I64(p),
+                Arg::I64(o.uw as i64),
+                Arg::I64(o.ub as i64),
+                Arg::I32(t as i32),
+                Arg::I32(k as i32),
+                Arg::I32(c as i32),
+                Arg::I32(b as i32),
+                Arg::F32(scale),
+                Arg::I64((q * b * k) as i64),
+            ],
+        )?;
+        if ys.is_some() {
+            // tok_loss[q, e] = mean over sequences of sq_err[q, s, e].
+            self.col_sums(
+                self.tok_loss.ptr,
+                k,
+                self.sq_err.ptr,
+                b,
+                k,
+                1.0 / b as f32,
+                0.0,
+            )?;
+        }
+        Ok(())
+    }
+
+    /// Gradient of each chain's mean squared error (after a `forward` with targets) into
+    /// `grad[Q, P]` (overwritten).
+    pub fn backward(&self, params: Ptr, toks: Ptr, grad: Ptr) -> Result<(), GpuError> {
+        let cfg = &self.config;
+        let (c, m, h, d1) = (
+            cfg.embed_size,
+            cfg.mlp_size,
+            cfg.num_heads,
+            cfg.token_size(),
+        );
+        let (q, b, t) = (self.q, self.b, self.t);
+        let (n, rows) = (self.rows(), q * self.rows());
+        let hs = c / h;
+        let p = self.p as i64;
+        let o = &self.off;
+        let len = (q * self.p) as i64;
+        self.launch(
+            "fill_f32",
+            q * self.p,
+            &[Arg::Ptr(grad), Arg::F32(0.0), Arg::I64(len)],
+        )?;
+        // Unembedding: only row 0 of Wu and bu[0] are read by the loss.
+        let lnf = if o.ln_f.is_some() {
+            self.lnf.ptr
+        } else {
+            self.x[cfg.num_layers].ptr
+        };
+        self.dev.gemm(&Gemm {
+            trans_a: false,
+            trans_b: false,
+            m: c,
+            n: 1,
+            k: n,
+            alpha: 1.0,
+            a: lnf,
+            lda: c,
+            stride_a: n * c,
+            b: self.dpred_row.ptr,
+            ldb: n,
+            stride_b: n,
+            beta: 1.0,
+            c: grad.add::<f32>(o.uw),
+            ldc: c,
+            stride_c: self.p,
+            batch: q,
+        })?;
+        self.col_sums(
+            grad.add::<f32>(o.ub),
+            self.p,
+            self.dpred_row.ptr,
+            n,
+            1,
+            1.0,
+            1.0,
+        )?;
+        self.launch(
+            "readout_backward",
+            rows * c,
+            &[
+                self.dlnf.arg(),
+                self.dpred_row.arg(),
+                Arg::Ptr(params),
+                Arg::I64(p),
+                Arg::I64(o.uw as i64),
+                Arg::I32(c as i32),
+                Arg::I64(n as i64),
+                Arg::I64((rows * c) as i64),
+            ],
+        )?;
+        let (mut dxn, mut dxo) = (&self.dx_a, &self.dx_b);
+        match o.ln_f {
+            Some(ln) => self.layernorm_backward(
+                dxn.ptr,
+                self.dlnf.ptr,
+                self.x[cfg.num_layers].ptr,
+                &self.lnf_mean,
+                &self.lnf_rstd,
+                params,
+                grad,
+                ln,
+                false,
+            )?,
+            None => self.copy(dxn.ptr, self.dlnf.ptr, rows * c)?,
+        }
+        let scale = (1.0 / (hs as f64).sqrt()) as f32;
+        for (l, bo) in o.blocks.iter().enumerate().rev() {
+            let a = &self.acts[l];
+            let x = self.x[l].ptr;
+            // x_next = 2x + attn + W2 relu(W1 ln1 + b1) + b2
+            self.linear_dw(grad, bo.w2, dxn.ptr, a.r.ptr, m, c)?;
+            self.col_sums(grad.add::<f32>(bo.b2), self.p, dxn.ptr, n, c, 1.0, 1.0)?;
+            self.linear_dx(self.dr.ptr, dxn.ptr, params, bo.w2, m, c)?;
+            let nm = (rows * m) as i64;
+            self.launch(
+                "relu_backward",
+                rows * m,
+                &[self.df.arg(), self.dr.arg(), a.f.arg(), Arg::I64(nm)],
+            )?;
+            let ln1 = if bo.ln.is_some() { a.ln1.ptr } else { a.h.ptr };
+            self.linear_dw(grad, bo.w1, self.df.ptr, ln1, c, m)?;
+            self.col_sums(grad.add::<f32>(bo.b1), self.p, self.df.ptr, n, m, 1.0, 1.0)?;
+            self.linear_dx(self.dln.ptr, self.df.ptr, params, bo.w1, c, m)?;
+            let dh = match bo.ln {
+                Some([_, ln]) => {
+                    self.layernorm_backward(
+                        self.dh.ptr,
+                        self.dln.ptr,
+                        a.h.ptr,
+                        &a.mean1,
+                        &a.rstd1,
+                        params,
+                        grad,
+                        ln,
+                        false,
+                    )?;
+                    self.dh.ptr
+                }
+                None => self.dln.ptr,
+            };
+            let nc = (rows * c) as i64;
+            self.launch(
+                "residual_backward",
+                rows * c,
+                &[
+                    self.dattn.arg(),
+                    dxo.arg(),
+                    dxn.arg(),
+                    Arg::Ptr(dh),
+                    Arg::I64(nc),
+                ],
+            )?;
+            let datty = match bo.out {
+                Some(w) => {
+                    self.linear_dw(grad, w, self.dattn.ptr, a.atty.ptr, c, c)?;
+                    self.linear_dx(self.datty.ptr, self.dattn.ptr, params, w, c, c)?;
+                    self.datty.ptr
+                }
+                None => self.dattn.ptr,
+            };
+            let total = (q * b * h * t) as i64;
+            let attn_args = |first: Vec<Arg>| {
+                let mut v = first;
+                v.extend([
+                    Arg::Ptr(datty),
+                    a.qkv.arg(),
+                    a.probs.arg(),
+                    Arg::I32(t as i32),
+                    Arg::I32(h as i32),
+                    Arg::I32(hs as i32),
+                    Arg::F32(scale),
+                    Arg::I64(total),
+                ]);
+                v
+            };
+            self.launch(
+                "attention_backward_q",
+                q * b * h * t,
+                &attn_args(vec![self.dqkv.arg(), self.dscores.arg()]),
+            )?;
+            self.launch(
+                "attention_backward_kv",
+                q * b * h * t,
+                &attn_args(vec![self.dqkv.arg(), self.dscores.arg()]),
+            )?;
+            let ln0 = if bo.ln.is_some() { a.ln0.ptr } else { x };
+            self.linear_dw(grad, bo.qkv, self.dqkv.ptr, ln0, c, 3 * c)?;
+            self.linear_dx(self.dln.ptr, self.dqkv.ptr, params, bo.qkv, c, 3 * c)?;
+            match bo.ln {
+                Some([ln, _]) => self.layernorm_backward(
+                    dxo.ptr,
+                    self.dln.ptr,
+                    x,
+                    &a.mean0,
+                    &a.rstd0,
+                    params,
+                    grad,
+                    ln,
+                    true,
+                )?,
+                None => self.launch(
+                    "add_f32",
+                    rows * c,
+                    &[dxo.arg(), dxo.arg(), self.dln.arg(), Arg::I64(nc)],
+                )?,
+            }
+            std::mem::swap(&mut dxn, &mut dxo);
+        }
+        // Embedding: dWe += dx0^T toks; positions from the sums of dx0 over sequences.
+        self.linear_dw(grad, o.tok, dxn.ptr, toks, d1, c)?;
+        self.col_sums(self.pos_sums.ptr, t * c, dxn.ptr, b, t * c, 1.0, 0.0)?;
+        self.launch(
+            "positions_backward",
+            q * t * c,
+            &[
+                Arg::Ptr(grad),
+                self.pos_sums.arg(),
+                Arg::I64(p),
+                Arg::I64(o.pos as i64),
+                Arg::I32(cfg.max_tokens() as i32),
+                Arg::I32(t as i32),
+                Arg::I32(c as i32),
+                Arg::I64((q * t * c) as i64),
+            ],
+        )
+    }
+
+    /// dx (=|+=) LN'(dy), with the LayerNorm's weight and bias gradients added to grad.
+    #[allow(clippy::too_many_arguments)]
+    fn layernorm_backward(
+        &self,
+        dx: Ptr,
+        dy: Ptr,
+        x: Ptr,
+        mean: &Buf<f32>,
+        rstd: &Buf<f32>,
+        params: Ptr,
+        grad: Ptr,
+        (w, b): (usize, usize),
+        accumulate: bool,
+    ) -> Result<(), GpuError> {
+        let c = self.config.embed_size;
+        let (n, rows) = (self.rows(), self.q * self.rows());
+        self.launch(
+            "layernorm_backward",
+            rows,
+            &[
+                Arg::Ptr(dx),
+                self.dyxhat.arg(),
+                Arg::Ptr(dy),
+                Arg::Ptr(x),
+                mean.arg(),
+                rstd.arg(),
+                Arg::Ptr(params),
+                Arg::I64(self.p as i64),
+                Arg::I64(w as i64),
+                Arg::I32(c as i32),
+                Arg::I32(accumulate as i32),
+                Arg::I64(n as i64),
+                Arg::I64(rows as i64),
+            ],
+        )?;
+        self.col_sums(grad.add::<f32>(w), self.p, self.dyxhat.ptr, n, c, 1.0, 1.0)?;
+        self.col_sums(grad.add::<f32>(b), self.p, dy, n, c, 1.0, 1.0)
+    }
+
+    fn copy(&self, dst: Ptr, src: Ptr, n: usize) -> Result<(), GpuError> {
+        self.launch(
+            "copy_f32",
+            n,
+            &[Arg::Ptr(dst), Arg::Ptr(src), Arg::I64(n as i64)],
+        )
+    }
+
+    /// Downloads the per-token losses `[Q, K]` and returns each chain's loss (their mean) and
+    /// its parts.
+    pub fn losses(&self) -> Result<Vec<(f64, Vec<f64>)>, GpuError> {
+        let k = self.k();
+        let tl = self.tok_loss.download()?;
+        Ok(tl
+            .chunks(k)
+            .map(|c| {
+                let parts: Vec<f64> = c.iter().map(|v| *v as f64).collect();
+                (parts.iter().sum::<f64>() / k as f64, parts)
+            })
+            .collect())
+    }
+}

@@ -1,0 +1,247 @@
+//! Batched SGLD on the device: all chains of one or several checkpoints advance together, one
+//! set of launches per step (minibatch generation, forward, backward, update), with every draw's
+//! per-token losses and distance kept in device memory until the end. No host round trip per
+//! step; the host synchronises only to report progress.
+//!
+//! Chain `c` of a checkpoint draws the same minibatches and noise as `stagewise_sampling::sample`
+//! on the `Dataset` potential (streams keyed by `(seed, chain, step)`), so a device sweep is the
+//! CPU sweep up to float32 rounding of the forward and backward passes.
+
+use std::sync::Arc;
+
+use stagewise_engine::rng::tag;
+use stagewise_models::RegressionTransformer;
+use stagewise_sampling::chains::{ChainConfig, ChainTrace, EvalMethod};
+use stagewise_sampling::sgld::{Method, Sgld};
+use stagewise_train::data::SequenceDistribution;
+
+use crate::data::{DeviceData, Pick};
+use crate::device::{Arg, Buf, Device, Gemm, GpuError};
+use crate::model::GpuModel;
+
+/// The LLC data set: `n` sequences of `dist` keyed by `seed`, minibatches of `batch`.
+#[derive(Clone, Debug)]
+pub struct DatasetSpec {
+    pub dist: SequenceDistribution,
+    pub n: usize,
+    pub batch: usize,
+    pub seed: u64,
+}
+
+/// What the device sampler supports; anything else is a clear error, not a silent change.
+pub fn check_supported(sgld: &Sgld, cfg: &ChainConfig) -> Result<(), GpuError> {
+    if sgld.method != Method::Sgld {
+        return Err(GpuError::Unsupported(format!(
+            "sampling_method {:?} runs on the CPU only; the device sampler implements plain SGLD",
+            sgld.method
+        )));
+    }
+    if cfg.eval != EvalMethod::GradMinibatch {
+        return Err(GpuError::Unsupported(format!(
+            "eval_method {:?} runs on the CPU only; the device sampler records the gradient \
+             minibatch's loss (grad-minibatch)",
+            cfg.eval
+        )));
+    }
+    Ok(())
+}
+
+/// Runs `cfg.chains` chains from each centre in `centres` (each of the model's parameter count)
+/// and returns their traces, `[centre][chain]`. `progress(steps done)` is called now and then.
+pub fn sample_dataset(
+    dev: &Arc<dyn Device>,
+    model: &RegressionTransformer,
+    data: &DatasetSpec,
+    centres: &[Vec<f32>],
+    sgld: &Sgld,
+    mask: Option<&[bool]>,
+    cfg: &ChainConfig,
+    progress: &dyn Fn(usize),
+) -> Result<Vec<Vec<ChainTrace>>, GpuError> {
+    check_supported(sgld, cfg)?;
+    let p = model.num_params();
+    if let Some(c) = centres.iter().find(|c| c.len() != p) {
+        return Err(GpuError::Shape(format!(
+            "a centre has {} values, the model {p}",
+            c.len()
+        )));
+    }
+    let chains = cfg.chains;
+    let q = centres.len() * chains;
+    if q == 0 || cfg.draws == 0 {
+        return Ok(centres
+            .iter()
+            .map(|_| vec![ChainTrace::default(); chains])
+            .collect());
+    }
+    let k = data.dist.k;
+    let b = data.batch;
+    let gpu = GpuModel::new(dev, model, q, b, 2 * k)?;
+    let device_data = DeviceData::new(dev, &data.dist)?;
+    let d1 = model.config.token_size();
+    let mut w0_host = Vec::with_capacity(q * p);
+    for c in centres {
+        for _ in 0..chains {
+            w0_host.extend_from_slice(c);
+        }
+    }
+    let w0 = Buf::from_host(dev, &w0_host)?;
+    let w = Buf::from_host(dev, &w0_host)?;
+    drop(w0_host);
+    let grad = Buf::<f32>::new(dev, q * p)?;
+    let dist2 = Buf::<f32>::new(dev, q * p)?;
+    let toks = Buf::<f32>::new(dev, q * b * 2 * k * d1)?;
+    let ys = Buf::<f32>::new(dev, q * b * k)?;
+    let mask_buf = match mask {
+        Some(m) => {
+            if m.len() != p {
+                return Err(GpuError::Shape(format!(
+                    "mask has {} values, the model {p}",
+                    m.len()
+                )));
+            }
+            Some(Buf::from_host(
+                dev,
+                &m.iter().map(|v| *v as u8).collect::<Vec<u8>>(),
+            )?)
+        }
+        None => None,
+    };
+    let hist_loss = Buf::<f32>::new(dev, cfg.draws * q * k)?;
+    let hist_dist = Buf::<f32>::new(dev, cfg.draws * q)?;
+    let ones = Buf::from_host(dev, &vec![1.0f32; p])?;
+    let d = dev.as_ref();
+    let total = cfg.total_steps();
+    let report_every = (total / 100).max(1);
+    let step_args = |step: usize| {
+        [
+            w.arg(),
+            w0.arg(),
+            grad.arg(),
+            Arg::Ptr(mask_buf.as_ref().map(|m| m.ptr).unwrap_or(crate::Ptr::NULL)),
+            dist2.arg(),
+            Arg::I64(p as i64),
+            Arg::U64(cfg.seed),
+            Arg::U32(tag::SGLD_NOISE),
+            Arg::U32(step as u32),
+            Arg::U32(cfg.first_chain),
+            Arg::I32(chains as i32),
+            Arg::F32((0.5 * sgld.epsilon) as f32),
+            Arg::F32((sgld.epsilon.sqrt() * sgld.noise_level) as f32),
+            Arg::F32(sgld.nbeta as f32),
+            Arg::F32(sgld.gamma as f32),
+            Arg::F32(sgld.weight_decay as f32),
+            Arg::F32(sgld.bounding_box.unwrap_or(0.0) as f32),
+            Arg::I32(sgld.bounding_box.is_some() as i32),
+            Arg::I64((q * p.div_ceil(4)) as i64),
+        ]
+    };
+    for step in 0..total {
+        device_data.generate(
+            d,
+            toks.ptr,
+            ys.ptr,
+            q,
+            b,
+            data.seed,
+            tag::LLC_DATASET,
+            0,
+            Pick::Minibatch {
+                seed: data.seed,
+                tag: tag::SGLD_BATCH,
+                a: step as u32,
+                chain0: cfg.first_chain,
+                chains,
+                shared: cfg.shared_batches,
+                n: data.n as u64,
+            },
+        )?;
+        gpu.forward(w.ptr, toks.ptr, Some(ys.ptr))?;
+        gpu.backward(w.ptr, toks.ptr, grad.ptr)?;
+        let draw = draw_at(cfg, step);
+        if let Some(di) = draw {
+            let n = (q * k) as i64;
+            d.launch(
+                "copy_f32",
+                q * k,
+                &[
+                    Arg::Ptr(hist_loss.at(di * q * k)),
+                    gpu.tok_loss.arg(),
+                    Arg::I64(n),
+                ],
+            )?;
+        }
+        d.launch("sgld_step", q * p.div_ceil(4), &step_args(step))?;
+        if let Some(di) = draw {
+            // hist_dist[di, q] = sum_i dist2[q, i]
+            d.gemm(&Gemm {
+                trans_a: false,
+                trans_b: false,
+                m: 1,
+                n: 1,
+                k: p,
+                alpha: 1.0,
+                a: dist2.ptr,
+                lda: 1,
+                stride_a: p,
+                b: ones.ptr,
+                ldb: p,
+                stride_b: 0,
+                beta: 0.0,
+                c: hist_dist.at(di * q),
+                ldc: 1,
+                stride_c: 1,
+                batch: q,
+            })?;
+        }
+        if (step + 1) % report_every == 0 || step + 1 == total {
+            d.synchronize()?;
+            progress(step + 1);
+        }
+    }
+    let losses = hist_loss.download()?;
+    let dists = hist_dist.download()?;
+    let mut out = Vec::with_capacity(centres.len());
+    for ci in 0..centres.len() {
+        let mut traces = Vec::with_capacity(chains);
+        for c in 0..chains {
+            let qi = ci * chains + c;
+            let index = cfg.first_chain + c as u32;
+            let mut tr = ChainTrace::default();
+            for di in 0..cfg.draws {
+                let parts: Vec<f64> = losses[(di * q + qi) * k..(di * q + qi + 1) * k]
+                    .iter()
+                    .map(|v| *v as f64)
+                    .collect();
+                let loss = parts.iter().sum::<f64>() / k as f64;
+                let dist = (dists[di * q + qi] as f64).sqrt();
+                if !loss.is_finite() {
+                    tr.failure = Some(format!(
+                        "chain {index}: loss is {loss} at draw {di} (on the device, at or before \
+                         this draw)"
+                    ));
+                    break;
+                }
+                if !dist.is_finite() {
+                    tr.failure = Some(format!(
+                        "chain {index}: weights are not finite after draw {di}"
+                    ));
+                    break;
+                }
+                tr.losses.push(loss);
+                tr.distances.push(dist);
+                tr.parts.push(parts);
+                tr.mala.push(f64::NAN);
+            }
+            traces.push(tr);
+        }
+        out.push(traces);
+    }
+    Ok(out)
+}
+
+/// The draw recorded at `step`, if any (as `ChainConfig` does on the CPU).
+fn draw_at(cfg: &ChainConfig, step: usize) -> Option<usize> {
+    let k = cfg.steps_between_draws.max(1);
+    (step >= cfg.burnin && (step - cfg.burnin) % k == 0).then(|| (step - cfg.burnin) / k)
+}

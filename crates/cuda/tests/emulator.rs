@@ -1,0 +1,411 @@
+//! The CUDA backend's kernels and orchestration, run on the host emulator (the same kernels.cu
+//! NVRTC compiles for the GPU), against the CPU engine.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use stagewise_cuda::data::{DeviceData, Pick};
+use stagewise_cuda::host::{HostDevice, host_kernel_names};
+use stagewise_cuda::kernels::{KERNEL_NAMES, SOURCE};
+use stagewise_cuda::model::GpuModel;
+use stagewise_cuda::sgld::{DatasetSpec, sample_dataset};
+use stagewise_cuda::train::{CudaEngine, DeviceAdam};
+use stagewise_cuda::{Arg, Buf, Device};
+use stagewise_engine::rng::{Stream, tag};
+use stagewise_models::RegressionTransformer;
+use stagewise_models::batch::ChunkedRunner;
+use stagewise_sampling::chains::{ChainConfig, sample};
+use stagewise_sampling::regression::Dataset;
+use stagewise_sampling::sgld::{Sgld, StepState};
+use stagewise_train::adam::Adam;
+use stagewise_train::config::{NumTasks, TrainConfig};
+use stagewise_train::data::{Batch, SequenceDistribution, TaskDistribution};
+use stagewise_train::trainer::{CpuEngine, StepEngine};
+
+fn emulator() -> Arc<dyn Device> {
+    Arc::new(HostDevice::new())
+}
+
+/// A small model: D = 3, K = 4, C = 8, H = 2, M = 12, L = 2.
+fn small_config(layer_norm: bool, include_output: bool) -> TrainConfig {
+    let mut cfg = TrainConfig::l2h4(4, 3);
+    let t = &mut cfg.task_config;
+    t.task_size = 3;
+    t.embed_size = 8;
+    t.mlp_size = 12;
+    t.num_heads = 2;
+    t.layer_norm = layer_norm;
+    t.include_output = include_output;
+    t.sampling_seed = Some(11);
+    cfg.batch_size = 6;
+    cfg
+}
+
+fn rel_err(a: &[f32], b: &[f32]) -> f64 {
+    let num: f64 = a
+        .iter()
+        .zip(b)
+        .map(|(x, y)| ((*x - *y) as f64).powi(2))
+        .sum();
+    let den: f64 = b.iter().map(|y| (*y as f64).powi(2)).sum();
+    (num / den.max(1e-300)).sqrt()
+}
+
+#[test]
+fn kernel_lists_agree_with_the_source_and_the_emulator() {
+    let in_source: BTreeSet<String> = SOURCE
+        .split("__global__ void ")
+        .skip(1)
+        .map(|s| s.split('(').next().unwrap().trim().to_string())
+        .collect();
+    let listed: BTreeSet<String> = KERNEL_NAMES.iter().map(|s| s.to_string()).collect();
+    let emulated: BTreeSet<String> = host_kernel_names().into_iter().collect();
+    assert_eq!(in_source, listed);
+    assert_eq!(emulated, listed);
+}
+
+#[test]
+fn device_data_is_the_cpu_data_bit_for_bit() {
+    let dev = emulator();
+    for tasks in [
+        TaskDistribution::Gaussian { d: 3 },
+        TaskDistribution::discrete(3, 5, 9),
+        TaskDistribution::Singleton {
+            task: vec![0.5, -1.0, 2.0],
+        },
+    ] {
+        let dist = SequenceDistribution {
+            tasks,
+            k: 4,
+            noise_variance: 0.125,
+        };
+        let data = DeviceData::new(&dev, &dist).unwrap();
+        let (q, nseq) = (3, 7);
+        let toks = Buf::<f32>::new(&dev, q * nseq * 8 * 4).unwrap();
+        let ys = Buf::<f32>::new(&dev, q * nseq * 4).unwrap();
+        // A plain range of sequences, as training batches are.
+        data.generate(
+            dev.as_ref(),
+            toks.ptr,
+            ys.ptr,
+            1,
+            nseq,
+            5,
+            tag::TRAIN_BATCH,
+            17,
+            Pick::Range { base: 0 },
+        )
+        .unwrap();
+        let mut cpu = Batch::<f32>::default();
+        dist.sample_into(&mut cpu, nseq, 5, tag::TRAIN_BATCH, 17);
+        assert_eq!(toks.download_range(0, nseq * 32).unwrap(), cpu.toks);
+        assert_eq!(ys.download_range(0, nseq * 4).unwrap(), cpu.ys_t);
+        // Minibatches of three chains from a data set of n = 50, as the sampler draws them.
+        let pick = Pick::Minibatch {
+            seed: 5,
+            tag: tag::SGLD_BATCH,
+            a: 3,
+            chain0: 2,
+            chains: 3,
+            shared: false,
+            n: 50,
+        };
+        data.generate(
+            dev.as_ref(),
+            toks.ptr,
+            ys.ptr,
+            q,
+            nseq,
+            5,
+            tag::LLC_DATASET,
+            0,
+            pick,
+        )
+        .unwrap();
+        let got = toks.download().unwrap();
+        for c in 0..q {
+            let s = Stream::new(5, tag::SGLD_BATCH, 3, 2 + c as u32);
+            dist.sample_indexed_into(
+                &mut cpu,
+                nseq,
+                |j| s.below(j as u32, 50) as u32,
+                5,
+                tag::LLC_DATASET,
+                0,
+            );
+            assert_eq!(
+                &got[c * nseq * 32..(c + 1) * nseq * 32],
+                &cpu.toks[..],
+                "chain {c}"
+            );
+        }
+    }
+}
+
+/// Forward and backward of two chains (different weights and data) against the CPU runner.
+fn check_model(layer_norm: bool, include_output: bool) {
+    let cfg = small_config(layer_norm, include_output);
+    let model = RegressionTransformer::new(cfg.model_config()).unwrap();
+    let dist = cfg.pretrain_distribution();
+    let dev = emulator();
+    let (q, b, k) = (2, 5, 4);
+    let p = model.num_params();
+    let gpu = GpuModel::new(&dev, &model, q, b, 2 * k).unwrap();
+    let mut params = Vec::new();
+    let (mut toks, mut ys) = (Vec::new(), Vec::new());
+    let mut batches = Vec::new();
+    for c in 0..q {
+        let mut w: Vec<f32> = model.init_params(40 + c as u64);
+        // Move LayerNorm weights off 1 and biases off 0 so their gradients are exercised.
+        for (i, v) in w.iter_mut().enumerate() {
+            *v += 0.05 * ((i * 7 + c) % 11) as f32 / 11.0;
+        }
+        let mut batch = Batch::<f32>::default();
+        dist.sample_into(&mut batch, b, 1, tag::TRAIN_BATCH, c as u32);
+        params.extend_from_slice(&w);
+        toks.extend_from_slice(&batch.toks);
+        ys.extend_from_slice(&batch.ys_t);
+        batches.push((w, batch));
+    }
+    let pb = Buf::from_host(&dev, &params).unwrap();
+    let tb = Buf::from_host(&dev, &toks).unwrap();
+    let yb = Buf::from_host(&dev, &ys).unwrap();
+    let grad = Buf::<f32>::new(&dev, q * p).unwrap();
+    gpu.forward(pb.ptr, tb.ptr, Some(yb.ptr)).unwrap();
+    gpu.backward(pb.ptr, tb.ptr, grad.ptr).unwrap();
+    let losses = gpu.losses().unwrap();
+    let g = grad.download().unwrap();
+    assert!(
+        g.iter().all(|v| v.is_finite()),
+        "unwritten or NaN gradient entries"
+    );
+    for (c, (w, batch)) in batches.iter().enumerate() {
+        let mut runner = ChunkedRunner::<f32>::new(2);
+        let mut cg = vec![0.0f32; p];
+        let cl = runner
+            .loss_and_grad(&model, w, &batch.toks, &batch.ys_t, b, 2 * k, &mut cg)
+            .unwrap();
+        let (gl, parts) = &losses[c];
+        assert!(
+            (gl - cl).abs() <= 1e-5 * cl,
+            "chain {c}: loss {gl} vs cpu {cl}"
+        );
+        for (a, e) in parts.iter().zip(runner.token_losses()) {
+            assert!((a - e).abs() <= 1e-5 * e.max(1e-3), "token loss {a} vs {e}");
+        }
+        let e = rel_err(&g[c * p..(c + 1) * p], &cg);
+        assert!(e < 1e-5, "chain {c}: gradient relative error {e}");
+        // Every tensor's gradient, not only the total, must match.
+        for info in &model.layout.params {
+            let r = info.range();
+            let (gg, cc) = (&g[c * p + r.start..c * p + r.end], &cg[r]);
+            let scale = cc.iter().map(|v| v.abs()).fold(0.0f32, f32::max).max(1e-6);
+            let worst = gg
+                .iter()
+                .zip(cc)
+                .map(|(a, b)| (a - b).abs())
+                .fold(0.0f32, f32::max);
+            assert!(
+                worst <= 1e-4 * scale,
+                "{}: max |diff| {worst} at scale {scale}",
+                info.name
+            );
+        }
+    }
+}
+
+#[test]
+fn forward_and_backward_match_the_cpu_model() {
+    check_model(true, true);
+}
+
+#[test]
+fn forward_and_backward_match_without_layer_norm_or_output_projection() {
+    check_model(false, false);
+}
+
+#[test]
+fn adam_update_is_the_cpus_bit_for_bit() {
+    let dev = emulator();
+    let n = 37;
+    let mut p: Vec<f32> = (0..n).map(|i| (i as f32 * 0.37).sin()).collect();
+    let db = Buf::from_host(&dev, &p).unwrap();
+    let mut cpu = Adam::<f32>::new(n, 0.9, 0.999, 1e-8, 0.01);
+    let mut gpu = DeviceAdam::new(&dev, n, [0.9, 0.999], 0.01).unwrap();
+    for s in 0..4 {
+        let g: Vec<f32> = (0..n).map(|i| ((i + 3 * s) as f32 * 1.3).cos()).collect();
+        let gb = Buf::from_host(&dev, &g).unwrap();
+        cpu.step(&mut p, &g, 1e-2 / (s + 1) as f64);
+        gpu.step(dev.as_ref(), &db, &gb, 1e-2 / (s + 1) as f64)
+            .unwrap();
+    }
+    assert_eq!(db.download().unwrap(), p);
+    assert_eq!(gpu.m.download().unwrap(), cpu.m);
+    assert_eq!(gpu.v.download().unwrap(), cpu.v);
+}
+
+#[test]
+fn sgld_update_is_the_cpus_bit_for_bit() {
+    let dev = emulator();
+    let p = 23; // not a multiple of 4: the last thread's block is partial
+    let w0: Vec<f32> = (0..p).map(|i| (i as f32 * 0.7).sin()).collect();
+    let grad: Vec<f32> = (0..p).map(|i| (i as f32 * 0.3).cos()).collect();
+    let mask: Vec<bool> = (0..p).map(|i| i % 5 != 2).collect();
+    let sgld = Sgld {
+        weight_decay: 0.01,
+        bounding_box: Some(0.003),
+        ..Sgld::from_temperature(1e-4, 30.0, 1.0, 50.0)
+    };
+    let (seed, step, chains) = (9u64, 6u32, 2usize);
+    // Two checkpoints x two chains; centres differ per checkpoint.
+    let mut w0s = Vec::new();
+    for ck in 0..2 {
+        for _ in 0..chains {
+            w0s.extend(w0.iter().map(|v| v + ck as f32));
+        }
+    }
+    let wb = Buf::from_host(&dev, &w0s).unwrap();
+    let w0b = Buf::from_host(&dev, &w0s).unwrap();
+    let gb = Buf::from_host(
+        &dev,
+        &[grad.clone(), grad.clone(), grad.clone(), grad.clone()].concat(),
+    )
+    .unwrap();
+    let mb = Buf::from_host(&dev, &mask.iter().map(|m| *m as u8).collect::<Vec<_>>()).unwrap();
+    let d2 = Buf::<f32>::new(&dev, 4 * p).unwrap();
+    dev.launch(
+        "sgld_step",
+        4 * p.div_ceil(4),
+        &[
+            wb.arg(),
+            w0b.arg(),
+            gb.arg(),
+            mb.arg(),
+            d2.arg(),
+            Arg::I64(p as i64),
+            Arg::U64(seed),
+            Arg::U32(tag::SGLD_NOISE),
+            Arg::U32(step),
+            Arg::U32(3),
+            Arg::I32(chains as i32),
+            Arg::F32((0.5 * sgld.epsilon) as f32),
+            Arg::F32(sgld.epsilon.sqrt() as f32),
+            Arg::F32(sgld.nbeta as f32),
+            Arg::F32(sgld.gamma as f32),
+            Arg::F32(sgld.weight_decay as f32),
+            Arg::F32(0.003),
+            Arg::I32(1),
+            Arg::I64((4 * p.div_ceil(4)) as i64),
+        ],
+    )
+    .unwrap();
+    let got = wb.download().unwrap();
+    let dist = d2.download().unwrap();
+    for q in 0..4 {
+        let centre: Vec<f32> = w0s[q * p..(q + 1) * p].to_vec();
+        let mut w = centre.clone();
+        let (mut z, mut xi) = (vec![0.0; p], vec![0.0f32; p]);
+        stagewise_sampling::chains::philox_noise(
+            seed,
+            3 + (q % chains) as u32,
+            step as u64,
+            &mut z,
+            &mut xi,
+        );
+        let mut st: StepState<f32> = sgld.initial_state(p, &[]);
+        sgld.step(&mut w, &centre, &grad, &xi, Some(&mask), &mut st);
+        assert_eq!(&got[q * p..(q + 1) * p], &w[..], "weight set {q}");
+        for i in 0..p {
+            let d = w[i] - centre[i];
+            assert_eq!(dist[q * p + i], d * d);
+        }
+    }
+}
+
+#[test]
+fn training_steps_follow_the_cpu_engine() {
+    let mut cfg = small_config(true, true);
+    cfg.task_config.num_tasks = NumTasks::Finite(4);
+    cfg.validate().unwrap();
+    let model = RegressionTransformer::new(cfg.model_config()).unwrap();
+    let dist = cfg.pretrain_distribution();
+    let mut cpu = CpuEngine::<f32>::new(&cfg, model.clone(), dist.clone());
+    let mut gpu = CudaEngine::new(emulator(), &cfg, model, dist).unwrap();
+    assert_eq!(gpu.state(), cpu.state(), "same initial state");
+    for t in 0..5 {
+        let lc = cpu.step(t, 1e-3).unwrap();
+        let lg = gpu.step(t, 1e-3).unwrap();
+        assert!(
+            (lc - lg).abs() <= 1e-4 * lc,
+            "step {t}: loss {lg} vs cpu {lc}"
+        );
+    }
+    let (sc, sg) = (cpu.state(), gpu.state());
+    assert_eq!(sg.steps_done, 5);
+    let e = rel_err(&sg.params, &sc.params);
+    assert!(e < 1e-5, "weights after 5 steps differ by {e}");
+    // Predictions for host tokens, and a restored state continues like the CPU.
+    let mut batch = Batch::<f32>::default();
+    cfg.pretrain_distribution()
+        .sample_into(&mut batch, 3, 0, tag::EVAL_TRUE, 0);
+    let (mut pc, mut pg) = (vec![0.0; 12], vec![0.0; 12]);
+    cpu.predict(&batch.toks, 3, 8, &mut pc).unwrap();
+    gpu.predict(&batch.toks, 3, 8, &mut pg).unwrap();
+    assert!(rel_err(&pg, &pc) < 1e-5);
+    gpu.restore(sc.clone()).unwrap();
+    assert_eq!(gpu.state(), sc);
+    let (lc, lg) = (cpu.step(5, 1e-3).unwrap(), gpu.step(5, 1e-3).unwrap());
+    assert!((lc - lg).abs() <= 1e-4 * lc);
+}
+
+#[test]
+fn batched_chains_follow_the_cpu_sampler() {
+    let cfg = small_config(true, true);
+    let model = RegressionTransformer::new(cfg.model_config()).unwrap();
+    let dist = cfg.pretrain_distribution();
+    let w_a: Vec<f32> = model.init_params(1);
+    let w_b: Vec<f32> = model.init_params(2);
+    let sgld = Sgld::from_temperature(1e-4, 100.0, 1.0, 200.0);
+    let mut chain_cfg = ChainConfig::new(2, 4, 77);
+    chain_cfg.burnin = 2;
+    chain_cfg.steps_between_draws = 2;
+    chain_cfg.first_chain = 1;
+    let spec = DatasetSpec {
+        dist: dist.clone(),
+        n: 200,
+        batch: 5,
+        seed: 13,
+    };
+    let dev = emulator();
+    let got = sample_dataset(
+        &dev,
+        &model,
+        &spec,
+        &[w_a.clone(), w_b.clone()],
+        &sgld,
+        None,
+        &chain_cfg,
+        &|_| {},
+    )
+    .unwrap();
+    for (ci, w0) in [w_a, w_b].iter().enumerate() {
+        let potential = Dataset::<f32>::new(&model, dist.clone(), 200, 5, 13);
+        let want = sample(&potential, w0, &sgld, None, &chain_cfg);
+        for (c, (g, w)) in got[ci].iter().zip(&want).enumerate() {
+            assert!(g.failure.is_none() && w.failure.is_none());
+            assert_eq!(g.losses.len(), 4);
+            for d in 0..4 {
+                let (lg, lw) = (g.losses[d], w.losses[d]);
+                assert!(
+                    (lg - lw).abs() <= 1e-4 * lw,
+                    "centre {ci} chain {c} draw {d}: {lg} vs {lw}"
+                );
+                let (dg, dw) = (g.distances[d], w.distances[d]);
+                assert!((dg - dw).abs() <= 1e-3 * dw, "distance {dg} vs {dw}");
+                for (a, b) in g.parts[d].iter().zip(&w.parts[d]) {
+                    assert!((a - b).abs() <= 1e-4 * b.max(1e-3));
+                }
+            }
+        }
+    }
+}
