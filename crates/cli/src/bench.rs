@@ -227,3 +227,295 @@ pub fn sgld(a: &BenchSgldArgs) -> Result<()> {
     }
     Ok(())
 }
+
+/// `stagewise bench gpu`: the card's two ceilings (a large SGEMM through cuBLAS, a device copy),
+/// training steps/s, batched SGLD chain-draws/s, and the same work in PyTorch on the same card.
+#[derive(Args)]
+pub struct BenchGpuArgs {
+    /// cuda, cuda:N (or emulator, uselessly slow but runnable).
+    #[arg(long, default_value = "cuda")]
+    device: stagewise_cuda::DeviceSpec,
+    /// In-context examples K.
+    #[arg(long, default_value_t = 16)]
+    examples: usize,
+    /// Training batch sizes.
+    #[arg(long, value_delimiter = ',', default_value = "256,1024")]
+    batches: Vec<usize>,
+    /// SGLD chain counts (each chain a minibatch of --sgld-batch sequences).
+    #[arg(long, value_delimiter = ',', default_value = "8,10")]
+    chains: Vec<usize>,
+    #[arg(long, default_value_t = 1024)]
+    sgld_batch: usize,
+    /// Timed training steps per measurement (after 10 warm-up steps).
+    #[arg(long, default_value_t = 300)]
+    steps: usize,
+    /// Timed SGLD steps per measurement.
+    #[arg(long, default_value_t = 60)]
+    draws: usize,
+    /// Python interpreter with torch (CUDA): also time bench/torch_train.py (eager and
+    /// torch.compile) and bench/torch_sgld.py on the same device.
+    #[arg(long)]
+    torch: Option<PathBuf>,
+    /// Skip the torch.compile runs (they compile for a minute or more).
+    #[arg(long)]
+    no_compile: bool,
+}
+
+/// Floating-point operations of one forward + backward pass of `rows` rows (tokens) of the
+/// L2H4 model at T tokens per sequence: the linear layers (2 flops per multiply-add; backward
+/// twice the forward) and causal attention (scores and weighted values over T(T+1)/2 pairs).
+pub fn flops_per_pass(cfg: &stagewise_models::RegressionConfig, rows: usize, t: usize) -> f64 {
+    let (c, m, d1) = (
+        cfg.embed_size as f64,
+        cfg.mlp_size as f64,
+        cfg.token_size() as f64,
+    );
+    let per_row_linear = d1 * c + cfg.num_layers as f64 * (3.0 * c * c + c * c + 2.0 * c * m);
+    let pairs_per_row = (t + 1) as f64 / 2.0;
+    let per_row_attn = cfg.num_layers as f64 * 2.0 * pairs_per_row * c;
+    3.0 * 2.0 * rows as f64 * (per_row_linear + per_row_attn)
+}
+
+fn torch_json(python: &PathBuf, script: &str, args: &[String], key: &str) -> Result<f64> {
+    let out = Command::new(python)
+        .arg(script)
+        .args(args)
+        .output()
+        .with_context(|| format!("cannot run {} {script}", python.display()))?;
+    if !out.status.success() {
+        bail!("{script} failed: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    let text = String::from_utf8_lossy(&out.stdout);
+    let line = text.lines().last().unwrap_or("");
+    let v: serde_json::Value =
+        serde_json::from_str(line.trim()).with_context(|| format!("unexpected output {text:?}"))?;
+    v[key].as_f64().with_context(|| format!("{key} missing"))
+}
+
+pub fn gpu(a: &BenchGpuArgs) -> Result<()> {
+    use stagewise_cuda::sgld::{DatasetSpec, sample_dataset};
+    use stagewise_cuda::{Arg, Buf, Gemm};
+    use stagewise_sampling::{ChainConfig, Sgld};
+    let dev = crate::device::open(a.device)?.context("bench gpu needs --device cuda[:N]")?;
+    println!("device: {}", dev.name());
+    // Ceilings: SGEMM 4096^3 (float32, no TF32) and a 256 MiB device copy.
+    let n = 4096;
+    let mat = Buf::from_host(&dev, &vec![1.0f32 / n as f32; n * n])?;
+    let out = Buf::<f32>::new(&dev, n * n)?;
+    let g = Gemm {
+        trans_a: false,
+        trans_b: false,
+        m: n,
+        n,
+        k: n,
+        alpha: 1.0,
+        a: mat.ptr,
+        lda: n,
+        stride_a: 0,
+        b: mat.ptr,
+        ldb: n,
+        stride_b: 0,
+        beta: 0.0,
+        c: out.ptr,
+        ldc: n,
+        stride_c: 0,
+        batch: 1,
+    };
+    dev.gemm(&g)?;
+    dev.synchronize()?;
+    let t0 = Instant::now();
+    for _ in 0..10 {
+        dev.gemm(&g)?;
+    }
+    dev.synchronize()?;
+    let sgemm = 10.0 * 2.0 * (n as f64).powi(3) / t0.elapsed().as_secs_f64();
+    let len = 64 << 20;
+    let src = Buf::<f32>::new(&dev, len)?;
+    let dst = Buf::<f32>::new(&dev, len)?;
+    let copy = || {
+        dev.launch(
+            "copy_f32",
+            len,
+            &[dst.arg(), src.arg(), Arg::I64(len as i64)],
+        )
+    };
+    copy()?;
+    dev.synchronize()?;
+    let t0 = Instant::now();
+    for _ in 0..10 {
+        copy()?;
+    }
+    dev.synchronize()?;
+    let bw = 10.0 * 8.0 * len as f64 / t0.elapsed().as_secs_f64();
+    drop((mat, out, src, dst));
+    println!(
+        "ceilings: SGEMM 4096^3 {:.1} TFLOP/s (float32), copy {:.2} TB/s (read + write)",
+        sgemm / 1e12,
+        bw / 1e12
+    );
+    let k = a.examples;
+    let mut cfg = TrainConfig::l2h4(k, 0);
+    let mcfg = cfg.model_config();
+    println!(
+        "\nL2H4 (D=4, K={k}, C=64, H=4, L=2), float32. Training: steps/s (Adam + OneCycle, batch \
+         generated on the device)"
+    );
+    println!(
+        "| batch | GFLOP/step | stagewise | at | PyTorch eager | ratio | torch.compile | ratio |"
+    );
+    println!("|---:|---:|---:|---:|---:|---:|---:|---:|");
+    let mut train_256 = None;
+    for &b in &a.batches {
+        cfg.batch_size = b;
+        let mut tr = crate::device::trainer(&cfg, Some(dev.clone()))?;
+        for _ in 0..10 {
+            tr.step()?;
+        }
+        let t0 = Instant::now();
+        for _ in 0..a.steps {
+            tr.step()?;
+        }
+        let ours = a.steps as f64 / t0.elapsed().as_secs_f64();
+        if b == 256 {
+            train_256 = Some(ours);
+        }
+        let fl = flops_per_pass(&mcfg, b * 2 * k, 2 * k);
+        let args = |compile: bool| {
+            let mut v: Vec<String> = [
+                "--k",
+                &k.to_string(),
+                "--batch",
+                &b.to_string(),
+                "--steps",
+                &a.steps.to_string(),
+                "--device",
+                "cuda",
+            ]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+            if compile {
+                v.push("--compile".into());
+            }
+            v
+        };
+        let (eager, compiled) = match &a.torch {
+            Some(py) => (
+                Some(torch_json(
+                    py,
+                    "bench/torch_train.py",
+                    &args(false),
+                    "steps_per_s",
+                )?),
+                if a.no_compile {
+                    None
+                } else {
+                    Some(torch_json(
+                        py,
+                        "bench/torch_train.py",
+                        &args(true),
+                        "steps_per_s",
+                    )?)
+                },
+            ),
+            None => (None, None),
+        };
+        let cell = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.0}"));
+        let ratio = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{:.2}x", ours / v));
+        println!(
+            "| {b} | {:.2} | {ours:.0} | {:.2} TFLOP/s | {} | {} | {} | {} |",
+            fl / 1e9,
+            fl * ours / 1e12,
+            cell(eager),
+            ratio(eager),
+            cell(compiled),
+            ratio(compiled)
+        );
+    }
+    println!(
+        "\nSGLD (plain, grad-minibatch), batch {} per chain: chain-draws/s; PyTorch runs the \
+         reference's chains one after another",
+        a.sgld_batch
+    );
+    println!("| chains | GFLOP/step | stagewise (batched) | at | PyTorch | ratio |");
+    println!("|---:|---:|---:|---:|---:|---:|");
+    let model = stagewise_models::RegressionTransformer::new(mcfg.clone())?;
+    let w: Vec<f32> = model.init_params(0);
+    let spec = DatasetSpec {
+        dist: cfg.pretrain_distribution(),
+        n: 16_384,
+        batch: a.sgld_batch,
+        seed: 0,
+    };
+    let sgld = Sgld::from_scales(0.03, 0.003, 0.001);
+    let mut sgld_10 = None;
+    for &c in &a.chains {
+        // Two runs of different length: their difference excludes set-up and read-back.
+        let time = |draws: usize| -> Result<f64> {
+            let t0 = Instant::now();
+            sample_dataset(
+                &dev,
+                &model,
+                &spec,
+                std::slice::from_ref(&w),
+                &sgld,
+                None,
+                &ChainConfig::new(c, draws, 1),
+                &|_| {},
+            )?;
+            Ok(t0.elapsed().as_secs_f64())
+        };
+        time(2)?;
+        let (short, long) = (time(a.draws / 4)?, time(a.draws)?);
+        let steps = (a.draws - a.draws / 4) as f64;
+        let ours = c as f64 * steps / (long - short).max(1e-9);
+        if c == 10 {
+            sgld_10 = Some(ours);
+        }
+        let fl = flops_per_pass(&mcfg, c * a.sgld_batch * 2 * k, 2 * k);
+        let theirs = match &a.torch {
+            Some(py) => {
+                let args: Vec<String> = [
+                    "--chains",
+                    &c.to_string(),
+                    "--batch",
+                    &a.sgld_batch.to_string(),
+                    "--draws",
+                    &(a.draws / 4).max(5).to_string(),
+                    "--k",
+                    &k.to_string(),
+                    "--device",
+                    "cuda",
+                ]
+                .iter()
+                .map(|s| s.to_string())
+                .collect();
+                Some(torch_json(
+                    py,
+                    "bench/torch_sgld.py",
+                    &args,
+                    "chain_draws_per_s",
+                )?)
+            }
+            None => None,
+        };
+        println!(
+            "| {c} | {:.1} | {ours:.0} | {:.2} TFLOP/s | {} | {} |",
+            fl / 1e9,
+            fl * ours / c as f64 / 1e12,
+            theirs.map_or("-".into(), |v| format!("{v:.0}")),
+            theirs.map_or("-".into(), |v| format!("{:.1}x", ours / v))
+        );
+    }
+    if let (Some(tr), Some(sg)) = (train_256, sgld_10) {
+        let (train_s, sgld_s) = (500_000.0 / tr, 190.0 * 10.0 * 5000.0 / sg);
+        println!(
+            "\npaper scale, one seed: 500k training steps (batch 256) {:.1} min + 190 checkpoints x \
+             10 chains x 5000 draws {:.1} min = {:.1} min",
+            train_s / 60.0,
+            sgld_s / 60.0,
+            (train_s + sgld_s) / 60.0
+        );
+    }
+    Ok(())
+}

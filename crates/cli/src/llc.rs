@@ -224,6 +224,14 @@ pub struct RunArgs {
     pub sets: Vec<String>,
     #[command(flatten)]
     pub select: StepSelection,
+    /// Where the chains run: cpu, cuda, cuda:N (an NVIDIA GPU; plain SGLD with grad-minibatch
+    /// losses) or emulator (the CUDA kernels on the host, slow).
+    #[arg(long, default_value = "cpu")]
+    pub device: stagewise_cuda::DeviceSpec,
+    /// On a device: checkpoints whose chains run together in one set of launches (Q =
+    /// checkpoints x chains weight sets; more fills a large GPU better, at more memory).
+    #[arg(long, default_value_t = 1)]
+    pub checkpoints_per_launch: usize,
 }
 
 /// Estimates the LLC at a run's checkpoints. Results go to `RUN/llc/<sampler name>/`:
@@ -399,6 +407,11 @@ pub fn run(a: &RunArgs) -> Result<()> {
     let folder = RunFolder::open(run)?;
     let (sampler, sgld) = load_sampler(config, &a.sets)?;
     let steps = folder.select(&a.select)?;
+    let dev = crate::device::open(a.device)?;
+    if dev.is_some() {
+        stagewise_cuda::sgld::check_supported(&sgld, &sampler.chains())
+            .map_err(|e| anyhow::anyhow!("{}: {e}", config.display()))?;
+    }
     let out = run.join("llc").join(config_name(config));
     claim_output(&out, &sampler)?;
     let train_cfg = &folder.train_cfg;
@@ -434,51 +447,93 @@ pub fn run(a: &RunArgs) -> Result<()> {
     );
     let mask = folder.mask(&sampler, config)?;
     let chains = sampler.chains();
+    let group = if dev.is_some() {
+        a.checkpoints_per_launch.max(1)
+    } else {
+        1
+    };
     let per_ckpt = chains.total_steps() as u64;
     let progress = Progress::new(0, per_ckpt * todo.len() as u64, "SGLD steps");
-    for (i, step) in todo.iter().enumerate() {
-        let w = folder.weights(*step)?;
+    let mut finished = 0u64;
+    for group_steps in todo.chunks(group) {
+        let weights = group_steps
+            .iter()
+            .map(|s| folder.weights(*s))
+            .collect::<Result<Vec<_>>>()?;
         let pot = folder.potential(&sampler);
-        progress.note(&format!("checkpoint {step}: initial loss"));
-        let (init, init_parts) = pot.full_loss(&w);
-        if !init.is_finite() {
-            bail!("checkpoint {step}: the initial loss is {init}");
-        }
-        let base = per_ckpt * i as u64;
-        let traces = sample_with_progress(&pot, &w, &sgld, mask.as_deref(), &chains, &|d| {
-            progress.tick(base + d as u64, || format!("checkpoint {step}"))
-        });
-        let e = LlcEstimate::from_traces(
-            &traces,
-            init,
-            &init_parts,
-            sgld.nbeta,
-            Some(sampler.eval_dataset_size as f64),
-        );
-        for f in &e.failures {
-            progress.println(&format!("warning: checkpoint {step}: {f}"));
-        }
-        write_traces(
-            &out.join("traces").join(format!("{step}.csv")),
-            &traces,
-            init,
-            sgld.nbeta,
-            sampler.per_token.then_some(k),
-        )?;
-        table.append(*step, &table_row(&e, sampler.per_token))?;
-        table.sync()?;
-        stagewise_tables::csv_to_parquet(&table_path)?;
-        progress.println(&format!(
-            "step {step}: llc {:.3} +- {:.3} (init loss {init:.4}, R-hat {:.3}{})",
-            e.mean,
-            e.std,
-            e.rhat,
-            if e.mala_accept.is_finite() {
-                format!(", MALA acceptance {:.3}", e.mala_accept)
-            } else {
-                String::new()
+        let label = match group_steps {
+            [one] => format!("checkpoint {one}"),
+            many => format!("checkpoints {}-{}", many[0], many[many.len() - 1]),
+        };
+        progress.note(&format!("{label}: initial loss"));
+        let base = per_ckpt * finished;
+        let tick = |d: usize| progress.tick(base + d as u64, || label.clone());
+        let (inits, all_traces) = match &dev {
+            None => {
+                let w = &weights[0];
+                let init = pot.full_loss(w);
+                let traces = sample_with_progress(&pot, w, &sgld, mask.as_deref(), &chains, &tick);
+                (vec![init], vec![traces])
             }
-        ));
+            Some(dev) => {
+                let spec = stagewise_cuda::sgld::DatasetSpec {
+                    dist: pot.dist.clone(),
+                    n: pot.n,
+                    batch: pot.batch,
+                    seed: pot.seed,
+                };
+                let model = &folder.model;
+                let inits = stagewise_cuda::sgld::full_losses(dev, model, &spec, &weights, 8192)?;
+                let traces = stagewise_cuda::sgld::sample_dataset(
+                    dev,
+                    model,
+                    &spec,
+                    &weights,
+                    &sgld,
+                    mask.as_deref(),
+                    &chains,
+                    &|d| tick(d * group_steps.len()),
+                )?;
+                (inits, traces)
+            }
+        };
+        finished += group_steps.len() as u64;
+        for ((step, (init, init_parts)), traces) in group_steps.iter().zip(inits).zip(all_traces) {
+            if !init.is_finite() {
+                bail!("checkpoint {step}: the initial loss is {init}");
+            }
+            let e = LlcEstimate::from_traces(
+                &traces,
+                init,
+                &init_parts,
+                sgld.nbeta,
+                Some(sampler.eval_dataset_size as f64),
+            );
+            for f in &e.failures {
+                progress.println(&format!("warning: checkpoint {step}: {f}"));
+            }
+            write_traces(
+                &out.join("traces").join(format!("{step}.csv")),
+                &traces,
+                init,
+                sgld.nbeta,
+                sampler.per_token.then_some(k),
+            )?;
+            table.append(*step, &table_row(&e, sampler.per_token))?;
+            table.sync()?;
+            stagewise_tables::csv_to_parquet(&table_path)?;
+            progress.println(&format!(
+                "step {step}: llc {:.3} +- {:.3} (init loss {init:.4}, R-hat {:.3}{})",
+                e.mean,
+                e.std,
+                e.rhat,
+                if e.mala_accept.is_finite() {
+                    format!(", MALA acceptance {:.3}", e.mala_accept)
+                } else {
+                    String::new()
+                }
+            ));
+        }
     }
     progress.finish();
     eprintln!("done: {}", table_path.display());

@@ -2,6 +2,7 @@
 
 mod bench;
 mod calibrate;
+mod device;
 mod ed;
 mod indicators;
 mod llc;
@@ -53,6 +54,9 @@ enum Command {
     /// The whole pipeline: train -> llc -> ed -> stages -> indicators -> report, resumable
     /// (`stagewise reproduce --quick` runs a small version in a few minutes).
     Reproduce(reproduce::ReproduceArgs),
+    /// The same training and SGLD steps on the CPU and on a device (`--device cuda`), from the
+    /// same weights and data: the largest differences, and a non-zero exit beyond tolerance.
+    CheckDevice(device::CheckDeviceArgs),
 }
 
 #[derive(Args)]
@@ -90,6 +94,10 @@ pub struct TrainArgs {
     /// Which run of a sweep grid to train (0-based, grid in key order).
     #[arg(long)]
     pub sweep_index: Option<usize>,
+    /// Where to train: cpu, cuda, cuda:N (an NVIDIA GPU), or emulator (the CUDA kernels on
+    /// the host, slow; for checks without a GPU).
+    #[arg(long, default_value = "cpu")]
+    pub device: stagewise_cuda::DeviceSpec,
 }
 
 #[derive(Subcommand)]
@@ -98,6 +106,9 @@ enum BenchCommand {
     Train(bench::BenchTrainArgs),
     /// SGLD chain-draws per second of the L2H4 model, optionally next to PyTorch.
     Sgld(bench::BenchSgldArgs),
+    /// Training steps/s and batched SGLD chain-draws/s on a CUDA device, optionally next to
+    /// PyTorch on the same card.
+    Gpu(bench::BenchGpuArgs),
 }
 
 fn main() {
@@ -116,6 +127,7 @@ fn main() {
         Command::Train(args) => run::train(&args),
         Command::Bench(BenchCommand::Train(args)) => bench::train(&args),
         Command::Bench(BenchCommand::Sgld(args)) => bench::sgld(&args),
+        Command::Bench(BenchCommand::Gpu(args)) => bench::gpu(&args),
         Command::Llc(LlcArgs {
             command: Some(LlcCommand::Check(args)),
             ..
@@ -130,6 +142,7 @@ fn main() {
         Command::Indicators(args) => indicators::indicators_cmd(&args),
         Command::Report(args) => report::report(&args),
         Command::Reproduce(args) => reproduce::reproduce(&args),
+        Command::CheckDevice(args) => device::check(&args),
     };
     if let Err(e) = result {
         eprintln!("error: {e:#}");

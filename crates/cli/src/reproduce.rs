@@ -41,6 +41,9 @@ pub struct ReproduceArgs {
     /// Also the Hessian indicators (costly).
     #[arg(long)]
     hessian: bool,
+    /// Where training and the LLC sweep run: cpu, cuda, cuda:N or emulator.
+    #[arg(long, default_value = "cpu")]
+    device: stagewise_cuda::DeviceSpec,
 }
 
 /// Parses a subcommand's arguments exactly as the command line would.
@@ -84,6 +87,7 @@ pub fn reproduce(a: &ReproduceArgs) -> Result<()> {
         out: Some(out.clone()),
         resume,
         sweep_index: a.sweep_index,
+        device: a.device,
     })?;
 
     let sampler = match &a.sampler {
@@ -110,6 +114,7 @@ pub fn reproduce(a: &ReproduceArgs) -> Result<()> {
     eprintln!("[2/6] llc {}", llc.join(" "));
     let mut llc_args = parse::<crate::llc::RunArgs>("llc", &llc)?;
     llc_args.select = a.select.clone();
+    llc_args.device = a.device;
     crate::llc::run(&llc_args)?;
 
     eprintln!("[3/6] ed {run}");

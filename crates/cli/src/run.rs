@@ -24,8 +24,8 @@ use stagewise_io::checkpoint::{self, CheckpointMeta};
 use stagewise_io::config::{LoadedConfig, load_train_config, resolve, to_yaml};
 use stagewise_io::table::{CsvTable, read_csv};
 use stagewise_io::tensorboard::EventWriter;
+use stagewise_train::TrainConfig;
 use stagewise_train::trainer::TrainState;
-use stagewise_train::{TrainConfig, Trainer};
 
 use crate::TrainArgs;
 use crate::progress::Progress;
@@ -87,6 +87,8 @@ fn steps_reached(spec: &stagewise_train::steps::StepsSpec, n: u64) -> BTreeSet<u
 }
 
 pub fn train(args: &TrainArgs) -> Result<()> {
+    // A missing GPU is reported before anything is written.
+    let dev = crate::device::open(args.device)?;
     // `--resume` with neither CONFIG nor --set continues with the run folder's own config.
     let saved_only = args.resume && args.config.is_none() && args.sets.is_empty();
     let (cfg, name) = if saved_only {
@@ -150,7 +152,7 @@ pub fn train(args: &TrainArgs) -> Result<()> {
         )?;
     }
 
-    let mut trainer = Trainer::<f32>::new(cfg.clone())?;
+    let mut trainer = crate::device::trainer(&cfg, dev)?;
     let model = trainer.model.clone();
     let mut resumed_at = None;
     if args.resume {

@@ -944,3 +944,150 @@ fn reproduce_runs_the_pipeline_and_resumes() {
     );
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// `--device emulator` runs the CUDA backend's kernels on the host: training and the LLC sweep
+/// follow the CPU run; unsupported sampler settings and a missing GPU are clear errors that
+/// leave nothing behind.
+#[test]
+fn device_runs_follow_the_cpu_runs() {
+    let dir = scratch("device");
+    let cfg = write_config(&dir);
+    let c = cfg.to_str().unwrap();
+    let short = ["--set", "num_steps=40"];
+    let (cpu, emu) = (dir.join("cpu"), dir.join("emu"));
+    for (out, device) in [(&cpu, "cpu"), (&emu, "emulator")] {
+        let o = stagewise(
+            &[
+                &[
+                    "train",
+                    c,
+                    "--out",
+                    out.to_str().unwrap(),
+                    "--device",
+                    device,
+                ],
+                &short[..],
+            ]
+            .concat(),
+        );
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    }
+    let model = model_of(&cpu);
+    let last = *list_steps(&cpu.join("checkpoints")).last().unwrap();
+    assert_eq!(
+        list_steps(&emu.join("checkpoints")),
+        list_steps(&cpu.join("checkpoints"))
+    );
+    let file = format!("{last}.safetensors");
+    let (wc, _) = load_model(&cpu.join("checkpoints").join(&file), &model).unwrap();
+    let (we, _) = load_model(&emu.join("checkpoints").join(&file), &model).unwrap();
+    let num: f64 = wc
+        .iter()
+        .zip(&we)
+        .map(|(a, b)| ((a - b) as f64).powi(2))
+        .sum();
+    let den: f64 = wc.iter().map(|a| (*a as f64).powi(2)).sum();
+    assert!(
+        (num / den).sqrt() < 1e-3,
+        "weights after 40 steps differ by {}",
+        (num / den).sqrt()
+    );
+    let (_, mc) = stagewise_io::table::read_csv(&cpu.join("metrics.csv")).unwrap();
+    let (_, me) = stagewise_io::table::read_csv(&emu.join("metrics.csv")).unwrap();
+    assert_eq!(mc.len(), me.len());
+    for (a, b) in mc.iter().zip(&me) {
+        for (x, y) in a.iter().zip(b) {
+            assert!(
+                (x - y).abs() <= 1e-3 * x.abs().max(1e-2),
+                "metrics {x} vs {y}"
+            );
+        }
+    }
+
+    let sampler = dir.join("s.yaml");
+    std::fs::write(
+        &sampler,
+        "num_chains: 2\nnum_draws: 6\nnum_burnin_steps: 1\ngrad_batch_size: 8\neval_dataset_size: 64\n\
+         epsilon: 0.0001\ngamma: 100\nnbeta: 30\n",
+    )
+    .unwrap();
+    let s = sampler.to_str().unwrap();
+    let steps = format!("0,{last}");
+    for (run, device) in [(&cpu, "cpu"), (&emu, "emulator")] {
+        let r = run.to_str().unwrap();
+        let o = stagewise(&[
+            "llc",
+            r,
+            "--config",
+            s,
+            "--steps",
+            &steps,
+            "--device",
+            device,
+            "--checkpoints-per-launch",
+            "2",
+        ]);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    }
+    let (h, lc) = stagewise_io::table::read_csv(&cpu.join("llc/s/llc.csv")).unwrap();
+    let (_, le) = stagewise_io::table::read_csv(&emu.join("llc/s/llc.csv")).unwrap();
+    assert_eq!(lc.len(), 2);
+    let col = |name: &str| h.iter().position(|c| c == name).unwrap();
+    for (a, b) in lc.iter().zip(&le) {
+        assert_eq!(a[0], b[0]);
+        for name in ["loss/init", "loss/mean", "llc/mean"] {
+            let (x, y) = (a[col(name)], b[col(name)]);
+            assert!(
+                (x - y).abs() <= 2e-3 * x.abs().max(1.0),
+                "{name}: cpu {x} vs emulator {y}"
+            );
+        }
+    }
+
+    // What the device sampler does not implement is refused, naming the config.
+    let sgnht = dir.join("sgnht.yaml");
+    std::fs::write(
+        &sgnht,
+        "num_chains: 2\nnum_draws: 6\ngrad_batch_size: 8\neval_dataset_size: 64\n\
+         epsilon: 0.0001\ngamma: 100\nnbeta: 30\nsampling_method: sgnht\n",
+    )
+    .unwrap();
+    let o = stagewise(&[
+        "llc",
+        emu.to_str().unwrap(),
+        "--config",
+        sgnht.to_str().unwrap(),
+        "--device",
+        "emulator",
+    ]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        !o.status.success() && err.contains("sgnht.yaml") && err.contains("CPU only"),
+        "{err}"
+    );
+    assert!(
+        !emu.join("llc/sgnht").exists(),
+        "nothing written for a refused sweep"
+    );
+
+    // No GPU here (CI): a clear error, and no run folder.
+    let gpu = dir.join("gpu");
+    let o = stagewise(&[
+        "train",
+        c,
+        "--out",
+        gpu.to_str().unwrap(),
+        "--device",
+        "cuda",
+    ]);
+    if !o.status.success() {
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(
+            err.contains("--device cuda") && err.contains("no usable CUDA device"),
+            "{err}"
+        );
+        assert!(!gpu.exists());
+    }
+    let o = stagewise(&["train", c, "--device", "tpu"]);
+    assert!(String::from_utf8_lossy(&o.stderr).contains("expected cpu, cuda, cuda:N"));
+}

@@ -471,9 +471,10 @@ extern "C" __global__ void sgld_step(float* w, const float* w0, const float* gra
     double rad1 = sqrt(-2.0 * log(unit_open(r.v[2])));
     double th1 = 6.283185307179586 * unit_open(r.v[3]);
     double z[4] = {rad0 * cos(th0), rad0 * sin(th0), rad1 * cos(th1), rad1 * sin(th1)};
+#pragma unroll
     for (int e = 0; e < 4; ++e) {
         long long i = (long long)blk * 4 + e;
-        if (i >= p) break;
+        if (i >= p) continue;
         long long at = q * p + i;
         float wi = w[at], ci = w0[at];
         if (!mask || mask[i]) {

@@ -12,7 +12,7 @@ use cudarc::driver::result as drv;
 use cudarc::driver::sys::{CUdevice_attribute, CUfunction, CUmodule, CUstream};
 
 use crate::device::{Arg, BLOCK, Device, Gemm, GpuError, Ptr};
-use crate::kernels::{KERNEL_NAMES, SOURCE};
+use crate::kernels::KERNEL_NAMES;
 
 /// One CUDA device with its primary context, a stream, the compiled kernels and a cuBLAS handle.
 pub struct CudaDevice {
@@ -89,13 +89,8 @@ impl CudaDevice {
                 .map_err(drv_err("compute capability"))?,
             )
         };
-        let opts = cudarc::nvrtc::CompileOptions {
-            options: vec![format!("--gpu-architecture=compute_{major}{minor}")],
-            ..Default::default()
-        };
-        let ptx = cudarc::nvrtc::compile_ptx_with_opts(SOURCE, opts)
-            .map_err(|e| GpuError::Compile(format!("{e:?}")))?;
-        let image = CString::new(ptx.to_src()).map_err(|e| GpuError::Compile(e.to_string()))?;
+        let (ptx, _) = crate::kernels::compile(&format!("compute_{major}{minor}"), &[])?;
+        let image = CString::new(ptx).map_err(|e| GpuError::Compile(e.to_string()))?;
         // SAFETY: the PTX image is a NUL-terminated string that lives through the call.
         let module = unsafe { drv::module::load_data(image.as_ptr() as *const c_void) }
             .map_err(drv_err("cuModuleLoadData"))?;

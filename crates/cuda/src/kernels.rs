@@ -26,3 +26,65 @@ pub const KERNEL_NAMES: &[&str] = &[
     "adam_step",
     "sgld_step",
 ];
+
+/// Compiles `SOURCE` with NVRTC for `arch` (for example "compute_90", or "sm_90" for machine
+/// code); returns the PTX and NVRTC's log. Needs only the NVRTC library, no GPU or driver.
+pub fn compile(arch: &str, extra: &[&str]) -> Result<(String, String), crate::GpuError> {
+    // SAFETY: only probes whether the library can be loaded.
+    if !unsafe { cudarc::nvrtc::sys::is_culib_present() } {
+        return Err(crate::GpuError::NoDevice(
+            "NVRTC (libnvrtc.so) was not found: install the CUDA 12/13 runtime libraries or add \
+             their folder to LD_LIBRARY_PATH"
+                .into(),
+        ));
+    }
+    let mut options = vec![format!("--gpu-architecture={arch}")];
+    options.extend(extra.iter().map(|s| s.to_string()));
+    let opts = cudarc::nvrtc::CompileOptions {
+        options,
+        ..Default::default()
+    };
+    match cudarc::nvrtc::compile_ptx_with_opts(SOURCE, opts) {
+        Ok(ptx) => Ok((ptx.to_src(), String::new())),
+        Err(cudarc::nvrtc::CompileError::CompileError { log, .. }) => {
+            Err(crate::GpuError::Compile(log.to_string_lossy().into_owned()))
+        }
+        Err(e) => Err(crate::GpuError::Compile(format!("{e:?}"))),
+    }
+}
+
+/// ptxas's resource report (registers, stack frame, spills per kernel) for machine code of
+/// `arch` (for example "sm_90"), from NVRTC alone: no GPU needed.
+pub fn resource_report(arch: &str) -> Result<String, crate::GpuError> {
+    use cudarc::nvrtc::result as nvrtc;
+    // SAFETY: only probes whether the library can be loaded.
+    if !unsafe { cudarc::nvrtc::sys::is_culib_present() } {
+        return Err(crate::GpuError::NoDevice(
+            "NVRTC (libnvrtc.so) was not found".into(),
+        ));
+    }
+    let src = std::ffi::CString::new(SOURCE).expect("no NUL in the source");
+    let prog = nvrtc::create_program(&src, None)
+        .map_err(|e| crate::GpuError::Compile(format!("{e:?}")))?;
+    let options = [
+        format!("--gpu-architecture={arch}"),
+        "--ptxas-options=-v".to_string(),
+    ];
+    // SAFETY: `prog` was just created and is destroyed once below.
+    unsafe {
+        let compiled = nvrtc::compile_program(prog, &options);
+        let log = nvrtc::get_program_log(prog)
+            .map(|l| {
+                let bytes: Vec<u8> = l
+                    .iter()
+                    .take_while(|c| **c != 0)
+                    .map(|c| *c as u8)
+                    .collect();
+                String::from_utf8_lossy(&bytes).into_owned()
+            })
+            .unwrap_or_default();
+        let _ = nvrtc::destroy_program(prog);
+        compiled.map_err(|e| crate::GpuError::Compile(format!("{e:?}: {log}")))?;
+        Ok(log)
+    }
+}

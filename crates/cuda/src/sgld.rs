@@ -240,6 +240,67 @@ pub fn sample_dataset(
     Ok(out)
 }
 
+/// `L_n(w)` and its per-token parts at each centre, over the whole data set (as the CPU's
+/// `Dataset::full_loss`), in chunks of at most `chunk` sequences per centre.
+pub fn full_losses(
+    dev: &Arc<dyn Device>,
+    model: &RegressionTransformer,
+    data: &DatasetSpec,
+    centres: &[Vec<f32>],
+    chunk: usize,
+) -> Result<Vec<(f64, Vec<f64>)>, GpuError> {
+    let q = centres.len();
+    let k = data.dist.k;
+    let d1 = model.config.token_size();
+    let params: Vec<f32> = centres.concat();
+    if params.len() != q * model.num_params() {
+        return Err(GpuError::Shape("a centre does not fit the model".into()));
+    }
+    let w = Buf::from_host(dev, &params)?;
+    let device_data = DeviceData::new(dev, &data.dist)?;
+    let chunk = chunk.clamp(1, data.n.max(1));
+    let mut sums = vec![vec![0.0f64; k]; q];
+    let mut models: Vec<(usize, GpuModel, Buf<f32>, Buf<f32>)> = Vec::new();
+    let mut start = 0;
+    while start < data.n {
+        let m = chunk.min(data.n - start);
+        if !models.iter().any(|x| x.0 == m) {
+            models.push((
+                m,
+                GpuModel::new(dev, model, q, m, 2 * k)?,
+                Buf::new(dev, q * m * 2 * k * d1)?,
+                Buf::new(dev, q * m * k)?,
+            ));
+        }
+        let (_, gm, toks, ys) = models.iter().find(|x| x.0 == m).expect("just added");
+        device_data.generate(
+            dev.as_ref(),
+            toks.ptr,
+            ys.ptr,
+            q,
+            m,
+            data.seed,
+            tag::LLC_DATASET,
+            0,
+            Pick::Range { base: start as u32 },
+        )?;
+        gm.forward(w.ptr, toks.ptr, Some(ys.ptr))?;
+        for (s, (_, parts)) in sums.iter_mut().zip(gm.losses()?) {
+            for (a, p) in s.iter_mut().zip(parts) {
+                *a += p * m as f64;
+            }
+        }
+        start += m;
+    }
+    Ok(sums
+        .into_iter()
+        .map(|s| {
+            let parts: Vec<f64> = s.iter().map(|v| v / data.n as f64).collect();
+            (parts.iter().sum::<f64>() / k as f64, parts)
+        })
+        .collect())
+}
+
 /// The draw recorded at `step`, if any (as `ChainConfig` does on the CPU).
 fn draw_at(cfg: &ChainConfig, step: usize) -> Option<usize> {
     let k = cfg.steps_between_draws.max(1);

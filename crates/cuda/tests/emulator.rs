@@ -388,8 +388,21 @@ fn batched_chains_follow_the_cpu_sampler() {
         &|_| {},
     )
     .unwrap();
+    let full =
+        stagewise_cuda::sgld::full_losses(&dev, &model, &spec, &[w_a.clone(), w_b.clone()], 64)
+            .unwrap();
     for (ci, w0) in [w_a, w_b].iter().enumerate() {
         let potential = Dataset::<f32>::new(&model, dist.clone(), 200, 5, 13);
+        use stagewise_sampling::Potential;
+        let (loss, parts) = potential.full_loss(w0);
+        assert!(
+            (full[ci].0 - loss).abs() <= 1e-5 * loss,
+            "full loss {} vs {loss}",
+            full[ci].0
+        );
+        for (a, b) in full[ci].1.iter().zip(&parts) {
+            assert!((a - b).abs() <= 1e-5 * b);
+        }
         let want = sample(&potential, w0, &sgld, None, &chain_cfg);
         for (c, (g, w)) in got[ci].iter().zip(&want).enumerate() {
             assert!(g.failure.is_none() && w.failure.is_none());
@@ -408,4 +421,37 @@ fn batched_chains_follow_the_cpu_sampler() {
             }
         }
     }
+}
+
+/// NVRTC (the library alone, no GPU) compiles the kernels for Hopper. CI installs NVRTC and sets
+/// STAGEWISE_REQUIRE_NVRTC=1; elsewhere the test is skipped when the library is missing.
+#[test]
+fn nvrtc_compiles_the_kernels_for_hopper() {
+    match stagewise_cuda::kernels::compile("compute_90", &[]) {
+        Ok((ptx, _)) => {
+            for name in KERNEL_NAMES {
+                assert!(
+                    ptx.contains(&format!(".entry {name}(")),
+                    "{name} missing from the PTX"
+                );
+            }
+        }
+        Err(stagewise_cuda::GpuError::NoDevice(why)) => {
+            assert!(
+                std::env::var("STAGEWISE_REQUIRE_NVRTC").is_err(),
+                "STAGEWISE_REQUIRE_NVRTC is set but {why}"
+            );
+            eprintln!("skipped: {why}");
+        }
+        Err(e) => panic!("{e}"),
+    }
+}
+
+#[test]
+#[ignore = "prints ptxas's register and spill report; run with --ignored --nocapture where NVRTC is installed"]
+fn print_resource_report() {
+    println!(
+        "{}",
+        stagewise_cuda::kernels::resource_report("sm_90").unwrap()
+    );
 }

@@ -1,0 +1,242 @@
+//! `--device`: where training and SGLD run (the CPU, a CUDA GPU, or the host emulator of the
+//! CUDA kernels), and `stagewise check-device`: the same steps on the CPU and on a device from
+//! the same weights and data, with the largest differences.
+
+use std::sync::Arc;
+
+use anyhow::{Context, Result, bail};
+use clap::Args;
+use stagewise_cuda::data::{DeviceData, Pick};
+use stagewise_cuda::model::GpuModel;
+use stagewise_cuda::sgld::{DatasetSpec, sample_dataset};
+use stagewise_cuda::train::{CudaEngine, DeviceAdam};
+use stagewise_cuda::{Buf, Device, DeviceSpec};
+use stagewise_engine::rng::tag;
+use stagewise_models::RegressionTransformer;
+use stagewise_models::batch::ChunkedRunner;
+use stagewise_sampling::chains::{ChainConfig, sample};
+use stagewise_sampling::regression::Dataset;
+use stagewise_sampling::sgld::Sgld;
+use stagewise_train::adam::Adam;
+use stagewise_train::data::Batch;
+use stagewise_train::{TrainConfig, Trainer};
+
+/// Opens a device for `--device`; `None` for the CPU. A missing GPU or driver is an error that
+/// says what is missing.
+pub fn open(spec: DeviceSpec) -> Result<Option<Arc<dyn Device>>> {
+    stagewise_cuda::open(spec).with_context(|| format!("--device {}", spec_name(spec)))
+}
+
+pub fn spec_name(spec: DeviceSpec) -> String {
+    match spec {
+        DeviceSpec::Cpu => "cpu".into(),
+        DeviceSpec::Cuda(n) => format!("cuda:{n}"),
+        DeviceSpec::Emulator => "emulator".into(),
+    }
+}
+
+/// A trainer on the CPU (`None`) or on an opened device.
+pub fn trainer(cfg: &TrainConfig, dev: Option<Arc<dyn Device>>) -> Result<Trainer<f32>> {
+    match dev {
+        None => Ok(Trainer::<f32>::new(cfg.clone())?),
+        Some(dev) => {
+            cfg.validate()?;
+            let model = RegressionTransformer::new(cfg.model_config())?;
+            let engine = CudaEngine::new(dev, cfg, model, cfg.pretrain_distribution())?;
+            Ok(Trainer::with_engine(cfg.clone(), move |_, _, _| {
+                Box::new(engine)
+            })?)
+        }
+    }
+}
+
+#[derive(Args)]
+pub struct CheckDeviceArgs {
+    /// The device to compare with the CPU: cuda, cuda:N or emulator.
+    #[arg(long, default_value = "cuda")]
+    device: DeviceSpec,
+    /// In-context examples K of the L2H4 model.
+    #[arg(long, default_value_t = 16)]
+    examples: usize,
+    /// Sequences per batch.
+    #[arg(long, default_value_t = 256)]
+    batch: usize,
+    /// SGLD chains.
+    #[arg(long, default_value_t = 4)]
+    chains: usize,
+}
+
+/// `|a - b| / |b|` over whole vectors, and the largest elementwise `|a - b|` relative to the
+/// largest `|b|`.
+fn diffs(a: &[f32], b: &[f32]) -> (f64, f64) {
+    let num: f64 = a.iter().zip(b).map(|(x, y)| ((x - y) as f64).powi(2)).sum();
+    let den: f64 = b.iter().map(|y| (*y as f64).powi(2)).sum();
+    let scale = b
+        .iter()
+        .map(|v| v.abs())
+        .fold(0.0f32, f32::max)
+        .max(f32::MIN_POSITIVE) as f64;
+    let worst = a
+        .iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs() as f64)
+        .fold(0.0, f64::max);
+    ((num / den.max(f64::MIN_POSITIVE)).sqrt(), worst / scale)
+}
+
+/// Tolerances for float32 with different summation orders (cuBLAS vs the CPU's blocked GEMMs):
+/// sums of n terms carry a relative error up to ~n * 2^-24 in the worst case and ~sqrt(n) * 2^-24
+/// typically; n is at most B*T = 8192 rows here, so 1e-4 relative (1700 ulps) is generous for
+/// typical error and exceeded by any indexing or formula mistake (errors of order 1).
+const TOL: f64 = 1e-4;
+
+pub fn check(a: &CheckDeviceArgs) -> Result<()> {
+    let dev = open(a.device)?.context("--device cpu: nothing to compare; use cuda or emulator")?;
+    println!("device: {}", dev.name());
+    let cfg = TrainConfig::l2h4(a.examples, 0);
+    let model = RegressionTransformer::new(cfg.model_config())?;
+    let dist = cfg.pretrain_distribution();
+    let (b, k) = (a.batch, a.examples);
+    let p = model.num_params();
+    let mut rows: Vec<(String, f64, f64, f64)> = Vec::new();
+
+    // 1. Data: the training batch of step 7 generated on the device vs the CPU.
+    let data = DeviceData::new(&dev, &dist)?;
+    let toks = Buf::<f32>::new(&dev, b * 2 * k * 5)?;
+    let ys = Buf::<f32>::new(&dev, b * k)?;
+    let seed = cfg.seeds().sampling;
+    data.generate(
+        dev.as_ref(),
+        toks.ptr,
+        ys.ptr,
+        1,
+        b,
+        seed,
+        tag::TRAIN_BATCH,
+        7,
+        Pick::Range { base: 0 },
+    )?;
+    let mut batch = Batch::<f32>::default();
+    dist.sample_into(&mut batch, b, seed, tag::TRAIN_BATCH, 7);
+    let (e, m) = diffs(&toks.download()?, &batch.toks);
+    rows.push(("data: tokens".into(), e, m, 1e-6));
+    let (e, m) = diffs(&ys.download()?, &batch.ys_t);
+    rows.push(("data: targets".into(), e, m, 1e-6));
+
+    // 2. Loss and gradient from the same weights and batch.
+    let w: Vec<f32> = model.init_params(3);
+    let gpu = GpuModel::new(&dev, &model, 1, b, 2 * k)?;
+    let wb = Buf::from_host(&dev, &w)?;
+    let tb = Buf::from_host(&dev, &batch.toks)?;
+    let yb = Buf::from_host(&dev, &batch.ys_t)?;
+    let gb = Buf::<f32>::new(&dev, p)?;
+    gpu.forward(wb.ptr, tb.ptr, Some(yb.ptr))?;
+    gpu.backward(wb.ptr, tb.ptr, gb.ptr)?;
+    let (loss_g, parts_g) = gpu.losses()?.remove(0);
+    let mut runner = ChunkedRunner::<f32>::new(ChunkedRunner::<f32>::DEFAULT_CHUNK);
+    let mut grad_c = vec![0.0f32; p];
+    let loss_c =
+        runner.loss_and_grad(&model, &w, &batch.toks, &batch.ys_t, b, 2 * k, &mut grad_c)?;
+    rows.push((
+        "loss".into(),
+        (loss_g - loss_c).abs() / loss_c,
+        (loss_g - loss_c).abs() / loss_c,
+        TOL,
+    ));
+    let pc: Vec<f32> = runner.token_losses().iter().map(|v| *v as f32).collect();
+    let pg: Vec<f32> = parts_g.iter().map(|v| *v as f32).collect();
+    let (e, m) = diffs(&pg, &pc);
+    rows.push(("per-token losses".into(), e, m, TOL));
+    let grad_g = gb.download()?;
+    let (e, m) = diffs(&grad_g, &grad_c);
+    rows.push(("gradient".into(), e, m, 1e-3));
+    for info in &model.layout.params {
+        let r = info.range();
+        let (e, m) = diffs(&grad_g[r.clone()], &grad_c[r]);
+        rows.push((
+            format!(
+                "  {}",
+                info.name
+                    .trim_start_matches(stagewise_models::regression::PREFIX)
+            ),
+            e,
+            m,
+            1e-3,
+        ));
+    }
+
+    // 3. Adam on the same gradient: must be bitwise the CPU's.
+    let mut cpu_adam = Adam::<f32>::new(p, 0.9, 0.999, 1e-8, 0.0);
+    let mut dev_adam = DeviceAdam::new(&dev, p, [0.9, 0.999], 0.0)?;
+    let gc = Buf::from_host(&dev, &grad_c)?;
+    let mut w_cpu = w.clone();
+    for s in 0..3 {
+        cpu_adam.step(&mut w_cpu, &grad_c, 1e-3 * (s + 1) as f64);
+        dev_adam.step(dev.as_ref(), &wb, &gc, 1e-3 * (s + 1) as f64)?;
+    }
+    let (e, m) = diffs(&wb.download()?, &w_cpu);
+    rows.push(("Adam x3, same gradient (exact)".into(), e, m, 0.0));
+
+    // 4. SGLD: chains from the same centre on a data set of n = 4096, 3 draws.
+    let sgld = Sgld::from_scales(0.03, 0.003, 0.001);
+    let mut chains = ChainConfig::new(a.chains, 3, 5);
+    chains.burnin = 1;
+    let spec = DatasetSpec {
+        dist: dist.clone(),
+        n: 4096,
+        batch: b,
+        seed: 9,
+    };
+    let got = sample_dataset(
+        &dev,
+        &model,
+        &spec,
+        std::slice::from_ref(&w),
+        &sgld,
+        None,
+        &chains,
+        &|_| {},
+    )?;
+    let pot = Dataset::<f32>::new(&model, dist, 4096, b, 9);
+    let want = sample(&pot, &w, &sgld, None, &chains);
+    let flat = |t: &[stagewise_sampling::ChainTrace],
+                f: fn(&stagewise_sampling::ChainTrace) -> &Vec<f64>| {
+        t.iter()
+            .flat_map(|c| f(c).iter().map(|v| *v as f32))
+            .collect::<Vec<f32>>()
+    };
+    let (e, m) = diffs(&flat(&got[0], |c| &c.losses), &flat(&want, |c| &c.losses));
+    rows.push((
+        format!("SGLD {} chains x 3 draws: losses", a.chains),
+        e,
+        m,
+        1e-3,
+    ));
+    let (e, m) = diffs(
+        &flat(&got[0], |c| &c.distances),
+        &flat(&want, |c| &c.distances),
+    );
+    rows.push(("SGLD: distance from the centre".into(), e, m, 1e-2));
+
+    println!("| quantity | rel. L2 difference | max |diff| / max |cpu| | tolerance |");
+    println!("|---|---:|---:|---:|");
+    let mut failed = Vec::new();
+    for (what, e, m, tol) in &rows {
+        let ok = e.is_finite() && *e <= *tol;
+        println!(
+            "| {what} | {e:.2e} | {m:.2e} | {tol:.0e}{} |",
+            if ok { "" } else { " FAIL" }
+        );
+        if !ok {
+            failed.push(what.trim().to_string());
+        }
+    }
+    if !failed.is_empty() {
+        bail!(
+            "device and CPU disagree beyond tolerance on: {}",
+            failed.join(", ")
+        );
+    }
+    println!("device and CPU agree.");
+    Ok(())
+}
