@@ -3,7 +3,9 @@
 transposed Linear weight) and its training step (data sampling, MSE, Adam, OneCycleLR), eager.
 
 Usage: python3 bench/torch_train.py --batch 256 --threads 2 [--steps 30] [--k 16]
-Prints one JSON line: {"batch":..., "threads":..., "steps_per_s":...}.
+                                   [--device cpu|cuda] [--compile]
+(--compile: torch.compile(mode="reduce-overhead") of the model, CUDA graphs included.)
+Prints one JSON line: {"batch":..., "threads":..., "device":..., "steps_per_s":...}.
 """
 import argparse, json, math, time
 
@@ -58,10 +60,10 @@ class DTransformer(nn.Module):
         return self.unembedding(x)
 
 
-def batch(b, k, d, noise_var):
-    ws = torch.randn(b, d)
-    xs = torch.randn(b, k, d)
-    ys = xs @ ws.view(b, d, 1) + torch.randn(b, k, 1) * math.sqrt(noise_var)
+def batch(b, k, d, noise_var, device="cpu"):
+    ws = torch.randn(b, d, device=device)
+    xs = torch.randn(b, k, d, device=device)
+    ys = xs @ ws.view(b, d, 1) + torch.randn(b, k, 1, device=device) * math.sqrt(noise_var)
     toks = torch.cat([torch.zeros_like(ys), xs, ys, torch.zeros_like(xs)], dim=-1).view(b, 2 * k, d + 1)
     return toks, ys
 
@@ -72,32 +74,39 @@ def main():
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--steps", type=int, default=30)
     ap.add_argument("--k", type=int, default=16)
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--compile", action="store_true")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     torch.manual_seed(0)
     d = 4
-    model = DTransformer(d + 1, 2 * a.k)
+    model = DTransformer(d + 1, 2 * a.k).to(a.device)
+    forward = torch.compile(model, mode="reduce-overhead") if a.compile else model
     opt = torch.optim.Adam(model.parameters(), lr=3e-3)
     sched = torch.optim.lr_scheduler.OneCycleLR(
         opt, max_lr=3e-3, total_steps=500_000, pct_start=0.5, anneal_strategy="linear",
         div_factor=249_999.0, final_div_factor=249_999.0, cycle_momentum=False)
 
     def step():
-        toks, ys = batch(a.batch, a.k, d, 0.125)
-        pred = model(toks)[:, 0::2, :1]
+        toks, ys = batch(a.batch, a.k, d, 0.125, a.device)
+        pred = forward(toks)[:, 0::2, :1]
         loss = F.mse_loss(ys, pred)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
         sched.step()
 
-    for _ in range(3):
+    sync = torch.cuda.synchronize if a.device.startswith("cuda") else (lambda: None)
+    for _ in range(20 if a.compile else 3):
         step()
+    sync()
     t0 = time.perf_counter()
     for _ in range(a.steps):
         step()
+    sync()
     dt = time.perf_counter() - t0
-    print(json.dumps({"batch": a.batch, "threads": a.threads, "steps_per_s": a.steps / dt}))
+    print(json.dumps({"batch": a.batch, "threads": a.threads, "device": a.device,
+                      "compile": a.compile, "steps_per_s": a.steps / dt}))
 
 
 if __name__ == "__main__":

@@ -26,6 +26,10 @@ struct Cli {
     /// Worker threads (default: all cores).
     #[arg(long, global = true, env = "STAGEWISE_THREADS")]
     threads: Option<usize>,
+    /// On a CUDA device, let cuBLAS run GEMMs in TF32 on the tensor cores (~1e-3 relative
+    /// error, several times faster); default full float32 like PyTorch.
+    #[arg(long, global = true, env = "STAGEWISE_TF32")]
+    tf32: bool,
     #[command(subcommand)]
     command: Command,
 }
@@ -113,6 +117,7 @@ enum BenchCommand {
 
 fn main() {
     let cli = Cli::parse();
+    device::TF32.set(cli.tf32).expect("set once");
     if let Some(n) = cli.threads {
         if n == 0 {
             eprintln!("error: --threads must be at least 1");

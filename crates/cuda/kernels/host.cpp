@@ -29,12 +29,32 @@ static void launch(void (*f)(A...), unsigned int grid, unsigned int block, void*
     }
 }
 
+// One letter per parameter type, so that the Rust side can check every launch's arguments
+// against the kernel's signature (a mismatch would silently misread on the GPU too).
+template <typename T> struct Code;
+template <> struct Code<int> { static constexpr char v = 'i'; };
+template <> struct Code<unsigned int> { static constexpr char v = 'u'; };
+template <> struct Code<long long> { static constexpr char v = 'l'; };
+template <> struct Code<unsigned long long> { static constexpr char v = 'q'; };
+template <> struct Code<float> { static constexpr char v = 'f'; };
+template <> struct Code<double> { static constexpr char v = 'd'; };
+template <typename T> struct Code<T*> { static constexpr char v = 'p'; };
+
+template <typename... A>
+static const char* signature(void (*)(A...)) {
+    static const char s[] = {Code<A>::v..., 0};
+    return s;
+}
+
 struct HostKernel {
     const char* name;
     void (*launch)(unsigned int, unsigned int, void**);
+    const char* (*signature)();
 };
 
-#define KERNEL(name) {#name, [](unsigned int g, unsigned int b, void** a) { launch(name, g, b, a); }},
+#define KERNEL(name)                                                           \
+    {#name, [](unsigned int g, unsigned int b, void** a) { launch(name, g, b, a); }, \
+     []() { return signature(name); }},
 
 extern "C" const HostKernel stagewise_host_kernels[] = {
     KERNEL(gen_regression)
@@ -57,5 +77,5 @@ extern "C" const HostKernel stagewise_host_kernels[] = {
     KERNEL(positions_backward)
     KERNEL(adam_step)
     KERNEL(sgld_step)
-    {nullptr, nullptr},
+    {nullptr, nullptr, nullptr},
 };

@@ -9,7 +9,7 @@ use std::sync::Mutex;
 use cudarc::cublas::result as cublas;
 use cudarc::cublas::sys::{cublasHandle_t, cublasOperation_t};
 use cudarc::driver::result as drv;
-use cudarc::driver::sys::{CUdevice_attribute, CUfunction, CUmodule, CUstream};
+use cudarc::driver::sys::{CUcontext, CUdevice_attribute, CUfunction, CUmodule, CUstream};
 
 use crate::device::{Arg, BLOCK, Device, Gemm, GpuError, Ptr};
 use crate::kernels::KERNEL_NAMES;
@@ -17,6 +17,7 @@ use crate::kernels::KERNEL_NAMES;
 /// One CUDA device with its primary context, a stream, the compiled kernels and a cuBLAS handle.
 pub struct CudaDevice {
     name: String,
+    ctx: CUcontext,
     stream: CUstream,
     _module: CUmodule,
     functions: HashMap<&'static str, CUfunction>,
@@ -35,8 +36,10 @@ fn drv_err(what: &str) -> impl Fn(drv::DriverError) -> GpuError + '_ {
 
 impl CudaDevice {
     /// Opens device `ordinal`: loads the driver, NVRTC and cuBLAS, compiles the kernels for the
-    /// device's architecture. Any missing piece is a `NoDevice` error that names it.
-    pub fn open(ordinal: usize) -> Result<Self, GpuError> {
+    /// device's architecture. Any missing piece is a `NoDevice` error that names it. With `tf32`
+    /// cuBLAS may round GEMM inputs to TF32 on the tensor cores (about 1e-3 relative error, many
+    /// times the float32 rate); otherwise GEMMs are full float32, as PyTorch's default.
+    pub fn open(ordinal: usize, tf32: bool) -> Result<Self, GpuError> {
         // SAFETY: only probes whether the libraries can be loaded.
         let (has_cuda, has_nvrtc, has_blas) = unsafe {
             (
@@ -73,10 +76,11 @@ impl CudaDevice {
         let dev = drv::device::get(ordinal as i32).map_err(drv_err("cuDeviceGet"))?;
         let name = drv::device::get_name(dev).map_err(drv_err("cuDeviceGetName"))?;
         // SAFETY: `dev` comes from cuDeviceGet; the context is retained for the process.
-        let (major, minor) = unsafe {
+        let (ctx, major, minor) = unsafe {
             let ctx = drv::primary_ctx::retain(dev).map_err(drv_err("cuDevicePrimaryCtxRetain"))?;
             drv::ctx::set_current(ctx).map_err(drv_err("cuCtxSetCurrent"))?;
             (
+                ctx,
                 drv::device::get_attribute(
                     dev,
                     CUdevice_attribute::CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR,
@@ -108,8 +112,21 @@ impl CudaDevice {
         // SAFETY: both handles are valid.
         unsafe { cublas::set_stream(blas, stream as *mut _) }
             .map_err(|e| GpuError::Driver(format!("cublasSetStream: {e:?}")))?;
+        let mode = if tf32 {
+            cudarc::cublas::sys::cublasMath_t::CUBLAS_TF32_TENSOR_OP_MATH
+        } else {
+            cudarc::cublas::sys::cublasMath_t::CUBLAS_DEFAULT_MATH
+        };
+        // SAFETY: the handle is valid.
+        unsafe { cudarc::cublas::sys::cublasSetMathMode(blas, mode) }
+            .result()
+            .map_err(|e| GpuError::Driver(format!("cublasSetMathMode: {e:?}")))?;
         Ok(CudaDevice {
-            name: format!("{name} (sm_{major}{minor})"),
+            ctx,
+            name: format!(
+                "{name} (sm_{major}{minor}, GEMMs in {})",
+                if tf32 { "TF32" } else { "float32" }
+            ),
             stream,
             _module: module,
             functions,
@@ -119,13 +136,23 @@ impl CudaDevice {
     }
 }
 
+impl CudaDevice {
+    /// Takes the device lock with the context current on this thread.
+    fn enter(&self) -> Result<std::sync::MutexGuard<'_, ()>, GpuError> {
+        let g = self.lock.lock().unwrap();
+        // SAFETY: the context was retained in `open` and is never released.
+        unsafe { drv::ctx::set_current(self.ctx) }.map_err(drv_err("cuCtxSetCurrent"))?;
+        Ok(g)
+    }
+}
+
 impl Device for CudaDevice {
     fn name(&self) -> String {
         self.name.clone()
     }
 
     fn alloc(&self, bytes: usize) -> Result<Ptr, GpuError> {
-        let _g = self.lock.lock().unwrap();
+        let _g = self.enter()?;
         // SAFETY: plain device allocation (no managed memory).
         unsafe { drv::malloc_sync(bytes.max(1)) }
             .map(Ptr)
@@ -133,7 +160,7 @@ impl Device for CudaDevice {
     }
 
     fn free(&self, ptr: Ptr) {
-        let _g = self.lock.lock().unwrap();
+        let Ok(_g) = self.enter() else { return };
         // SAFETY: `ptr` came from alloc; wait for queued work that may still use it.
         unsafe {
             let _ = drv::stream::synchronize(self.stream);
@@ -142,7 +169,7 @@ impl Device for CudaDevice {
     }
 
     fn upload(&self, dst: Ptr, src: &[u8]) -> Result<(), GpuError> {
-        let _g = self.lock.lock().unwrap();
+        let _g = self.enter()?;
         // SAFETY: the caller (Buf) checked the range; synchronous after queued work.
         unsafe {
             drv::stream::synchronize(self.stream).map_err(drv_err("cuStreamSynchronize"))?;
@@ -151,7 +178,7 @@ impl Device for CudaDevice {
     }
 
     fn download(&self, src: Ptr, dst: &mut [u8]) -> Result<(), GpuError> {
-        let _g = self.lock.lock().unwrap();
+        let _g = self.enter()?;
         // SAFETY: as in upload.
         unsafe {
             drv::stream::synchronize(self.stream).map_err(drv_err("cuStreamSynchronize"))?;
@@ -170,7 +197,7 @@ impl Device for CudaDevice {
         let mut args = args.to_vec();
         let mut ptrs: Vec<*mut c_void> = args.iter_mut().map(|a| a.as_void_ptr()).collect();
         let grid = threads.div_ceil(BLOCK) as u32;
-        let _g = self.lock.lock().unwrap();
+        let _g = self.enter()?;
         // SAFETY: the argument list matches the kernel's signature; pointers are device memory.
         unsafe {
             drv::launch_kernel(
@@ -193,7 +220,7 @@ impl Device for CudaDevice {
                 cublasOperation_t::CUBLAS_OP_N
             }
         };
-        let _guard = self.lock.lock().unwrap();
+        let _guard = self.enter()?;
         // SAFETY: pointers and leading dimensions describe device buffers the caller sized.
         unsafe {
             cublas::sgemm_strided_batched(
@@ -221,7 +248,7 @@ impl Device for CudaDevice {
     }
 
     fn synchronize(&self) -> Result<(), GpuError> {
-        let _g = self.lock.lock().unwrap();
+        let _g = self.enter()?;
         // SAFETY: the stream is valid.
         unsafe { drv::stream::synchronize(self.stream) }.map_err(drv_err("cuStreamSynchronize"))
     }

@@ -8,10 +8,21 @@ use std::sync::Mutex;
 
 use crate::device::{Arg, BLOCK, Device, Gemm, GpuError, Ptr};
 
+type Launcher = unsafe extern "C" fn(u32, u32, *mut *mut c_void);
+
 #[repr(C)]
 struct HostKernel {
     name: *const c_char,
-    launch: Option<unsafe extern "C" fn(u32, u32, *mut *mut c_void)>,
+    launch: Option<Launcher>,
+    signature: Option<unsafe extern "C" fn() -> *const c_char>,
+}
+
+/// A compiled kernel and its parameter types, one letter each (i int, u unsigned, l long long,
+/// q unsigned long long, f float, d double, p pointer).
+#[derive(Clone)]
+struct Entry {
+    launch: Launcher,
+    signature: String,
 }
 
 unsafe extern "C" {
@@ -23,23 +34,46 @@ pub fn host_kernel_names() -> Vec<String> {
     table().keys().cloned().collect()
 }
 
-fn table() -> HashMap<String, unsafe extern "C" fn(u32, u32, *mut *mut c_void)> {
+fn table() -> HashMap<String, Entry> {
     let mut map = HashMap::new();
-    // SAFETY: host.cpp ends the table with a null entry; names are static C strings.
+    // SAFETY: host.cpp ends the table with a null entry; names and signatures are static C
+    // strings.
     unsafe {
         let mut p = std::ptr::addr_of!(stagewise_host_kernels) as *const HostKernel;
         while !(*p).name.is_null() {
             let name = CStr::from_ptr((*p).name).to_string_lossy().into_owned();
-            map.insert(name, (*p).launch.expect("launcher"));
+            let sig = CStr::from_ptr((*p).signature.expect("signature")())
+                .to_string_lossy()
+                .into_owned();
+            let launch = (*p).launch.expect("launcher");
+            map.insert(
+                name,
+                Entry {
+                    launch,
+                    signature: sig,
+                },
+            );
             p = p.add(1);
         }
     }
     map
 }
 
+fn code(a: &Arg) -> char {
+    match a {
+        Arg::Ptr(_) => 'p',
+        Arg::I32(_) => 'i',
+        Arg::U32(_) => 'u',
+        Arg::I64(_) => 'l',
+        Arg::U64(_) => 'q',
+        Arg::F32(_) => 'f',
+        Arg::F64(_) => 'd',
+    }
+}
+
 /// The emulated device.
 pub struct HostDevice {
-    kernels: HashMap<String, unsafe extern "C" fn(u32, u32, *mut *mut c_void)>,
+    kernels: HashMap<String, Entry>,
     /// Allocations by address (u64 storage keeps every buffer 8-byte aligned).
     memory: Mutex<HashMap<u64, Vec<u64>>>,
 }
@@ -105,10 +139,18 @@ impl Device for HostDevice {
     }
 
     fn launch(&self, name: &'static str, threads: usize, args: &[Arg]) -> Result<(), GpuError> {
-        let f = self
+        let entry = self
             .kernels
             .get(name)
             .ok_or_else(|| GpuError::Unsupported(format!("no kernel named {name}")))?;
+        let given: String = args.iter().map(code).collect();
+        if given != entry.signature {
+            return Err(GpuError::Shape(format!(
+                "{name}: arguments {given} do not match the parameters {}",
+                entry.signature
+            )));
+        }
+        let f = entry.launch;
         let mut args = args.to_vec();
         let mut ptrs: Vec<*mut c_void> = args.iter_mut().map(|a| a.as_void_ptr()).collect();
         let grid = threads.div_ceil(BLOCK) as u32;

@@ -41,11 +41,11 @@ impl std::str::FromStr for DeviceSpec {
     }
 }
 
-/// Opens the device a spec names (`None` for the CPU).
-pub fn open(spec: DeviceSpec) -> Result<Option<Arc<dyn Device>>, GpuError> {
+/// Opens the device a spec names (`None` for the CPU); `tf32` lets cuBLAS use TF32 tensor cores.
+pub fn open(spec: DeviceSpec, tf32: bool) -> Result<Option<Arc<dyn Device>>, GpuError> {
     Ok(match spec {
         DeviceSpec::Cpu => None,
-        DeviceSpec::Cuda(n) => Some(Arc::new(driver::CudaDevice::open(n)?)),
+        DeviceSpec::Cuda(n) => Some(Arc::new(driver::CudaDevice::open(n, tf32)?)),
         DeviceSpec::Emulator => Some(Arc::new(host::HostDevice::new())),
     })
 }

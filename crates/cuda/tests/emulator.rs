@@ -455,3 +455,31 @@ fn print_resource_report() {
         stagewise_cuda::kernels::resource_report("sm_90").unwrap()
     );
 }
+
+#[test]
+fn launches_with_arguments_that_do_not_fit_the_kernel_are_refused() {
+    let dev = emulator();
+    let b = Buf::<f32>::new(&dev, 8).unwrap();
+    // fill_f32(float*, float, long long): an int count would misread on the GPU too.
+    let err = dev
+        .launch("fill_f32", 8, &[b.arg(), Arg::F32(1.0), Arg::I32(8)])
+        .unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("pfi do not match the parameters pfl"),
+        "{err}"
+    );
+    assert!(dev.launch("no_such_kernel", 1, &[]).is_err());
+    dev.launch("fill_f32", 8, &[b.arg(), Arg::F32(1.5), Arg::I64(8)])
+        .unwrap();
+    assert_eq!(b.download().unwrap(), vec![1.5; 8]);
+    // Fresh memory is NaN, so reads of unwritten memory show.
+    assert!(
+        Buf::<f32>::new(&dev, 4)
+            .unwrap()
+            .download()
+            .unwrap()
+            .iter()
+            .all(|v| v.is_nan())
+    );
+}

@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# The device session's one script (see the README's "CUDA" section): nothing is built on the GPU
+# machine. Build here first (`cargo build --release`), then run this there with the binary
+# carried (target/release/stagewise). Prints the card, the CPU/GPU parity table, the timing
+# table next to PyTorch (eager and torch.compile) on the same card, and a short end-to-end run;
+# everything is also written under $OUT (or bench-out/) for the notes.
+#
+#   bench/gpu.sh               # everything (~5 min, most of it torch.compile)
+#   NO_COMPILE=1 bench/gpu.sh  # without torch.compile
+set -uo pipefail
+cd "$(dirname "$0")/.."
+BIN=${BIN:-target/release/stagewise}
+OUT=${OUT:-bench-out}
+mkdir -p "$OUT"
+# cuBLAS and NVRTC: the CUDA toolkit's folders, or the pip wheels next to PyTorch.
+for lib in libcublas.so libnvrtc.so; do
+  for d in /usr/local/cuda/lib64 /usr/local/cuda/targets/x86_64-linux/lib \
+           $(python3 -c 'import nvidia, os; print(" ".join(os.path.join(p, d, "lib") for p in nvidia.__path__ for d in os.listdir(p)))' 2>/dev/null); do
+    if ls "$d"/$lib* >/dev/null 2>&1; then
+      export LD_LIBRARY_PATH="$d${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+      break
+    fi
+  done
+done
+nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv 2>&1 | tee "$OUT/card.txt"
+echo "== parity (float32 GEMMs)"
+timeout 120 "$BIN" check-device --device cuda 2>&1 | tee "$OUT/check.txt"
+echo "== parity (TF32 GEMMs)"
+timeout 120 "$BIN" --tf32 check-device --device cuda 2>&1 | tee "$OUT/check-tf32.txt"
+echo "== timing (float32 GEMMs, with PyTorch)"
+timeout 420 "$BIN" bench gpu --device cuda --torch python3 ${NO_COMPILE:+--no-compile} 2>&1 | tee "$OUT/bench.txt"
+echo "== timing (TF32 GEMMs)"
+timeout 120 "$BIN" --tf32 bench gpu --device cuda 2>&1 | tee "$OUT/bench-tf32.txt"
+echo "== end to end: reproduce --quick on the GPU"
+rm -rf /tmp/rq-gpu
+( time timeout 300 "$BIN" reproduce --quick --device cuda --out /tmp/rq-gpu ) 2>&1 | tail -n 25 | tee "$OUT/reproduce.txt"
+cp /tmp/rq-gpu/stages.csv "$OUT/" 2>/dev/null || true
