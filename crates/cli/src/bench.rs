@@ -242,7 +242,7 @@ pub struct BenchGpuArgs {
     #[arg(long, value_delimiter = ',', default_value = "256,1024")]
     batches: Vec<usize>,
     /// SGLD chain counts (each chain a minibatch of --sgld-batch sequences).
-    #[arg(long, value_delimiter = ',', default_value = "8,10")]
+    #[arg(long, value_delimiter = ',', default_value = "1,2,4,8,10")]
     chains: Vec<usize>,
     #[arg(long, default_value_t = 1024)]
     sgld_batch: usize,
@@ -259,6 +259,64 @@ pub struct BenchGpuArgs {
     /// Skip the torch.compile runs (they compile for a minute or more).
     #[arg(long)]
     no_compile: bool,
+    /// Only count each step's launches, GEMM flops and bytes (no device needed).
+    #[arg(long)]
+    count_only: bool,
+}
+
+/// Launches, flops and bytes of one training step and one SGLD step, counted without a device.
+fn count_steps(
+    cfg: &TrainConfig,
+    chains: Option<usize>,
+    sgld_batch: usize,
+) -> Result<stagewise_cuda::meter::Counts> {
+    use stagewise_cuda::meter::Meter;
+    use std::sync::Arc;
+    let meter = Arc::new(Meter::dry());
+    let dev: Arc<dyn stagewise_cuda::Device> = meter.clone();
+    match chains {
+        None => {
+            let mut tr = crate::device::trainer(cfg, Some(dev))?;
+            tr.step()?;
+            meter.take();
+            tr.step()?;
+        }
+        Some(c) => {
+            let model = stagewise_models::RegressionTransformer::new(cfg.model_config())?;
+            let w: Vec<f32> = model.init_params(0);
+            let spec = stagewise_cuda::sgld::DatasetSpec {
+                dist: cfg.pretrain_distribution(),
+                n: 16_384,
+                batch: sgld_batch,
+                seed: 0,
+            };
+            let sgld = stagewise_sampling::Sgld::from_scales(0.03, 0.003, 0.001);
+            let one = stagewise_sampling::ChainConfig::new(c, 1, 1);
+            stagewise_cuda::sgld::sample_dataset(
+                &dev,
+                &model,
+                &spec,
+                std::slice::from_ref(&w),
+                &sgld,
+                None,
+                &one,
+                &|_| {},
+            )?;
+        }
+    }
+    Ok(meter.take())
+}
+
+fn print_counts(what: &str, c: &stagewise_cuda::meter::Counts) {
+    println!(
+        "| {what} | {} ({} GEMMs) | {:.2} | {:.1} | {:.1} | {:.1} |",
+        c.launches,
+        c.gemms,
+        c.gemm_flops / 1e9,
+        c.gemm_bytes / 1e6,
+        c.kernel_bytes / 1e6,
+        c.bytes() / 1e6
+    );
 }
 
 /// Floating-point operations of one forward + backward pass of `rows` rows (tokens) of the
@@ -296,6 +354,37 @@ pub fn gpu(a: &BenchGpuArgs) -> Result<()> {
     use stagewise_cuda::sgld::{DatasetSpec, sample_dataset};
     use stagewise_cuda::{Arg, Buf, Gemm};
     use stagewise_sampling::{ChainConfig, Sgld};
+    let k = a.examples;
+    let mut cfg = TrainConfig::l2h4(k, 0);
+    println!(
+        "Work per step (L2H4, K={k}): launches, GEMM flops, and the fewest bytes moved (each \
+         input read once, each output written once)"
+    );
+    println!("| step | launches | GEMM GFLOP | GEMM MB | other kernels MB | total MB |");
+    println!("|---|---:|---:|---:|---:|---:|");
+    let mut counted = Vec::new();
+    for &b in &a.batches {
+        cfg.batch_size = b;
+        let c = count_steps(&cfg, None, a.sgld_batch)?;
+        print_counts(&format!("training, batch {b}"), &c);
+        counted.push(c);
+    }
+    for &ch in &a.chains {
+        let c = count_steps(&cfg, Some(ch), a.sgld_batch)?;
+        print_counts(&format!("SGLD, {ch} chains x {}", a.sgld_batch), &c);
+        counted.push(c);
+    }
+    if a.count_only {
+        if let Some(c) = counted.last() {
+            println!("\nby kernel (last step above): calls, MB");
+            let mut v: Vec<_> = c.per_kernel.iter().collect();
+            v.sort_by(|x, y| y.1.1.total_cmp(&x.1.1));
+            for (name, (calls, bytes)) in v {
+                println!("| {name} | {calls} | {:.1} |", bytes / 1e6);
+            }
+        }
+        return Ok(());
+    }
     let dev = crate::device::open(a.device)?.context("bench gpu needs --device cuda[:N]")?;
     println!("device: {}", dev.name());
     // Ceilings: SGEMM 4096^3 (float32, no TF32) and a 256 MiB device copy.
@@ -353,9 +442,9 @@ pub fn gpu(a: &BenchGpuArgs) -> Result<()> {
         sgemm / 1e12,
         bw / 1e12
     );
-    let k = a.examples;
-    let mut cfg = TrainConfig::l2h4(k, 0);
     let mcfg = cfg.model_config();
+    let floor = |c: &stagewise_cuda::meter::Counts| (c.gemm_flops / sgemm).max(c.bytes() / bw);
+    let mut counted = counted.into_iter();
     println!(
         "\nL2H4 (D=4, K={k}, C=64, H=4, L=2), float32. Training: steps/s (Adam + OneCycle, batch \
          generated on the device)"
@@ -380,6 +469,7 @@ pub fn gpu(a: &BenchGpuArgs) -> Result<()> {
             train_256 = Some(ours);
         }
         let fl = flops_per_pass(&mcfg, b * 2 * k, 2 * k);
+        let fs = 1.0 / floor(&counted.next().expect("counted"));
         let args = |compile: bool| {
             let mut v: Vec<String> = [
                 "--k",
@@ -423,9 +513,10 @@ pub fn gpu(a: &BenchGpuArgs) -> Result<()> {
         let cell = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.0}"));
         let ratio = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{:.2}x", ours / v));
         println!(
-            "| {b} | {:.2} | {ours:.0} | {:.2} TFLOP/s | {} | {} | {} | {} |",
+            "| {b} | {:.2} | {ours:.0} | {:.2} TFLOP/s | {fs:.0} | {:.0} % | {} | {} | {} | {} |",
             fl / 1e9,
             fl * ours / 1e12,
+            100.0 * ours / fs,
             cell(eager),
             ratio(eager),
             cell(compiled),
@@ -437,8 +528,10 @@ pub fn gpu(a: &BenchGpuArgs) -> Result<()> {
          reference's chains one after another",
         a.sgld_batch
     );
-    println!("| chains | GFLOP/step | stagewise (batched) | at | PyTorch | ratio |");
-    println!("|---:|---:|---:|---:|---:|---:|");
+    println!(
+        "| chains | GFLOP/step | stagewise (batched) | at | floor (chain-draws/s) | of floor | PyTorch | ratio |"
+    );
+    println!("|---:|---:|---:|---:|---:|---:|---:|---:|");
     let model = stagewise_models::RegressionTransformer::new(mcfg.clone())?;
     let w: Vec<f32> = model.init_params(0);
     let spec = DatasetSpec {
@@ -473,6 +566,7 @@ pub fn gpu(a: &BenchGpuArgs) -> Result<()> {
             sgld_10 = Some(ours);
         }
         let fl = flops_per_pass(&mcfg, c * a.sgld_batch * 2 * k, 2 * k);
+        let fs = c as f64 / floor(&counted.next().expect("counted"));
         let theirs = match &a.torch {
             Some(py) => {
                 let args: Vec<String> = [
@@ -500,9 +594,10 @@ pub fn gpu(a: &BenchGpuArgs) -> Result<()> {
             None => None,
         };
         println!(
-            "| {c} | {:.1} | {ours:.0} | {:.2} TFLOP/s | {} | {} |",
+            "| {c} | {:.1} | {ours:.0} | {:.2} TFLOP/s | {fs:.0} | {:.0} % | {} | {} |",
             fl / 1e9,
             fl * ours / c as f64 / 1e12,
+            100.0 * ours / fs,
             theirs.map_or("-".into(), |v| format!("{v:.0}")),
             theirs.map_or("-".into(), |v| format!("{:.1}x", ours / v))
         );

@@ -7,6 +7,7 @@ pub mod device;
 pub mod driver;
 pub mod host;
 pub mod kernels;
+pub mod meter;
 pub mod model;
 pub mod sgld;
 pub mod train;

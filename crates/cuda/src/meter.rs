@@ -1,0 +1,197 @@
+//! A device that counts: launches, GEMM flops, and the fewest bytes each launch must move through
+//! device memory (every input read once, every output written once). Wrapped around a device it
+//! forwards everything; without one ("dry") it runs nothing and hands out fake addresses, so a
+//! step's work can be counted on any machine. Flops over the card's GEMM rate and bytes over its
+//! bandwidth give the step's floor.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+
+use crate::device::{Arg, Device, Gemm, GpuError, Ptr};
+
+#[derive(Clone, Debug, Default)]
+pub struct Counts {
+    pub launches: u64,
+    pub gemms: u64,
+    pub gemm_flops: f64,
+    pub gemm_bytes: f64,
+    pub kernel_bytes: f64,
+    /// Calls and bytes per kernel name ("gemm" for cuBLAS).
+    pub per_kernel: BTreeMap<String, (u64, f64)>,
+}
+
+impl Counts {
+    pub fn bytes(&self) -> f64 {
+        self.gemm_bytes + self.kernel_bytes
+    }
+}
+
+pub struct Meter {
+    inner: Option<Arc<dyn Device>>,
+    counts: Mutex<Counts>,
+    next: Mutex<u64>,
+}
+
+impl Meter {
+    pub fn wrap(inner: Arc<dyn Device>) -> Self {
+        Meter {
+            inner: Some(inner),
+            counts: Mutex::default(),
+            next: Mutex::new(1 << 40),
+        }
+    }
+
+    /// Counts without computing anything.
+    pub fn dry() -> Self {
+        Meter {
+            inner: None,
+            counts: Mutex::default(),
+            next: Mutex::new(1 << 40),
+        }
+    }
+
+    pub fn take(&self) -> Counts {
+        std::mem::take(&mut *self.counts.lock().unwrap())
+    }
+}
+
+fn int(a: &Arg) -> f64 {
+    match a {
+        Arg::I32(v) => *v as f64,
+        Arg::U32(v) => *v as f64,
+        Arg::I64(v) => *v as f64,
+        Arg::U64(v) => *v as f64,
+        _ => 0.0,
+    }
+}
+
+/// The fewest bytes kernel `name` moves for `threads` threads with these arguments.
+pub fn kernel_bytes(name: &str, threads: usize, args: &[Arg]) -> f64 {
+    let n = threads as f64;
+    let f = 4.0;
+    let at = |i: usize| args.get(i).map(int).unwrap_or(0.0);
+    match name {
+        "fill_f32" => f * n,
+        "copy_f32" | "broadcast_f32" | "add_positions" | "readout_backward"
+        | "positions_backward" => 2.0 * f * n,
+        "add_f32" | "relu_backward" | "bias_relu" => 3.0 * f * n,
+        "double_residual" | "residual_backward" => 4.0 * f * n,
+        // rows x C: read x, write out.
+        "layernorm_forward" => 2.0 * f * n * at(8),
+        // read dy and x, write dx and dy*xhat (and read dx when accumulating).
+        "layernorm_backward" => (4.0 + at(10)) * f * n * at(9),
+        // threads = rows x heads: read q, k, v (3 hs), write out (hs) and probs (t).
+        "attention_forward" => f * n * (4.0 * at(5) + at(3)),
+        // threads = rows x heads: read probs and dscores (t each), dout, q, k, v (4 hs);
+        // write dq (or dk and dv; hs per thread on average over the two kernels).
+        "attention_backward_q" | "attention_backward_kv" => f * n * (2.0 * at(5) + 5.0 * at(7)),
+        // read the even rows of lnf (C) and y; write y_hat, the squared error, two dpred rows.
+        "readout_loss" => f * n * (at(11) + 5.0),
+        // write tokens 2K(D+1) and targets K.
+        "gen_regression" => f * n * (2.0 * at(6) * (at(5) + 1.0) + at(6)),
+        // params, m, v read and written, grad read.
+        "adam_step" => 7.0 * f * n,
+        // four coordinates: w read and written, w0 and grad read, dist2 written.
+        "sgld_step" => 4.0 * 5.0 * f * n,
+        _ => 0.0,
+    }
+}
+
+impl Device for Meter {
+    fn name(&self) -> String {
+        match &self.inner {
+            Some(d) => format!("{} (metered)", d.name()),
+            None => "dry meter".into(),
+        }
+    }
+
+    fn alloc(&self, bytes: usize) -> Result<Ptr, GpuError> {
+        match &self.inner {
+            Some(d) => d.alloc(bytes),
+            None => {
+                let mut next = self.next.lock().unwrap();
+                let p = *next;
+                *next += bytes.next_multiple_of(256) as u64;
+                Ok(Ptr(p))
+            }
+        }
+    }
+
+    fn free(&self, ptr: Ptr) {
+        if let Some(d) = &self.inner {
+            d.free(ptr)
+        }
+    }
+
+    fn upload(&self, dst: Ptr, src: &[u8]) -> Result<(), GpuError> {
+        match &self.inner {
+            Some(d) => d.upload(dst, src),
+            None => Ok(()),
+        }
+    }
+
+    fn download(&self, src: Ptr, dst: &mut [u8]) -> Result<(), GpuError> {
+        match &self.inner {
+            Some(d) => d.download(src, dst),
+            None => {
+                dst.fill(0);
+                Ok(())
+            }
+        }
+    }
+
+    fn launch(&self, name: &'static str, threads: usize, args: &[Arg]) -> Result<(), GpuError> {
+        let bytes = kernel_bytes(name, threads, args);
+        {
+            let mut c = self.counts.lock().unwrap();
+            c.launches += 1;
+            c.kernel_bytes += bytes;
+            let e = c.per_kernel.entry(name.to_string()).or_default();
+            e.0 += 1;
+            e.1 += bytes;
+        }
+        match &self.inner {
+            Some(d) => d.launch(name, threads, args),
+            None => Ok(()),
+        }
+    }
+
+    fn gemm(&self, g: &Gemm) -> Result<(), GpuError> {
+        let b = g.batch as f64;
+        let flops = 2.0 * (g.m * g.n * g.k) as f64 * b;
+        // A and B once per batch entry (stride 0: once), C written (and read when beta != 0).
+        let once = |stride: usize, len: usize| {
+            if stride == 0 {
+                len as f64
+            } else {
+                len as f64 * b
+            }
+        };
+        let c_passes = if g.beta == 0.0 { 1.0 } else { 2.0 };
+        let bytes = 4.0
+            * (once(g.stride_a, g.m * g.k)
+                + once(g.stride_b, g.k * g.n)
+                + c_passes * (g.m * g.n) as f64 * b);
+        {
+            let mut c = self.counts.lock().unwrap();
+            c.launches += 1;
+            c.gemms += 1;
+            c.gemm_flops += flops;
+            c.gemm_bytes += bytes;
+            let e = c.per_kernel.entry("gemm".into()).or_default();
+            e.0 += 1;
+            e.1 += bytes;
+        }
+        match &self.inner {
+            Some(d) => d.gemm(g),
+            None => Ok(()),
+        }
+    }
+
+    fn synchronize(&self) -> Result<(), GpuError> {
+        match &self.inner {
+            Some(d) => d.synchronize(),
+            None => Ok(()),
+        }
+    }
+}
