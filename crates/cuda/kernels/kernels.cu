@@ -196,46 +196,60 @@ extern "C" __global__ void layernorm_forward(float* out, float* mean, float* rst
     for (int j = 0; j < c; ++j) o[j] = (xr[j] - m) * rs * w[j] + b[j];
 }
 
-// Causal attention, one (chain, sequence, head, query) per thread, on the fused QKV layout of
-// the reference (head h: Q at [h*3hs, h*3hs+hs), K next, V next, of each 3C-wide row). Keeps the
-// softmax probs[q, s, h, i, 0..T) (zero after i) for the backward.
-extern "C" __global__ void attention_forward(float* out, float* probs, const float* qkv, int t,
-                                             int heads, int hs, float scale, long long total) {
+// Causal attention on the fused QKV layout of the reference (head h: Q at [h*3hs, h*3hs+hs) of
+// each 3C-wide row, K next, V next), flash style: one (chain, sequence, head, query i) per
+// thread with an online softmax, keeping only lse_i = log sum_j exp(s_ij) for the backward,
+// which recomputes the probabilities instead of storing T x T of them. HS (head size) is a
+// compile-time constant so that the per-thread vectors live in registers.
+template <int HS>
+__device__ __forceinline__ void attention_forward_impl(float* out, float* lse, const float* qkv,
+                                                       int t, int heads, float scale,
+                                                       long long total) {
     long long g = THREAD_INDEX;
     if (g >= total) return;
     int i = (int)(g % t);
-    long long sh = g / t;  // (chain, sequence) * heads + head
+    long long sh = g / t;  // (chain * B + sequence) * heads + head
     int h = (int)(sh % heads);
-    long long seq = sh / heads;  // chain * B + sequence
-    int c = heads * hs;
-    const float* base = qkv + seq * t * 3 * c;
-    const float* qv = base + (long long)i * 3 * c + h * 3 * hs;
-    float* pr = probs + g * t;
-    float mx = -INFINITY;
+    long long seq = sh / heads;
+    int c = heads * HS;
+    const float* base = qkv + seq * t * 3 * c + h * 3 * HS;
+    float q[HS], acc[HS];
+#pragma unroll
+    for (int e = 0; e < HS; ++e) {
+        q[e] = base[(long long)i * 3 * c + e] * scale;
+        acc[e] = 0.0f;
+    }
+    float m = -INFINITY, l = 0.0f;
     for (int j = 0; j <= i; ++j) {
-        const float* kv = base + (long long)j * 3 * c + h * 3 * hs + hs;
+        const float* kv = base + (long long)j * 3 * c + HS;
         float s = 0.0f;
-        for (int e = 0; e < hs; ++e) s += qv[e] * kv[e];
-        s *= scale;
-        pr[j] = s;
-        mx = fmaxf(mx, s);
+#pragma unroll
+        for (int e = 0; e < HS; ++e) s += q[e] * kv[e];
+        float mn = fmaxf(m, s);
+        float corr = expf(m - mn), pj = expf(s - mn);
+        l = l * corr + pj;
+#pragma unroll
+        for (int e = 0; e < HS; ++e) acc[e] = acc[e] * corr + pj * kv[HS + e];
+        m = mn;
     }
-    float z = 0.0f;
-    for (int j = 0; j <= i; ++j) {
-        float e = expf(pr[j] - mx);
-        pr[j] = e;
-        z += e;
-    }
-    float inv = 1.0f / z;
-    for (int j = 0; j <= i; ++j) pr[j] *= inv;
-    for (int j = i + 1; j < t; ++j) pr[j] = 0.0f;
-    float* o = out + (seq * t + i) * c + h * hs;
-    for (int e = 0; e < hs; ++e) {
-        float acc = 0.0f;
-        for (int j = 0; j <= i; ++j) acc += pr[j] * base[(long long)j * 3 * c + h * 3 * hs + 2 * hs + e];
-        o[e] = acc;
-    }
+    float inv = 1.0f / l;
+    float* o = out + (seq * t + i) * c + h * HS;
+#pragma unroll
+    for (int e = 0; e < HS; ++e) o[e] = acc[e] * inv;
+    lse[g] = m + logf(l);
 }
+
+#define ATTENTION_FORWARD(HS)                                                                  \
+    extern "C" __global__ void attention_forward_hs##HS(float* out, float* lse, const float* qkv, \
+                                                          int t, int heads, float scale,        \
+                                                          long long total) {                    \
+        attention_forward_impl<HS>(out, lse, qkv, t, heads, scale, total);                     \
+    }
+ATTENTION_FORWARD(4)
+ATTENTION_FORWARD(8)
+ATTENTION_FORWARD(16)
+ATTENTION_FORWARD(32)
+ATTENTION_FORWARD(64)
 
 // out = a + b.
 extern "C" __global__ void add_f32(float* out, const float* a, const float* b, long long n) {
@@ -243,28 +257,30 @@ extern "C" __global__ void add_f32(float* out, const float* a, const float* b, l
     if (i < n) out[i] = a[i] + b[i];
 }
 
-// f += b1 (per chain); r = relu(f). f keeps the pre-activation for the backward.
-extern "C" __global__ void bias_relu(float* f, float* r, const float* params, long long p,
-                                     long long off_b, int m, long long rows_per_chain,
-                                     long long total) {
+// r = relu(r + b1) in place (per chain): the GEMM wrote the pre-activation into r; the backward
+// reads the mask from r > 0 (the same as pre-activation > 0).
+extern "C" __global__ void bias_relu(float* r, const float* params, long long p, long long off_b,
+                                     int m, long long rows_per_chain, long long total) {
     long long i = THREAD_INDEX;
     if (i >= total) return;
     long long row = i / m;
-    float v = f[i] + params[(row / rows_per_chain) * p + off_b + i % m];
-    f[i] = v;
+    float v = r[i] + params[(row / rows_per_chain) * p + off_b + i % m];
     r[i] = v > 0.0f ? v : 0.0f;
 }
 
-// The reference's double residual: x_next = x + (x + attn + (mlp + b2)).
-extern "C" __global__ void double_residual(float* x_next, const float* x, const float* attn,
-                                           const float* mlp, const float* params, long long p,
-                                           long long off_b2, int c, long long rows_per_chain,
-                                           long long total) {
+// After the attention projection: h = x + attn (the MLP's input) and, for the reference's double
+// residual x_next = x + (x + attn + mlp + b2), its MLP-free part x_next = 2x + attn + b2, which
+// the second MLP GEMM then accumulates into (beta = 1).
+extern "C" __global__ void attention_residual(float* h, float* x_next, const float* x,
+                                              const float* attn, const float* params, long long p,
+                                              long long off_b2, int c, long long rows_per_chain,
+                                              long long total) {
     long long i = THREAD_INDEX;
     if (i >= total) return;
     long long row = i / c;
-    float m = mlp[i] + params[(row / rows_per_chain) * p + off_b2 + i % c];
-    x_next[i] = x[i] + x[i] + attn[i] + m;
+    float xv = x[i], hv = xv + attn[i];
+    h[i] = hv;
+    x_next[i] = (hv + xv) + params[(row / rows_per_chain) * p + off_b2 + i % c];
 }
 
 // Readout and loss, one (chain, sequence, example) per thread: y_hat = lnf[2e] . Wu[0] + bu[0];
@@ -306,13 +322,15 @@ extern "C" __global__ void readout_backward(float* dlnf, const float* dpred_row,
     dlnf[i] = dpred_row[row] * params[(row / rows_per_chain) * p + off_uw + i % c];
 }
 
-// One row per thread: dx (= or +=) LN'(dy); dyxhat = dy * xhat for the weight gradient (the
-// column sums over rows run as GEMMs with a ones vector).
+// One row per thread: v = LN'(dy), and dyxhat = dy * xhat for the weight gradient (the column
+// sums over rows run as GEMMs with a ones vector). mode 0: dx = v; 1: dx += v; 2 (the MLP's
+// LayerNorm, through x_next = 2x + attn + mlp with h = x + attn): dattn = dxn + v and
+// dx = 2 dxn + v.
 extern "C" __global__ void layernorm_backward(float* dx, float* dyxhat, const float* dy,
                                               const float* x, const float* mean, const float* rstd,
                                               const float* params, long long p, long long off_w,
-                                              int c, int accumulate, long long rows_per_chain,
-                                              long long rows) {
+                                              int c, int mode, const float* dxn, float* dattn,
+                                              long long rows_per_chain, long long rows) {
     long long r = THREAD_INDEX;
     if (r >= rows) return;
     const float* w = params + (r / rows_per_chain) * p + off_w;
@@ -333,14 +351,22 @@ extern "C" __global__ void layernorm_backward(float* dx, float* dyxhat, const fl
     for (int j = 0; j < c; ++j) {
         float xh = (xr[j] - m) * rs;
         float v = rs * (dyr[j] * w[j] - s1 - xh * s2);
-        o[j] = accumulate ? o[j] + v : v;
+        if (mode == 0) {
+            o[j] = v;
+        } else if (mode == 1) {
+            o[j] += v;
+        } else {
+            float d = dxn[r * c + j];
+            dattn[r * c + j] = d + v;
+            o[j] = d + d + v;
+        }
     }
 }
 
-// df = dr where the pre-activation was positive.
-extern "C" __global__ void relu_backward(float* df, const float* dr, const float* f, long long n) {
+// df = dr where the ReLU's output r was positive.
+extern "C" __global__ void relu_backward(float* df, const float* dr, const float* r, long long n) {
     long long i = THREAD_INDEX;
-    if (i < n) df[i] = f[i] > 0.0f ? dr[i] : 0.0f;
+    if (i < n) df[i] = r[i] > 0.0f ? dr[i] : 0.0f;
 }
 
 // Through x_next = 2x + attn + mlp with h = x + attn: dattn = dxn + dh, dx = 2 dxn + dh.
@@ -352,69 +378,117 @@ extern "C" __global__ void residual_backward(float* dattn, float* dx, const floa
     dx[i] = dxn[i] + dxn[i] + dh[i];
 }
 
-// Attention backward, query side: one (chain, sequence, head, query i) per thread.
-// ds[i, j] = p[i, j] (dp[i, j] - sum_j' p[i, j'] dp[i, j']) with dp = dout_i . v_j (kept in
-// dscores), and dq_i = scale sum_j ds[i, j] k_j.
-extern "C" __global__ void attention_backward_q(float* dqkv, float* dscores, const float* dout,
-                                                const float* qkv, const float* probs, int t,
-                                                int heads, int hs, float scale, long long total) {
+// Attention backward, query side: one (chain, sequence, head, query i) per thread. With
+// p_ij = exp(s_ij - lse_i), dp_ij = dout_i . v_j and D_i = dout_i . out_i (= sum_j p_ij dp_ij),
+// ds_ij = p_ij (dp_ij - D_i) and dq_i = scale sum_j ds_ij k_j. Keeps D_i for the key side.
+template <int HS>
+__device__ __forceinline__ void attention_backward_q_impl(float* dqkv, float* dsum,
+                                                          const float* dout, const float* out,
+                                                          const float* qkv, const float* lse,
+                                                          int t, int heads, float scale,
+                                                          long long total) {
     long long g = THREAD_INDEX;
     if (g >= total) return;
     int i = (int)(g % t);
     long long sh = g / t;
     int h = (int)(sh % heads);
     long long seq = sh / heads;
-    int c = heads * hs;
-    const float* base = qkv + seq * t * 3 * c;
-    const float* pr = probs + g * t;
-    const float* dor = dout + (seq * t + i) * c + h * hs;
-    float* ds = dscores + g * t;
-    float dot = 0.0f;
+    int c = heads * HS;
+    const float* base = qkv + seq * t * 3 * c + h * 3 * HS;
+    long long row = (seq * t + i) * c + h * HS;
+    float q[HS], d[HS], dq[HS];
+    float di = 0.0f;
+#pragma unroll
+    for (int e = 0; e < HS; ++e) {
+        q[e] = base[(long long)i * 3 * c + e] * scale;
+        d[e] = dout[row + e];
+        di += d[e] * out[row + e];
+        dq[e] = 0.0f;
+    }
+    float li = lse[g];
     for (int j = 0; j <= i; ++j) {
-        const float* vv = base + (long long)j * 3 * c + h * 3 * hs + 2 * hs;
-        float dp = 0.0f;
-        for (int e = 0; e < hs; ++e) dp += dor[e] * vv[e];
-        ds[j] = dp;
-        dot += pr[j] * dp;
+        const float* kv = base + (long long)j * 3 * c + HS;
+        float s = 0.0f, dp = 0.0f;
+#pragma unroll
+        for (int e = 0; e < HS; ++e) {
+            s += q[e] * kv[e];
+            dp += d[e] * kv[HS + e];
+        }
+        float ds = expf(s - li) * (dp - di);
+#pragma unroll
+        for (int e = 0; e < HS; ++e) dq[e] += ds * kv[e];
     }
-    for (int j = 0; j <= i; ++j) ds[j] = pr[j] * (ds[j] - dot);
-    for (int j = i + 1; j < t; ++j) ds[j] = 0.0f;
-    float* dq = dqkv + (seq * t + i) * 3 * c + h * 3 * hs;
-    for (int e = 0; e < hs; ++e) {
-        float acc = 0.0f;
-        for (int j = 0; j <= i; ++j) acc += ds[j] * base[(long long)j * 3 * c + h * 3 * hs + hs + e];
-        dq[e] = scale * acc;
-    }
+    float* dqr = dqkv + (seq * t + i) * 3 * c + h * 3 * HS;
+#pragma unroll
+    for (int e = 0; e < HS; ++e) dqr[e] = scale * dq[e];
+    dsum[g] = di;
 }
 
-// Attention backward, key side: one (chain, sequence, head, key j) per thread, after
-// attention_backward_q: dk_j = scale sum_{i>=j} ds[i, j] q_i, dv_j = sum_{i>=j} p[i, j] dout_i.
-extern "C" __global__ void attention_backward_kv(float* dqkv, const float* dscores,
-                                                 const float* dout, const float* qkv,
-                                                 const float* probs, int t, int heads, int hs,
-                                                 float scale, long long total) {
+// Attention backward, key side: one (chain, sequence, head, key j) per thread, after the query
+// side: dk_j = scale sum_{i>=j} ds_ij q_i and dv_j = sum_{i>=j} p_ij dout_i.
+template <int HS>
+__device__ __forceinline__ void attention_backward_kv_impl(float* dqkv, const float* dsum,
+                                                           const float* dout, const float* qkv,
+                                                           const float* lse, int t, int heads,
+                                                           float scale, long long total) {
     long long g = THREAD_INDEX;
     if (g >= total) return;
     int j = (int)(g % t);
     long long sh = g / t;
     int h = (int)(sh % heads);
     long long seq = sh / heads;
-    int c = heads * hs;
-    const float* base = qkv + seq * t * 3 * c;
-    const float* ds = dscores + sh * t * t;
-    const float* pr = probs + sh * t * t;
-    float* dk = dqkv + (seq * t + j) * 3 * c + h * 3 * hs + hs;
-    float* dv = dk + hs;
-    for (int e = 0; e < hs; ++e) {
-        float ak = 0.0f, av = 0.0f;
-        for (int i = j; i < t; ++i) {
-            ak += ds[(long long)i * t + j] * base[(long long)i * 3 * c + h * 3 * hs + e];
-            av += pr[(long long)i * t + j] * dout[(seq * t + i) * c + h * hs + e];
+    int c = heads * HS;
+    const float* base = qkv + seq * t * 3 * c + h * 3 * HS;
+    float k[HS], v[HS], dk[HS], dv[HS];
+#pragma unroll
+    for (int e = 0; e < HS; ++e) {
+        k[e] = base[(long long)j * 3 * c + HS + e] * scale;
+        v[e] = base[(long long)j * 3 * c + 2 * HS + e];
+        dk[e] = 0.0f;
+        dv[e] = 0.0f;
+    }
+    for (int i = j; i < t; ++i) {
+        const float* qi = base + (long long)i * 3 * c;
+        const float* di = dout + (seq * t + i) * c + h * HS;
+        float s = 0.0f, dp = 0.0f;
+#pragma unroll
+        for (int e = 0; e < HS; ++e) {
+            s += qi[e] * k[e];
+            dp += di[e] * v[e];
         }
-        dk[e] = scale * ak;
-        dv[e] = av;
+        long long gi = sh * t + i;
+        float pij = expf(s - lse[gi]);
+        float ds = pij * (dp - dsum[gi]);
+#pragma unroll
+        for (int e = 0; e < HS; ++e) {
+            dk[e] += ds * qi[e];
+            dv[e] += pij * di[e];
+        }
+    }
+    float* dkr = dqkv + (seq * t + j) * 3 * c + h * 3 * HS + HS;
+#pragma unroll
+    for (int e = 0; e < HS; ++e) {
+        dkr[e] = scale * dk[e];
+        dkr[HS + e] = dv[e];
     }
 }
+
+#define ATTENTION_BACKWARD(HS)                                                                   \
+    extern "C" __global__ void attention_backward_q_hs##HS(                                      \
+        float* dqkv, float* dsum, const float* dout, const float* out, const float* qkv,         \
+        const float* lse, int t, int heads, float scale, long long total) {                      \
+        attention_backward_q_impl<HS>(dqkv, dsum, dout, out, qkv, lse, t, heads, scale, total);  \
+    }                                                                                            \
+    extern "C" __global__ void attention_backward_kv_hs##HS(                                     \
+        float* dqkv, const float* dsum, const float* dout, const float* qkv, const float* lse,   \
+        int t, int heads, float scale, long long total) {                                        \
+        attention_backward_kv_impl<HS>(dqkv, dsum, dout, qkv, lse, t, heads, scale, total);      \
+    }
+ATTENTION_BACKWARD(4)
+ATTENTION_BACKWARD(8)
+ATTENTION_BACKWARD(16)
+ATTENTION_BACKWARD(32)
+ATTENTION_BACKWARD(64)
 
 // grad[q, off_pos + j*max_t + pos] += s[q, pos, j]: the positional table's gradient from the
 // per-position sums of dx0 over sequences.

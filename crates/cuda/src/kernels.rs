@@ -3,7 +3,24 @@
 
 pub const SOURCE: &str = include_str!("../kernels/kernels.cu");
 
-/// Every kernel of `SOURCE` (a test checks this list against the source and the emulator).
+/// Head sizes the attention kernels are instantiated for (`attention_forward_hs16`, ...).
+pub const HEAD_SIZES: &[usize] = &[4, 8, 16, 32, 64];
+
+/// The attention kernel `prefix` for head size `hs`.
+pub fn attention_kernel(prefix: &str, hs: usize) -> Result<&'static str, crate::GpuError> {
+    KERNEL_NAMES
+        .iter()
+        .find(|n| n.strip_prefix(prefix).and_then(|r| r.strip_prefix("_hs")) == Some(&hs.to_string()))
+        .copied()
+        .ok_or_else(|| {
+            crate::GpuError::Unsupported(format!(
+                "head size {hs} (embed_size / num_heads): the CUDA attention kernels support {HEAD_SIZES:?}"
+            ))
+        })
+}
+
+/// Every kernel of `SOURCE` (tests check this list against the emulator's table and NVRTC's
+/// PTX).
 pub const KERNEL_NAMES: &[&str] = &[
     "gen_regression",
     "fill_f32",
@@ -11,17 +28,29 @@ pub const KERNEL_NAMES: &[&str] = &[
     "broadcast_f32",
     "add_positions",
     "layernorm_forward",
-    "attention_forward",
+    "attention_forward_hs4",
+    "attention_forward_hs8",
+    "attention_forward_hs16",
+    "attention_forward_hs32",
+    "attention_forward_hs64",
     "add_f32",
     "bias_relu",
-    "double_residual",
+    "attention_residual",
     "readout_loss",
     "readout_backward",
     "layernorm_backward",
     "relu_backward",
     "residual_backward",
-    "attention_backward_q",
-    "attention_backward_kv",
+    "attention_backward_q_hs4",
+    "attention_backward_q_hs8",
+    "attention_backward_q_hs16",
+    "attention_backward_q_hs32",
+    "attention_backward_q_hs64",
+    "attention_backward_kv_hs4",
+    "attention_backward_kv_hs8",
+    "attention_backward_kv_hs16",
+    "attention_backward_kv_hs32",
+    "attention_backward_kv_hs64",
     "positions_backward",
     "adam_step",
     "sgld_step",

@@ -65,6 +65,16 @@ fn int(a: &Arg) -> f64 {
     }
 }
 
+/// threads x head size, for an attention kernel named `..._hs<HS>`.
+fn n_hs(name: &str, threads: f64) -> f64 {
+    let hs: f64 = name
+        .rsplit("_hs")
+        .next()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0);
+    threads * hs
+}
+
 /// The fewest bytes kernel `name` moves for `threads` threads with these arguments.
 pub fn kernel_bytes(name: &str, threads: usize, args: &[Arg]) -> f64 {
     let n = threads as f64;
@@ -74,17 +84,27 @@ pub fn kernel_bytes(name: &str, threads: usize, args: &[Arg]) -> f64 {
         "fill_f32" => f * n,
         "copy_f32" | "broadcast_f32" | "add_positions" | "readout_backward"
         | "positions_backward" => 2.0 * f * n,
-        "add_f32" | "relu_backward" | "bias_relu" => 3.0 * f * n,
-        "double_residual" | "residual_backward" => 4.0 * f * n,
+        "bias_relu" => 2.0 * f * n,
+        "add_f32" | "relu_backward" => 3.0 * f * n,
+        "attention_residual" | "residual_backward" => 4.0 * f * n,
         // rows x C: read x, write out.
         "layernorm_forward" => 2.0 * f * n * at(8),
-        // read dy and x, write dx and dy*xhat (and read dx when accumulating).
-        "layernorm_backward" => (4.0 + at(10)) * f * n * at(9),
-        // threads = rows x heads: read q, k, v (3 hs), write out (hs) and probs (t).
-        "attention_forward" => f * n * (4.0 * at(5) + at(3)),
-        // threads = rows x heads: read probs and dscores (t each), dout, q, k, v (4 hs);
-        // write dq (or dk and dv; hs per thread on average over the two kernels).
-        "attention_backward_q" | "attention_backward_kv" => f * n * (2.0 * at(5) + 5.0 * at(7)),
+        // read dy and x, write dx and dy*xhat; mode 1 also reads dx, mode 2 reads dxn and
+        // writes dattn.
+        "layernorm_backward" => {
+            let passes = match at(10) as i64 {
+                0 => 4.0,
+                1 => 5.0,
+                _ => 6.0,
+            };
+            passes * f * n * at(9)
+        }
+        // threads = rows x heads, hs = C / heads: read q, k, v (3 hs); write out (hs) and lse.
+        _ if name.starts_with("attention_forward") => f * n_hs(name, n) * 4.0 + f * n,
+        // read q, k, v, dout, out (5 hs) and lse; write dq (hs) and D.
+        _ if name.starts_with("attention_backward_q") => f * n_hs(name, n) * 6.0 + 2.0 * f * n,
+        // read q, k, v, dout (4 hs), lse and D; write dk, dv (2 hs).
+        _ if name.starts_with("attention_backward_kv") => f * n_hs(name, n) * 6.0 + 2.0 * f * n,
         // read the even rows of lnf (C) and y; write y_hat, the squared error, two dpred rows.
         "readout_loss" => f * n * (at(11) + 5.0),
         // write tokens 2K(D+1) and targets K.

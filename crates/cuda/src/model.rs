@@ -83,16 +83,27 @@ struct BlockActs {
     mean0: Buf<f32>,
     rstd0: Buf<f32>,
     qkv: Buf<f32>,
-    probs: Buf<f32>,
+    /// log-sum-exp of each query's attention scores `[Q, B, H, T]`.
+    lse: Buf<f32>,
     atty: Buf<f32>,
     attn: Buf<f32>,
     h: Buf<f32>,
     ln1: Buf<f32>,
     mean1: Buf<f32>,
     rstd1: Buf<f32>,
-    f: Buf<f32>,
+    /// The MLP's hidden layer after the ReLU (the backward reads its mask from r > 0).
     r: Buf<f32>,
-    mlp: Buf<f32>,
+}
+
+/// Where a LayerNorm's input gradient goes.
+#[derive(Clone, Copy)]
+enum LnMode {
+    /// dx = v
+    Set,
+    /// dx += v
+    Add,
+    /// The MLP's LayerNorm: dattn = dxn + v, dx = 2 dxn + v.
+    Residual { dxn: Ptr, dattn: Ptr },
 }
 
 /// Activations, gradients scratch and per-token losses of one (Q, B, T) shape.
@@ -122,14 +133,13 @@ pub struct GpuModel {
     dlnf: Buf<f32>,
     dyxhat: Buf<f32>,
     dr: Buf<f32>,
-    df: Buf<f32>,
     dln: Buf<f32>,
-    dh: Buf<f32>,
     dattn: Buf<f32>,
     datty: Buf<f32>,
     dqkv: Buf<f32>,
-    dscores: Buf<f32>,
+    dsum: Buf<f32>,
     pos_sums: Buf<f32>,
+    attn_kernels: [&'static str; 3],
 }
 
 impl GpuModel {
@@ -160,7 +170,13 @@ impl GpuModel {
         let x = (0..=cfg.num_layers)
             .map(|_| nb(rows * c))
             .collect::<Result<Vec<_>, _>>()?;
-        let probs_len = q * b * h * t * t;
+        let lse_len = q * b * h * t;
+        let hs = c / h;
+        let attn_kernels = [
+            crate::kernels::attention_kernel("attention_forward", hs)?,
+            crate::kernels::attention_kernel("attention_backward_q", hs)?,
+            crate::kernels::attention_kernel("attention_backward_kv", hs)?,
+        ];
         let mut acts = Vec::new();
         for _ in 0..cfg.num_layers {
             acts.push(BlockActs {
@@ -168,16 +184,14 @@ impl GpuModel {
                 mean0: nb(rows)?,
                 rstd0: nb(rows)?,
                 qkv: nb(rows * 3 * c)?,
-                probs: nb(probs_len)?,
+                lse: nb(lse_len)?,
                 atty: nb(rows * c)?,
                 attn: nb(rows * c)?,
                 h: nb(rows * c)?,
                 ln1: nb(rows * c)?,
                 mean1: nb(rows)?,
                 rstd1: nb(rows)?,
-                f: nb(rows * m)?,
                 r: nb(rows * m)?,
-                mlp: nb(rows * c)?,
             });
         }
         let k = t / 2;
@@ -203,13 +217,12 @@ impl GpuModel {
             dlnf: nb(rows * c)?,
             dyxhat: nb(rows * c.max(m))?,
             dr: nb(rows * m)?,
-            df: nb(rows * m)?,
             dln: nb(rows * c)?,
-            dh: nb(rows * c)?,
             dattn: nb(rows * c)?,
             datty: nb(rows * c)?,
             dqkv: nb(rows * 3 * c)?,
-            dscores: nb(probs_len)?,
+            dsum: nb(lse_len)?,
+            attn_kernels,
             pos_sums: nb(q * t * c)?,
             config: cfg,
             dev: dev.clone(),
@@ -438,15 +451,14 @@ impl GpuModel {
             };
             self.linear(a.qkv.ptr, ln0, params, bo.qkv, c, 3 * c, 0.0)?;
             self.launch(
-                "attention_forward",
+                self.attn_kernels[0],
                 q * b * h * t,
                 &[
                     a.atty.arg(),
-                    a.probs.arg(),
+                    a.lse.arg(),
                     a.qkv.arg(),
                     Arg::I32(t as i32),
                     Arg::I32(h as i32),
-                    Arg::I32(hs as i32),
                     Arg::F32(scale),
                     Arg::I64((q * b * h * t) as i64),
                 ],
@@ -460,9 +472,20 @@ impl GpuModel {
             };
             let n = (rows * c) as i64;
             self.launch(
-                "add_f32",
+                "attention_residual",
                 rows * c,
-                &[a.h.arg(), Arg::Ptr(x), Arg::Ptr(attn), Arg::I64(n)],
+                &[
+                    a.h.arg(),
+                    self.x[l + 1].arg(),
+                    Arg::Ptr(x),
+                    Arg::Ptr(attn),
+                    Arg::Ptr(params),
+                    Arg::I64(p),
+                    Arg::I64(bo.b2 as i64),
+                    Arg::I32(c as i32),
+                    Arg::I64(self.rows() as i64),
+                    Arg::I64(n),
+                ],
             )?;
             let ln1 = match bo.ln {
                 Some([_, ln]) => {
@@ -471,12 +494,11 @@ impl GpuModel {
                 }
                 None => a.h.ptr,
             };
-            self.linear(a.f.ptr, ln1, params, bo.w1, c, m, 0.0)?;
+            self.linear(a.r.ptr, ln1, params, bo.w1, c, m, 0.0)?;
             self.launch(
                 "bias_relu",
                 rows * m,
                 &[
-                    a.f.arg(),
                     a.r.arg(),
                     Arg::Ptr(params),
                     Arg::I64(p),
@@ -486,23 +508,8 @@ impl GpuModel {
                     Arg::I64((rows * m) as i64),
                 ],
             )?;
-            self.linear(a.mlp.ptr, a.r.ptr, params, bo.w2, m, c, 0.0)?;
-            self.launch(
-                "double_residual",
-                rows * c,
-                &[
-                    self.x[l + 1].arg(),
-                    Arg::Ptr(x),
-                    Arg::Ptr(attn),
-                    a.mlp.arg(),
-                    Arg::Ptr(params),
-                    Arg::I64(p),
-                    Arg::I64(bo.b2 as i64),
-                    Arg::I32(c as i32),
-                    Arg::I64(self.rows() as i64),
-                    Arg::I64(n),
-                ],
-            )?;
+            // x_next (= 2x + attn + b2) += r @ W2^T
+            self.linear(self.x[l + 1].ptr, a.r.ptr, params, bo.w2, m, c, 1.0)?;
         }
         let last = self.x[cfg.num_layers].ptr;
         let lnf = match o.ln_f {
@@ -629,7 +636,7 @@ impl GpuModel {
                 params,
                 grad,
                 ln,
-                false,
+                LnMode::Set,
             )?,
             None => self.copy(dxn.ptr, self.dlnf.ptr, rows * c)?,
         }
@@ -642,44 +649,46 @@ impl GpuModel {
             self.col_sums(grad.add::<f32>(bo.b2), self.p, dxn.ptr, n, c, 1.0, 1.0)?;
             self.linear_dx(self.dr.ptr, dxn.ptr, params, bo.w2, m, c)?;
             let nm = (rows * m) as i64;
+            // dr <- dr where r > 0 (in place)
             self.launch(
                 "relu_backward",
                 rows * m,
-                &[self.df.arg(), self.dr.arg(), a.f.arg(), Arg::I64(nm)],
+                &[self.dr.arg(), self.dr.arg(), a.r.arg(), Arg::I64(nm)],
             )?;
             let ln1 = if bo.ln.is_some() { a.ln1.ptr } else { a.h.ptr };
-            self.linear_dw(grad, bo.w1, self.df.ptr, ln1, c, m)?;
-            self.col_sums(grad.add::<f32>(bo.b1), self.p, self.df.ptr, n, m, 1.0, 1.0)?;
-            self.linear_dx(self.dln.ptr, self.df.ptr, params, bo.w1, c, m)?;
-            let dh = match bo.ln {
-                Some([_, ln]) => {
-                    self.layernorm_backward(
-                        self.dh.ptr,
-                        self.dln.ptr,
-                        a.h.ptr,
-                        &a.mean1,
-                        &a.rstd1,
-                        params,
-                        grad,
-                        ln,
-                        false,
-                    )?;
-                    self.dh.ptr
-                }
-                None => self.dln.ptr,
-            };
+            self.linear_dw(grad, bo.w1, self.dr.ptr, ln1, c, m)?;
+            self.col_sums(grad.add::<f32>(bo.b1), self.p, self.dr.ptr, n, m, 1.0, 1.0)?;
+            self.linear_dx(self.dln.ptr, self.dr.ptr, params, bo.w1, c, m)?;
+            // Through h = x + attn and x_next = 2x + attn + mlp: dattn = dxn + dh,
+            // dx = 2 dxn + dh (fused into the LayerNorm's backward when there is one).
             let nc = (rows * c) as i64;
-            self.launch(
-                "residual_backward",
-                rows * c,
-                &[
-                    self.dattn.arg(),
-                    dxo.arg(),
-                    dxn.arg(),
-                    Arg::Ptr(dh),
-                    Arg::I64(nc),
-                ],
-            )?;
+            match bo.ln {
+                Some([_, ln]) => self.layernorm_backward(
+                    dxo.ptr,
+                    self.dln.ptr,
+                    a.h.ptr,
+                    &a.mean1,
+                    &a.rstd1,
+                    params,
+                    grad,
+                    ln,
+                    LnMode::Residual {
+                        dxn: dxn.ptr,
+                        dattn: self.dattn.ptr,
+                    },
+                )?,
+                None => self.launch(
+                    "residual_backward",
+                    rows * c,
+                    &[
+                        self.dattn.arg(),
+                        dxo.arg(),
+                        dxn.arg(),
+                        self.dln.arg(),
+                        Arg::I64(nc),
+                    ],
+                )?,
+            }
             let datty = match bo.out {
                 Some(w) => {
                     self.linear_dw(grad, w, self.dattn.ptr, a.atty.ptr, c, c)?;
@@ -689,30 +698,31 @@ impl GpuModel {
                 None => self.dattn.ptr,
             };
             let total = (q * b * h * t) as i64;
-            let attn_args = |first: Vec<Arg>| {
-                let mut v = first;
-                v.extend([
-                    Arg::Ptr(datty),
-                    a.qkv.arg(),
-                    a.probs.arg(),
-                    Arg::I32(t as i32),
-                    Arg::I32(h as i32),
-                    Arg::I32(hs as i32),
-                    Arg::F32(scale),
-                    Arg::I64(total),
-                ]);
-                v
-            };
-            self.launch(
-                "attention_backward_q",
-                q * b * h * t,
-                &attn_args(vec![self.dqkv.arg(), self.dscores.arg()]),
-            )?;
-            self.launch(
-                "attention_backward_kv",
-                q * b * h * t,
-                &attn_args(vec![self.dqkv.arg(), self.dscores.arg()]),
-            )?;
+            let common = [
+                Arg::I32(t as i32),
+                Arg::I32(h as i32),
+                Arg::F32(scale),
+                Arg::I64(total),
+            ];
+            let mut args = vec![
+                self.dqkv.arg(),
+                self.dsum.arg(),
+                Arg::Ptr(datty),
+                a.atty.arg(),
+                a.qkv.arg(),
+                a.lse.arg(),
+            ];
+            args.extend(common);
+            self.launch(self.attn_kernels[1], q * b * h * t, &args)?;
+            let mut args = vec![
+                self.dqkv.arg(),
+                self.dsum.arg(),
+                Arg::Ptr(datty),
+                a.qkv.arg(),
+                a.lse.arg(),
+            ];
+            args.extend(common);
+            self.launch(self.attn_kernels[2], q * b * h * t, &args)?;
             let ln0 = if bo.ln.is_some() { a.ln0.ptr } else { x };
             self.linear_dw(grad, bo.qkv, self.dqkv.ptr, ln0, c, 3 * c)?;
             self.linear_dx(self.dln.ptr, self.dqkv.ptr, params, bo.qkv, c, 3 * c)?;
@@ -726,7 +736,7 @@ impl GpuModel {
                     params,
                     grad,
                     ln,
-                    true,
+                    LnMode::Add,
                 )?,
                 None => self.launch(
                     "add_f32",
@@ -755,7 +765,8 @@ impl GpuModel {
         )
     }
 
-    /// dx (=|+=) LN'(dy), with the LayerNorm's weight and bias gradients added to grad.
+    /// LN'(dy) into dx as `mode` says, with the LayerNorm's weight and bias gradients added to
+    /// grad.
     #[allow(clippy::too_many_arguments)]
     fn layernorm_backward(
         &self,
@@ -767,8 +778,13 @@ impl GpuModel {
         params: Ptr,
         grad: Ptr,
         (w, b): (usize, usize),
-        accumulate: bool,
+        mode: LnMode,
     ) -> Result<(), GpuError> {
+        let (code, dxn, dattn) = match mode {
+            LnMode::Set => (0, Ptr::NULL, Ptr::NULL),
+            LnMode::Add => (1, Ptr::NULL, Ptr::NULL),
+            LnMode::Residual { dxn, dattn } => (2, dxn, dattn),
+        };
         let c = self.config.embed_size;
         let (n, rows) = (self.rows(), self.q * self.rows());
         self.launch(
@@ -785,7 +801,9 @@ impl GpuModel {
                 Arg::I64(self.p as i64),
                 Arg::I64(w as i64),
                 Arg::I32(c as i32),
-                Arg::I32(accumulate as i32),
+                Arg::I32(code),
+                Arg::Ptr(dxn),
+                Arg::Ptr(dattn),
                 Arg::I64(n as i64),
                 Arg::I64(rows as i64),
             ],
