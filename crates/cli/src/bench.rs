@@ -529,9 +529,9 @@ pub fn gpu(a: &BenchGpuArgs) -> Result<()> {
         a.sgld_batch
     );
     println!(
-        "| chains | GFLOP/step | stagewise (batched) | at | floor (chain-draws/s) | of floor | PyTorch | ratio |"
+        "| chains | GFLOP/step | stagewise (batched, graph) | without graph | at | floor (chain-draws/s) | of floor | PyTorch | ratio |"
     );
-    println!("|---:|---:|---:|---:|---:|---:|---:|---:|");
+    println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     let model = stagewise_models::RegressionTransformer::new(mcfg.clone())?;
     let w: Vec<f32> = model.init_params(0);
     let spec = DatasetSpec {
@@ -558,10 +558,15 @@ pub fn gpu(a: &BenchGpuArgs) -> Result<()> {
             )?;
             Ok(t0.elapsed().as_secs_f64())
         };
-        time(2)?;
-        let (short, long) = (time(a.draws / 4)?, time(a.draws)?);
-        let steps = (a.draws - a.draws / 4) as f64;
-        let ours = c as f64 * steps / (long - short).max(1e-9);
+        let rate = |graphs: bool| -> Result<f64> {
+            stagewise_cuda::sgld::USE_GRAPHS.store(graphs, std::sync::atomic::Ordering::Relaxed);
+            time(2)?;
+            let (short, long) = (time(a.draws / 4)?, time(a.draws)?);
+            let steps = (a.draws - a.draws / 4) as f64;
+            Ok(c as f64 * steps / (long - short).max(1e-9))
+        };
+        let eager = rate(false)?;
+        let ours = rate(true)?;
         if c == 10 {
             sgld_10 = Some(ours);
         }
@@ -594,7 +599,7 @@ pub fn gpu(a: &BenchGpuArgs) -> Result<()> {
             None => None,
         };
         println!(
-            "| {c} | {:.1} | {ours:.0} | {:.2} TFLOP/s | {fs:.0} | {:.0} % | {} | {} |",
+            "| {c} | {:.1} | {ours:.0} | {eager:.0} | {:.2} TFLOP/s | {fs:.0} | {:.0} % | {} | {} |",
             fl / 1e9,
             fl * ours / c as f64 / 1e12,
             100.0 * ours / fs,

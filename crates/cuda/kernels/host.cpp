@@ -89,5 +89,7 @@ extern "C" const HostKernel stagewise_host_kernels[] = {
     KERNEL(positions_backward)
     KERNEL(adam_step)
     KERNEL(sgld_step)
+    KERNEL(record_draw)
+    KERNEL(advance_counter)
     {nullptr, nullptr, nullptr},
 };

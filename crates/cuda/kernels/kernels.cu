@@ -82,7 +82,8 @@ __device__ __forceinline__ unsigned long long stream_below(unsigned long long se
 //
 // Thread (q, s) writes sequence s of chain q: toks[q, s, 2K, D+1] and ys[q, s, K]. Its index in
 // the data set is `index_base + s`, or, when pick_tag != 0, element s of the minibatch stream
-// (pick_seed, pick_tag, pick_a, chain) drawn uniformly from [0, pick_n) (chain = pick_chain0 +
+// (pick_seed, pick_tag, pick_a, chain) (pick_a read from pick_a_ptr when given: the step counter
+// of a captured graph) drawn uniformly from [0, pick_n) (chain = pick_chain0 +
 // q % pick_chains, or 0 when pick_shared: Q = checkpoints x chains). Task kinds: 0 Gaussian,
 // 1 discrete (table tasks[M, D]), 2 singleton (tasks[0, D]).
 
@@ -95,6 +96,7 @@ extern "C" __global__ void gen_regression(float* toks, float* ys, const double* 
                                           unsigned int tag, unsigned int a,
                                           unsigned int index_base, unsigned int pick_tag,
                                           unsigned long long pick_seed, unsigned int pick_a,
+                                          const unsigned int* pick_a_ptr,
                                           unsigned int pick_chain0, int pick_chains,
                                           int pick_shared, unsigned long long pick_n, int nseq,
                                           long long total) {
@@ -103,6 +105,7 @@ extern "C" __global__ void gen_regression(float* toks, float* ys, const double* 
     int q = (int)(i / nseq), s = (int)(i % nseq);
     unsigned int index = index_base + (unsigned int)s;
     if (pick_tag != 0) {
+        if (pick_a_ptr) pick_a = *pick_a_ptr;
         unsigned int chain = pick_shared ? 0u : pick_chain0 + (unsigned int)(q % pick_chains);
         index = (unsigned int)stream_below(pick_seed, pick_tag, pick_a, chain, (unsigned int)s,
                                            pick_n);
@@ -526,16 +529,18 @@ extern "C" __global__ void adam_step(float* params, const float* grad, float* m,
 
 // One SGLD step for Q weight sets (checkpoints x chains, each with its centre w0[q]), four
 // coordinates per thread: one Philox block of the chain's noise stream (seed, SGLD_NOISE, step,
-// chain0 + q % chains). w <- clamp(w - half (nbeta g + wd w + gamma (w - w0)) + noise xi);
+// chain0 + q % chains; step read from step_ptr when given). w <- clamp(w - half (nbeta g + wd w + gamma (w - w0)) + noise xi);
 // mask (may be null) freezes coordinates; dist2[q, i] = (w - w0)^2 after the step.
 extern "C" __global__ void sgld_step(float* w, const float* w0, const float* grad,
                                      const unsigned char* mask, float* dist2, long long p,
                                      unsigned long long seed, unsigned int noise_tag,
-                                     unsigned int step, unsigned int chain0, int chains, float half,
+                                     unsigned int step, const unsigned int* step_ptr,
+                                     unsigned int chain0, int chains, float half,
                                      float noise, float nbeta, float gamma, float wd, float box,
                                      int use_box, long long total) {
     long long g = THREAD_INDEX;
     if (g >= total) return;
+    if (step_ptr) step = *step_ptr;
     long long blocks = (p + 3) / 4;
     long long q = g / blocks;
     unsigned int blk = (unsigned int)(g % blocks);
@@ -566,4 +571,31 @@ extern "C" __global__ void sgld_step(float* w, const float* w0, const float* gra
         float d = __fsub_rn(wi, ci);
         dist2[at] = __fmul_rn(d, d);
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Bookkeeping of a sampler step, driven by a step counter in device memory so that one captured
+// graph serves every step.
+
+// If step = *counter is a draw (burnin + d * every, d < draws), copies the step's per-token losses
+// and distances into row d of the histories.
+extern "C" __global__ void record_draw(float* hist_loss, float* hist_dist, const float* tok_loss,
+                                       const float* dist, long long n_loss, long long n_dist,
+                                       const unsigned int* counter, int burnin, int every,
+                                       int draws) {
+    long long i = THREAD_INDEX;
+    if (i >= n_loss + n_dist) return;
+    int step = (int)*counter;
+    if (step < burnin || (step - burnin) % every != 0) return;
+    long long d = (step - burnin) / every;
+    if (d >= draws) return;
+    if (i < n_loss) {
+        hist_loss[d * n_loss + i] = tok_loss[i];
+    } else {
+        hist_dist[d * n_dist + (i - n_loss)] = dist[i - n_loss];
+    }
+}
+
+extern "C" __global__ void advance_counter(unsigned int* counter, long long n) {
+    if (THREAD_INDEX < n) counter[THREAD_INDEX] += 1u;
 }

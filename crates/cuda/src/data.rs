@@ -14,11 +14,13 @@ pub enum Pick {
     /// Sequences `base..base + B` of the set.
     Range { base: u32 },
     /// Minibatches: element `s` of stream `(seed, tag, a, chain)` picks a sequence uniformly from
-    /// `[0, n)`; chain = `chain0 + q % chains`, or 0 for all when `shared`.
+    /// `[0, n)`; chain = `chain0 + q % chains`, or 0 for all when `shared`. With `a_ptr`, `a` is
+    /// read from that device `u32` when the kernel runs (a graph's step counter).
     Minibatch {
         seed: u64,
         tag: u32,
         a: u32,
+        a_ptr: Ptr,
         chain0: u32,
         chains: usize,
         shared: bool,
@@ -70,17 +72,18 @@ impl DeviceData {
         a: u32,
         pick: Pick,
     ) -> Result<(), GpuError> {
-        let (base, ptag, pseed, pa, chain0, chains, shared, n) = match pick {
-            Pick::Range { base } => (base, 0, 0, 0, 0, 1, false, 1),
+        let (base, ptag, pseed, pa, pa_ptr, chain0, chains, shared, n) = match pick {
+            Pick::Range { base } => (base, 0, 0, 0, Ptr::NULL, 0, 1, false, 1),
             Pick::Minibatch {
                 seed,
                 tag,
                 a,
+                a_ptr,
                 chain0,
                 chains,
                 shared,
                 n,
-            } => (0, tag, seed, a, chain0, chains.max(1), shared, n),
+            } => (0, tag, seed, a, a_ptr, chain0, chains.max(1), shared, n),
         };
         dev.launch(
             "gen_regression",
@@ -101,6 +104,7 @@ impl DeviceData {
                 Arg::U32(ptag),
                 Arg::U64(pseed),
                 Arg::U32(pa),
+                Arg::Ptr(pa_ptr),
                 Arg::U32(chain0),
                 Arg::I32(chains as i32),
                 Arg::I32(shared as i32),

@@ -100,6 +100,25 @@ pub trait Device: Send + Sync {
     fn gemm(&self, g: &Gemm) -> Result<(), GpuError>;
     /// Waits for all queued work.
     fn synchronize(&self) -> Result<(), GpuError>;
+    /// Starts recording launches and GEMMs into a graph instead of running them (CUDA stream
+    /// capture; arguments are taken by value, so what changes between replays must be read
+    /// from device memory). False where graphs are not supported: then work runs as issued.
+    fn begin_capture(&self) -> Result<bool, GpuError> {
+        Ok(false)
+    }
+    /// Ends a capture; the graph's handle.
+    fn end_capture(&self) -> Result<u64, GpuError> {
+        Err(GpuError::Unsupported(
+            "graphs are not supported on this device".into(),
+        ))
+    }
+    /// Runs a captured graph once.
+    fn replay(&self, _graph: u64) -> Result<(), GpuError> {
+        Err(GpuError::Unsupported(
+            "graphs are not supported on this device".into(),
+        ))
+    }
+    fn drop_graph(&self, _graph: u64) {}
 }
 
 /// Plain values that travel between host and device as bytes.

@@ -22,6 +22,8 @@ pub struct CudaDevice {
     _module: CUmodule,
     functions: HashMap<&'static str, CUfunction>,
     blas: cublasHandle_t,
+    /// Instantiated graphs by handle (None once dropped).
+    graphs: Mutex<Vec<Option<usize>>>,
     /// Serialises use of the context from several threads.
     lock: Mutex<()>,
 }
@@ -112,6 +114,16 @@ impl CudaDevice {
         // SAFETY: both handles are valid.
         unsafe { cublas::set_stream(blas, stream as *mut _) }
             .map_err(|e| GpuError::Driver(format!("cublasSetStream: {e:?}")))?;
+        // A fixed cuBLAS workspace, so that captured graphs never ask cuBLAS to allocate.
+        const WORKSPACE: usize = 32 << 20;
+        // SAFETY: plain device allocation, kept for the process; the handle is valid.
+        unsafe {
+            let ws =
+                drv::malloc_sync(WORKSPACE).map_err(drv_err("cuMemAlloc (cuBLAS workspace)"))?;
+            cudarc::cublas::sys::cublasSetWorkspace_v2(blas, ws as *mut c_void, WORKSPACE)
+                .result()
+                .map_err(|e| GpuError::Driver(format!("cublasSetWorkspace: {e:?}")))?;
+        }
         let mode = if tf32 {
             cudarc::cublas::sys::cublasMath_t::CUBLAS_TF32_TENSOR_OP_MATH
         } else {
@@ -131,6 +143,7 @@ impl CudaDevice {
             _module: module,
             functions,
             blas,
+            graphs: Mutex::new(Vec::new()),
             lock: Mutex::new(()),
         })
     }
@@ -251,5 +264,66 @@ impl Device for CudaDevice {
         let _g = self.enter()?;
         // SAFETY: the stream is valid.
         unsafe { drv::stream::synchronize(self.stream) }.map_err(drv_err("cuStreamSynchronize"))
+    }
+
+    fn begin_capture(&self) -> Result<bool, GpuError> {
+        let _g = self.enter()?;
+        // SAFETY: the stream is valid; nothing synchronises with it until end_capture.
+        unsafe {
+            drv::stream::begin_capture(
+                self.stream,
+                cudarc::driver::sys::CUstreamCaptureMode::CU_STREAM_CAPTURE_MODE_THREAD_LOCAL,
+            )
+        }
+        .map_err(drv_err("cuStreamBeginCapture"))?;
+        Ok(true)
+    }
+
+    fn end_capture(&self) -> Result<u64, GpuError> {
+        let _g = self.enter()?;
+        // SAFETY: a capture on this stream is under way; the graph is owned here.
+        let exec = unsafe {
+            let graph =
+                drv::stream::end_capture(self.stream).map_err(drv_err("cuStreamEndCapture"))?;
+            let exec =
+                drv::graph::instantiate(graph, cudarc::driver::sys::CUgraphInstantiate_flags(0))
+                    .map_err(drv_err("cuGraphInstantiate"))?;
+            let _ = drv::graph::destroy(graph);
+            exec
+        };
+        let mut g = self.graphs.lock().unwrap();
+        g.push(Some(exec as usize));
+        Ok((g.len() - 1) as u64)
+    }
+
+    fn replay(&self, graph: u64) -> Result<(), GpuError> {
+        let exec = self
+            .graphs
+            .lock()
+            .unwrap()
+            .get(graph as usize)
+            .copied()
+            .flatten()
+            .ok_or_else(|| GpuError::Unsupported(format!("no graph {graph}")))?;
+        let _g = self.enter()?;
+        // SAFETY: `exec` is a live instantiated graph.
+        unsafe { drv::graph::launch(exec as cudarc::driver::sys::CUgraphExec, self.stream) }
+            .map_err(drv_err("cuGraphLaunch"))
+    }
+
+    fn drop_graph(&self, graph: u64) {
+        let exec = self
+            .graphs
+            .lock()
+            .unwrap()
+            .get_mut(graph as usize)
+            .and_then(Option::take);
+        if let (Some(exec), Ok(_g)) = (exec, self.enter()) {
+            // SAFETY: the graph is no longer referenced; wait for its last replay first.
+            unsafe {
+                let _ = drv::stream::synchronize(self.stream);
+                let _ = drv::graph::exec_destroy(exec as cudarc::driver::sys::CUgraphExec);
+            }
+        }
     }
 }

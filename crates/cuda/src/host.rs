@@ -71,9 +71,20 @@ fn code(a: &Arg) -> char {
     }
 }
 
+/// A recorded operation of a captured graph.
+#[derive(Clone)]
+enum Op {
+    Launch(&'static str, usize, Vec<Arg>),
+    Gemm(Gemm),
+}
+
 /// The emulated device.
 pub struct HostDevice {
     kernels: HashMap<String, Entry>,
+    /// The graph being captured, and the captured graphs (CUDA graph semantics: operations are
+    /// recorded, not run, and replays use the recorded arguments).
+    capturing: Mutex<Option<Vec<Op>>>,
+    graphs: Mutex<Vec<Option<Vec<Op>>>>,
     /// Allocations by address (u64 storage keeps every buffer 8-byte aligned).
     memory: Mutex<HashMap<u64, Vec<u64>>>,
 }
@@ -89,6 +100,8 @@ impl HostDevice {
         HostDevice {
             kernels: table(),
             memory: Mutex::new(HashMap::new()),
+            capturing: Mutex::new(None),
+            graphs: Mutex::new(Vec::new()),
         }
     }
 
@@ -139,6 +152,10 @@ impl Device for HostDevice {
     }
 
     fn launch(&self, name: &'static str, threads: usize, args: &[Arg]) -> Result<(), GpuError> {
+        if let Some(ops) = self.capturing.lock().unwrap().as_mut() {
+            ops.push(Op::Launch(name, threads, args.to_vec()));
+            return Ok(());
+        }
         let entry = self
             .kernels
             .get(name)
@@ -161,6 +178,10 @@ impl Device for HostDevice {
     }
 
     fn gemm(&self, g: &Gemm) -> Result<(), GpuError> {
+        if let Some(ops) = self.capturing.lock().unwrap().as_mut() {
+            ops.push(Op::Gemm(*g));
+            return Ok(());
+        }
         let (ra, ca) = if g.trans_a { (g.k, g.m) } else { (g.m, g.k) };
         let (rb, cb) = if g.trans_b { (g.n, g.k) } else { (g.k, g.n) };
         for (what, ld, rows) in [("lda", g.lda, ra), ("ldb", g.ldb, rb), ("ldc", g.ldc, g.m)] {
@@ -213,5 +234,52 @@ impl Device for HostDevice {
 
     fn synchronize(&self) -> Result<(), GpuError> {
         Ok(())
+    }
+
+    fn begin_capture(&self) -> Result<bool, GpuError> {
+        let mut c = self.capturing.lock().unwrap();
+        if c.is_some() {
+            return Err(GpuError::Unsupported(
+                "a capture is already under way".into(),
+            ));
+        }
+        *c = Some(Vec::new());
+        Ok(true)
+    }
+
+    fn end_capture(&self) -> Result<u64, GpuError> {
+        let ops = self
+            .capturing
+            .lock()
+            .unwrap()
+            .take()
+            .ok_or_else(|| GpuError::Unsupported("no capture under way".into()))?;
+        let mut g = self.graphs.lock().unwrap();
+        g.push(Some(ops));
+        Ok((g.len() - 1) as u64)
+    }
+
+    fn replay(&self, graph: u64) -> Result<(), GpuError> {
+        let ops = self
+            .graphs
+            .lock()
+            .unwrap()
+            .get(graph as usize)
+            .cloned()
+            .flatten()
+            .ok_or_else(|| GpuError::Unsupported(format!("no graph {graph}")))?;
+        for op in &ops {
+            match op {
+                Op::Launch(name, threads, args) => self.launch(name, *threads, args)?,
+                Op::Gemm(g) => self.gemm(g)?,
+            }
+        }
+        Ok(())
+    }
+
+    fn drop_graph(&self, graph: u64) {
+        if let Some(g) = self.graphs.lock().unwrap().get_mut(graph as usize) {
+            *g = None;
+        }
     }
 }

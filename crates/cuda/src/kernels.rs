@@ -54,6 +54,8 @@ pub const KERNEL_NAMES: &[&str] = &[
     "positions_backward",
     "adam_step",
     "sgld_step",
+    "record_draw",
+    "advance_counter",
 ];
 
 /// Compiles `SOURCE` with NVRTC for `arch` (for example "compute_90", or "sm_90" for machine

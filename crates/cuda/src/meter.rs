@@ -111,6 +111,8 @@ pub fn kernel_bytes(name: &str, threads: usize, args: &[Arg]) -> f64 {
         "gen_regression" => f * n * (2.0 * at(6) * (at(5) + 1.0) + at(6)),
         // params, m, v read and written, grad read.
         "adam_step" => 7.0 * f * n,
+        "record_draw" => 2.0 * f * n,
+        "advance_counter" => 8.0,
         // four coordinates: w read and written, w0 and grad read, dist2 written.
         "sgld_step" => 4.0 * 5.0 * f * n,
         _ => 0.0,
@@ -214,4 +216,5 @@ impl Device for Meter {
             None => Ok(()),
         }
     }
+    // No graphs: a metered run issues (and counts) every launch of every step.
 }

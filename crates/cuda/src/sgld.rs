@@ -19,6 +19,9 @@ use crate::data::{DeviceData, Pick};
 use crate::device::{Arg, Buf, Device, Gemm, GpuError};
 use crate::model::GpuModel;
 
+/// Whether the sampler captures its step as a CUDA graph (where the device supports graphs).
+pub static USE_GRAPHS: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(true);
+
 /// The LLC data set: `n` sequences of `dist` keyed by `seed`, minibatches of `batch`.
 #[derive(Clone, Debug)]
 pub struct DatasetSpec {
@@ -110,33 +113,14 @@ pub fn sample_dataset(
     let hist_loss = Buf::<f32>::new(dev, cfg.draws * q * k)?;
     let hist_dist = Buf::<f32>::new(dev, cfg.draws * q)?;
     let ones = Buf::from_host(dev, &vec![1.0f32; p])?;
+    let dist_sum = Buf::<f32>::new(dev, q)?;
+    let counter = Buf::from_host(dev, &[0u32])?;
     let d = dev.as_ref();
     let total = cfg.total_steps();
     let report_every = (total / 100).max(1);
-    let step_args = |step: usize| {
-        [
-            w.arg(),
-            w0.arg(),
-            grad.arg(),
-            Arg::Ptr(mask_buf.as_ref().map(|m| m.ptr).unwrap_or(crate::Ptr::NULL)),
-            dist2.arg(),
-            Arg::I64(p as i64),
-            Arg::U64(cfg.seed),
-            Arg::U32(tag::SGLD_NOISE),
-            Arg::U32(step as u32),
-            Arg::U32(cfg.first_chain),
-            Arg::I32(chains as i32),
-            Arg::F32((0.5 * sgld.epsilon) as f32),
-            Arg::F32((sgld.epsilon.sqrt() * sgld.noise_level) as f32),
-            Arg::F32(sgld.nbeta as f32),
-            Arg::F32(sgld.gamma as f32),
-            Arg::F32(sgld.weight_decay as f32),
-            Arg::F32(sgld.bounding_box.unwrap_or(0.0) as f32),
-            Arg::I32(sgld.bounding_box.is_some() as i32),
-            Arg::I64((q * p.div_ceil(4)) as i64),
-        ]
-    };
-    for step in 0..total {
+    let mask_ptr = mask_buf.as_ref().map(|m| m.ptr).unwrap_or(crate::Ptr::NULL);
+    // One sampler step; everything that changes from step to step is read from `counter`.
+    let step = || -> Result<(), GpuError> {
         device_data.generate(
             d,
             toks.ptr,
@@ -149,7 +133,8 @@ pub fn sample_dataset(
             Pick::Minibatch {
                 seed: data.seed,
                 tag: tag::SGLD_BATCH,
-                a: step as u32,
+                a: 0,
+                a_ptr: counter.ptr,
                 chain0: cfg.first_chain,
                 chains,
                 shared: cfg.shared_batches,
@@ -158,46 +143,90 @@ pub fn sample_dataset(
         )?;
         gpu.forward(w.ptr, toks.ptr, Some(ys.ptr))?;
         gpu.backward(w.ptr, toks.ptr, grad.ptr)?;
-        let draw = draw_at(cfg, step);
-        if let Some(di) = draw {
-            let n = (q * k) as i64;
-            d.launch(
-                "copy_f32",
-                q * k,
-                &[
-                    Arg::Ptr(hist_loss.at(di * q * k)),
-                    gpu.tok_loss.arg(),
-                    Arg::I64(n),
-                ],
-            )?;
+        d.launch(
+            "sgld_step",
+            q * p.div_ceil(4),
+            &[
+                w.arg(),
+                w0.arg(),
+                grad.arg(),
+                Arg::Ptr(mask_ptr),
+                dist2.arg(),
+                Arg::I64(p as i64),
+                Arg::U64(cfg.seed),
+                Arg::U32(tag::SGLD_NOISE),
+                Arg::U32(0),
+                counter.arg(),
+                Arg::U32(cfg.first_chain),
+                Arg::I32(chains as i32),
+                Arg::F32((0.5 * sgld.epsilon) as f32),
+                Arg::F32((sgld.epsilon.sqrt() * sgld.noise_level) as f32),
+                Arg::F32(sgld.nbeta as f32),
+                Arg::F32(sgld.gamma as f32),
+                Arg::F32(sgld.weight_decay as f32),
+                Arg::F32(sgld.bounding_box.unwrap_or(0.0) as f32),
+                Arg::I32(sgld.bounding_box.is_some() as i32),
+                Arg::I64((q * p.div_ceil(4)) as i64),
+            ],
+        )?;
+        // dist_sum[q] = sum_i dist2[q, i]
+        d.gemm(&Gemm {
+            trans_a: false,
+            trans_b: false,
+            m: 1,
+            n: 1,
+            k: p,
+            alpha: 1.0,
+            a: dist2.ptr,
+            lda: 1,
+            stride_a: p,
+            b: ones.ptr,
+            ldb: p,
+            stride_b: 0,
+            beta: 0.0,
+            c: dist_sum.ptr,
+            ldc: 1,
+            stride_c: 1,
+            batch: q,
+        })?;
+        d.launch(
+            "record_draw",
+            q * k + q,
+            &[
+                hist_loss.arg(),
+                hist_dist.arg(),
+                gpu.tok_loss.arg(),
+                dist_sum.arg(),
+                Arg::I64((q * k) as i64),
+                Arg::I64(q as i64),
+                counter.arg(),
+                Arg::I32(cfg.burnin as i32),
+                Arg::I32(cfg.steps_between_draws.max(1) as i32),
+                Arg::I32(cfg.draws as i32),
+            ],
+        )?;
+        d.launch("advance_counter", 1, &[counter.arg(), Arg::I64(1)])
+    };
+    // Captured once as a CUDA graph and replayed (one launch per step) where the device can.
+    let graph = if USE_GRAPHS.load(std::sync::atomic::Ordering::Relaxed) && d.begin_capture()? {
+        let body = step();
+        let captured = d.end_capture();
+        Some(body.and(captured)?)
+    } else {
+        None
+    };
+    for s in 0..total {
+        match graph {
+            Some(g) => d.replay(g)?,
+            None => step()?,
         }
-        d.launch("sgld_step", q * p.div_ceil(4), &step_args(step))?;
-        if let Some(di) = draw {
-            // hist_dist[di, q] = sum_i dist2[q, i]
-            d.gemm(&Gemm {
-                trans_a: false,
-                trans_b: false,
-                m: 1,
-                n: 1,
-                k: p,
-                alpha: 1.0,
-                a: dist2.ptr,
-                lda: 1,
-                stride_a: p,
-                b: ones.ptr,
-                ldb: p,
-                stride_b: 0,
-                beta: 0.0,
-                c: hist_dist.at(di * q),
-                ldc: 1,
-                stride_c: 1,
-                batch: q,
-            })?;
-        }
-        if (step + 1) % report_every == 0 || step + 1 == total {
+        if (s + 1) % report_every == 0 || s + 1 == total {
             d.synchronize()?;
-            progress(step + 1);
+            progress(s + 1);
         }
+    }
+    if let Some(g) = graph {
+        d.drop_graph(g);
     }
     let losses = hist_loss.download()?;
     let dists = hist_dist.download()?;
@@ -299,10 +328,4 @@ pub fn full_losses(
             (parts.iter().sum::<f64>() / k as f64, parts)
         })
         .collect())
-}
-
-/// The draw recorded at `step`, if any (as `ChainConfig` does on the CPU).
-fn draw_at(cfg: &ChainConfig, step: usize) -> Option<usize> {
-    let k = cfg.steps_between_draws.max(1);
-    (step >= cfg.burnin && (step - cfg.burnin) % k == 0).then(|| (step - cfg.burnin) / k)
 }

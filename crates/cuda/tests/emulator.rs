@@ -109,6 +109,7 @@ fn device_data_is_the_cpu_data_bit_for_bit() {
             seed: 5,
             tag: tag::SGLD_BATCH,
             a: 3,
+            a_ptr: stagewise_cuda::Ptr::NULL,
             chain0: 2,
             chains: 3,
             shared: false,
@@ -290,6 +291,7 @@ fn sgld_update_is_the_cpus_bit_for_bit() {
             Arg::U64(seed),
             Arg::U32(tag::SGLD_NOISE),
             Arg::U32(step),
+            Arg::Ptr(stagewise_cuda::Ptr::NULL),
             Arg::U32(3),
             Arg::I32(chains as i32),
             Arg::F32((0.5 * sgld.epsilon) as f32),
@@ -392,6 +394,26 @@ fn batched_chains_follow_the_cpu_sampler() {
         &|_| {},
     )
     .unwrap();
+    // The same run issued launch by launch instead of replaying the captured step.
+    stagewise_cuda::sgld::USE_GRAPHS.store(false, std::sync::atomic::Ordering::Relaxed);
+    let eager = sample_dataset(
+        &dev,
+        &model,
+        &spec,
+        &[w_a.clone(), w_b.clone()],
+        &sgld,
+        None,
+        &chain_cfg,
+        &|_| {},
+    )
+    .unwrap();
+    stagewise_cuda::sgld::USE_GRAPHS.store(true, std::sync::atomic::Ordering::Relaxed);
+    for (e, g) in eager.iter().flatten().zip(got.iter().flatten()) {
+        assert_eq!(
+            (&e.losses, &e.distances, &e.parts),
+            (&g.losses, &g.distances, &g.parts)
+        );
+    }
     let full =
         stagewise_cuda::sgld::full_losses(&dev, &model, &spec, &[w_a.clone(), w_b.clone()], 64)
             .unwrap();
