@@ -11,73 +11,6 @@ use stagewise_models::{RegressionConfig, RegressionTransformer};
 
 use crate::device::{Arg, Buf, Device, Gemm, GpuError, Ptr};
 
-struct BlockOffsets {
-    qkv: usize,
-    out: Option<usize>,
-    w1: usize,
-    b1: usize,
-    w2: usize,
-    b2: usize,
-    ln: Option<[(usize, usize); 2]>,
-}
-
-struct Offsets {
-    tok: usize,
-    pos: usize,
-    blocks: Vec<BlockOffsets>,
-    ln_f: Option<(usize, usize)>,
-    uw: usize,
-    ub: usize,
-}
-
-impl Offsets {
-    fn of(model: &RegressionTransformer) -> Self {
-        let lay = &model.layout;
-        let at = |s: &str| {
-            lay.get(&format!("{}{s}", stagewise_models::regression::PREFIX))
-                .unwrap_or_else(|| panic!("parameter {s} missing from the layout"))
-                .offset
-        };
-        let cfg = &model.config;
-        let blocks = (0..cfg.num_layers)
-            .map(|l| {
-                let b = |s: &str| at(&format!("blocks.{l}.{s}"));
-                BlockOffsets {
-                    qkv: b("attention.attention.weight"),
-                    out: cfg.include_output.then(|| b("attention.output.weight")),
-                    w1: b("compute.0.weight"),
-                    b1: b("compute.0.bias"),
-                    w2: b("compute.2.weight"),
-                    b2: b("compute.2.bias"),
-                    ln: cfg.layer_norm.then(|| {
-                        [
-                            (b("layer_norms.0.weight"), b("layer_norms.0.bias")),
-                            (b("layer_norms.1.weight"), b("layer_norms.1.bias")),
-                        ]
-                    }),
-                }
-            })
-            .collect();
-        let (ln_f, uw, ub) = if cfg.layer_norm {
-            (
-                Some((at("unembedding.0.weight"), at("unembedding.0.bias"))),
-                at("unembedding.1.weight"),
-                at("unembedding.1.bias"),
-            )
-        } else {
-            (None, at("unembedding.weight"), at("unembedding.bias"))
-        };
-        Offsets {
-            tok: at("token_embedding.weight"),
-            pos: at("postn_embedding.weight"),
-            blocks,
-            ln_f,
-            uw,
-            ub,
-        }
-    }
-}
-
 struct BlockActs {
     ln0: Buf<f32>,
     mean0: Buf<f32>,
@@ -110,7 +43,8 @@ enum LnMode {
 pub struct GpuModel {
     dev: Arc<dyn Device>,
     pub config: RegressionConfig,
-    off: Offsets,
+    /// The model (its tensors' offsets in the flat parameter vector).
+    off: RegressionTransformer,
     /// Parameters per chain.
     pub p: usize,
     pub q: usize,
@@ -197,7 +131,7 @@ impl GpuModel {
         let k = t / 2;
         let ones_len = (b * t).max(model.num_params());
         let model_gpu = GpuModel {
-            off: Offsets::of(model),
+            off: model.clone(),
             p: model.num_params(),
             q,
             b,
@@ -531,8 +465,8 @@ impl GpuModel {
                 Arg::Ptr(ys.unwrap_or(Ptr::NULL)),
                 Arg::Ptr(params),
                 Arg::I64(p),
-                Arg::I64(o.uw as i64),
-                Arg::I64(o.ub as i64),
+                Arg::I64(o.unemb_w as i64),
+                Arg::I64(o.unemb_b as i64),
                 Arg::I32(t as i32),
                 Arg::I32(k as i32),
                 Arg::I32(c as i32),
@@ -597,13 +531,13 @@ impl GpuModel {
             ldb: n,
             stride_b: n,
             beta: 1.0,
-            c: grad.add::<f32>(o.uw),
+            c: grad.add::<f32>(o.unemb_w),
             ldc: c,
             stride_c: self.p,
             batch: q,
         })?;
         self.col_sums(
-            grad.add::<f32>(o.ub),
+            grad.add::<f32>(o.unemb_b),
             self.p,
             self.dpred_row.ptr,
             n,
@@ -619,7 +553,7 @@ impl GpuModel {
                 self.dpred_row.arg(),
                 Arg::Ptr(params),
                 Arg::I64(p),
-                Arg::I64(o.uw as i64),
+                Arg::I64(o.unemb_w as i64),
                 Arg::I32(c as i32),
                 Arg::I64(n as i64),
                 Arg::I64((rows * c) as i64),

@@ -216,18 +216,7 @@ impl StepEngine<f32> for CudaEngine {
     }
 
     fn restore(&mut self, s: TrainState<f32>) -> Result<(), TrainError> {
-        let n = self.params.len;
-        for (what, len) in [
-            ("params", s.params.len()),
-            ("exp_avg", s.exp_avg.len()),
-            ("exp_avg_sq", s.exp_avg_sq.len()),
-        ] {
-            if len != n {
-                return Err(TrainError::State(format!(
-                    "{what} has {len} values, the model has {n}"
-                )));
-            }
-        }
+        s.check_fits(self.params.len)?;
         self.params.upload(&s.params).map_err(dev_err)?;
         self.adam.m.upload(&s.exp_avg).map_err(dev_err)?;
         self.adam.v.upload(&s.exp_avg_sq).map_err(dev_err)?;

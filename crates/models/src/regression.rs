@@ -125,16 +125,20 @@ pub enum Readout {
     Full,
 }
 
+/// Offsets of one block's tensors in the flat parameter vector.
 #[derive(Clone, Debug)]
-struct BlockOffsets {
-    qkv: usize,
-    out: Option<usize>,
-    w1: usize,
-    b1: usize,
-    w2: usize,
-    b2: usize,
+pub struct BlockOffsets {
+    /// Fused QKV weight `[3C, C]`.
+    pub qkv: usize,
+    /// Attention output projection `[C, C]`, if the config has one.
+    pub out: Option<usize>,
+    /// MLP: `W1 [M, C]`, `b1 [M]`, `W2 [C, M]`, `b2 [C]`.
+    pub w1: usize,
+    pub b1: usize,
+    pub w2: usize,
+    pub b2: usize,
     /// (weight, bias) of the pre-attention and pre-MLP LayerNorms.
-    ln: Option<[(usize, usize); 2]>,
+    pub ln: Option<[(usize, usize); 2]>,
 }
 
 /// The model: configuration plus the layout of its flat parameter vector.
@@ -142,12 +146,16 @@ struct BlockOffsets {
 pub struct RegressionTransformer {
     pub config: RegressionConfig,
     pub layout: ParamLayout,
-    tok: usize,
-    pos: usize,
-    blocks: Vec<BlockOffsets>,
-    ln_f: Option<(usize, usize)>,
-    unemb_w: usize,
-    unemb_b: usize,
+    /// Offsets of the tensors in the flat parameter vector (what other backends index by).
+    /// Token embedding `[C, D+1]`, positional table `[C, 2K]`.
+    pub tok: usize,
+    pub pos: usize,
+    pub blocks: Vec<BlockOffsets>,
+    /// Final LayerNorm (weight, bias), if the config has LayerNorms.
+    pub ln_f: Option<(usize, usize)>,
+    /// Unembedding `[D+1, C]` and its bias `[D+1]`.
+    pub unemb_w: usize,
+    pub unemb_b: usize,
 }
 
 impl RegressionTransformer {

@@ -35,6 +35,24 @@ pub struct TrainState<T> {
     pub steps_done: u64,
 }
 
+impl<T> TrainState<T> {
+    /// An error unless weights and both moments have `n` values each.
+    pub fn check_fits(&self, n: usize) -> Result<(), TrainError> {
+        for (what, len) in [
+            ("params", self.params.len()),
+            ("exp_avg", self.exp_avg.len()),
+            ("exp_avg_sq", self.exp_avg_sq.len()),
+        ] {
+            if len != n {
+                return Err(TrainError::State(format!(
+                    "{what} has {len} values, the model has {n}"
+                )));
+            }
+        }
+        Ok(())
+    }
+}
+
 /// The compute a training run needs, behind one interface so that a device backend (the CUDA
 /// issue) can keep weights, optimiser state and batches in device memory: the run loop
 /// (`Trainer`, the CLI) only talks to this trait. `CpuEngine` is the CPU implementation.
@@ -139,18 +157,7 @@ impl<T: Float> StepEngine<T> for CpuEngine<T> {
     }
 
     fn restore(&mut self, s: TrainState<T>) -> Result<(), TrainError> {
-        let n = self.params.len();
-        for (what, len) in [
-            ("params", s.params.len()),
-            ("exp_avg", s.exp_avg.len()),
-            ("exp_avg_sq", s.exp_avg_sq.len()),
-        ] {
-            if len != n {
-                return Err(TrainError::State(format!(
-                    "{what} has {len} values, the model has {n}"
-                )));
-            }
-        }
+        s.check_fits(self.params.len())?;
         self.params = s.params;
         self.adam.m = s.exp_avg;
         self.adam.v = s.exp_avg_sq;
