@@ -232,6 +232,10 @@ pub struct RunArgs {
     /// checkpoints x chains weight sets; more fills a large GPU better, at more memory).
     #[arg(long, default_value_t = 1)]
     pub checkpoints_per_launch: usize,
+    /// On a device: chains per set of launches (default: all of a checkpoint's chains; fewer
+    /// keeps each launch's working set in the GPU's L2 cache, see `bench gpu`).
+    #[arg(long)]
+    pub chains_per_launch: Option<usize>,
 }
 
 /// Estimates the LLC at a run's checkpoints. Results go to `RUN/llc/<sampler name>/`:
@@ -484,16 +488,33 @@ pub fn run(a: &RunArgs) -> Result<()> {
                 };
                 let model = &folder.model;
                 let inits = stagewise_cuda::sgld::full_losses(dev, model, &spec, &weights, 8192)?;
-                let traces = stagewise_cuda::sgld::sample_dataset(
-                    dev,
-                    model,
-                    &spec,
-                    &weights,
-                    &sgld,
-                    mask.as_deref(),
-                    &chains,
-                    &|d| tick(d * group_steps.len()),
-                )?;
+                // Chains in groups of --chains-per-launch (chain c's draws depend only on the
+                // seed and c, so the grouping does not change the result).
+                let per = a
+                    .chains_per_launch
+                    .unwrap_or(chains.chains)
+                    .clamp(1, chains.chains.max(1));
+                let mut traces: Vec<Vec<ChainTrace>> = vec![Vec::new(); weights.len()];
+                let groups = chains.chains.div_ceil(per);
+                for g in 0..groups {
+                    let mut part = chains.clone();
+                    part.first_chain = chains.first_chain + (g * per) as u32;
+                    part.chains = per.min(chains.chains - g * per);
+                    let done = g * chains.total_steps();
+                    let got = stagewise_cuda::sgld::sample_dataset(
+                        dev,
+                        model,
+                        &spec,
+                        &weights,
+                        &sgld,
+                        mask.as_deref(),
+                        &part,
+                        &|d| tick((done + d) / groups * group_steps.len()),
+                    )?;
+                    for (t, more) in traces.iter_mut().zip(got) {
+                        t.extend(more);
+                    }
+                }
                 (inits, traces)
             }
         };

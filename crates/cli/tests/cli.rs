@@ -1026,6 +1026,8 @@ fn device_runs_follow_the_cpu_runs() {
             device,
             "--checkpoints-per-launch",
             "2",
+            "--chains-per-launch",
+            "1",
         ]);
         assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     }
