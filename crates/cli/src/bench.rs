@@ -262,6 +262,9 @@ pub struct BenchGpuArgs {
     /// Only count each step's launches, GEMM flops and bytes (no device needed).
     #[arg(long)]
     count_only: bool,
+    /// Size of the ceiling measurements: an N^3 SGEMM and a copy of 4 N^2 floats.
+    #[arg(long, default_value_t = 4096)]
+    ceiling_size: usize,
 }
 
 /// Launches, flops and bytes of one training step and one SGLD step, counted without a device.
@@ -317,6 +320,46 @@ fn print_counts(what: &str, c: &stagewise_cuda::meter::Counts) {
         c.kernel_bytes / 1e6,
         c.bytes() / 1e6
     );
+}
+
+/// Per-operation times of one profiled step, grouped by label, the slowest first, with the
+/// achieved bandwidth (the operation's fewest bytes over its time) against the copy ceiling `bw`.
+fn print_profile(title: &str, prof: &[stagewise_cuda::device::Timed], bw: f64) {
+    let mut by: std::collections::BTreeMap<&str, (usize, f64, f64, f64)> = Default::default();
+    for t in prof {
+        let e = by.entry(&t.label).or_default();
+        e.0 += 1;
+        e.1 += t.seconds;
+        e.2 += t.bytes;
+        e.3 += t.flops;
+    }
+    let total: f64 = prof.iter().map(|t| t.seconds).sum();
+    let bytes: f64 = prof.iter().map(|t| t.bytes).sum();
+    println!(
+        "\n{title}: {} operations, {:.1} us on the GPU in all ({:.0} GB/s of fewest bytes, {:.0} % of the copy ceiling)",
+        prof.len(),
+        total * 1e6,
+        bytes / total / 1e9,
+        100.0 * bytes / total / bw
+    );
+    println!("| operation | calls | us | share | GB/s | of copy | TFLOP/s |");
+    println!("|---|---:|---:|---:|---:|---:|---:|");
+    let mut rows: Vec<_> = by.into_iter().collect();
+    rows.sort_by(|a, b| b.1.1.total_cmp(&a.1.1));
+    for (label, (calls, secs, bytes, flops)) in rows.into_iter().take(20) {
+        println!(
+            "| {label} | {calls} | {:.1} | {:.0} % | {:.0} | {:.0} % | {} |",
+            secs * 1e6,
+            100.0 * secs / total,
+            bytes / secs / 1e9,
+            100.0 * bytes / secs / bw,
+            if flops > 0.0 {
+                format!("{:.1}", flops / secs / 1e12)
+            } else {
+                "-".into()
+            }
+        );
+    }
 }
 
 /// Floating-point operations of one forward + backward pass of `rows` rows (tokens) of the
@@ -387,8 +430,9 @@ pub fn gpu(a: &BenchGpuArgs) -> Result<()> {
     }
     let dev = crate::device::open(a.device)?.context("bench gpu needs --device cuda[:N]")?;
     println!("device: {}", dev.name());
-    // Ceilings: SGEMM 4096^3 (float32, no TF32) and a 256 MiB device copy.
-    let n = 4096;
+    // Ceilings: SGEMM N^3 (N = 4096: float32, or TF32 with --tf32) and a copy of 4 N^2 floats
+    // (256 MiB).
+    let n = a.ceiling_size;
     let mat = Buf::from_host(&dev, &vec![1.0f32 / n as f32; n * n])?;
     let out = Buf::<f32>::new(&dev, n * n)?;
     let g = Gemm {
@@ -418,7 +462,7 @@ pub fn gpu(a: &BenchGpuArgs) -> Result<()> {
     }
     dev.synchronize()?;
     let sgemm = 10.0 * 2.0 * (n as f64).powi(3) / t0.elapsed().as_secs_f64();
-    let len = 64 << 20;
+    let len = 4 * n * n;
     let src = Buf::<f32>::new(&dev, len)?;
     let dst = Buf::<f32>::new(&dev, len)?;
     let copy = || {
@@ -438,7 +482,7 @@ pub fn gpu(a: &BenchGpuArgs) -> Result<()> {
     let bw = 10.0 * 8.0 * len as f64 / t0.elapsed().as_secs_f64();
     drop((mat, out, src, dst));
     println!(
-        "ceilings: SGEMM 4096^3 {:.1} TFLOP/s (float32), copy {:.2} TB/s (read + write)",
+        "ceilings: SGEMM {n}^3 {:.1} TFLOP/s, copy {:.2} TB/s (read + write)",
         sgemm / 1e12,
         bw / 1e12
     );
@@ -606,6 +650,47 @@ pub fn gpu(a: &BenchGpuArgs) -> Result<()> {
             theirs.map_or("-".into(), |v| format!("{v:.0}")),
             theirs.map_or("-".into(), |v| format!("{:.1}x", ours / v))
         );
+    }
+    // Where the time goes: one step of each, every operation between two events.
+    cfg.batch_size = *a.batches.first().unwrap_or(&256);
+    let mut tr = crate::device::trainer(&cfg, Some(dev.clone()))?;
+    tr.step()?;
+    if dev.set_profiling(true) {
+        tr.step()?;
+        let prof = dev.take_profile()?;
+        print_profile(
+            &format!("training step, batch {}", cfg.batch_size),
+            &prof,
+            bw,
+        );
+        if let Some(&c) = a.chains.last() {
+            stagewise_cuda::sgld::USE_GRAPHS.store(false, std::sync::atomic::Ordering::Relaxed);
+            dev.set_profiling(false);
+            let one = ChainConfig::new(c, 1, 1);
+            let run = || {
+                sample_dataset(
+                    &dev,
+                    &model,
+                    &spec,
+                    std::slice::from_ref(&w),
+                    &sgld,
+                    None,
+                    &one,
+                    &|_| {},
+                )
+            };
+            run()?;
+            dev.set_profiling(true);
+            run()?;
+            let prof = dev.take_profile()?;
+            print_profile(
+                &format!("SGLD step, {c} chains x {}", a.sgld_batch),
+                &prof,
+                bw,
+            );
+            stagewise_cuda::sgld::USE_GRAPHS.store(true, std::sync::atomic::Ordering::Relaxed);
+        }
+        dev.set_profiling(false);
     }
     if let (Some(tr), Some(sg)) = (train_256, sgld_10) {
         let (train_s, sgld_s) = (500_000.0 / tr, 190.0 * 10.0 * 5000.0 / sg);

@@ -119,6 +119,38 @@ pub trait Device: Send + Sync {
         ))
     }
     fn drop_graph(&self, _graph: u64) {}
+    /// Starts or stops timing every launch and GEMM (events around each on a GPU); false where
+    /// unsupported.
+    fn set_profiling(&self, _on: bool) -> bool {
+        false
+    }
+    /// The timed operations since profiling started, in order: a label (kernel name, or the
+    /// GEMM's shape), seconds, and the fewest bytes it moves (see [`crate::meter`]).
+    fn take_profile(&self) -> Result<Vec<Timed>, GpuError> {
+        Ok(Vec::new())
+    }
+}
+
+/// One profiled operation.
+#[derive(Clone, Debug)]
+pub struct Timed {
+    pub label: String,
+    pub seconds: f64,
+    pub bytes: f64,
+    pub flops: f64,
+}
+
+/// The label a profile gives a GEMM: its shape, so skinny products show separately.
+pub fn gemm_label(g: &Gemm) -> String {
+    format!(
+        "gemm {}{} m={} n={} k={} x{}",
+        if g.trans_a { 'T' } else { 'N' },
+        if g.trans_b { 'T' } else { 'N' },
+        g.m,
+        g.n,
+        g.k,
+        g.batch
+    )
 }
 
 /// Plain values that travel between host and device as bytes.

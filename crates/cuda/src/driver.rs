@@ -9,7 +9,9 @@ use std::sync::Mutex;
 use cudarc::cublas::result as cublas;
 use cudarc::cublas::sys::{cublasHandle_t, cublasOperation_t};
 use cudarc::driver::result as drv;
-use cudarc::driver::sys::{CUcontext, CUdevice_attribute, CUfunction, CUmodule, CUstream};
+use cudarc::driver::sys::{
+    CUcontext, CUdevice_attribute, CUevent, CUevent_flags, CUfunction, CUmodule, CUstream,
+};
 
 use crate::device::{Arg, BLOCK, Device, Gemm, GpuError, Ptr};
 use crate::kernels::KERNEL_NAMES;
@@ -24,6 +26,8 @@ pub struct CudaDevice {
     blas: cublasHandle_t,
     /// Instantiated graphs by handle (None once dropped).
     graphs: Mutex<Vec<Option<usize>>>,
+    /// While profiling: each operation's label, bytes, flops and its start and end events.
+    profile: Mutex<Option<Vec<(String, f64, f64, CUevent, CUevent)>>>,
     /// Serialises use of the context from several threads.
     lock: Mutex<()>,
 }
@@ -144,12 +148,38 @@ impl CudaDevice {
             functions,
             blas,
             graphs: Mutex::new(Vec::new()),
+            profile: Mutex::new(None),
             lock: Mutex::new(()),
         })
     }
 }
 
 impl CudaDevice {
+    /// While profiling, runs `op` between two recorded events.
+    fn timed(
+        &self,
+        label: impl FnOnce() -> (String, f64, f64),
+        op: impl FnOnce() -> Result<(), GpuError>,
+    ) -> Result<(), GpuError> {
+        let mut prof = self.profile.lock().unwrap();
+        let Some(list) = prof.as_mut() else {
+            drop(prof);
+            return op();
+        };
+        let ev = || {
+            drv::event::create(CUevent_flags::CU_EVENT_DEFAULT).map_err(drv_err("cuEventCreate"))
+        };
+        let (start, end) = (ev()?, ev()?);
+        // SAFETY: fresh events on the device's stream.
+        unsafe { drv::event::record(start, self.stream) }.map_err(drv_err("cuEventRecord"))?;
+        op()?;
+        // SAFETY: as above.
+        unsafe { drv::event::record(end, self.stream) }.map_err(drv_err("cuEventRecord"))?;
+        let (name, bytes, flops) = label();
+        list.push((name, bytes, flops, start, end));
+        Ok(())
+    }
+
     /// Takes the device lock with the context current on this thread.
     fn enter(&self) -> Result<std::sync::MutexGuard<'_, ()>, GpuError> {
         let g = self.lock.lock().unwrap();
@@ -207,22 +237,29 @@ impl Device for CudaDevice {
             .functions
             .get(name)
             .ok_or_else(|| GpuError::Unsupported(format!("no kernel named {name}")))?;
-        let mut args = args.to_vec();
-        let mut ptrs: Vec<*mut c_void> = args.iter_mut().map(|a| a.as_void_ptr()).collect();
+        let mut owned = args.to_vec();
+        let mut ptrs: Vec<*mut c_void> = owned.iter_mut().map(|a| a.as_void_ptr()).collect();
         let grid = threads.div_ceil(BLOCK) as u32;
         let _g = self.enter()?;
-        // SAFETY: the argument list matches the kernel's signature; pointers are device memory.
-        unsafe {
-            drv::launch_kernel(
-                f,
-                (grid, 1, 1),
-                (BLOCK as u32, 1, 1),
-                0,
-                self.stream,
-                &mut ptrs,
-            )
-        }
-        .map_err(|e| GpuError::Driver(format!("launching {name}: {e:?}")))
+        let label = || {
+            let bytes = crate::meter::kernel_bytes(name, threads, args);
+            (name.to_string(), bytes, 0.0)
+        };
+        self.timed(label, || {
+            // SAFETY: the argument list matches the kernel's signature; pointers are device
+            // memory.
+            unsafe {
+                drv::launch_kernel(
+                    f,
+                    (grid, 1, 1),
+                    (BLOCK as u32, 1, 1),
+                    0,
+                    self.stream,
+                    &mut ptrs,
+                )
+            }
+            .map_err(|e| GpuError::Driver(format!("launching {name}: {e:?}")))
+        })
     }
 
     fn gemm(&self, g: &Gemm) -> Result<(), GpuError> {
@@ -234,30 +271,36 @@ impl Device for CudaDevice {
             }
         };
         let _guard = self.enter()?;
-        // SAFETY: pointers and leading dimensions describe device buffers the caller sized.
-        unsafe {
-            cublas::sgemm_strided_batched(
-                self.blas,
-                op(g.trans_a),
-                op(g.trans_b),
-                g.m as i32,
-                g.n as i32,
-                g.k as i32,
-                &g.alpha,
-                g.a.0 as *const f32,
-                g.lda as i32,
-                g.stride_a as i64,
-                g.b.0 as *const f32,
-                g.ldb as i32,
-                g.stride_b as i64,
-                &g.beta,
-                g.c.0 as *mut f32,
-                g.ldc as i32,
-                g.stride_c as i64,
-                g.batch as i32,
-            )
-        }
-        .map_err(|e| GpuError::Driver(format!("cublasSgemmStridedBatched: {e:?}")))
+        let label = || {
+            let (flops, bytes) = crate::meter::gemm_work(g);
+            (crate::device::gemm_label(g), bytes, flops)
+        };
+        self.timed(label, || {
+            // SAFETY: pointers and leading dimensions describe device buffers the caller sized.
+            unsafe {
+                cublas::sgemm_strided_batched(
+                    self.blas,
+                    op(g.trans_a),
+                    op(g.trans_b),
+                    g.m as i32,
+                    g.n as i32,
+                    g.k as i32,
+                    &g.alpha,
+                    g.a.0 as *const f32,
+                    g.lda as i32,
+                    g.stride_a as i64,
+                    g.b.0 as *const f32,
+                    g.ldb as i32,
+                    g.stride_b as i64,
+                    &g.beta,
+                    g.c.0 as *mut f32,
+                    g.ldc as i32,
+                    g.stride_c as i64,
+                    g.batch as i32,
+                )
+            }
+            .map_err(|e| GpuError::Driver(format!("cublasSgemmStridedBatched: {e:?}")))
+        })
     }
 
     fn synchronize(&self) -> Result<(), GpuError> {
@@ -309,6 +352,39 @@ impl Device for CudaDevice {
         // SAFETY: `exec` is a live instantiated graph.
         unsafe { drv::graph::launch(exec as cudarc::driver::sys::CUgraphExec, self.stream) }
             .map_err(drv_err("cuGraphLaunch"))
+    }
+
+    fn set_profiling(&self, on: bool) -> bool {
+        let _ = self.take_profile();
+        *self.profile.lock().unwrap() = on.then(Vec::new);
+        true
+    }
+
+    fn take_profile(&self) -> Result<Vec<crate::device::Timed>, GpuError> {
+        let list = match self.profile.lock().unwrap().as_mut() {
+            Some(l) => std::mem::take(l),
+            None => return Ok(Vec::new()),
+        };
+        self.synchronize()?;
+        let _g = self.enter()?;
+        let mut out = Vec::with_capacity(list.len());
+        for (label, bytes, flops, start, end) in list {
+            // SAFETY: both events were recorded and the stream has finished.
+            let ms = unsafe { drv::event::elapsed(start, end) }
+                .map_err(drv_err("cuEventElapsedTime"))?;
+            // SAFETY: the events are not used again.
+            unsafe {
+                let _ = drv::event::destroy(start);
+                let _ = drv::event::destroy(end);
+            }
+            out.push(crate::device::Timed {
+                label,
+                seconds: ms as f64 / 1e3,
+                bytes,
+                flops,
+            });
+        }
+        Ok(out)
     }
 
     fn drop_graph(&self, graph: u64) {

@@ -85,6 +85,8 @@ pub struct HostDevice {
     /// recorded, not run, and replays use the recorded arguments).
     capturing: Mutex<Option<Vec<Op>>>,
     graphs: Mutex<Vec<Option<Vec<Op>>>>,
+    /// Host wall-clock times of operations while profiling.
+    profile: Mutex<Option<Vec<crate::device::Timed>>>,
     /// Allocations by address (u64 storage keeps every buffer 8-byte aligned).
     memory: Mutex<HashMap<u64, Vec<u64>>>,
 }
@@ -102,6 +104,7 @@ impl HostDevice {
             memory: Mutex::new(HashMap::new()),
             capturing: Mutex::new(None),
             graphs: Mutex::new(Vec::new()),
+            profile: Mutex::new(None),
         }
     }
 
@@ -168,12 +171,21 @@ impl Device for HostDevice {
             )));
         }
         let f = entry.launch;
+        let t0 = std::time::Instant::now();
         let mut args = args.to_vec();
         let mut ptrs: Vec<*mut c_void> = args.iter_mut().map(|a| a.as_void_ptr()).collect();
         let grid = threads.div_ceil(BLOCK) as u32;
         // SAFETY: the argument list matches the kernel's signature (the caller's contract, as
         // with cuLaunchKernel); pointers address live allocations.
         unsafe { f(grid, BLOCK as u32, ptrs.as_mut_ptr()) };
+        if let Some(p) = self.profile.lock().unwrap().as_mut() {
+            p.push(crate::device::Timed {
+                label: name.to_string(),
+                seconds: t0.elapsed().as_secs_f64(),
+                bytes: crate::meter::kernel_bytes(name, threads, &args),
+                flops: 0.0,
+            });
+        }
         Ok(())
     }
 
@@ -182,6 +194,7 @@ impl Device for HostDevice {
             ops.push(Op::Gemm(*g));
             return Ok(());
         }
+        let t0 = std::time::Instant::now();
         let (ra, ca) = if g.trans_a { (g.k, g.m) } else { (g.m, g.k) };
         let (rb, cb) = if g.trans_b { (g.n, g.k) } else { (g.k, g.n) };
         for (what, ld, rows) in [("lda", g.lda, ra), ("ldb", g.ldb, rb), ("ldc", g.ldc, g.m)] {
@@ -228,6 +241,15 @@ impl Device for HostDevice {
                     }
                 }
             }
+        }
+        if let Some(p) = self.profile.lock().unwrap().as_mut() {
+            let (flops, bytes) = crate::meter::gemm_work(g);
+            p.push(crate::device::Timed {
+                label: crate::device::gemm_label(g),
+                seconds: t0.elapsed().as_secs_f64(),
+                bytes,
+                flops,
+            });
         }
         Ok(())
     }
@@ -281,5 +303,20 @@ impl Device for HostDevice {
         if let Some(g) = self.graphs.lock().unwrap().get_mut(graph as usize) {
             *g = None;
         }
+    }
+
+    fn set_profiling(&self, on: bool) -> bool {
+        *self.profile.lock().unwrap() = on.then(Vec::new);
+        true
+    }
+
+    fn take_profile(&self) -> Result<Vec<crate::device::Timed>, GpuError> {
+        Ok(self
+            .profile
+            .lock()
+            .unwrap()
+            .as_mut()
+            .map(std::mem::take)
+            .unwrap_or_default())
     }
 }

@@ -65,6 +65,26 @@ fn int(a: &Arg) -> f64 {
     }
 }
 
+/// A GEMM's flops and fewest bytes: A and B once per batch entry (once in all with stride 0), C
+/// written (and read when beta != 0).
+pub fn gemm_work(g: &Gemm) -> (f64, f64) {
+    let b = g.batch as f64;
+    let flops = 2.0 * (g.m * g.n * g.k) as f64 * b;
+    let once = |stride: usize, len: usize| {
+        if stride == 0 {
+            len as f64
+        } else {
+            len as f64 * b
+        }
+    };
+    let c_passes = if g.beta == 0.0 { 1.0 } else { 2.0 };
+    let bytes = 4.0
+        * (once(g.stride_a, g.m * g.k)
+            + once(g.stride_b, g.k * g.n)
+            + c_passes * (g.m * g.n) as f64 * b);
+    (flops, bytes)
+}
+
 /// threads x head size, for an attention kernel named `..._hs<HS>`.
 fn n_hs(name: &str, threads: f64) -> f64 {
     let hs: f64 = name
@@ -179,21 +199,7 @@ impl Device for Meter {
     }
 
     fn gemm(&self, g: &Gemm) -> Result<(), GpuError> {
-        let b = g.batch as f64;
-        let flops = 2.0 * (g.m * g.n * g.k) as f64 * b;
-        // A and B once per batch entry (stride 0: once), C written (and read when beta != 0).
-        let once = |stride: usize, len: usize| {
-            if stride == 0 {
-                len as f64
-            } else {
-                len as f64 * b
-            }
-        };
-        let c_passes = if g.beta == 0.0 { 1.0 } else { 2.0 };
-        let bytes = 4.0
-            * (once(g.stride_a, g.m * g.k)
-                + once(g.stride_b, g.k * g.n)
-                + c_passes * (g.m * g.n) as f64 * b);
+        let (flops, bytes) = gemm_work(g);
         {
             let mut c = self.counts.lock().unwrap();
             c.launches += 1;
