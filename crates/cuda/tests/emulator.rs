@@ -509,3 +509,79 @@ fn launches_with_arguments_that_do_not_fit_the_kernel_are_refused() {
             .all(|v| v.is_nan())
     );
 }
+
+/// The meter counts the same work whether it runs the kernels (around the emulator) or not
+/// (dry), and its GEMM flops are the model's: 2 flops per multiply-add of every product.
+#[test]
+fn meter_counts_the_work_of_a_step_with_or_without_a_device() {
+    use stagewise_cuda::meter::Meter;
+    let cfg = small_config(true, true);
+    let model = RegressionTransformer::new(cfg.model_config()).unwrap();
+    let count = |meter: Arc<Meter>| {
+        let dev: Arc<dyn Device> = meter.clone();
+        let mut e = CudaEngine::new(dev, &cfg, model.clone(), cfg.pretrain_distribution()).unwrap();
+        e.step(0, 1e-3).unwrap();
+        meter.take();
+        e.step(1, 1e-3).unwrap();
+        meter.take()
+    };
+    let wet = count(Arc::new(Meter::wrap(emulator())));
+    let dry = count(Arc::new(Meter::dry()));
+    assert_eq!((wet.launches, wet.gemms), (dry.launches, dry.gemms));
+    assert_eq!((wet.gemm_flops, wet.bytes()), (dry.gemm_flops, dry.bytes()));
+    // Rows R = B * T = 6 * 8; C = 8, M = 12, D+1 = 4, L = 2, K = 4.
+    let (r, c, m, d1, k, b) = (48.0, 8.0, 12.0, 4.0, 4.0, 6.0);
+    let fwd = d1 * c + 2.0 * (3.0 * c * c + c * c + 2.0 * c * m);
+    let bwd_dx = 2.0 * (3.0 * c * c + c * c + 2.0 * c * m);
+    let col_sums = (c + 1.0) // unembedding row 0 and its bias
+        + 2.0 * c // final LayerNorm
+        + 2.0 * (c + m + 4.0 * c) // b2, b1, two LayerNorms per block
+        + 0.0;
+    let pos = 8.0 * c / r * b; // T*C columns over B sequences
+    let tok_loss = k * b / r;
+    let expect = 2.0 * r * (2.0 * fwd + bwd_dx + col_sums + pos + tok_loss);
+    assert!(
+        (wet.gemm_flops - expect).abs() < 1e-9 * expect,
+        "{} vs {expect}",
+        wet.gemm_flops
+    );
+    assert!(wet.per_kernel.contains_key("attention_forward_hs4"));
+}
+
+#[test]
+fn emulator_profiles_each_operation() {
+    let dev = emulator();
+    let b = Buf::<f32>::new(&dev, 64).unwrap();
+    assert!(dev.set_profiling(true));
+    dev.launch("fill_f32", 64, &[b.arg(), Arg::F32(1.0), Arg::I64(64)])
+        .unwrap();
+    dev.gemm(&stagewise_cuda::Gemm {
+        trans_a: false,
+        trans_b: false,
+        m: 8,
+        n: 8,
+        k: 8,
+        alpha: 1.0,
+        a: b.ptr,
+        lda: 8,
+        stride_a: 0,
+        b: b.ptr,
+        ldb: 8,
+        stride_b: 0,
+        beta: 0.0,
+        c: b.ptr,
+        ldc: 8,
+        stride_c: 0,
+        batch: 1,
+    })
+    .unwrap();
+    let p = dev.take_profile().unwrap();
+    assert_eq!(p.len(), 2);
+    assert_eq!(p[0].label, "fill_f32");
+    assert_eq!(p[0].bytes, 256.0);
+    assert_eq!(p[1].label, "gemm NN m=8 n=8 k=8 x1");
+    assert_eq!(p[1].flops, 1024.0);
+    assert_eq!(b.download().unwrap()[0], 8.0);
+    dev.set_profiling(false);
+    assert!(dev.take_profile().unwrap().is_empty());
+}
