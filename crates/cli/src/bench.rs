@@ -501,13 +501,9 @@ pub fn gpu(a: &BenchGpuArgs) -> Result<()> {
     for &b in &a.batches {
         cfg.batch_size = b;
         let mut tr = crate::device::trainer(&cfg, Some(dev.clone()))?;
-        for _ in 0..10 {
-            tr.step()?;
-        }
+        tr.run_to(10)?;
         let t0 = Instant::now();
-        for _ in 0..a.steps {
-            tr.step()?;
-        }
+        tr.run_to(10 + a.steps as u64)?;
         let ours = a.steps as f64 / t0.elapsed().as_secs_f64();
         if b == 256 {
             train_256 = Some(ours);

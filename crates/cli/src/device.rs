@@ -19,6 +19,7 @@ use stagewise_sampling::regression::Dataset;
 use stagewise_sampling::sgld::Sgld;
 use stagewise_train::adam::Adam;
 use stagewise_train::data::Batch;
+use stagewise_train::trainer::StepEngine;
 use stagewise_train::{TrainConfig, Trainer};
 
 /// `--tf32` (global): GEMMs on a CUDA device may use TF32 tensor cores.
@@ -119,6 +120,7 @@ pub fn check(a: &CheckDeviceArgs) -> Result<()> {
         tag::TRAIN_BATCH,
         7,
         Pick::Range { base: 0 },
+        stagewise_cuda::Ptr::NULL,
     )?;
     let mut batch = Batch::<f32>::default();
     dist.sample_into(&mut batch, b, seed, tag::TRAIN_BATCH, 7);
@@ -229,6 +231,46 @@ pub fn check(a: &CheckDeviceArgs) -> Result<()> {
             r.3 *= 30.0;
         }
     }
+    // 5. Graphs: steps replayed from a captured graph against the same steps launched one by
+    // one (same kernels and arguments: equal up to cuBLAS choosing other algorithms).
+    let make = || {
+        CudaEngine::new(
+            dev.clone(),
+            &cfg,
+            model.clone(),
+            cfg.pretrain_distribution(),
+        )
+    };
+    let (mut replayed, mut launched) = (make()?, make()?);
+    let lrs = [1e-3, 2e-3, 3e-3];
+    let lr: Vec<f32> = replayed.run(0, &lrs)?.iter().map(|v| *v as f32).collect();
+    let ll: Vec<f32> = lrs
+        .iter()
+        .enumerate()
+        .map(|(t, lr)| launched.step(t as u64, *lr).map(|v| v as f32))
+        .collect::<Result<_, _>>()?;
+    let (e, m) = diffs(&lr, &ll);
+    rows.push(("training x3, graph vs launches: losses".into(), e, m, 1e-5));
+    let (e, m) = diffs(&replayed.state().params, &launched.state().params);
+    rows.push(("training x3, graph vs launches: weights".into(), e, m, 1e-5));
+    stagewise_cuda::sgld::USE_GRAPHS.store(false, std::sync::atomic::Ordering::Relaxed);
+    let eager = sample_dataset(
+        &dev,
+        &model,
+        &spec,
+        std::slice::from_ref(&w),
+        &sgld,
+        None,
+        &chains,
+        &|_| {},
+    );
+    stagewise_cuda::sgld::USE_GRAPHS.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (e, m) = diffs(
+        &flat(&eager?[0], |c| &c.losses),
+        &flat(&got[0], |c| &c.losses),
+    );
+    rows.push(("SGLD, graph vs launches: losses".into(), e, m, 1e-5));
+
     println!("| quantity | rel. L2 difference | max |diff| / max |cpu| | tolerance |");
     println!("|---|---:|---:|---:|");
     let mut failed = Vec::new();

@@ -222,10 +222,25 @@ pub fn train(args: &TrainArgs) -> Result<()> {
     let progress = Progress::new(start, total, "steps");
     let mut last_loss = f64::NAN;
     let mut tables_changed = true;
-    for t in start..total {
-        let loss = trainer
-            .step()
+    let mut next = start;
+    while next < total {
+        // Run up to the next step that logs, evaluates or checkpoints in one call, so that a
+        // device engine runs those steps without a host round trip each.
+        let t = [
+            Some(next.max(1).next_multiple_of(TRAIN_LOG_EVERY)),
+            logging_steps.range(next..).next().copied(),
+            checkpoint_steps.range(next..).next().copied(),
+            Some(total - 1),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+        .expect("total - 1 is a candidate");
+        let losses = trainer
+            .run_to(t + 1)
             .with_context(|| format!("training {}", out.display()))?;
+        next = t + 1;
+        let loss = *losses.last().expect("at least one step");
         last_loss = loss;
         if t % TRAIN_LOG_EVERY == 0 && t > 0 {
             let lr = trainer.schedule.lr(t);

@@ -90,6 +90,7 @@ extern "C" const HostKernel stagewise_host_kernels[] = {
     KERNEL(adam_step)
     KERNEL(sgld_step)
     KERNEL(record_draw)
+    KERNEL(record_window)
     KERNEL(advance_counter)
     {nullptr, nullptr, nullptr},
 };

@@ -82,9 +82,10 @@ __device__ __forceinline__ unsigned long long stream_below(unsigned long long se
 //
 // Thread (q, s) writes sequence s of chain q: toks[q, s, 2K, D+1] and ys[q, s, K]. Its index in
 // the data set is `index_base + s`, or, when pick_tag != 0, element s of the minibatch stream
-// (pick_seed, pick_tag, pick_a, chain) (pick_a read from pick_a_ptr when given: the step counter
-// of a captured graph) drawn uniformly from [0, pick_n) (chain = pick_chain0 +
-// q % pick_chains, or 0 when pick_shared: Q = checkpoints x chains). Task kinds: 0 Gaussian,
+// (pick_seed, pick_tag, pick_a, chain) drawn uniformly from [0, pick_n) (chain = pick_chain0 +
+// q % pick_chains, or 0 when pick_shared: Q = checkpoints x chains). step_ptr, when given (the
+// step counter of a captured graph), replaces `a` (ranges) or `pick_a` (minibatches).
+// Task kinds: 0 Gaussian,
 // 1 discrete (table tasks[M, D]), 2 singleton (tasks[0, D]).
 
 #define MAX_TASK_SIZE 64
@@ -96,7 +97,7 @@ extern "C" __global__ void gen_regression(float* toks, float* ys, const double* 
                                           unsigned int tag, unsigned int a,
                                           unsigned int index_base, unsigned int pick_tag,
                                           unsigned long long pick_seed, unsigned int pick_a,
-                                          const unsigned int* pick_a_ptr,
+                                          const unsigned int* step_ptr,
                                           unsigned int pick_chain0, int pick_chains,
                                           int pick_shared, unsigned long long pick_n, int nseq,
                                           long long total) {
@@ -104,8 +105,14 @@ extern "C" __global__ void gen_regression(float* toks, float* ys, const double* 
     if (i >= total) return;
     int q = (int)(i / nseq), s = (int)(i % nseq);
     unsigned int index = index_base + (unsigned int)s;
+    if (step_ptr) {
+        if (pick_tag != 0) {
+            pick_a = *step_ptr;
+        } else {
+            a = *step_ptr;
+        }
+    }
     if (pick_tag != 0) {
-        if (pick_a_ptr) pick_a = *pick_a_ptr;
         unsigned int chain = pick_shared ? 0u : pick_chain0 + (unsigned int)(q % pick_chains);
         index = (unsigned int)stream_below(pick_seed, pick_tag, pick_a, chain, (unsigned int)s,
                                            pick_n);
@@ -510,13 +517,21 @@ extern "C" __global__ void positions_backward(float* grad, const float* s, long 
 // Optimisers. Written with explicit rounding intrinsics so that no multiply-add is contracted:
 // the update is bitwise the CPU's for the same gradient.
 
-// torch.optim.Adam (L2 weight decay when decay != 0); step_size = lr / bc1.
+// torch.optim.Adam (L2 weight decay when decay != 0); step_size = lr / bc1. With `consts`
+// (a captured graph), step_size and bc2_sqrt are consts[2 s], consts[2 s + 1] for
+// s = counter[0] - counter[1] (the step within the window the host filled in).
 extern "C" __global__ void adam_step(float* params, const float* grad, float* m, float* v,
                                      float b1, float b2, float one_b1, float one_b2,
-                                     float step_size, float bc2_sqrt, float eps, float wd,
-                                     int decay, long long n) {
+                                     float step_size, float bc2_sqrt, const float* consts,
+                                     const unsigned int* counter, float eps, float wd, int decay,
+                                     long long n) {
     long long i = THREAD_INDEX;
     if (i >= n) return;
+    if (consts) {
+        unsigned int s = counter[0] - counter[1];
+        step_size = consts[2 * s];
+        bc2_sqrt = consts[2 * s + 1];
+    }
     float p = params[i];
     float g = decay ? __fadd_rn(grad[i], __fmul_rn(wd, p)) : grad[i];
     float mi = __fadd_rn(__fmul_rn(b1, m[i]), __fmul_rn(one_b1, g));
@@ -594,6 +609,15 @@ extern "C" __global__ void record_draw(float* hist_loss, float* hist_dist, const
     } else {
         hist_dist[d * n_dist + (i - n_loss)] = dist[i - n_loss];
     }
+}
+
+// hist[s, :] = src for s = counter[0] - counter[1] (the step within the host's window).
+extern "C" __global__ void record_window(float* hist, const float* src, long long n,
+                                         const unsigned int* counter) {
+    long long i = THREAD_INDEX;
+    if (i >= n) return;
+    long long s = counter[0] - counter[1];
+    hist[s * n + i] = src[i];
 }
 
 extern "C" __global__ void advance_counter(unsigned int* counter, long long n) {

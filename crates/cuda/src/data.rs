@@ -14,13 +14,11 @@ pub enum Pick {
     /// Sequences `base..base + B` of the set.
     Range { base: u32 },
     /// Minibatches: element `s` of stream `(seed, tag, a, chain)` picks a sequence uniformly from
-    /// `[0, n)`; chain = `chain0 + q % chains`, or 0 for all when `shared`. With `a_ptr`, `a` is
-    /// read from that device `u32` when the kernel runs (a graph's step counter).
+    /// `[0, n)`; chain = `chain0 + q % chains`, or 0 for all when `shared`.
     Minibatch {
         seed: u64,
         tag: u32,
         a: u32,
-        a_ptr: Ptr,
         chain0: u32,
         chains: usize,
         shared: bool,
@@ -58,7 +56,8 @@ impl DeviceData {
     }
 
     /// Writes `q x nseq` sequences of set `(seed, tag, a)` to `toks[q, nseq, 2K, D+1]` and
-    /// `ys[q, nseq, K]`.
+    /// `ys[q, nseq, K]`. With `step_ptr` (a device `u32`, a captured graph's step counter), the
+    /// step is read when the kernel runs and replaces `a` of a range or of a minibatch stream.
     #[allow(clippy::too_many_arguments)]
     pub fn generate(
         &self,
@@ -71,19 +70,19 @@ impl DeviceData {
         tag: u32,
         a: u32,
         pick: Pick,
+        step_ptr: Ptr,
     ) -> Result<(), GpuError> {
-        let (base, ptag, pseed, pa, pa_ptr, chain0, chains, shared, n) = match pick {
-            Pick::Range { base } => (base, 0, 0, 0, Ptr::NULL, 0, 1, false, 1),
+        let (base, ptag, pseed, pa, chain0, chains, shared, n) = match pick {
+            Pick::Range { base } => (base, 0, 0, 0, 0, 1, false, 1),
             Pick::Minibatch {
                 seed,
                 tag,
                 a,
-                a_ptr,
                 chain0,
                 chains,
                 shared,
                 n,
-            } => (0, tag, seed, a, a_ptr, chain0, chains.max(1), shared, n),
+            } => (0, tag, seed, a, chain0, chains.max(1), shared, n),
         };
         dev.launch(
             "gen_regression",
@@ -104,7 +103,7 @@ impl DeviceData {
                 Arg::U32(ptag),
                 Arg::U64(pseed),
                 Arg::U32(pa),
-                Arg::Ptr(pa_ptr),
+                Arg::Ptr(step_ptr),
                 Arg::U32(chain0),
                 Arg::I32(chains as i32),
                 Arg::I32(shared as i32),

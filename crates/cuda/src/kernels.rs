@@ -55,6 +55,7 @@ pub const KERNEL_NAMES: &[&str] = &[
     "adam_step",
     "sgld_step",
     "record_draw",
+    "record_window",
     "advance_counter",
 ];
 

@@ -131,7 +131,7 @@ pub fn kernel_bytes(name: &str, threads: usize, args: &[Arg]) -> f64 {
         "gen_regression" => f * n * (2.0 * at(6) * (at(5) + 1.0) + at(6)),
         // params, m, v read and written, grad read.
         "adam_step" => 7.0 * f * n,
-        "record_draw" => 2.0 * f * n,
+        "record_draw" | "record_window" => 2.0 * f * n,
         "advance_counter" => 8.0,
         // four coordinates: w read and written, w0 and grad read, dist2 written.
         "sgld_step" => 4.0 * 5.0 * f * n,

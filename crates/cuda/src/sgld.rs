@@ -134,12 +134,12 @@ pub fn sample_dataset(
                 seed: data.seed,
                 tag: tag::SGLD_BATCH,
                 a: 0,
-                a_ptr: counter.ptr,
                 chain0: cfg.first_chain,
                 chains,
                 shared: cfg.shared_batches,
                 n: data.n as u64,
             },
+            counter.ptr,
         )?;
         gpu.forward(w.ptr, toks.ptr, Some(ys.ptr))?;
         gpu.backward(w.ptr, toks.ptr, grad.ptr)?;
@@ -312,6 +312,7 @@ pub fn full_losses(
             tag::LLC_DATASET,
             0,
             Pick::Range { base: start as u32 },
+            crate::Ptr::NULL,
         )?;
         gm.forward(w.ptr, toks.ptr, Some(ys.ptr))?;
         for (s, (_, parts)) in sums.iter_mut().zip(gm.losses()?) {

@@ -12,7 +12,7 @@ use stagewise_train::data::SequenceDistribution;
 use stagewise_train::trainer::{StepEngine, TrainError, TrainState};
 
 use crate::data::{DeviceData, Pick};
-use crate::device::{Arg, Buf, Device, GpuError};
+use crate::device::{Arg, Buf, Device, GpuError, Ptr};
 use crate::model::GpuModel;
 
 fn dev_err(e: GpuError) -> TrainError {
@@ -48,6 +48,13 @@ impl DeviceAdam {
         })
     }
 
+    /// `(lr / bc1, sqrt(bc2))` of update number `steps` (1-based), as the CPU computes them.
+    pub fn constants(&self, steps: u64, lr: f64) -> (f32, f32) {
+        let bc1 = 1.0 - self.beta1.powi(steps as i32);
+        let bc2 = 1.0 - self.beta2.powi(steps as i32);
+        ((lr / bc1) as f32, bc2.sqrt() as f32)
+    }
+
     /// One update of `params` with `grad` at `lr` (constants rounded to f32 as the CPU does).
     pub fn step(
         &mut self,
@@ -57,8 +64,28 @@ impl DeviceAdam {
         lr: f64,
     ) -> Result<(), GpuError> {
         self.steps += 1;
-        let bc1 = 1.0 - self.beta1.powi(self.steps as i32);
-        let bc2 = 1.0 - self.beta2.powi(self.steps as i32);
+        let (step_size, bc2_sqrt) = self.constants(self.steps, lr);
+        self.launch(
+            dev,
+            params,
+            grad,
+            (step_size, bc2_sqrt),
+            Ptr::NULL,
+            Ptr::NULL,
+        )
+    }
+
+    /// The update launch; with `consts` and `counter`, its constants are read on the device
+    /// (`adam_step`'s window table) and `fixed` is ignored.
+    pub fn launch(
+        &self,
+        dev: &dyn Device,
+        params: &Buf<f32>,
+        grad: &Buf<f32>,
+        fixed: (f32, f32),
+        consts: Ptr,
+        counter: Ptr,
+    ) -> Result<(), GpuError> {
         dev.launch(
             "adam_step",
             params.len,
@@ -71,8 +98,10 @@ impl DeviceAdam {
                 Arg::F32(self.beta2 as f32),
                 Arg::F32((1.0 - self.beta1) as f32),
                 Arg::F32((1.0 - self.beta2) as f32),
-                Arg::F32((lr / bc1) as f32),
-                Arg::F32(bc2.sqrt() as f32),
+                Arg::F32(fixed.0),
+                Arg::F32(fixed.1),
+                Arg::Ptr(consts),
+                Arg::Ptr(counter),
                 Arg::F32(self.eps as f32),
                 Arg::F32(self.weight_decay as f32),
                 Arg::I32((self.weight_decay != 0.0) as i32),
@@ -81,6 +110,10 @@ impl DeviceAdam {
         )
     }
 }
+
+/// Steps per window of `CudaEngine::run`: the host fills the Adam constants of a window, the
+/// device runs its steps without a round trip, and the window's losses come back at its end.
+const WINDOW: usize = 128;
 
 /// The training engine on a device (f32).
 pub struct CudaEngine {
@@ -96,6 +129,13 @@ pub struct CudaEngine {
     sampling_seed: u64,
     /// Forward-only models for evaluation shapes `(nseq, t)`.
     eval: HashMap<(usize, usize), (GpuModel, Buf<f32>)>,
+    /// `run`'s state: [step, first step of the window], the window's Adam constants and
+    /// per-token losses, and the captured step (where the device has graphs).
+    counter: Buf<u32>,
+    consts: Buf<f32>,
+    history: Buf<f32>,
+    graph: Option<u64>,
+    captured: bool,
 }
 
 impl CudaEngine {
@@ -121,6 +161,11 @@ impl CudaEngine {
             data: DeviceData::new(&dev, &data)?,
             sampling_seed: seeds.sampling,
             eval: HashMap::new(),
+            counter: Buf::from_host(&dev, &[0u32, 0])?,
+            consts: Buf::new(&dev, 2 * WINDOW)?,
+            history: Buf::new(&dev, WINDOW * k)?,
+            graph: None,
+            captured: false,
             gpu,
             model,
             dev,
@@ -141,6 +186,7 @@ impl CudaEngine {
             tag::TRAIN_BATCH,
             t as u32,
             Pick::Range { base: 0 },
+            Ptr::NULL,
         )?;
         self.gpu
             .forward(self.params.ptr, self.toks.ptr, Some(self.ys.ptr))?;
@@ -162,9 +208,111 @@ impl CudaEngine {
     pub fn device(&self) -> &Arc<dyn Device> {
         &self.dev
     }
+
+    /// One step that reads everything step-dependent from `counter` and `consts`: batch
+    /// `counter[0]`, forward, backward, its per-token losses into the window history, Adam.
+    fn counted_step(&self) -> Result<(), GpuError> {
+        let dev = self.dev.as_ref();
+        self.data.generate(
+            dev,
+            self.toks.ptr,
+            self.ys.ptr,
+            1,
+            self.gpu.b,
+            self.sampling_seed,
+            tag::TRAIN_BATCH,
+            0,
+            Pick::Range { base: 0 },
+            self.counter.ptr,
+        )?;
+        self.gpu
+            .forward(self.params.ptr, self.toks.ptr, Some(self.ys.ptr))?;
+        self.gpu
+            .backward(self.params.ptr, self.toks.ptr, self.grad.ptr)?;
+        let k = self.gpu.k();
+        dev.launch(
+            "record_window",
+            k,
+            &[
+                self.history.arg(),
+                self.gpu.tok_loss.arg(),
+                Arg::I64(k as i64),
+                self.counter.arg(),
+            ],
+        )?;
+        self.adam.launch(
+            dev,
+            &self.params,
+            &self.grad,
+            (0.0, 0.0),
+            self.consts.ptr,
+            self.counter.ptr,
+        )?;
+        dev.launch("advance_counter", 1, &[self.counter.arg(), Arg::I64(1)])
+    }
+
+    /// Steps `t0 ..` at `lrs`, at most one window: no host round trip inside.
+    fn run_window(&mut self, t0: u64, lrs: &[f64]) -> Result<Vec<f64>, GpuError> {
+        let mut consts = Vec::with_capacity(2 * lrs.len());
+        for (i, lr) in lrs.iter().enumerate() {
+            let (a, b) = self.adam.constants(self.adam.steps + 1 + i as u64, *lr);
+            consts.extend([a, b]);
+        }
+        self.consts.upload_at(0, &consts)?;
+        self.counter.upload(&[t0 as u32, t0 as u32])?;
+        if !self.captured {
+            self.captured = true;
+            let dev = self.dev.clone();
+            if crate::sgld::USE_GRAPHS.load(std::sync::atomic::Ordering::Relaxed)
+                && dev.begin_capture()?
+            {
+                let body = self.counted_step();
+                let graph = dev.end_capture();
+                self.graph = Some(body.and(graph)?);
+            }
+        }
+        for _ in lrs {
+            match self.graph {
+                Some(g) => self.dev.replay(g)?,
+                None => self.counted_step()?,
+            }
+        }
+        self.adam.steps += lrs.len() as u64;
+        let k = self.gpu.k();
+        let h = self.history.download_range(0, lrs.len() * k)?;
+        Ok(h.chunks(k)
+            .map(|c| c.iter().map(|v| *v as f64).sum::<f64>() / k as f64)
+            .collect())
+    }
+}
+
+impl Drop for CudaEngine {
+    fn drop(&mut self) {
+        if let Some(g) = self.graph.take() {
+            self.dev.drop_graph(g);
+        }
+    }
 }
 
 impl StepEngine<f32> for CudaEngine {
+    /// Windows of up to 128 steps, each one graph replay per step (where the device has graphs)
+    /// and one read-back of the window's losses at its end.
+    fn run(&mut self, t0: u64, lrs: &[f64]) -> Result<Vec<f64>, TrainError> {
+        let mut out = Vec::with_capacity(lrs.len());
+        for (w, chunk) in lrs.chunks(WINDOW).enumerate() {
+            let start = t0 + (w * WINDOW) as u64;
+            let losses = self.run_window(start, chunk).map_err(dev_err)?;
+            if let Some(i) = losses.iter().position(|l| !l.is_finite()) {
+                return Err(TrainError::Diverged {
+                    step: start + i as u64,
+                    loss: losses[i],
+                });
+            }
+            out.extend(losses);
+        }
+        Ok(out)
+    }
+
     fn step(&mut self, t: u64, lr: f64) -> Result<f64, TrainError> {
         let loss = self.loss_and_grad(t).map_err(dev_err)?;
         if !loss.is_finite() {

@@ -22,6 +22,10 @@ use stagewise_train::config::{NumTasks, TrainConfig};
 use stagewise_train::data::{Batch, SequenceDistribution, TaskDistribution};
 use stagewise_train::trainer::{CpuEngine, StepEngine};
 
+/// Held by the tests that switch graphs off for a while (`USE_GRAPHS` is process-wide), so that
+/// each of them runs its graph and its eager part as intended.
+static GRAPH_FLAG: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 fn emulator() -> Arc<dyn Device> {
     Arc::new(HostDevice::new())
 }
@@ -98,6 +102,7 @@ fn device_data_is_the_cpu_data_bit_for_bit() {
             tag::TRAIN_BATCH,
             17,
             Pick::Range { base: 0 },
+            stagewise_cuda::Ptr::NULL,
         )
         .unwrap();
         let mut cpu = Batch::<f32>::default();
@@ -109,7 +114,6 @@ fn device_data_is_the_cpu_data_bit_for_bit() {
             seed: 5,
             tag: tag::SGLD_BATCH,
             a: 3,
-            a_ptr: stagewise_cuda::Ptr::NULL,
             chain0: 2,
             chains: 3,
             shared: false,
@@ -125,6 +129,7 @@ fn device_data_is_the_cpu_data_bit_for_bit() {
             tag::LLC_DATASET,
             0,
             pick,
+            stagewise_cuda::Ptr::NULL,
         )
         .unwrap();
         let got = toks.download().unwrap();
@@ -366,6 +371,7 @@ fn training_steps_follow_the_cpu_engine() {
 
 #[test]
 fn batched_chains_follow_the_cpu_sampler() {
+    let _flag = GRAPH_FLAG.lock().unwrap();
     let cfg = small_config(true, true);
     let model = RegressionTransformer::new(cfg.model_config()).unwrap();
     let dist = cfg.pretrain_distribution();
@@ -584,4 +590,35 @@ fn emulator_profiles_each_operation() {
     assert_eq!(b.download().unwrap()[0], 8.0);
     dev.set_profiling(false);
     assert!(dev.take_profile().unwrap().is_empty());
+}
+
+/// `run` (windows of steps replayed from a captured graph, losses read back per window) takes
+/// exactly the steps `step` takes one by one, across a window boundary, with or without graphs.
+#[test]
+fn windowed_training_runs_equal_single_steps() {
+    let _flag = GRAPH_FLAG.lock().unwrap();
+    let cfg = small_config(true, true);
+    let model = RegressionTransformer::new(cfg.model_config()).unwrap();
+    let make =
+        || CudaEngine::new(emulator(), &cfg, model.clone(), cfg.pretrain_distribution()).unwrap();
+    let lrs: Vec<f64> = (0..131)
+        .map(|i| 1e-3 * (1.0 + (i as f64 * 0.1).sin()))
+        .collect();
+    let mut single = make();
+    let one: Vec<f64> = lrs
+        .iter()
+        .enumerate()
+        .map(|(t, lr)| single.step(t as u64, *lr).unwrap())
+        .collect();
+    let mut windowed = make();
+    let first = windowed.run(0, &lrs[..7]).unwrap();
+    let rest = windowed.run(7, &lrs[7..]).unwrap();
+    assert_eq!([first, rest].concat(), one);
+    assert_eq!(windowed.state(), single.state());
+    stagewise_cuda::sgld::USE_GRAPHS.store(false, std::sync::atomic::Ordering::Relaxed);
+    let mut eager = make();
+    let all = eager.run(0, &lrs).unwrap();
+    stagewise_cuda::sgld::USE_GRAPHS.store(true, std::sync::atomic::Ordering::Relaxed);
+    assert_eq!(all, one);
+    assert_eq!(eager.state(), single.state());
 }

@@ -68,6 +68,15 @@ pub trait StepEngine<T>: Send {
         t: usize,
         out: &mut [T],
     ) -> Result<(), TrainError>;
+    /// Runs steps `t0, t0 + 1, ...` at learning rates `lrs` and returns their losses. The
+    /// default calls `step` for each; a device engine overrides it to run many steps without a
+    /// host round trip. Stops at the first step whose loss is not finite (`Diverged`).
+    fn run(&mut self, t0: u64, lrs: &[f64]) -> Result<Vec<f64>, TrainError> {
+        lrs.iter()
+            .enumerate()
+            .map(|(i, lr)| self.step(t0 + i as u64, *lr))
+            .collect()
+    }
     /// Weights and Adam state, copied to the host.
     fn state(&self) -> TrainState<T>;
     fn restore(&mut self, state: TrainState<T>) -> Result<(), TrainError>;
@@ -218,6 +227,15 @@ impl<T: Float> Trainer<T> {
         let loss = self.engine.step(t, self.schedule.lr(t))?;
         self.steps_done += 1;
         Ok(loss)
+    }
+
+    /// Runs steps `steps_done() .. end` and returns their batch losses.
+    pub fn run_to(&mut self, end: u64) -> Result<Vec<f64>, TrainError> {
+        let t0 = self.steps_done;
+        let lrs: Vec<f64> = (t0..end).map(|t| self.schedule.lr(t)).collect();
+        let losses = self.engine.run(t0, &lrs)?;
+        self.steps_done = end.max(t0);
+        Ok(losses)
     }
 
     /// The evaluator of this run (fixed batches from the eval seed).
