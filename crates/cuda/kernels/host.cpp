@@ -87,6 +87,7 @@ extern "C" const HostKernel stagewise_host_kernels[] = {
     KERNEL(attention_backward_kv_hs32)
     KERNEL(attention_backward_kv_hs64)
     KERNEL(positions_backward)
+    KERNEL(scatter_rows)
     KERNEL(adam_step)
     KERNEL(sgld_step)
     KERNEL(record_draw)

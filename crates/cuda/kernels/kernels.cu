@@ -208,17 +208,20 @@ extern "C" __global__ void layernorm_forward(float* out, float* mean, float* rst
 
 // Causal attention on the fused QKV layout of the reference (head h: Q at [h*3hs, h*3hs+hs) of
 // each 3C-wide row, K next, V next), flash style: one (chain, sequence, head, query i) per
-// thread with an online softmax, keeping only lse_i = log sum_j exp(s_ij) for the backward,
-// which recomputes the probabilities instead of storing T x T of them. HS (head size) is a
+// thread with an online softmax, keeping only lse_i = log sum_j exp(s_ij) (in [.., T] layout)
+// for the backward, which recomputes the probabilities instead of storing T x T of them. Only
+// queries i = a * stride run (stride 2 in the last block, whose outputs the loss reads at the x
+// positions only); out has one row per active query ([.., T / stride, C]). HS (head size) is a
 // compile-time constant so that the per-thread vectors live in registers.
 template <int HS>
 __device__ __forceinline__ void attention_forward_impl(float* out, float* lse, const float* qkv,
-                                                       int t, int heads, float scale,
+                                                       int t, int stride, int heads, float scale,
                                                        long long total) {
     long long g = THREAD_INDEX;
     if (g >= total) return;
-    int i = (int)(g % t);
-    long long sh = g / t;  // (chain * B + sequence) * heads + head
+    int ka = t / stride;  // active queries per sequence
+    int a = (int)(g % ka), i = a * stride;
+    long long sh = g / ka;  // (chain * B + sequence) * heads + head
     int h = (int)(sh % heads);
     long long seq = sh / heads;
     int c = heads * HS;
@@ -243,17 +246,17 @@ __device__ __forceinline__ void attention_forward_impl(float* out, float* lse, c
         m = mn;
     }
     float inv = 1.0f / l;
-    float* o = out + (seq * t + i) * c + h * HS;
+    float* o = out + (seq * ka + a) * c + h * HS;
 #pragma unroll
     for (int e = 0; e < HS; ++e) o[e] = acc[e] * inv;
-    lse[g] = m + logf(l);
+    lse[sh * t + i] = m + logf(l);
 }
 
 #define ATTENTION_FORWARD(HS)                                                                  \
     extern "C" __global__ void attention_forward_hs##HS(float* out, float* lse, const float* qkv, \
-                                                          int t, int heads, float scale,        \
-                                                          long long total) {                    \
-        attention_forward_impl<HS>(out, lse, qkv, t, heads, scale, total);                     \
+                                                          int t, int stride, int heads,         \
+                                                          float scale, long long total) {       \
+        attention_forward_impl<HS>(out, lse, qkv, t, stride, heads, scale, total);             \
     }
 ATTENTION_FORWARD(4)
 ATTENTION_FORWARD(8)
@@ -280,33 +283,35 @@ extern "C" __global__ void bias_relu(float* r, const float* params, long long p,
 
 // After the attention projection: h = x + attn (the MLP's input) and, for the reference's double
 // residual x_next = x + (x + attn + mlp + b2), its MLP-free part x_next = 2x + attn + b2, which
-// the second MLP GEMM then accumulates into (beta = 1).
+// the second MLP GEMM then accumulates into (beta = 1). In the last block (stride 2) the rows
+// are the x positions only.
 extern "C" __global__ void attention_residual(float* h, float* x_next, const float* x,
                                               const float* attn, const float* params, long long p,
-                                              long long off_b2, int c, long long rows_per_chain,
-                                              long long total) {
+                                              long long off_b2, int c, int t, int stride,
+                                              long long rows_per_chain, long long total) {
     long long i = THREAD_INDEX;
     if (i >= total) return;
     long long row = i / c;
-    float xv = x[i], hv = xv + attn[i];
+    // x has all T rows of a sequence; attn, h and x_next the active ones (every stride-th).
+    int ka = t / stride;
+    long long xrow = (row / ka) * t + (row % ka) * stride;
+    float xv = x[xrow * c + i % c], hv = xv + attn[i];
     h[i] = hv;
     x_next[i] = (hv + xv) + params[(row / rows_per_chain) * p + off_b2 + i % c];
 }
 
-// Readout and loss, one (chain, sequence, example) per thread: y_hat = lnf[2e] . Wu[0] + bu[0];
-// sq_err = (y_hat - y)^2; dpred_row[2e] = scale (y_hat - y) and dpred_row[2e+1] = 0.
-extern "C" __global__ void readout_loss(float* pred, float* sq_err, float* dpred_row,
+// Readout and loss, one (chain, sequence, example e) per thread, on the last block's rows (the
+// x positions, row g): y_hat = lnf[g] . Wu[0] + bu[0]; sq_err = (y_hat - y)^2 and
+// dpred[g] = scale (y_hat - y).
+extern "C" __global__ void readout_loss(float* pred, float* sq_err, float* dpred,
                                         const float* lnf, const float* ys, const float* params,
-                                        long long p, long long off_uw, long long off_ub, int t,
-                                        int k, int c, int nseq, float scale, long long total) {
+                                        long long p, long long off_uw, long long off_ub, int k,
+                                        int c, int nseq, float scale, long long total) {
     long long g = THREAD_INDEX;
     if (g >= total) return;
-    long long seq = g / k;
-    int e = (int)(g % k);
-    long long q = seq / nseq;
+    long long q = g / k / nseq;
     const float* uw = params + q * p + off_uw;
-    long long row = seq * t + 2 * e;
-    const float* x = lnf + row * c;
+    const float* x = lnf + g * c;
     float acc = 0.0f;
     for (int j = 0; j < c; ++j) acc += x[j] * uw[j];
     float yh = acc + params[q * p + off_ub];
@@ -314,8 +319,7 @@ extern "C" __global__ void readout_loss(float* pred, float* sq_err, float* dpred
     if (ys) {
         float diff = yh - ys[g];
         sq_err[g] = diff * diff;
-        dpred_row[row] = scale * diff;
-        if (2 * e + 1 < t) dpred_row[row + 1] = 0.0f;
+        dpred[g] = scale * diff;
     }
 }
 
@@ -388,15 +392,16 @@ extern "C" __global__ void residual_backward(float* dattn, float* dx, const floa
     dx[i] = dxn[i] + dxn[i] + dh[i];
 }
 
-// Attention backward, query side: one (chain, sequence, head, query i) per thread. With
+// Attention backward, query side: one (chain, sequence, head, query i) per thread (dout and out
+// have rows for the active queries only, as the forward wrote them). With
 // p_ij = exp(s_ij - lse_i), dp_ij = dout_i . v_j and D_i = dout_i . out_i (= sum_j p_ij dp_ij),
 // ds_ij = p_ij (dp_ij - D_i) and dq_i = scale sum_j ds_ij k_j. Keeps D_i for the key side.
 template <int HS>
 __device__ __forceinline__ void attention_backward_q_impl(float* dqkv, float* dsum,
                                                           const float* dout, const float* out,
                                                           const float* qkv, const float* lse,
-                                                          int t, int heads, float scale,
-                                                          long long total) {
+                                                          int t, int stride, int heads,
+                                                          float scale, long long total) {
     long long g = THREAD_INDEX;
     if (g >= total) return;
     int i = (int)(g % t);
@@ -405,7 +410,13 @@ __device__ __forceinline__ void attention_backward_q_impl(float* dqkv, float* ds
     long long seq = sh / heads;
     int c = heads * HS;
     const float* base = qkv + seq * t * 3 * c + h * 3 * HS;
-    long long row = (seq * t + i) * c + h * HS;
+    if (i % stride != 0) {  // an inactive query: no gradient
+        float* dqr = dqkv + (seq * t + i) * 3 * c + h * 3 * HS;
+#pragma unroll
+        for (int e = 0; e < HS; ++e) dqr[e] = 0.0f;
+        return;
+    }
+    long long row = (seq * (t / stride) + i / stride) * c + h * HS;
     float q[HS], d[HS], dq[HS];
     float di = 0.0f;
 #pragma unroll
@@ -439,8 +450,9 @@ __device__ __forceinline__ void attention_backward_q_impl(float* dqkv, float* ds
 template <int HS>
 __device__ __forceinline__ void attention_backward_kv_impl(float* dqkv, const float* dsum,
                                                            const float* dout, const float* qkv,
-                                                           const float* lse, int t, int heads,
-                                                           float scale, long long total) {
+                                                           const float* lse, int t, int stride,
+                                                           int heads, float scale,
+                                                           long long total) {
     long long g = THREAD_INDEX;
     if (g >= total) return;
     int j = (int)(g % t);
@@ -457,9 +469,9 @@ __device__ __forceinline__ void attention_backward_kv_impl(float* dqkv, const fl
         dk[e] = 0.0f;
         dv[e] = 0.0f;
     }
-    for (int i = j; i < t; ++i) {
+    for (int i = (j + stride - 1) / stride * stride; i < t; i += stride) {
         const float* qi = base + (long long)i * 3 * c;
-        const float* di = dout + (seq * t + i) * c + h * HS;
+        const float* di = dout + (seq * (t / stride) + i / stride) * c + h * HS;
         float s = 0.0f, dp = 0.0f;
 #pragma unroll
         for (int e = 0; e < HS; ++e) {
@@ -486,13 +498,15 @@ __device__ __forceinline__ void attention_backward_kv_impl(float* dqkv, const fl
 #define ATTENTION_BACKWARD(HS)                                                                   \
     extern "C" __global__ void attention_backward_q_hs##HS(                                      \
         float* dqkv, float* dsum, const float* dout, const float* out, const float* qkv,         \
-        const float* lse, int t, int heads, float scale, long long total) {                      \
-        attention_backward_q_impl<HS>(dqkv, dsum, dout, out, qkv, lse, t, heads, scale, total);  \
+        const float* lse, int t, int stride, int heads, float scale, long long total) {          \
+        attention_backward_q_impl<HS>(dqkv, dsum, dout, out, qkv, lse, t, stride, heads, scale,  \
+                                      total);                                                    \
     }                                                                                            \
     extern "C" __global__ void attention_backward_kv_hs##HS(                                     \
         float* dqkv, const float* dsum, const float* dout, const float* qkv, const float* lse,   \
-        int t, int heads, float scale, long long total) {                                        \
-        attention_backward_kv_impl<HS>(dqkv, dsum, dout, qkv, lse, t, heads, scale, total);      \
+        int t, int stride, int heads, float scale, long long total) {                            \
+        attention_backward_kv_impl<HS>(dqkv, dsum, dout, qkv, lse, t, stride, heads, scale,      \
+                                       total);                                                   \
     }
 ATTENTION_BACKWARD(4)
 ATTENTION_BACKWARD(8)
@@ -511,6 +525,18 @@ extern "C" __global__ void positions_backward(float* grad, const float* s, long 
     int rem = (int)(i % ((long long)t * c));
     int pos = rem / c, j = rem % c;
     grad[q * p + off_pos + (long long)j * max_t + pos] += s[i];
+}
+
+// full[seq, i, :] = compact[seq, i / stride, :] where i % stride == 0, else 0: the last block's
+// residual gradient back on all T rows.
+extern "C" __global__ void scatter_rows(float* full, const float* compact, int t, int stride,
+                                        int c, long long total) {
+    long long g = THREAD_INDEX;
+    if (g >= total) return;
+    long long row = g / c;
+    int i = (int)(row % t), j = (int)(g % c);
+    long long seq = row / t;
+    full[g] = i % stride == 0 ? compact[(seq * (t / stride) + i / stride) * c + j] : 0.0f;
 }
 
 // ---------------------------------------------------------------------------------------------

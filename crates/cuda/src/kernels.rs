@@ -52,6 +52,7 @@ pub const KERNEL_NAMES: &[&str] = &[
     "attention_backward_kv_hs32",
     "attention_backward_kv_hs64",
     "positions_backward",
+    "scatter_rows",
     "adam_step",
     "sgld_step",
     "record_draw",

@@ -102,6 +102,8 @@ pub fn kernel_bytes(name: &str, threads: usize, args: &[Arg]) -> f64 {
     let at = |i: usize| args.get(i).map(int).unwrap_or(0.0);
     match name {
         "fill_f32" => f * n,
+        // writes every full row, reads the active ones (about half).
+        "scatter_rows" => 1.5 * f * n,
         "copy_f32" | "broadcast_f32" | "add_positions" | "readout_backward"
         | "positions_backward" => 2.0 * f * n,
         "bias_relu" => 2.0 * f * n,
@@ -125,8 +127,8 @@ pub fn kernel_bytes(name: &str, threads: usize, args: &[Arg]) -> f64 {
         _ if name.starts_with("attention_backward_q") => f * n_hs(name, n) * 6.0 + 2.0 * f * n,
         // read q, k, v, dout (4 hs), lse and D; write dk, dv (2 hs).
         _ if name.starts_with("attention_backward_kv") => f * n_hs(name, n) * 6.0 + 2.0 * f * n,
-        // read the even rows of lnf (C) and y; write y_hat, the squared error, two dpred rows.
-        "readout_loss" => f * n * (at(11) + 5.0),
+        // read a row of lnf (C) and y; write y_hat, the squared error and dpred.
+        "readout_loss" => f * n * (at(10) + 4.0),
         // write tokens 2K(D+1) and targets K.
         "gen_regression" => f * n * (2.0 * at(6) * (at(5) + 1.0) + at(6)),
         // params, m, v read and written, grad read.

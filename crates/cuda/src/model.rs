@@ -58,7 +58,8 @@ pub struct GpuModel {
     /// y_hat `[Q, B, K]`, squared errors `[Q, B, K]`, dLoss/dy_hat per row `[Q, N]`.
     pub pred: Buf<f32>,
     pub sq_err: Buf<f32>,
-    dpred_row: Buf<f32>,
+    /// dLoss/dy_hat `[Q, B, K]`.
+    dpred: Buf<f32>,
     /// Mean squared error per chain and token position `[Q, K]` (after `token_losses`).
     pub tok_loss: Buf<f32>,
     ones: Buf<f32>,
@@ -72,6 +73,8 @@ pub struct GpuModel {
     datty: Buf<f32>,
     dqkv: Buf<f32>,
     dsum: Buf<f32>,
+    /// The last block's residual gradient on its active rows.
+    dres: Buf<f32>,
     pos_sums: Buf<f32>,
     attn_kernels: [&'static str; 3],
 }
@@ -143,7 +146,7 @@ impl GpuModel {
             lnf_rstd: nb(rows)?,
             pred: nb(q * b * k)?,
             sq_err: nb(q * b * k)?,
-            dpred_row: nb(rows)?,
+            dpred: nb(q * b * k)?,
             tok_loss: nb(q * k)?,
             ones: Buf::from_host(dev, &vec![1.0f32; ones_len])?,
             dx_a: nb(rows * c)?,
@@ -156,6 +159,7 @@ impl GpuModel {
             datty: nb(rows * c)?,
             dqkv: nb(rows * 3 * c)?,
             dsum: nb(lse_len)?,
+            dres: nb(rows * c)?,
             attn_kernels,
             pos_sums: nb(q * t * c)?,
             config: cfg,
@@ -176,10 +180,12 @@ impl GpuModel {
         self.dev.launch(name, threads, args)
     }
 
-    /// `y[rows, out] (=|+=) x[rows, inp] @ W^T` per chain, W = params[off..] of shape [out, inp].
+    /// `y[rows, out] (=|+=) x[rows, inp] @ W^T` per chain (`rows` per chain), W = params[off..]
+    /// of shape [out, inp].
     #[allow(clippy::too_many_arguments)]
     fn linear(
         &self,
+        rows: usize,
         y: Ptr,
         x: Ptr,
         params: Ptr,
@@ -188,7 +194,6 @@ impl GpuModel {
         out: usize,
         beta: f32,
     ) -> Result<(), GpuError> {
-        let rows = self.rows();
         self.dev.gemm(&Gemm {
             trans_a: true,
             trans_b: false,
@@ -211,8 +216,10 @@ impl GpuModel {
     }
 
     /// `dx[rows, inp] = dy[rows, out] @ W` per chain.
+    #[allow(clippy::too_many_arguments)]
     fn linear_dx(
         &self,
+        rows: usize,
         dx: Ptr,
         dy: Ptr,
         params: Ptr,
@@ -220,7 +227,6 @@ impl GpuModel {
         inp: usize,
         out: usize,
     ) -> Result<(), GpuError> {
-        let rows = self.rows();
         self.dev.gemm(&Gemm {
             trans_a: false,
             trans_b: false,
@@ -243,8 +249,10 @@ impl GpuModel {
     }
 
     /// `dW[out, inp] += dy^T x` per chain, into grad[off..].
+    #[allow(clippy::too_many_arguments)]
     fn linear_dw(
         &self,
+        rows: usize,
         grad: Ptr,
         off: usize,
         dy: Ptr,
@@ -252,7 +260,6 @@ impl GpuModel {
         inp: usize,
         out: usize,
     ) -> Result<(), GpuError> {
-        let rows = self.rows();
         self.dev.gemm(&Gemm {
             trans_a: false,
             trans_b: true,
@@ -308,9 +315,11 @@ impl GpuModel {
         })
     }
 
+    /// LayerNorm of `rows` rows per chain.
     #[allow(clippy::too_many_arguments)]
     fn layernorm(
         &self,
+        rows: usize,
         out: &Buf<f32>,
         mean: &Buf<f32>,
         rstd: &Buf<f32>,
@@ -319,10 +328,10 @@ impl GpuModel {
         (w, b): (usize, usize),
     ) -> Result<(), GpuError> {
         let c = self.config.embed_size;
-        let rows = self.q * self.rows();
+        let all = self.q * rows;
         self.launch(
             "layernorm_forward",
-            rows,
+            all,
             &[
                 out.arg(),
                 mean.arg(),
@@ -334,15 +343,17 @@ impl GpuModel {
                 Arg::I64(b as i64),
                 Arg::I32(c as i32),
                 Arg::F32(stagewise_models::regression::LN_EPS as f32),
-                Arg::I64(self.rows() as i64),
                 Arg::I64(rows as i64),
+                Arg::I64(all as i64),
             ],
         )
     }
 
     /// Forward pass of the chains' weights `params[Q, P]` on `toks[Q, B, T, D+1]`: predictions
     /// in `pred`; with targets `ys[Q, B, K]` also squared errors, per-token losses and the
-    /// loss gradient with respect to the predictions (for `backward`).
+    /// loss gradient with respect to the predictions (for `backward`). The last block runs its
+    /// attention queries, MLP and the final LayerNorm on the x positions only (the rows the
+    /// loss reads), as the CPU engine does.
     pub fn forward(&self, params: Ptr, toks: Ptr, ys: Option<Ptr>) -> Result<(), GpuError> {
         let cfg = &self.config;
         let (c, m, h, d1) = (
@@ -352,14 +363,14 @@ impl GpuModel {
             cfg.token_size(),
         );
         let (q, b, t, k) = (self.q, self.b, self.t, self.k());
-        let rows = q * self.rows();
+        let n = self.rows();
         let hs = c / h;
         let p = self.p as i64;
         let o = &self.off;
-        self.linear(self.x[0].ptr, toks, params, o.tok, d1, c, 0.0)?;
+        self.linear(n, self.x[0].ptr, toks, params, o.tok, d1, c, 0.0)?;
         self.launch(
             "add_positions",
-            rows * c,
+            q * n * c,
             &[
                 self.x[0].arg(),
                 Arg::Ptr(params),
@@ -368,46 +379,48 @@ impl GpuModel {
                 Arg::I32(cfg.max_tokens() as i32),
                 Arg::I32(t as i32),
                 Arg::I32(c as i32),
-                Arg::I64(self.rows() as i64),
-                Arg::I64((rows * c) as i64),
+                Arg::I64(n as i64),
+                Arg::I64((q * n * c) as i64),
             ],
         )?;
         let scale = (1.0 / (hs as f64).sqrt()) as f32;
         for (l, bo) in o.blocks.iter().enumerate() {
             let a = &self.acts[l];
             let x = self.x[l].ptr;
+            let stride = self.stride(l);
+            let na = n / stride;
             let ln0 = match bo.ln {
                 Some([ln, _]) => {
-                    self.layernorm(&a.ln0, &a.mean0, &a.rstd0, x, params, ln)?;
+                    self.layernorm(n, &a.ln0, &a.mean0, &a.rstd0, x, params, ln)?;
                     a.ln0.ptr
                 }
                 None => x,
             };
-            self.linear(a.qkv.ptr, ln0, params, bo.qkv, c, 3 * c, 0.0)?;
+            self.linear(n, a.qkv.ptr, ln0, params, bo.qkv, c, 3 * c, 0.0)?;
             self.launch(
                 self.attn_kernels[0],
-                q * b * h * t,
+                q * b * h * (t / stride),
                 &[
                     a.atty.arg(),
                     a.lse.arg(),
                     a.qkv.arg(),
                     Arg::I32(t as i32),
+                    Arg::I32(stride as i32),
                     Arg::I32(h as i32),
                     Arg::F32(scale),
-                    Arg::I64((q * b * h * t) as i64),
+                    Arg::I64((q * b * h * (t / stride)) as i64),
                 ],
             )?;
             let attn = match bo.out {
                 Some(w) => {
-                    self.linear(a.attn.ptr, a.atty.ptr, params, w, c, c, 0.0)?;
+                    self.linear(na, a.attn.ptr, a.atty.ptr, params, w, c, c, 0.0)?;
                     a.attn.ptr
                 }
                 None => a.atty.ptr,
             };
-            let n = (rows * c) as i64;
             self.launch(
                 "attention_residual",
-                rows * c,
+                q * na * c,
                 &[
                     a.h.arg(),
                     self.x[l + 1].arg(),
@@ -417,38 +430,50 @@ impl GpuModel {
                     Arg::I64(p),
                     Arg::I64(bo.b2 as i64),
                     Arg::I32(c as i32),
-                    Arg::I64(self.rows() as i64),
-                    Arg::I64(n),
+                    Arg::I32(t as i32),
+                    Arg::I32(stride as i32),
+                    Arg::I64(na as i64),
+                    Arg::I64((q * na * c) as i64),
                 ],
             )?;
             let ln1 = match bo.ln {
                 Some([_, ln]) => {
-                    self.layernorm(&a.ln1, &a.mean1, &a.rstd1, a.h.ptr, params, ln)?;
+                    self.layernorm(na, &a.ln1, &a.mean1, &a.rstd1, a.h.ptr, params, ln)?;
                     a.ln1.ptr
                 }
                 None => a.h.ptr,
             };
-            self.linear(a.r.ptr, ln1, params, bo.w1, c, m, 0.0)?;
+            self.linear(na, a.r.ptr, ln1, params, bo.w1, c, m, 0.0)?;
             self.launch(
                 "bias_relu",
-                rows * m,
+                q * na * m,
                 &[
                     a.r.arg(),
                     Arg::Ptr(params),
                     Arg::I64(p),
                     Arg::I64(bo.b1 as i64),
                     Arg::I32(m as i32),
-                    Arg::I64(self.rows() as i64),
-                    Arg::I64((rows * m) as i64),
+                    Arg::I64(na as i64),
+                    Arg::I64((q * na * m) as i64),
                 ],
             )?;
             // x_next (= 2x + attn + b2) += r @ W2^T
-            self.linear(self.x[l + 1].ptr, a.r.ptr, params, bo.w2, m, c, 1.0)?;
+            self.linear(na, self.x[l + 1].ptr, a.r.ptr, params, bo.w2, m, c, 1.0)?;
         }
+        // The last block's output has the x positions only: B*K rows per chain.
+        let nk = b * k;
         let last = self.x[cfg.num_layers].ptr;
         let lnf = match o.ln_f {
             Some(ln) => {
-                self.layernorm(&self.lnf, &self.lnf_mean, &self.lnf_rstd, last, params, ln)?;
+                self.layernorm(
+                    nk,
+                    &self.lnf,
+                    &self.lnf_mean,
+                    &self.lnf_rstd,
+                    last,
+                    params,
+                    ln,
+                )?;
                 self.lnf.ptr
             }
             None => last,
@@ -456,23 +481,22 @@ impl GpuModel {
         let scale = (2.0 / (b * k) as f64) as f32;
         self.launch(
             "readout_loss",
-            q * b * k,
+            q * nk,
             &[
                 self.pred.arg(),
                 self.sq_err.arg(),
-                self.dpred_row.arg(),
+                self.dpred.arg(),
                 Arg::Ptr(lnf),
                 Arg::Ptr(ys.unwrap_or(Ptr::NULL)),
                 Arg::Ptr(params),
                 Arg::I64(p),
                 Arg::I64(o.unemb_w as i64),
                 Arg::I64(o.unemb_b as i64),
-                Arg::I32(t as i32),
                 Arg::I32(k as i32),
                 Arg::I32(c as i32),
                 Arg::I32(b as i32),
                 Arg::F32(scale),
-                Arg::I64((q * b * k) as i64),
+                Arg::I64((q * nk) as i64),
             ],
         )?;
         if ys.is_some() {
@@ -490,6 +514,15 @@ impl GpuModel {
         Ok(())
     }
 
+    /// Query stride of block `l`: 2 in the last block (only the x positions are read), else 1.
+    fn stride(&self, l: usize) -> usize {
+        if l + 1 == self.config.num_layers {
+            2
+        } else {
+            1
+        }
+    }
+
     /// Gradient of each chain's mean squared error (after a `forward` with targets) into
     /// `grad[Q, P]` (overwritten).
     pub fn backward(&self, params: Ptr, toks: Ptr, grad: Ptr) -> Result<(), GpuError> {
@@ -500,8 +533,8 @@ impl GpuModel {
             cfg.num_heads,
             cfg.token_size(),
         );
-        let (q, b, t) = (self.q, self.b, self.t);
-        let (n, rows) = (self.rows(), q * self.rows());
+        let (q, b, t, k) = (self.q, self.b, self.t, self.k());
+        let (n, nk) = (self.rows(), b * k);
         let hs = c / h;
         let p = self.p as i64;
         let o = &self.off;
@@ -522,14 +555,14 @@ impl GpuModel {
             trans_b: false,
             m: c,
             n: 1,
-            k: n,
+            k: nk,
             alpha: 1.0,
             a: lnf,
             lda: c,
-            stride_a: n * c,
-            b: self.dpred_row.ptr,
-            ldb: n,
-            stride_b: n,
+            stride_a: nk * c,
+            b: self.dpred.ptr,
+            ldb: nk,
+            stride_b: nk,
             beta: 1.0,
             c: grad.add::<f32>(o.unemb_w),
             ldc: c,
@@ -539,29 +572,30 @@ impl GpuModel {
         self.col_sums(
             grad.add::<f32>(o.unemb_b),
             self.p,
-            self.dpred_row.ptr,
-            n,
+            self.dpred.ptr,
+            nk,
             1,
             1.0,
             1.0,
         )?;
         self.launch(
             "readout_backward",
-            rows * c,
+            q * nk * c,
             &[
                 self.dlnf.arg(),
-                self.dpred_row.arg(),
+                self.dpred.arg(),
                 Arg::Ptr(params),
                 Arg::I64(p),
                 Arg::I64(o.unemb_w as i64),
                 Arg::I32(c as i32),
-                Arg::I64(n as i64),
-                Arg::I64((rows * c) as i64),
+                Arg::I64(nk as i64),
+                Arg::I64((q * nk * c) as i64),
             ],
         )?;
         let (mut dxn, mut dxo) = (&self.dx_a, &self.dx_b);
         match o.ln_f {
             Some(ln) => self.layernorm_backward(
+                nk,
                 dxn.ptr,
                 self.dlnf.ptr,
                 self.x[cfg.num_layers].ptr,
@@ -572,33 +606,37 @@ impl GpuModel {
                 ln,
                 LnMode::Set,
             )?,
-            None => self.copy(dxn.ptr, self.dlnf.ptr, rows * c)?,
+            None => self.copy(dxn.ptr, self.dlnf.ptr, q * nk * c)?,
         }
         let scale = (1.0 / (hs as f64).sqrt()) as f32;
         for (l, bo) in o.blocks.iter().enumerate().rev() {
             let a = &self.acts[l];
             let x = self.x[l].ptr;
-            // x_next = 2x + attn + W2 relu(W1 ln1 + b1) + b2
-            self.linear_dw(grad, bo.w2, dxn.ptr, a.r.ptr, m, c)?;
-            self.col_sums(grad.add::<f32>(bo.b2), self.p, dxn.ptr, n, c, 1.0, 1.0)?;
-            self.linear_dx(self.dr.ptr, dxn.ptr, params, bo.w2, m, c)?;
-            let nm = (rows * m) as i64;
+            let stride = self.stride(l);
+            let na = n / stride;
+            // x_next = 2x + attn + W2 relu(W1 ln1 + b1) + b2 on the block's active rows
+            self.linear_dw(na, grad, bo.w2, dxn.ptr, a.r.ptr, m, c)?;
+            self.col_sums(grad.add::<f32>(bo.b2), self.p, dxn.ptr, na, c, 1.0, 1.0)?;
+            self.linear_dx(na, self.dr.ptr, dxn.ptr, params, bo.w2, m, c)?;
+            let nm = (q * na * m) as i64;
             // dr <- dr where r > 0 (in place)
             self.launch(
                 "relu_backward",
-                rows * m,
+                q * na * m,
                 &[self.dr.arg(), self.dr.arg(), a.r.arg(), Arg::I64(nm)],
             )?;
             let ln1 = if bo.ln.is_some() { a.ln1.ptr } else { a.h.ptr };
-            self.linear_dw(grad, bo.w1, self.dr.ptr, ln1, c, m)?;
-            self.col_sums(grad.add::<f32>(bo.b1), self.p, self.dr.ptr, n, m, 1.0, 1.0)?;
-            self.linear_dx(self.dln.ptr, self.dr.ptr, params, bo.w1, c, m)?;
-            // Through h = x + attn and x_next = 2x + attn + mlp: dattn = dxn + dh,
-            // dx = 2 dxn + dh (fused into the LayerNorm's backward when there is one).
-            let nc = (rows * c) as i64;
+            self.linear_dw(na, grad, bo.w1, self.dr.ptr, ln1, c, m)?;
+            self.col_sums(grad.add::<f32>(bo.b1), self.p, self.dr.ptr, na, m, 1.0, 1.0)?;
+            self.linear_dx(na, self.dln.ptr, self.dr.ptr, params, bo.w1, c, m)?;
+            // Through h = x + attn and x_next = 2x + attn + mlp: dattn = dxn + dh and the
+            // residual part of dx = 2 dxn + dh (fused into the LayerNorm's backward when there
+            // is one); the last block's lives on its active rows until scattered back.
+            let dres = if stride == 1 { dxo } else { &self.dres };
             match bo.ln {
                 Some([_, ln]) => self.layernorm_backward(
-                    dxo.ptr,
+                    na,
+                    dres.ptr,
                     self.dln.ptr,
                     a.h.ptr,
                     &a.mean1,
@@ -613,20 +651,34 @@ impl GpuModel {
                 )?,
                 None => self.launch(
                     "residual_backward",
-                    rows * c,
+                    q * na * c,
                     &[
                         self.dattn.arg(),
-                        dxo.arg(),
+                        dres.arg(),
                         dxn.arg(),
                         self.dln.arg(),
-                        Arg::I64(nc),
+                        Arg::I64((q * na * c) as i64),
                     ],
                 )?,
             }
+            if stride != 1 {
+                self.launch(
+                    "scatter_rows",
+                    q * n * c,
+                    &[
+                        dxo.arg(),
+                        self.dres.arg(),
+                        Arg::I32(t as i32),
+                        Arg::I32(stride as i32),
+                        Arg::I32(c as i32),
+                        Arg::I64((q * n * c) as i64),
+                    ],
+                )?;
+            }
             let datty = match bo.out {
                 Some(w) => {
-                    self.linear_dw(grad, w, self.dattn.ptr, a.atty.ptr, c, c)?;
-                    self.linear_dx(self.datty.ptr, self.dattn.ptr, params, w, c, c)?;
+                    self.linear_dw(na, grad, w, self.dattn.ptr, a.atty.ptr, c, c)?;
+                    self.linear_dx(na, self.datty.ptr, self.dattn.ptr, params, w, c, c)?;
                     self.datty.ptr
                 }
                 None => self.dattn.ptr,
@@ -634,6 +686,7 @@ impl GpuModel {
             let total = (q * b * h * t) as i64;
             let common = [
                 Arg::I32(t as i32),
+                Arg::I32(stride as i32),
                 Arg::I32(h as i32),
                 Arg::F32(scale),
                 Arg::I64(total),
@@ -658,10 +711,11 @@ impl GpuModel {
             args.extend(common);
             self.launch(self.attn_kernels[2], q * b * h * t, &args)?;
             let ln0 = if bo.ln.is_some() { a.ln0.ptr } else { x };
-            self.linear_dw(grad, bo.qkv, self.dqkv.ptr, ln0, c, 3 * c)?;
-            self.linear_dx(self.dln.ptr, self.dqkv.ptr, params, bo.qkv, c, 3 * c)?;
+            self.linear_dw(n, grad, bo.qkv, self.dqkv.ptr, ln0, c, 3 * c)?;
+            self.linear_dx(n, self.dln.ptr, self.dqkv.ptr, params, bo.qkv, c, 3 * c)?;
             match bo.ln {
                 Some([ln, _]) => self.layernorm_backward(
+                    n,
                     dxo.ptr,
                     self.dln.ptr,
                     x,
@@ -674,14 +728,19 @@ impl GpuModel {
                 )?,
                 None => self.launch(
                     "add_f32",
-                    rows * c,
-                    &[dxo.arg(), dxo.arg(), self.dln.arg(), Arg::I64(nc)],
+                    q * n * c,
+                    &[
+                        dxo.arg(),
+                        dxo.arg(),
+                        self.dln.arg(),
+                        Arg::I64((q * n * c) as i64),
+                    ],
                 )?,
             }
             std::mem::swap(&mut dxn, &mut dxo);
         }
         // Embedding: dWe += dx0^T toks; positions from the sums of dx0 over sequences.
-        self.linear_dw(grad, o.tok, dxn.ptr, toks, d1, c)?;
+        self.linear_dw(n, grad, o.tok, dxn.ptr, toks, d1, c)?;
         self.col_sums(self.pos_sums.ptr, t * c, dxn.ptr, b, t * c, 1.0, 0.0)?;
         self.launch(
             "positions_backward",
@@ -699,11 +758,12 @@ impl GpuModel {
         )
     }
 
-    /// LN'(dy) into dx as `mode` says, with the LayerNorm's weight and bias gradients added to
-    /// grad.
+    /// LN'(dy) of `rows` rows per chain into dx as `mode` says, with the LayerNorm's weight and
+    /// bias gradients added to grad.
     #[allow(clippy::too_many_arguments)]
     fn layernorm_backward(
         &self,
+        rows: usize,
         dx: Ptr,
         dy: Ptr,
         x: Ptr,
@@ -720,10 +780,10 @@ impl GpuModel {
             LnMode::Residual { dxn, dattn } => (2, dxn, dattn),
         };
         let c = self.config.embed_size;
-        let (n, rows) = (self.rows(), self.q * self.rows());
+        let all = self.q * rows;
         self.launch(
             "layernorm_backward",
-            rows,
+            all,
             &[
                 Arg::Ptr(dx),
                 self.dyxhat.arg(),
@@ -738,12 +798,20 @@ impl GpuModel {
                 Arg::I32(code),
                 Arg::Ptr(dxn),
                 Arg::Ptr(dattn),
-                Arg::I64(n as i64),
                 Arg::I64(rows as i64),
+                Arg::I64(all as i64),
             ],
         )?;
-        self.col_sums(grad.add::<f32>(w), self.p, self.dyxhat.ptr, n, c, 1.0, 1.0)?;
-        self.col_sums(grad.add::<f32>(b), self.p, dy, n, c, 1.0, 1.0)
+        self.col_sums(
+            grad.add::<f32>(w),
+            self.p,
+            self.dyxhat.ptr,
+            rows,
+            c,
+            1.0,
+            1.0,
+        )?;
+        self.col_sums(grad.add::<f32>(b), self.p, dy, rows, c, 1.0, 1.0)
     }
 
     fn copy(&self, dst: Ptr, src: Ptr, n: usize) -> Result<(), GpuError> {

@@ -535,17 +535,18 @@ fn meter_counts_the_work_of_a_step_with_or_without_a_device() {
     let dry = count(Arc::new(Meter::dry()));
     assert_eq!((wet.launches, wet.gemms), (dry.launches, dry.gemms));
     assert_eq!((wet.gemm_flops, wet.bytes()), (dry.gemm_flops, dry.bytes()));
-    // Rows R = B * T = 6 * 8; C = 8, M = 12, D+1 = 4, L = 2, K = 4.
+    // Rows R = B * T = 6 * 8; C = 8, M = 12, D+1 = 4, L = 2, K = 4. The last block's output
+    // projection and MLP, the final LayerNorm and the unembedding run on the x rows, A = R / 2.
     let (r, c, m, d1, k, b) = (48.0, 8.0, 12.0, 4.0, 4.0, 6.0);
-    let fwd = d1 * c + 2.0 * (3.0 * c * c + c * c + 2.0 * c * m);
-    let bwd_dx = 2.0 * (3.0 * c * c + c * c + 2.0 * c * m);
-    let col_sums = (c + 1.0) // unembedding row 0 and its bias
-        + 2.0 * c // final LayerNorm
-        + 2.0 * (c + m + 4.0 * c) // b2, b1, two LayerNorms per block
-        + 0.0;
-    let pos = 8.0 * c / r * b; // T*C columns over B sequences
-    let tok_loss = k * b / r;
-    let expect = 2.0 * r * (2.0 * fwd + bwd_dx + col_sums + pos + tok_loss);
+    let mut expect = 2.0 * 2.0 * r * d1 * c; // embedding forward and dW
+    for active in [r, r / 2.0] {
+        // forward, dW and dX of QKV (all rows) and of the rest (active rows)
+        expect += 3.0 * 2.0 * (r * 3.0 * c * c + active * (c * c + 2.0 * c * m));
+        // column sums: b2, b1, the MLP LayerNorm (active rows), the attention LayerNorm
+        expect += 2.0 * (active * (c + m + 2.0 * c) + r * 2.0 * c);
+    }
+    expect += 2.0 * (r / 2.0) * (2.0 * c + c + 1.0); // final LayerNorm, unembedding row 0, bias
+    expect += 2.0 * (r * c + k * b); // positions, per-token losses
     assert!(
         (wet.gemm_flops - expect).abs() < 1e-9 * expect,
         "{} vs {expect}",
