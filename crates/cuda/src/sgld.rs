@@ -19,6 +19,31 @@ use crate::data::{DeviceData, Pick};
 use crate::device::{Arg, Buf, Device, Gemm, GpuError};
 use crate::model::GpuModel;
 
+/// Captures `body` as a graph, or `None` where the device has no graphs or the capture fails
+/// (then the caller issues the work directly; a failure is reported once on stderr).
+pub(crate) fn capture(d: &dyn Device, body: impl FnOnce() -> Result<(), GpuError>) -> Option<u64> {
+    match d.begin_capture() {
+        Ok(true) => {}
+        Ok(false) => return None,
+        Err(e) => {
+            eprintln!("warning: CUDA graph capture unavailable ({e}); launching step by step");
+            return None;
+        }
+    }
+    let ran = body();
+    match (ran, d.end_capture()) {
+        (Ok(()), Ok(g)) => Some(g),
+        (ran, ended) => {
+            if let Ok(g) = ended.as_ref() {
+                d.drop_graph(*g);
+            }
+            let e = ran.err().or(ended.err()).expect("one of them failed");
+            eprintln!("warning: CUDA graph capture failed ({e}); launching step by step");
+            None
+        }
+    }
+}
+
 /// Whether the sampler captures its step as a CUDA graph (where the device supports graphs).
 pub static USE_GRAPHS: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(true);
 
@@ -208,10 +233,8 @@ pub fn sample_dataset(
         d.launch("advance_counter", 1, &[counter.arg(), Arg::I64(1)])
     };
     // Captured once as a CUDA graph and replayed (one launch per step) where the device can.
-    let graph = if USE_GRAPHS.load(std::sync::atomic::Ordering::Relaxed) && d.begin_capture()? {
-        let body = step();
-        let captured = d.end_capture();
-        Some(body.and(captured)?)
+    let graph = if USE_GRAPHS.load(std::sync::atomic::Ordering::Relaxed) {
+        capture(d, step)
     } else {
         None
     };

@@ -263,12 +263,8 @@ impl CudaEngine {
         if !self.captured {
             self.captured = true;
             let dev = self.dev.clone();
-            if crate::sgld::USE_GRAPHS.load(std::sync::atomic::Ordering::Relaxed)
-                && dev.begin_capture()?
-            {
-                let body = self.counted_step();
-                let graph = dev.end_capture();
-                self.graph = Some(body.and(graph)?);
+            if crate::sgld::USE_GRAPHS.load(std::sync::atomic::Ordering::Relaxed) {
+                self.graph = crate::sgld::capture(dev.as_ref(), || self.counted_step());
             }
         }
         for _ in lrs {

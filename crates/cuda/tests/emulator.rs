@@ -623,3 +623,98 @@ fn windowed_training_runs_equal_single_steps() {
     assert_eq!(all, one);
     assert_eq!(eager.state(), single.state());
 }
+
+/// A device whose graph capture fails after recording has begun (as a GPU's may, for an
+/// operation it cannot capture): the sampler and the trainer fall back to launching each step.
+struct FailingCapture(Arc<dyn Device>);
+
+impl Device for FailingCapture {
+    fn name(&self) -> String {
+        self.0.name()
+    }
+    fn alloc(&self, bytes: usize) -> Result<stagewise_cuda::Ptr, stagewise_cuda::GpuError> {
+        self.0.alloc(bytes)
+    }
+    fn free(&self, ptr: stagewise_cuda::Ptr) {
+        self.0.free(ptr)
+    }
+    fn upload(&self, dst: stagewise_cuda::Ptr, src: &[u8]) -> Result<(), stagewise_cuda::GpuError> {
+        self.0.upload(dst, src)
+    }
+    fn download(
+        &self,
+        src: stagewise_cuda::Ptr,
+        dst: &mut [u8],
+    ) -> Result<(), stagewise_cuda::GpuError> {
+        self.0.download(src, dst)
+    }
+    fn launch(
+        &self,
+        name: &'static str,
+        threads: usize,
+        args: &[Arg],
+    ) -> Result<(), stagewise_cuda::GpuError> {
+        self.0.launch(name, threads, args)
+    }
+    fn gemm(&self, g: &stagewise_cuda::Gemm) -> Result<(), stagewise_cuda::GpuError> {
+        self.0.gemm(g)
+    }
+    fn synchronize(&self) -> Result<(), stagewise_cuda::GpuError> {
+        self.0.synchronize()
+    }
+    fn begin_capture(&self) -> Result<bool, stagewise_cuda::GpuError> {
+        self.0.begin_capture()
+    }
+    fn end_capture(&self) -> Result<u64, stagewise_cuda::GpuError> {
+        self.0.end_capture()?;
+        Err(stagewise_cuda::GpuError::Unsupported(
+            "capture invalidated".into(),
+        ))
+    }
+}
+
+#[test]
+fn a_failed_graph_capture_falls_back_to_launches() {
+    let _flag = GRAPH_FLAG.lock().unwrap();
+    let cfg = small_config(true, true);
+    let model = RegressionTransformer::new(cfg.model_config()).unwrap();
+    let failing: Arc<dyn Device> = Arc::new(FailingCapture(emulator()));
+    let lrs = [1e-3, 2e-3, 3e-3];
+    let mut a = CudaEngine::new(
+        failing.clone(),
+        &cfg,
+        model.clone(),
+        cfg.pretrain_distribution(),
+    )
+    .unwrap();
+    let mut b =
+        CudaEngine::new(emulator(), &cfg, model.clone(), cfg.pretrain_distribution()).unwrap();
+    assert_eq!(a.run(0, &lrs).unwrap(), b.run(0, &lrs).unwrap());
+    assert_eq!(a.state(), b.state());
+    let spec = DatasetSpec {
+        dist: cfg.pretrain_distribution(),
+        n: 100,
+        batch: 4,
+        seed: 3,
+    };
+    let w: Vec<f32> = model.init_params(1);
+    let sgld = Sgld::from_temperature(1e-4, 100.0, 1.0, 200.0);
+    let chains = ChainConfig::new(2, 3, 5);
+    let run = |dev: &Arc<dyn Device>| {
+        sample_dataset(
+            dev,
+            &model,
+            &spec,
+            std::slice::from_ref(&w),
+            &sgld,
+            None,
+            &chains,
+            &|_| {},
+        )
+        .unwrap()
+    };
+    let (x, y) = (run(&failing), run(&emulator()));
+    for (p, q) in x.iter().flatten().zip(y.iter().flatten()) {
+        assert_eq!((&p.losses, &p.distances), (&q.losses, &q.distances));
+    }
+}
