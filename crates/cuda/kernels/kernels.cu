@@ -570,15 +570,21 @@ extern "C" __global__ void adam_step(float* params, const float* grad, float* m,
 
 // One SGLD step for Q weight sets (checkpoints x chains, each with its centre w0[q]), four
 // coordinates per thread: one Philox block of the chain's noise stream (seed, SGLD_NOISE, step,
-// chain0 + q % chains; step read from step_ptr when given). w <- clamp(w - half (nbeta g + wd w + gamma (w - w0)) + noise xi);
-// mask (may be null) freezes coordinates; dist2[q, i] = (w - w0)^2 after the step.
+// chain0 + q % chains; step read from step_ptr when given).
+// w <- clamp(w - drift (nbeta g + wd w + gamma (w - w0)) + diffusion xi) with drift = half and
+// diffusion = noise, or, with rms_v (devinterp's RMSprop-SGLD, in float64 as on the CPU):
+// V <- alpha V + (1 - alpha) g^2, pre = 1 / (sqrt(V) + rms_eps), drift = half_d pre,
+// diffusion = noise_d sqrt(pre). mask (may be null) freezes coordinates;
+// dist2[q, i] = (w - w0)^2 after the step.
 extern "C" __global__ void sgld_step(float* w, const float* w0, const float* grad,
                                      const unsigned char* mask, float* dist2, long long p,
                                      unsigned long long seed, unsigned int noise_tag,
                                      unsigned int step, const unsigned int* step_ptr,
                                      unsigned int chain0, int chains, float half,
                                      float noise, float nbeta, float gamma, float wd, float box,
-                                     int use_box, long long total) {
+                                     int use_box, float* rms_v, double alpha,
+                                     double one_minus_alpha, double rms_eps, double half_d,
+                                     double noise_d, long long total) {
     long long g = THREAD_INDEX;
     if (g >= total) return;
     if (step_ptr) step = *step_ptr;
@@ -598,10 +604,21 @@ extern "C" __global__ void sgld_step(float* w, const float* w0, const float* gra
         long long at = q * p + i;
         float wi = w[at], ci = w0[at];
         if (!mask || mask[i]) {
+            float drift = half, diffusion = noise;
+            if (rms_v) {
+                double gd = (double)grad[at];
+                double vv = __dadd_rn(__dmul_rn(alpha, (double)rms_v[at]),
+                                      __dmul_rn(__dmul_rn(one_minus_alpha, gd), gd));
+                rms_v[at] = (float)vv;
+                double pre = 1.0 / __dadd_rn(sqrt(vv), rms_eps);
+                drift = (float)__dmul_rn(half_d, pre);
+                diffusion = (float)__dmul_rn(noise_d, sqrt(pre));
+            }
             float f = __fmul_rn(nbeta, grad[at]);
             if (wd != 0.0f) f = __fadd_rn(f, __fmul_rn(wd, wi));
             if (gamma != 0.0f) f = __fadd_rn(f, __fmul_rn(gamma, __fsub_rn(wi, ci)));
-            float v = __fadd_rn(__fsub_rn(wi, __fmul_rn(half, f)), __fmul_rn(noise, (float)z[e]));
+            float v = __fadd_rn(__fsub_rn(wi, __fmul_rn(drift, f)),
+                                __fmul_rn(diffusion, (float)z[e]));
             if (use_box) {
                 float lo = __fsub_rn(ci, box), hi = __fadd_rn(ci, box);
                 v = v < lo ? lo : (v > hi ? hi : v);

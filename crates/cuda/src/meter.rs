@@ -135,8 +135,12 @@ pub fn kernel_bytes(name: &str, threads: usize, args: &[Arg]) -> f64 {
         "adam_step" => 7.0 * f * n,
         "record_draw" | "record_window" => 2.0 * f * n,
         "advance_counter" => 8.0,
-        // four coordinates: w read and written, w0 and grad read, dist2 written.
-        "sgld_step" => 4.0 * 5.0 * f * n,
+        // four coordinates: w read and written, w0 and grad read, dist2 written (and RMSprop's
+        // second moment read and written).
+        "sgld_step" => {
+            let rms = matches!(args.get(19), Some(Arg::Ptr(p)) if p.0 != 0);
+            4.0 * (if rms { 7.0 } else { 5.0 }) * f * n
+        }
         _ => 0.0,
     }
 }

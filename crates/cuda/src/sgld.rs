@@ -58,11 +58,12 @@ pub struct DatasetSpec {
 
 /// What the device sampler supports; anything else is a clear error, not a silent change.
 pub fn check_supported(sgld: &Sgld, cfg: &ChainConfig) -> Result<(), GpuError> {
-    if sgld.method != Method::Sgld {
-        return Err(GpuError::Unsupported(format!(
-            "sampling_method {:?} runs on the CPU only; the device sampler implements plain SGLD",
-            sgld.method
-        )));
+    if let Method::Sgnht { .. } = sgld.method {
+        return Err(GpuError::Unsupported(
+            "sampling_method sgnht runs on the CPU only; the device sampler implements SGLD and \
+             RMSprop-SGLD"
+                .into(),
+        ));
     }
     if cfg.eval != EvalMethod::GradMinibatch {
         return Err(GpuError::Unsupported(format!(
@@ -138,6 +139,12 @@ pub fn sample_dataset(
     let hist_loss = Buf::<f32>::new(dev, cfg.draws * q * k)?;
     let hist_dist = Buf::<f32>::new(dev, cfg.draws * q)?;
     let ones = Buf::from_host(dev, &vec![1.0f32; p])?;
+    let (rms_v, alpha, rms_eps) = match sgld.method {
+        Method::RmsPropSgld { alpha, eps } => {
+            (Some(Buf::from_host(dev, &vec![0.0f32; q * p])?), alpha, eps)
+        }
+        _ => (None, 0.0, 0.0),
+    };
     let dist_sum = Buf::<f32>::new(dev, q)?;
     let counter = Buf::from_host(dev, &[0u32])?;
     let d = dev.as_ref();
@@ -191,6 +198,12 @@ pub fn sample_dataset(
                 Arg::F32(sgld.weight_decay as f32),
                 Arg::F32(sgld.bounding_box.unwrap_or(0.0) as f32),
                 Arg::I32(sgld.bounding_box.is_some() as i32),
+                Arg::Ptr(rms_v.as_ref().map(|b| b.ptr).unwrap_or(crate::Ptr::NULL)),
+                Arg::F64(alpha),
+                Arg::F64(1.0 - alpha),
+                Arg::F64(rms_eps),
+                Arg::F64(0.5 * sgld.epsilon),
+                Arg::F64(sgld.epsilon.sqrt() * sgld.noise_level),
                 Arg::I64((q * p.div_ceil(4)) as i64),
             ],
         )?;

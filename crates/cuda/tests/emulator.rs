@@ -306,6 +306,12 @@ fn sgld_update_is_the_cpus_bit_for_bit() {
             Arg::F32(sgld.weight_decay as f32),
             Arg::F32(0.003),
             Arg::I32(1),
+            Arg::Ptr(stagewise_cuda::Ptr::NULL),
+            Arg::F64(0.0),
+            Arg::F64(0.0),
+            Arg::F64(0.0),
+            Arg::F64(0.0),
+            Arg::F64(0.0),
             Arg::I64((4 * p.div_ceil(4)) as i64),
         ],
     )
@@ -716,5 +722,59 @@ fn a_failed_graph_capture_falls_back_to_launches() {
     let (x, y) = (run(&failing), run(&emulator()));
     for (p, q) in x.iter().flatten().zip(y.iter().flatten()) {
         assert_eq!((&p.losses, &p.distances), (&q.losses, &q.distances));
+    }
+}
+
+/// RMSprop-SGLD on the device (per-chain second moments in device memory) follows the CPU's.
+#[test]
+fn rmsprop_chains_follow_the_cpu_sampler() {
+    let cfg = small_config(true, true);
+    let model = RegressionTransformer::new(cfg.model_config()).unwrap();
+    let dist = cfg.pretrain_distribution();
+    let w0: Vec<f32> = model.init_params(4);
+    let sgld = Sgld {
+        method: stagewise_sampling::sgld::Method::RmsPropSgld {
+            alpha: 0.99,
+            eps: 0.1,
+        },
+        ..Sgld::from_temperature(1e-4, 100.0, 1.0, 200.0)
+    };
+    let mut chain_cfg = ChainConfig::new(2, 5, 21);
+    chain_cfg.burnin = 1;
+    let spec = DatasetSpec {
+        dist: dist.clone(),
+        n: 100,
+        batch: 5,
+        seed: 8,
+    };
+    let got = sample_dataset(
+        &emulator(),
+        &model,
+        &spec,
+        std::slice::from_ref(&w0),
+        &sgld,
+        None,
+        &chain_cfg,
+        &|_| {},
+    )
+    .unwrap();
+    let potential = Dataset::<f32>::new(&model, dist, 100, 5, 8);
+    let want = sample(&potential, &w0, &sgld, None, &chain_cfg);
+    // Plain SGLD from the same start moves differently: the preconditioner matters.
+    let plain = Sgld {
+        method: stagewise_sampling::sgld::Method::Sgld,
+        ..sgld.clone()
+    };
+    let unpreconditioned = sample(&potential, &w0, &plain, None, &chain_cfg);
+    for ((g, w), u) in got[0].iter().zip(&want).zip(&unpreconditioned) {
+        for d in 0..5 {
+            let (dg, dw) = (g.distances[d], w.distances[d]);
+            assert!((dg - dw).abs() <= 1e-4 * dw, "distance {dg} vs cpu {dw}");
+            assert!((g.losses[d] - w.losses[d]).abs() <= 1e-4 * w.losses[d]);
+            assert!(
+                (dw - u.distances[d]).abs() > 1e-2 * dw,
+                "the preconditioner had no effect"
+            );
+        }
     }
 }
