@@ -91,6 +91,11 @@ extern "C" const HostKernel stagewise_host_kernels[] = {
     KERNEL(adam_step)
     KERNEL(sgld_step)
     KERNEL(record_draw)
+    KERNEL(mala_point)
+    KERNEL(mala_energy)
+    KERNEL(mala_transition)
+    KERNEL(mala_accept)
+    KERNEL(copy_f64)
     KERNEL(record_window)
     KERNEL(advance_counter)
     {nullptr, nullptr, nullptr},

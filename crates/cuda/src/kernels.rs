@@ -56,6 +56,11 @@ pub const KERNEL_NAMES: &[&str] = &[
     "adam_step",
     "sgld_step",
     "record_draw",
+    "mala_point",
+    "mala_energy",
+    "mala_transition",
+    "mala_accept",
+    "copy_f64",
     "record_window",
     "advance_counter",
 ];

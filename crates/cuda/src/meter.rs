@@ -134,6 +134,12 @@ pub fn kernel_bytes(name: &str, threads: usize, args: &[Arg]) -> f64 {
         // params, m, v read and written, grad read.
         "adam_step" => 7.0 * f * n,
         "record_draw" | "record_window" => 2.0 * f * n,
+        // drift written; w, w0, grad read; two terms written.
+        "mala_point" => 6.0 * f * n,
+        // w and drift of both points read, two terms written.
+        "mala_transition" => 6.0 * f * n,
+        "mala_energy" | "mala_accept" => 8.0 * 4.0 * n,
+        "copy_f64" => 16.0 * n,
         "advance_counter" => 8.0,
         // four coordinates: w read and written, w0 and grad read, dist2 written (and RMSprop's
         // second moment read and written).

@@ -19,6 +19,144 @@ use crate::data::{DeviceData, Pick};
 use crate::device::{Arg, Buf, Device, Gemm, GpuError};
 use crate::model::GpuModel;
 
+/// Device state of the MALA acceptance: drift and point of this step and of the previous one.
+struct MalaBuffers {
+    drift: Buf<f32>,
+    prev_w: Buf<f32>,
+    prev_drift: Buf<f32>,
+    terms: Buf<f32>,
+    sums: Buf<f32>,
+    u: Buf<f64>,
+    prev_u: Buf<f64>,
+    /// Acceptance per draw and weight set `[draws, Q]` (float64: it can be tiny).
+    hist: Buf<f64>,
+}
+
+/// Per-chain sums over the `p` parameters of `terms[Q, p, 2]` into `sums[Q, 2]`.
+fn pair_sums(
+    d: &dyn Device,
+    sums: &Buf<f32>,
+    terms: &Buf<f32>,
+    ones: &Buf<f32>,
+    q: usize,
+    p: usize,
+) -> Result<(), GpuError> {
+    d.gemm(&Gemm {
+        trans_a: false,
+        trans_b: false,
+        m: 2,
+        n: 1,
+        k: p,
+        alpha: 1.0,
+        a: terms.ptr,
+        lda: 2,
+        stride_a: 2 * p,
+        b: ones.ptr,
+        ldb: p,
+        stride_b: 0,
+        beta: 0.0,
+        c: sums.ptr,
+        ldc: 2,
+        stride_c: 2,
+        batch: q,
+    })
+}
+
+/// The MALA acceptance of the move into this step's point (before its update), recorded at the
+/// step's draw; then this point becomes the previous one.
+#[allow(clippy::too_many_arguments)]
+fn mala_step(
+    d: &dyn Device,
+    mb: &MalaBuffers,
+    w: &Buf<f32>,
+    w0: &Buf<f32>,
+    grad: &Buf<f32>,
+    mask: crate::Ptr,
+    tok_loss: &Buf<f32>,
+    ones: &Buf<f32>,
+    counter: &Buf<u32>,
+    sgld: &Sgld,
+    cfg: &ChainConfig,
+    q: usize,
+    p: usize,
+    k: usize,
+) -> Result<(), GpuError> {
+    let n = (q * p) as i64;
+    d.launch(
+        "mala_point",
+        q * p,
+        &[
+            mb.drift.arg(),
+            mb.terms.arg(),
+            w.arg(),
+            w0.arg(),
+            grad.arg(),
+            Arg::Ptr(mask),
+            Arg::I64(p as i64),
+            Arg::F64(sgld.nbeta),
+            Arg::F64(sgld.gamma),
+            Arg::F64(sgld.weight_decay),
+            Arg::I64(n),
+        ],
+    )?;
+    pair_sums(d, &mb.sums, &mb.terms, ones, q, p)?;
+    d.launch(
+        "mala_energy",
+        q,
+        &[
+            mb.u.arg(),
+            mb.sums.arg(),
+            tok_loss.arg(),
+            Arg::I32(k as i32),
+            Arg::F64(sgld.nbeta),
+            Arg::F64(sgld.gamma),
+            Arg::F64(sgld.weight_decay),
+            Arg::I64(q as i64),
+        ],
+    )?;
+    d.launch(
+        "mala_transition",
+        q * p,
+        &[
+            mb.terms.arg(),
+            mb.prev_w.arg(),
+            w.arg(),
+            mb.prev_drift.arg(),
+            mb.drift.arg(),
+            Arg::F64(0.5 * sgld.epsilon),
+            Arg::I64(n),
+        ],
+    )?;
+    pair_sums(d, &mb.sums, &mb.terms, ones, q, p)?;
+    d.launch(
+        "mala_accept",
+        q,
+        &[
+            mb.hist.arg(),
+            mb.sums.arg(),
+            mb.prev_u.arg(),
+            mb.u.arg(),
+            Arg::F64(2.0 * sgld.epsilon * sgld.noise_level * sgld.noise_level),
+            counter.arg(),
+            Arg::I32(cfg.burnin as i32),
+            Arg::I32(cfg.steps_between_draws.max(1) as i32),
+            Arg::I32(cfg.draws as i32),
+            Arg::I64(q as i64),
+        ],
+    )?;
+    d.launch("copy_f32", q * p, &[mb.prev_w.arg(), w.arg(), Arg::I64(n)])?;
+    d.launch(
+        "copy_f32",
+        q * p,
+        &[mb.prev_drift.arg(), mb.drift.arg(), Arg::I64(n)],
+    )?;
+    d.launch(
+        "copy_f64",
+        q,
+        &[mb.prev_u.arg(), mb.u.arg(), Arg::I64(q as i64)],
+    )
+}
+
 /// Captures `body` as a graph, or `None` where the device has no graphs or the capture fails
 /// (then the caller issues the work directly; a failure is reported once on stderr).
 pub(crate) fn capture(d: &dyn Device, body: impl FnOnce() -> Result<(), GpuError>) -> Option<u64> {
@@ -146,6 +284,21 @@ pub fn sample_dataset(
         _ => (None, 0.0, 0.0),
     };
     let dist_sum = Buf::<f32>::new(dev, q)?;
+    // MALA bookkeeping (plain SGLD only, as on the CPU): this step's point and the previous one.
+    let mala = if sgld.method == Method::Sgld {
+        Some(MalaBuffers {
+            drift: Buf::new(dev, q * p)?,
+            prev_w: Buf::new(dev, q * p)?,
+            prev_drift: Buf::new(dev, q * p)?,
+            terms: Buf::new(dev, 2 * q * p)?,
+            sums: Buf::new(dev, 2 * q)?,
+            u: Buf::new(dev, q)?,
+            prev_u: Buf::new(dev, q)?,
+            hist: Buf::new(dev, cfg.draws * q)?,
+        })
+    } else {
+        None
+    };
     let counter = Buf::from_host(dev, &[0u32])?;
     let d = dev.as_ref();
     let total = cfg.total_steps();
@@ -175,6 +328,24 @@ pub fn sample_dataset(
         )?;
         gpu.forward(w.ptr, toks.ptr, Some(ys.ptr))?;
         gpu.backward(w.ptr, toks.ptr, grad.ptr)?;
+        if let Some(mb) = &mala {
+            mala_step(
+                d,
+                mb,
+                &w,
+                &w0,
+                &grad,
+                mask_ptr,
+                &gpu.tok_loss,
+                &ones,
+                &counter,
+                sgld,
+                cfg,
+                q,
+                p,
+                k,
+            )?;
+        }
         d.launch(
             "sgld_step",
             q * p.div_ceil(4),
@@ -266,6 +437,10 @@ pub fn sample_dataset(
     }
     let losses = hist_loss.download()?;
     let dists = hist_dist.download()?;
+    let accepts = match &mala {
+        Some(mb) => mb.hist.download()?,
+        None => vec![f64::NAN; cfg.draws * q],
+    };
     let mut out = Vec::with_capacity(centres.len());
     for ci in 0..centres.len() {
         let mut traces = Vec::with_capacity(chains);
@@ -296,7 +471,7 @@ pub fn sample_dataset(
                 tr.losses.push(loss);
                 tr.distances.push(dist);
                 tr.parts.push(parts);
-                tr.mala.push(f64::NAN);
+                tr.mala.push(accepts[di * q + qi]);
             }
             traces.push(tr);
         }

@@ -456,6 +456,15 @@ fn batched_chains_follow_the_cpu_sampler() {
                 for (a, b) in g.parts[d].iter().zip(&w.parts[d]) {
                     assert!((a - b).abs() <= 1e-4 * b.max(1e-3));
                 }
+                // MALA acceptance of the move into the draw's point (every draw here follows a
+                // step, so all are defined).
+                // Compared as log acceptances: this sampler's are often far from 1.
+                let (ag, aw) = (g.mala[d].ln(), w.mala[d].ln());
+                assert!(aw.is_finite() && aw <= 0.0, "cpu log acceptance {aw}");
+                assert!(
+                    (ag - aw).abs() <= 1e-3 * (1.0 + aw.abs()),
+                    "log acceptance {ag} vs cpu {aw}"
+                );
             }
         }
     }
@@ -722,6 +731,8 @@ fn a_failed_graph_capture_falls_back_to_launches() {
     let (x, y) = (run(&failing), run(&emulator()));
     for (p, q) in x.iter().flatten().zip(y.iter().flatten()) {
         assert_eq!((&p.losses, &p.distances), (&q.losses, &q.distances));
+        // Without burn-in the first draw is the start: no move, no MALA acceptance.
+        assert!(p.mala[0].is_nan() && p.mala[1].is_finite() && p.mala[1] == q.mala[1]);
     }
 }
 
