@@ -1047,28 +1047,29 @@ fn device_runs_follow_the_cpu_runs() {
     }
 
     // What the device sampler does not implement is refused, naming the config.
-    let sgnht = dir.join("sgnht.yaml");
+    let fresh = dir.join("fresh.yaml");
     std::fs::write(
-        &sgnht,
-        "num_chains: 2\nnum_draws: 6\ngrad_batch_size: 8\neval_dataset_size: 64\n\
-         epsilon: 0.0001\ngamma: 100\nnbeta: 30\nsampling_method: sgnht\n",
+        &fresh,
+        "num_chains: 2\nnum_draws: 6\ngrad_batch_size: 8\neval_batch_size: 8\n\
+         eval_dataset_size: 64\nepsilon: 0.0001\ngamma: 100\nnbeta: 30\n\
+         eval_method: new-minibatch\n",
     )
     .unwrap();
     let o = stagewise(&[
         "llc",
         emu.to_str().unwrap(),
         "--config",
-        sgnht.to_str().unwrap(),
+        fresh.to_str().unwrap(),
         "--device",
         "emulator",
     ]);
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(
-        !o.status.success() && err.contains("sgnht.yaml") && err.contains("CPU only"),
+        !o.status.success() && err.contains("fresh.yaml") && err.contains("CPU only"),
         "{err}"
     );
     assert!(
-        !emu.join("llc/sgnht").exists(),
+        !emu.join("llc/fresh").exists(),
         "nothing written for a refused sweep"
     );
 

@@ -634,6 +634,106 @@ extern "C" __global__ void sgld_step(float* w, const float* w0, const float* gra
     }
 }
 
+// The four standard normals of block blk of a chain's noise stream (Box-Muller, as the CPU).
+__device__ __forceinline__ void noise_block(double z[4], unsigned long long seed, unsigned int tag,
+                                            unsigned int step, unsigned int chain,
+                                            unsigned int blk) {
+    Philox4 r = stream_block(seed, tag, step, chain, blk);
+    double rad0 = sqrt(-2.0 * log(unit_open(r.v[0])));
+    double th0 = 6.283185307179586 * unit_open(r.v[1]);
+    double rad1 = sqrt(-2.0 * log(unit_open(r.v[2])));
+    double th1 = 6.283185307179586 * unit_open(r.v[3]);
+    z[0] = rad0 * cos(th0);
+    z[1] = rad0 * sin(th0);
+    z[2] = rad1 * cos(th1);
+    z[3] = rad1 * sin(th1);
+}
+
+// SGNHT's initial momentum: mom = scale * N(0, 1) from the chain's noise stream at step
+// 0xFFFFFFFF (scale = sqrt(eps)), four coordinates per thread.
+extern "C" __global__ void sgnht_init(float* mom, long long p, unsigned long long seed,
+                                      unsigned int noise_tag, unsigned int chain0, int chains,
+                                      float scale, long long total) {
+    long long g = THREAD_INDEX;
+    if (g >= total) return;
+    long long blocks = (p + 3) / 4;
+    long long q = g / blocks;
+    unsigned int blk = (unsigned int)(g % blocks);
+    double z[4];
+    noise_block(z, seed, noise_tag, 0xFFFFFFFFu, chain0 + (unsigned int)(q % chains), blk);
+#pragma unroll
+    for (int e = 0; e < 4; ++e) {
+        long long i = (long long)blk * 4 + e;
+        if (i < p) mom[q * p + i] = __fmul_rn(scale, (float)z[e]);
+    }
+}
+
+// One SGNHT step (devinterp's legacy update, stagewise_sampling::sgld): for sampled coordinates
+// m <- m - lr F; m <- m - xi_t m; m <- m + noise xi; w <- clamp(w + m) (the momentum reflects
+// where the box clips); energy[q, i] = m^2 (0 where masked) for the thermostat; dist2 as in
+// sgld_step. xi_t = thermostat[q].
+extern "C" __global__ void sgnht_step(float* w, const float* w0, const float* grad,
+                                      const unsigned char* mask, float* dist2, float* mom,
+                                      float* energy, const double* thermostat, long long p,
+                                      unsigned long long seed, unsigned int noise_tag,
+                                      unsigned int step, const unsigned int* step_ptr,
+                                      unsigned int chain0, int chains, float lr, float noise,
+                                      float nbeta, float gamma, float wd, float box, int use_box,
+                                      long long total) {
+    long long g = THREAD_INDEX;
+    if (g >= total) return;
+    if (step_ptr) step = *step_ptr;
+    long long blocks = (p + 3) / 4;
+    long long q = g / blocks;
+    unsigned int blk = (unsigned int)(g % blocks);
+    double z[4];
+    noise_block(z, seed, noise_tag, step, chain0 + (unsigned int)(q % chains), blk);
+    float friction = (float)thermostat[q];
+#pragma unroll
+    for (int e = 0; e < 4; ++e) {
+        long long i = (long long)blk * 4 + e;
+        if (i >= p) continue;
+        long long at = q * p + i;
+        float wi = w[at], ci = w0[at];
+        float en = 0.0f;
+        if (!mask || mask[i]) {
+            float f = __fmul_rn(nbeta, grad[at]);
+            if (wd != 0.0f) f = __fadd_rn(f, __fmul_rn(wd, wi));
+            if (gamma != 0.0f) f = __fadd_rn(f, __fmul_rn(gamma, __fsub_rn(wi, ci)));
+            float m = mom[at];
+            m = __fsub_rn(m, __fmul_rn(lr, f));
+            m = __fsub_rn(m, __fmul_rn(friction, m));
+            m = __fadd_rn(m, __fmul_rn(noise, (float)z[e]));
+            en = (float)((double)m * (double)m);
+            float v = __fadd_rn(wi, m);
+            int hit = 0;
+            if (use_box) {
+                float lo = __fsub_rn(ci, box), hi = __fadd_rn(ci, box);
+                if (v < lo) {
+                    v = lo;
+                    hit = 1;
+                } else if (v > hi) {
+                    v = hi;
+                    hit = 1;
+                }
+            }
+            wi = v;
+            w[at] = v;
+            mom[at] = hit ? -m : m;
+        }
+        energy[at] = en;
+        float d = __fsub_rn(wi, ci);
+        dist2[at] = __fmul_rn(d, d);
+    }
+}
+
+// thermostat[q] += esum[q] / count - eps (the mean kinetic energy over the sampled coordinates).
+extern "C" __global__ void sgnht_thermostat(double* thermostat, const float* esum, double count,
+                                            double eps, long long q) {
+    long long c = THREAD_INDEX;
+    if (c < q && count > 0.0) thermostat[c] += (double)esum[c] / count - eps;
+}
+
 // ---------------------------------------------------------------------------------------------
 // Bookkeeping of a sampler step, driven by a step counter in device memory so that one captured
 // graph serves every step.

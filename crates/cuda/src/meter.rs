@@ -134,6 +134,10 @@ pub fn kernel_bytes(name: &str, threads: usize, args: &[Arg]) -> f64 {
         // params, m, v read and written, grad read.
         "adam_step" => 7.0 * f * n,
         "record_draw" | "record_window" => 2.0 * f * n,
+        // four coordinates: w and m read and written, w0 and grad read, energy and dist2 written.
+        "sgnht_step" => 4.0 * 8.0 * f * n,
+        "sgnht_init" => 4.0 * f * n,
+        "sgnht_thermostat" => 20.0 * n,
         // drift written; w, w0, grad read; two terms written.
         "mala_point" => 6.0 * f * n,
         // w and drift of both points read, two terms written.

@@ -19,6 +19,17 @@ use crate::data::{DeviceData, Pick};
 use crate::device::{Arg, Buf, Device, Gemm, GpuError};
 use crate::model::GpuModel;
 
+/// Device state of SGNHT: momenta, their squares, per-chain sums and thermostats.
+struct SgnhtBuffers {
+    mom: Buf<f32>,
+    energy: Buf<f32>,
+    esum: Buf<f32>,
+    thermostat: Buf<f64>,
+    diffusion: f64,
+    /// Sampled coordinates per chain (the thermostat's mean runs over these).
+    active: f64,
+}
+
 /// Device state of the MALA acceptance: drift and point of this step and of the previous one.
 struct MalaBuffers {
     drift: Buf<f32>,
@@ -195,14 +206,7 @@ pub struct DatasetSpec {
 }
 
 /// What the device sampler supports; anything else is a clear error, not a silent change.
-pub fn check_supported(sgld: &Sgld, cfg: &ChainConfig) -> Result<(), GpuError> {
-    if let Method::Sgnht { .. } = sgld.method {
-        return Err(GpuError::Unsupported(
-            "sampling_method sgnht runs on the CPU only; the device sampler implements SGLD and \
-             RMSprop-SGLD"
-                .into(),
-        ));
-    }
+pub fn check_supported(_sgld: &Sgld, cfg: &ChainConfig) -> Result<(), GpuError> {
     if cfg.eval != EvalMethod::GradMinibatch {
         return Err(GpuError::Unsupported(format!(
             "eval_method {:?} runs on the CPU only; the device sampler records the gradient \
@@ -284,6 +288,35 @@ pub fn sample_dataset(
         _ => (None, 0.0, 0.0),
     };
     let dist_sum = Buf::<f32>::new(dev, q)?;
+    // SGNHT: momenta (initial: sqrt(eps) times the noise of step 0xFFFFFFFF) and thermostats.
+    let sgnht = match sgld.method {
+        Method::Sgnht { diffusion_factor } => {
+            let mom = Buf::<f32>::new(dev, q * p)?;
+            dev.launch(
+                "sgnht_init",
+                q * p.div_ceil(4),
+                &[
+                    mom.arg(),
+                    Arg::I64(p as i64),
+                    Arg::U64(cfg.seed),
+                    Arg::U32(tag::SGLD_NOISE),
+                    Arg::U32(cfg.first_chain),
+                    Arg::I32(chains as i32),
+                    Arg::F32(sgld.epsilon.sqrt() as f32),
+                    Arg::I64((q * p.div_ceil(4)) as i64),
+                ],
+            )?;
+            Some(SgnhtBuffers {
+                mom,
+                energy: Buf::new(dev, q * p)?,
+                esum: Buf::new(dev, q)?,
+                thermostat: Buf::from_host(dev, &vec![diffusion_factor; q])?,
+                diffusion: diffusion_factor,
+                active: mask.map_or(p, |m| m.iter().filter(|v| **v).count()) as f64,
+            })
+        }
+        _ => None,
+    };
     // MALA bookkeeping (plain SGLD only, as on the CPU): this step's point and the previous one.
     let mala = if sgld.method == Method::Sgld {
         Some(MalaBuffers {
@@ -346,38 +379,101 @@ pub fn sample_dataset(
                 k,
             )?;
         }
-        d.launch(
-            "sgld_step",
-            q * p.div_ceil(4),
-            &[
-                w.arg(),
-                w0.arg(),
-                grad.arg(),
-                Arg::Ptr(mask_ptr),
-                dist2.arg(),
-                Arg::I64(p as i64),
-                Arg::U64(cfg.seed),
-                Arg::U32(tag::SGLD_NOISE),
-                Arg::U32(0),
-                counter.arg(),
-                Arg::U32(cfg.first_chain),
-                Arg::I32(chains as i32),
-                Arg::F32((0.5 * sgld.epsilon) as f32),
-                Arg::F32((sgld.epsilon.sqrt() * sgld.noise_level) as f32),
-                Arg::F32(sgld.nbeta as f32),
-                Arg::F32(sgld.gamma as f32),
-                Arg::F32(sgld.weight_decay as f32),
-                Arg::F32(sgld.bounding_box.unwrap_or(0.0) as f32),
-                Arg::I32(sgld.bounding_box.is_some() as i32),
-                Arg::Ptr(rms_v.as_ref().map(|b| b.ptr).unwrap_or(crate::Ptr::NULL)),
-                Arg::F64(alpha),
-                Arg::F64(1.0 - alpha),
-                Arg::F64(rms_eps),
-                Arg::F64(0.5 * sgld.epsilon),
-                Arg::F64(sgld.epsilon.sqrt() * sgld.noise_level),
-                Arg::I64((q * p.div_ceil(4)) as i64),
-            ],
-        )?;
+        if let Some(sg) = &sgnht {
+            d.launch(
+                "sgnht_step",
+                q * p.div_ceil(4),
+                &[
+                    w.arg(),
+                    w0.arg(),
+                    grad.arg(),
+                    Arg::Ptr(mask_ptr),
+                    dist2.arg(),
+                    sg.mom.arg(),
+                    sg.energy.arg(),
+                    sg.thermostat.arg(),
+                    Arg::I64(p as i64),
+                    Arg::U64(cfg.seed),
+                    Arg::U32(tag::SGLD_NOISE),
+                    Arg::U32(0),
+                    counter.arg(),
+                    Arg::U32(cfg.first_chain),
+                    Arg::I32(chains as i32),
+                    Arg::F32(sgld.epsilon as f32),
+                    Arg::F32((2.0 * sgld.epsilon * sg.diffusion).sqrt() as f32),
+                    Arg::F32(sgld.nbeta as f32),
+                    Arg::F32(sgld.gamma as f32),
+                    Arg::F32(sgld.weight_decay as f32),
+                    Arg::F32(sgld.bounding_box.unwrap_or(0.0) as f32),
+                    Arg::I32(sgld.bounding_box.is_some() as i32),
+                    Arg::I64((q * p.div_ceil(4)) as i64),
+                ],
+            )?;
+            // esum[q] = sum_i energy[q, i]; the thermostat moves by its mean minus eps.
+            d.gemm(&Gemm {
+                trans_a: false,
+                trans_b: false,
+                m: 1,
+                n: 1,
+                k: p,
+                alpha: 1.0,
+                a: sg.energy.ptr,
+                lda: 1,
+                stride_a: p,
+                b: ones.ptr,
+                ldb: p,
+                stride_b: 0,
+                beta: 0.0,
+                c: sg.esum.ptr,
+                ldc: 1,
+                stride_c: 1,
+                batch: q,
+            })?;
+            d.launch(
+                "sgnht_thermostat",
+                q,
+                &[
+                    sg.thermostat.arg(),
+                    sg.esum.arg(),
+                    Arg::F64(sg.active),
+                    Arg::F64(sgld.epsilon),
+                    Arg::I64(q as i64),
+                ],
+            )?;
+        } else {
+            d.launch(
+                "sgld_step",
+                q * p.div_ceil(4),
+                &[
+                    w.arg(),
+                    w0.arg(),
+                    grad.arg(),
+                    Arg::Ptr(mask_ptr),
+                    dist2.arg(),
+                    Arg::I64(p as i64),
+                    Arg::U64(cfg.seed),
+                    Arg::U32(tag::SGLD_NOISE),
+                    Arg::U32(0),
+                    counter.arg(),
+                    Arg::U32(cfg.first_chain),
+                    Arg::I32(chains as i32),
+                    Arg::F32((0.5 * sgld.epsilon) as f32),
+                    Arg::F32((sgld.epsilon.sqrt() * sgld.noise_level) as f32),
+                    Arg::F32(sgld.nbeta as f32),
+                    Arg::F32(sgld.gamma as f32),
+                    Arg::F32(sgld.weight_decay as f32),
+                    Arg::F32(sgld.bounding_box.unwrap_or(0.0) as f32),
+                    Arg::I32(sgld.bounding_box.is_some() as i32),
+                    Arg::Ptr(rms_v.as_ref().map(|b| b.ptr).unwrap_or(crate::Ptr::NULL)),
+                    Arg::F64(alpha),
+                    Arg::F64(1.0 - alpha),
+                    Arg::F64(rms_eps),
+                    Arg::F64(0.5 * sgld.epsilon),
+                    Arg::F64(sgld.epsilon.sqrt() * sgld.noise_level),
+                    Arg::I64((q * p.div_ceil(4)) as i64),
+                ],
+            )?;
+        }
         // dist_sum[q] = sum_i dist2[q, i]
         d.gemm(&Gemm {
             trans_a: false,

@@ -789,3 +789,51 @@ fn rmsprop_chains_follow_the_cpu_sampler() {
         }
     }
 }
+
+/// SGNHT on the device (momenta and thermostats per chain in device memory, the thermostat fed
+/// by a per-chain sum of the momenta's squares) follows the CPU's, with a mask and a box.
+#[test]
+fn sgnht_chains_follow_the_cpu_sampler() {
+    let cfg = small_config(true, true);
+    let model = RegressionTransformer::new(cfg.model_config()).unwrap();
+    let dist = cfg.pretrain_distribution();
+    let w0: Vec<f32> = model.init_params(6);
+    let sgld = Sgld {
+        method: stagewise_sampling::sgld::Method::Sgnht {
+            diffusion_factor: 0.01,
+        },
+        bounding_box: Some(0.02),
+        ..Sgld::from_temperature(1e-4, 100.0, 1.0, 200.0)
+    };
+    let mask: Vec<bool> = (0..model.num_params()).map(|i| i % 7 != 3).collect();
+    let mut chain_cfg = ChainConfig::new(2, 6, 31);
+    chain_cfg.burnin = 2;
+    let spec = DatasetSpec {
+        dist: dist.clone(),
+        n: 100,
+        batch: 5,
+        seed: 8,
+    };
+    let got = sample_dataset(
+        &emulator(),
+        &model,
+        &spec,
+        std::slice::from_ref(&w0),
+        &sgld,
+        Some(&mask),
+        &chain_cfg,
+        &|_| {},
+    )
+    .unwrap();
+    let potential = Dataset::<f32>::new(&model, dist, 100, 5, 8);
+    let want = sample(&potential, &w0, &sgld, Some(&mask), &chain_cfg);
+    for (g, w) in got[0].iter().zip(&want) {
+        assert!(g.failure.is_none() && w.failure.is_none());
+        for d in 0..6 {
+            let (dg, dw) = (g.distances[d], w.distances[d]);
+            assert!((dg - dw).abs() <= 1e-4 * dw, "distance {dg} vs cpu {dw}");
+            assert!((g.losses[d] - w.losses[d]).abs() <= 1e-4 * w.losses[d]);
+            assert!(g.mala[d].is_nan() && w.mala[d].is_nan());
+        }
+    }
+}
