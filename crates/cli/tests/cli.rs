@@ -1052,7 +1052,7 @@ fn device_runs_follow_the_cpu_runs() {
         &fresh,
         "num_chains: 2\nnum_draws: 6\ngrad_batch_size: 8\neval_batch_size: 8\n\
          eval_dataset_size: 64\nepsilon: 0.0001\ngamma: 100\nnbeta: 30\n\
-         eval_method: new-minibatch\n",
+         eval_method: dataset\n",
     )
     .unwrap();
     let o = stagewise(&[

@@ -207,12 +207,12 @@ pub struct DatasetSpec {
 
 /// What the device sampler supports; anything else is a clear error, not a silent change.
 pub fn check_supported(_sgld: &Sgld, cfg: &ChainConfig) -> Result<(), GpuError> {
-    if cfg.eval != EvalMethod::GradMinibatch {
-        return Err(GpuError::Unsupported(format!(
-            "eval_method {:?} runs on the CPU only; the device sampler records the gradient \
-             minibatch's loss (grad-minibatch)",
-            cfg.eval
-        )));
+    if cfg.eval == EvalMethod::Dataset {
+        return Err(GpuError::Unsupported(
+            "eval_method dataset (or fixed-minibatch) runs on the CPU only; the device sampler \
+             records grad-minibatch or new-minibatch losses"
+                .into(),
+        ));
     }
     Ok(())
 }
@@ -338,7 +338,9 @@ pub fn sample_dataset(
     let report_every = (total / 100).max(1);
     let mask_ptr = mask_buf.as_ref().map(|m| m.ptr).unwrap_or(crate::Ptr::NULL);
     // One sampler step; everything that changes from step to step is read from `counter`.
-    let step = || -> Result<(), GpuError> {
+    // The minibatch of this step (stream SGLD_BATCH) or its fresh evaluation batch
+    // (SGLD_EVAL_BATCH), as the CPU's `BatchKey::grad` and `BatchKey::eval`.
+    let minibatch = |batch_tag: u32| {
         device_data.generate(
             d,
             toks.ptr,
@@ -350,7 +352,7 @@ pub fn sample_dataset(
             0,
             Pick::Minibatch {
                 seed: data.seed,
-                tag: tag::SGLD_BATCH,
+                tag: batch_tag,
                 a: 0,
                 chain0: cfg.first_chain,
                 chains,
@@ -358,7 +360,10 @@ pub fn sample_dataset(
                 n: data.n as u64,
             },
             counter.ptr,
-        )?;
+        )
+    };
+    let step = || -> Result<(), GpuError> {
+        minibatch(tag::SGLD_BATCH)?;
         gpu.forward(w.ptr, toks.ptr, Some(ys.ptr))?;
         gpu.backward(w.ptr, toks.ptr, grad.ptr)?;
         if let Some(mb) = &mala {
@@ -473,6 +478,11 @@ pub fn sample_dataset(
                     Arg::I64((q * p.div_ceil(4)) as i64),
                 ],
             )?;
+        }
+        if cfg.eval == EvalMethod::NewMinibatch {
+            // The draw's loss: a fresh minibatch at the updated weights (forward only).
+            minibatch(tag::SGLD_EVAL_BATCH)?;
+            gpu.forward(w.ptr, toks.ptr, Some(ys.ptr))?;
         }
         // dist_sum[q] = sum_i dist2[q, i]
         d.gemm(&Gemm {

@@ -837,3 +837,54 @@ fn sgnht_chains_follow_the_cpu_sampler() {
         }
     }
 }
+
+/// eval_method new-minibatch: each draw records the loss of a fresh minibatch at the updated
+/// weights, as the CPU sampler does.
+#[test]
+fn new_minibatch_draws_follow_the_cpu_sampler() {
+    let cfg = small_config(true, true);
+    let model = RegressionTransformer::new(cfg.model_config()).unwrap();
+    let dist = cfg.pretrain_distribution();
+    let w0: Vec<f32> = model.init_params(9);
+    let sgld = Sgld::from_temperature(1e-4, 100.0, 1.0, 200.0);
+    let mut chain_cfg = ChainConfig::new(2, 4, 41);
+    chain_cfg.eval = stagewise_sampling::chains::EvalMethod::NewMinibatch;
+    let spec = DatasetSpec {
+        dist: dist.clone(),
+        n: 100,
+        batch: 5,
+        seed: 8,
+    };
+    let got = sample_dataset(
+        &emulator(),
+        &model,
+        &spec,
+        std::slice::from_ref(&w0),
+        &sgld,
+        None,
+        &chain_cfg,
+        &|_| {},
+    )
+    .unwrap();
+    let potential = Dataset::<f32>::new(&model, dist, 100, 5, 8);
+    let want = sample(&potential, &w0, &sgld, None, &chain_cfg);
+    chain_cfg.eval = stagewise_sampling::chains::EvalMethod::GradMinibatch;
+    let grad_losses = sample(&potential, &w0, &sgld, None, &chain_cfg);
+    for ((g, w), o) in got[0].iter().zip(&want).zip(&grad_losses) {
+        for d in 0..4 {
+            assert!(
+                (g.losses[d] - w.losses[d]).abs() <= 1e-4 * w.losses[d],
+                "{} vs {}",
+                g.losses[d],
+                w.losses[d]
+            );
+            for (a, b) in g.parts[d].iter().zip(&w.parts[d]) {
+                assert!((a - b).abs() <= 1e-4 * b.max(1e-3));
+            }
+            assert!(
+                (w.losses[d] - o.losses[d]).abs() > 1e-3 * o.losses[d],
+                "the eval batch is another batch"
+            );
+        }
+    }
+}
