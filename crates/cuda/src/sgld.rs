@@ -43,32 +43,34 @@ struct MalaBuffers {
     hist: Buf<f64>,
 }
 
-/// Per-chain sums over the `p` parameters of `terms[Q, p, 2]` into `sums[Q, 2]`.
-fn pair_sums(
+/// Per-chain sums over the `p` parameters: `sums[q, j] = sum_i src[q, i, j]` for `width`
+/// values per parameter (a GEMM with a ones vector).
+fn chain_sums(
     d: &dyn Device,
-    sums: &Buf<f32>,
-    terms: &Buf<f32>,
+    sums: crate::Ptr,
+    src: crate::Ptr,
     ones: &Buf<f32>,
     q: usize,
     p: usize,
+    width: usize,
 ) -> Result<(), GpuError> {
     d.gemm(&Gemm {
         trans_a: false,
         trans_b: false,
-        m: 2,
+        m: width,
         n: 1,
         k: p,
         alpha: 1.0,
-        a: terms.ptr,
-        lda: 2,
-        stride_a: 2 * p,
+        a: src,
+        lda: width,
+        stride_a: width * p,
         b: ones.ptr,
         ldb: p,
         stride_b: 0,
         beta: 0.0,
-        c: sums.ptr,
-        ldc: 2,
-        stride_c: 2,
+        c: sums,
+        ldc: width,
+        stride_c: width,
         batch: q,
     })
 }
@@ -110,7 +112,7 @@ fn mala_step(
             Arg::I64(n),
         ],
     )?;
-    pair_sums(d, &mb.sums, &mb.terms, ones, q, p)?;
+    chain_sums(d, mb.sums.ptr, mb.terms.ptr, ones, q, p, 2)?;
     d.launch(
         "mala_energy",
         q,
@@ -138,7 +140,7 @@ fn mala_step(
             Arg::I64(n),
         ],
     )?;
-    pair_sums(d, &mb.sums, &mb.terms, ones, q, p)?;
+    chain_sums(d, mb.sums.ptr, mb.terms.ptr, ones, q, p, 2)?;
     d.launch(
         "mala_accept",
         q,
@@ -415,25 +417,7 @@ pub fn sample_dataset(
                 ],
             )?;
             // esum[q] = sum_i energy[q, i]; the thermostat moves by its mean minus eps.
-            d.gemm(&Gemm {
-                trans_a: false,
-                trans_b: false,
-                m: 1,
-                n: 1,
-                k: p,
-                alpha: 1.0,
-                a: sg.energy.ptr,
-                lda: 1,
-                stride_a: p,
-                b: ones.ptr,
-                ldb: p,
-                stride_b: 0,
-                beta: 0.0,
-                c: sg.esum.ptr,
-                ldc: 1,
-                stride_c: 1,
-                batch: q,
-            })?;
+            chain_sums(d, sg.esum.ptr, sg.energy.ptr, &ones, q, p, 1)?;
             d.launch(
                 "sgnht_thermostat",
                 q,
@@ -485,25 +469,7 @@ pub fn sample_dataset(
             gpu.forward(w.ptr, toks.ptr, Some(ys.ptr))?;
         }
         // dist_sum[q] = sum_i dist2[q, i]
-        d.gemm(&Gemm {
-            trans_a: false,
-            trans_b: false,
-            m: 1,
-            n: 1,
-            k: p,
-            alpha: 1.0,
-            a: dist2.ptr,
-            lda: 1,
-            stride_a: p,
-            b: ones.ptr,
-            ldb: p,
-            stride_b: 0,
-            beta: 0.0,
-            c: dist_sum.ptr,
-            ldc: 1,
-            stride_c: 1,
-            batch: q,
-        })?;
+        chain_sums(d, dist_sum.ptr, dist2.ptr, &ones, q, p, 1)?;
         d.launch(
             "record_draw",
             q * k + q,

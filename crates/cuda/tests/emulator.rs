@@ -736,13 +736,69 @@ fn a_failed_graph_capture_falls_back_to_launches() {
     }
 }
 
-/// RMSprop-SGLD on the device (per-chain second moments in device memory) follows the CPU's.
-#[test]
-fn rmsprop_chains_follow_the_cpu_sampler() {
+/// Chains of `sgld` from the small model's weights (seed `init`) on a data set of n = 100
+/// sequences in batches of 5, on the emulator and on the CPU: (device traces, CPU traces).
+fn device_and_cpu_chains(
+    init: u64,
+    sgld: &Sgld,
+    mask: Option<&[bool]>,
+    chain_cfg: &ChainConfig,
+) -> (
+    Vec<stagewise_sampling::ChainTrace>,
+    Vec<stagewise_sampling::ChainTrace>,
+) {
     let cfg = small_config(true, true);
     let model = RegressionTransformer::new(cfg.model_config()).unwrap();
     let dist = cfg.pretrain_distribution();
-    let w0: Vec<f32> = model.init_params(4);
+    let w0: Vec<f32> = model.init_params(init);
+    let spec = DatasetSpec {
+        dist: dist.clone(),
+        n: 100,
+        batch: 5,
+        seed: 8,
+    };
+    let centre = std::slice::from_ref(&w0);
+    let mut got = sample_dataset(
+        &emulator(),
+        &model,
+        &spec,
+        centre,
+        sgld,
+        mask,
+        chain_cfg,
+        &|_| {},
+    )
+    .unwrap();
+    let potential = Dataset::<f32>::new(&model, dist, 100, 5, 8);
+    (
+        got.remove(0),
+        sample(&potential, &w0, sgld, mask, chain_cfg),
+    )
+}
+
+/// Losses and distances of every draw agree within 1e-4 (relative).
+fn assert_close_traces(
+    got: &[stagewise_sampling::ChainTrace],
+    want: &[stagewise_sampling::ChainTrace],
+) {
+    for (g, w) in got.iter().zip(want) {
+        assert!(g.failure.is_none() && w.failure.is_none());
+        assert_eq!(g.losses.len(), w.losses.len());
+        for d in 0..w.losses.len() {
+            let (dg, dw) = (g.distances[d], w.distances[d]);
+            assert!((dg - dw).abs() <= 1e-4 * dw, "distance {dg} vs cpu {dw}");
+            let (lg, lw) = (g.losses[d], w.losses[d]);
+            assert!((lg - lw).abs() <= 1e-4 * lw, "loss {lg} vs cpu {lw}");
+            for (a, b) in g.parts[d].iter().zip(&w.parts[d]) {
+                assert!((a - b).abs() <= 1e-4 * b.max(1e-3));
+            }
+        }
+    }
+}
+
+/// RMSprop-SGLD on the device (per-chain second moments in device memory) follows the CPU's.
+#[test]
+fn rmsprop_chains_follow_the_cpu_sampler() {
     let sgld = Sgld {
         method: stagewise_sampling::sgld::Method::RmsPropSgld {
             alpha: 0.99,
@@ -752,36 +808,17 @@ fn rmsprop_chains_follow_the_cpu_sampler() {
     };
     let mut chain_cfg = ChainConfig::new(2, 5, 21);
     chain_cfg.burnin = 1;
-    let spec = DatasetSpec {
-        dist: dist.clone(),
-        n: 100,
-        batch: 5,
-        seed: 8,
-    };
-    let got = sample_dataset(
-        &emulator(),
-        &model,
-        &spec,
-        std::slice::from_ref(&w0),
-        &sgld,
-        None,
-        &chain_cfg,
-        &|_| {},
-    )
-    .unwrap();
-    let potential = Dataset::<f32>::new(&model, dist, 100, 5, 8);
-    let want = sample(&potential, &w0, &sgld, None, &chain_cfg);
+    let (got, want) = device_and_cpu_chains(4, &sgld, None, &chain_cfg);
+    assert_close_traces(&got, &want);
     // Plain SGLD from the same start moves differently: the preconditioner matters.
     let plain = Sgld {
         method: stagewise_sampling::sgld::Method::Sgld,
         ..sgld.clone()
     };
-    let unpreconditioned = sample(&potential, &w0, &plain, None, &chain_cfg);
-    for ((g, w), u) in got[0].iter().zip(&want).zip(&unpreconditioned) {
+    let (_, unpreconditioned) = device_and_cpu_chains(4, &plain, None, &chain_cfg);
+    for (w, u) in want.iter().zip(&unpreconditioned) {
         for d in 0..5 {
-            let (dg, dw) = (g.distances[d], w.distances[d]);
-            assert!((dg - dw).abs() <= 1e-4 * dw, "distance {dg} vs cpu {dw}");
-            assert!((g.losses[d] - w.losses[d]).abs() <= 1e-4 * w.losses[d]);
+            let dw = w.distances[d];
             assert!(
                 (dw - u.distances[d]).abs() > 1e-2 * dw,
                 "the preconditioner had no effect"
@@ -794,10 +831,6 @@ fn rmsprop_chains_follow_the_cpu_sampler() {
 /// by a per-chain sum of the momenta's squares) follows the CPU's, with a mask and a box.
 #[test]
 fn sgnht_chains_follow_the_cpu_sampler() {
-    let cfg = small_config(true, true);
-    let model = RegressionTransformer::new(cfg.model_config()).unwrap();
-    let dist = cfg.pretrain_distribution();
-    let w0: Vec<f32> = model.init_params(6);
     let sgld = Sgld {
         method: stagewise_sampling::sgld::Method::Sgnht {
             diffusion_factor: 0.01,
@@ -805,36 +838,19 @@ fn sgnht_chains_follow_the_cpu_sampler() {
         bounding_box: Some(0.02),
         ..Sgld::from_temperature(1e-4, 100.0, 1.0, 200.0)
     };
-    let mask: Vec<bool> = (0..model.num_params()).map(|i| i % 7 != 3).collect();
+    let p = RegressionTransformer::new(small_config(true, true).model_config())
+        .unwrap()
+        .num_params();
+    let mask: Vec<bool> = (0..p).map(|i| i % 7 != 3).collect();
     let mut chain_cfg = ChainConfig::new(2, 6, 31);
     chain_cfg.burnin = 2;
-    let spec = DatasetSpec {
-        dist: dist.clone(),
-        n: 100,
-        batch: 5,
-        seed: 8,
-    };
-    let got = sample_dataset(
-        &emulator(),
-        &model,
-        &spec,
-        std::slice::from_ref(&w0),
-        &sgld,
-        Some(&mask),
-        &chain_cfg,
-        &|_| {},
-    )
-    .unwrap();
-    let potential = Dataset::<f32>::new(&model, dist, 100, 5, 8);
-    let want = sample(&potential, &w0, &sgld, Some(&mask), &chain_cfg);
-    for (g, w) in got[0].iter().zip(&want) {
-        assert!(g.failure.is_none() && w.failure.is_none());
-        for d in 0..6 {
-            let (dg, dw) = (g.distances[d], w.distances[d]);
-            assert!((dg - dw).abs() <= 1e-4 * dw, "distance {dg} vs cpu {dw}");
-            assert!((g.losses[d] - w.losses[d]).abs() <= 1e-4 * w.losses[d]);
-            assert!(g.mala[d].is_nan() && w.mala[d].is_nan());
-        }
+    let (got, want) = device_and_cpu_chains(6, &sgld, Some(&mask), &chain_cfg);
+    assert_close_traces(&got, &want);
+    for (g, w) in got.iter().zip(&want) {
+        assert!(
+            g.mala.iter().chain(&w.mala).all(|a| a.is_nan()),
+            "no MALA for SGNHT"
+        );
     }
 }
 
@@ -842,47 +858,18 @@ fn sgnht_chains_follow_the_cpu_sampler() {
 /// weights, as the CPU sampler does.
 #[test]
 fn new_minibatch_draws_follow_the_cpu_sampler() {
-    let cfg = small_config(true, true);
-    let model = RegressionTransformer::new(cfg.model_config()).unwrap();
-    let dist = cfg.pretrain_distribution();
-    let w0: Vec<f32> = model.init_params(9);
     let sgld = Sgld::from_temperature(1e-4, 100.0, 1.0, 200.0);
     let mut chain_cfg = ChainConfig::new(2, 4, 41);
     chain_cfg.eval = stagewise_sampling::chains::EvalMethod::NewMinibatch;
-    let spec = DatasetSpec {
-        dist: dist.clone(),
-        n: 100,
-        batch: 5,
-        seed: 8,
-    };
-    let got = sample_dataset(
-        &emulator(),
-        &model,
-        &spec,
-        std::slice::from_ref(&w0),
-        &sgld,
-        None,
-        &chain_cfg,
-        &|_| {},
-    )
-    .unwrap();
-    let potential = Dataset::<f32>::new(&model, dist, 100, 5, 8);
-    let want = sample(&potential, &w0, &sgld, None, &chain_cfg);
+    let (got, want) = device_and_cpu_chains(9, &sgld, None, &chain_cfg);
+    assert_close_traces(&got, &want);
     chain_cfg.eval = stagewise_sampling::chains::EvalMethod::GradMinibatch;
-    let grad_losses = sample(&potential, &w0, &sgld, None, &chain_cfg);
-    for ((g, w), o) in got[0].iter().zip(&want).zip(&grad_losses) {
+    let (_, grad_losses) = device_and_cpu_chains(9, &sgld, None, &chain_cfg);
+    for (w, o) in want.iter().zip(&grad_losses) {
         for d in 0..4 {
+            let (lw, lo) = (w.losses[d], o.losses[d]);
             assert!(
-                (g.losses[d] - w.losses[d]).abs() <= 1e-4 * w.losses[d],
-                "{} vs {}",
-                g.losses[d],
-                w.losses[d]
-            );
-            for (a, b) in g.parts[d].iter().zip(&w.parts[d]) {
-                assert!((a - b).abs() <= 1e-4 * b.max(1e-3));
-            }
-            assert!(
-                (w.losses[d] - o.losses[d]).abs() > 1e-3 * o.losses[d],
+                (lw - lo).abs() > 1e-3 * lo,
                 "the eval batch is another batch"
             );
         }
