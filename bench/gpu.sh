@@ -3,14 +3,17 @@
 # machine. Build here first (`cargo build --release`), then run this there with the binary
 # carried (target/release/stagewise). Prints the card, the CPU/GPU parity table, the timing
 # table next to PyTorch (eager and torch.compile) on the same card, and a short end-to-end run;
-# everything is also written under $OUT (or bench-out/) for the notes.
+# everything is also written under $OUT (or bench-out/) for the notes. Each part has its own
+# time limit and the whole stays under the device tool's 10 minutes per command.
 #
-#   bench/gpu.sh               # everything (~5 min, most of it torch.compile)
+#   bench/gpu.sh               # every part (~6 min, most of it torch.compile)
+#   bench/gpu.sh check bench   # chosen parts: check, check-tf32, bench, bench-tf32, e2e
 #   NO_COMPILE=1 bench/gpu.sh  # without torch.compile
 set -uo pipefail
 cd "$(dirname "$0")/.."
 BIN=${BIN:-target/release/stagewise}
 OUT=${OUT:-bench-out}
+PARTS=${*:-check check-tf32 bench bench-tf32 e2e}
 mkdir -p "$OUT"
 # cuBLAS and NVRTC: the CUDA toolkit's folders, or the pip wheels next to PyTorch.
 for lib in libcublas.so libnvrtc.so; do
@@ -23,15 +26,20 @@ for lib in libcublas.so libnvrtc.so; do
   done
 done
 nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv 2>&1 | tee "$OUT/card.txt"
-echo "== parity (float32 GEMMs)"
-timeout 120 "$BIN" check-device --device cuda 2>&1 | tee "$OUT/check.txt"
-echo "== parity (TF32 GEMMs)"
-timeout 120 "$BIN" --tf32 check-device --device cuda 2>&1 | tee "$OUT/check-tf32.txt"
-echo "== timing (float32 GEMMs, with PyTorch)"
-timeout 420 "$BIN" bench gpu --device cuda --torch python3 ${NO_COMPILE:+--no-compile} 2>&1 | tee "$OUT/bench.txt"
-echo "== timing (TF32 GEMMs)"
-timeout 120 "$BIN" --tf32 bench gpu --device cuda 2>&1 | tee "$OUT/bench-tf32.txt"
-echo "== end to end: reproduce --quick on the GPU"
-rm -rf /tmp/rq-gpu
-( time timeout 300 "$BIN" reproduce --quick --device cuda --out /tmp/rq-gpu ) 2>&1 | tail -n 25 | tee "$OUT/reproduce.txt"
-cp /tmp/rq-gpu/stages.csv "$OUT/" 2>/dev/null || true
+for part in $PARTS; do
+  case $part in
+    check) echo "== parity (float32 GEMMs)"
+      timeout 60 "$BIN" check-device --device cuda 2>&1 | tee "$OUT/check.txt" ;;
+    check-tf32) echo "== parity (TF32 GEMMs)"
+      timeout 60 "$BIN" --tf32 check-device --device cuda 2>&1 | tee "$OUT/check-tf32.txt" ;;
+    bench) echo "== timing (float32 GEMMs, with PyTorch)"
+      timeout 270 "$BIN" bench gpu --device cuda --torch python3 ${NO_COMPILE:+--no-compile} 2>&1 | tee "$OUT/bench.txt" ;;
+    bench-tf32) echo "== timing (TF32 GEMMs)"
+      timeout 60 "$BIN" --tf32 bench gpu --device cuda 2>&1 | tee "$OUT/bench-tf32.txt" ;;
+    e2e) echo "== end to end: reproduce --quick on the GPU"
+      rm -rf /tmp/rq-gpu
+      ( time timeout 100 "$BIN" reproduce --quick --device cuda --out /tmp/rq-gpu ) 2>&1 | tail -n 25 | tee "$OUT/reproduce.txt"
+      cp /tmp/rq-gpu/stages.csv "$OUT/" 2>/dev/null || true ;;
+    *) echo "unknown part '$part' (check, check-tf32, bench, bench-tf32, e2e)" >&2 ;;
+  esac
+done
