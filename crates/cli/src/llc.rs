@@ -412,10 +412,6 @@ pub fn run(a: &RunArgs) -> Result<()> {
     let (sampler, sgld) = load_sampler(config, &a.sets)?;
     let steps = folder.select(&a.select)?;
     let dev = crate::device::open(a.device)?;
-    if dev.is_some() {
-        stagewise_cuda::sgld::check_supported(&sgld, &sampler.chains())
-            .map_err(|e| anyhow::anyhow!("{}: {e}", config.display()))?;
-    }
     let out = run.join("llc").join(config_name(config));
     claim_output(&out, &sampler)?;
     let train_cfg = &folder.train_cfg;
@@ -487,7 +483,8 @@ pub fn run(a: &RunArgs) -> Result<()> {
                     seed: pot.seed,
                 };
                 let model = &folder.model;
-                let inits = stagewise_cuda::sgld::full_losses(dev, model, &spec, &weights, 8192)?;
+                let inits =
+                    stagewise_cuda::full_loss::full_losses(dev, model, &spec, &weights, 8192)?;
                 // Chains in groups of --chains-per-launch (chain c's draws depend only on the
                 // seed and c, so the grouping does not change the result).
                 let per = a

@@ -1046,32 +1046,39 @@ fn device_runs_follow_the_cpu_runs() {
         }
     }
 
-    // What the device sampler does not implement is refused, naming the config.
-    let fresh = dir.join("fresh.yaml");
+    // eval_method dataset (L_n at every draw, the data set in chunks on the device).
+    let full = dir.join("full.yaml");
     std::fs::write(
-        &fresh,
-        "num_chains: 2\nnum_draws: 6\ngrad_batch_size: 8\neval_batch_size: 8\n\
-         eval_dataset_size: 64\nepsilon: 0.0001\ngamma: 100\nnbeta: 30\n\
-         eval_method: dataset\n",
+        &full,
+        "num_chains: 2\nnum_draws: 3\ngrad_batch_size: 8\neval_dataset_size: 20\n\
+         epsilon: 0.0001\ngamma: 100\nnbeta: 30\neval_method: dataset\n",
     )
     .unwrap();
-    let o = stagewise(&[
-        "llc",
-        emu.to_str().unwrap(),
-        "--config",
-        fresh.to_str().unwrap(),
-        "--device",
-        "emulator",
-    ]);
-    let err = String::from_utf8_lossy(&o.stderr);
-    assert!(
-        !o.status.success() && err.contains("fresh.yaml") && err.contains("CPU only"),
-        "{err}"
-    );
-    assert!(
-        !emu.join("llc/fresh").exists(),
-        "nothing written for a refused sweep"
-    );
+    let steps = last.to_string();
+    for (run, device) in [(&cpu, "cpu"), (&emu, "emulator")] {
+        let o = stagewise(&[
+            "llc",
+            run.to_str().unwrap(),
+            "--config",
+            full.to_str().unwrap(),
+            "--steps",
+            &steps,
+            "--device",
+            device,
+        ]);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    }
+    let (h, lc) = stagewise_io::table::read_csv(&cpu.join("llc/full/llc.csv")).unwrap();
+    let (_, le) = stagewise_io::table::read_csv(&emu.join("llc/full/llc.csv")).unwrap();
+    let col = |name: &str| h.iter().position(|c| c == name).unwrap();
+    assert_eq!((lc.len(), le.len()), (1, 1));
+    for name in ["loss/init", "loss/mean", "llc/mean"] {
+        let (x, y) = (lc[0][col(name)], le[0][col(name)]);
+        assert!(
+            (x - y).abs() <= 2e-3 * x.abs().max(1.0),
+            "dataset {name}: cpu {x} vs emulator {y}"
+        );
+    }
 
     // No GPU here (CI): a clear error, and no run folder.
     let gpu = dir.join("gpu");

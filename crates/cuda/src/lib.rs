@@ -5,6 +5,7 @@
 pub mod data;
 pub mod device;
 pub mod driver;
+pub mod full_loss;
 pub mod host;
 pub mod kernels;
 pub mod meter;

@@ -822,6 +822,13 @@ impl GpuModel {
         )
     }
 
+    /// `dst[Q, K] = beta dst + alpha * (sum over this batch's sequences of the squared errors)`,
+    /// after a `forward` with targets: how a loss over many batches accumulates on the device.
+    pub fn add_token_error_sums(&self, dst: Ptr, alpha: f32, beta: f32) -> Result<(), GpuError> {
+        let k = self.k();
+        self.col_sums(dst, k, self.sq_err.ptr, self.b, k, alpha, beta)
+    }
+
     /// Downloads the per-token losses `[Q, K]` and returns each chain's loss (their mean) and
     /// its parts.
     pub fn losses(&self) -> Result<Vec<(f64, Vec<f64>)>, GpuError> {

@@ -17,6 +17,7 @@ use stagewise_train::data::SequenceDistribution;
 
 use crate::data::{DeviceData, Pick};
 use crate::device::{Arg, Buf, Device, Gemm, GpuError};
+use crate::full_loss::FullLoss;
 use crate::model::GpuModel;
 
 /// Device state of SGNHT: momenta, their squares, per-chain sums and thermostats.
@@ -207,18 +208,6 @@ pub struct DatasetSpec {
     pub seed: u64,
 }
 
-/// What the device sampler supports; anything else is a clear error, not a silent change.
-pub fn check_supported(_sgld: &Sgld, cfg: &ChainConfig) -> Result<(), GpuError> {
-    if cfg.eval == EvalMethod::Dataset {
-        return Err(GpuError::Unsupported(
-            "eval_method dataset (or fixed-minibatch) runs on the CPU only; the device sampler \
-             records grad-minibatch or new-minibatch losses"
-                .into(),
-        ));
-    }
-    Ok(())
-}
-
 /// Runs `cfg.chains` chains from each centre in `centres` (each of the model's parameter count)
 /// and returns their traces, `[centre][chain]`. `progress(steps done)` is called now and then.
 pub fn sample_dataset(
@@ -231,7 +220,6 @@ pub fn sample_dataset(
     cfg: &ChainConfig,
     progress: &dyn Fn(usize),
 ) -> Result<Vec<Vec<ChainTrace>>, GpuError> {
-    check_supported(sgld, cfg)?;
     let p = model.num_params();
     if let Some(c) = centres.iter().find(|c| c.len() != p) {
         return Err(GpuError::Shape(format!(
@@ -335,6 +323,23 @@ pub fn sample_dataset(
         None
     };
     let counter = Buf::from_host(dev, &[0u32])?;
+    // eval_method dataset: L_n at the updated weights of each draw step, per token `[Q, K]`.
+    let full = match cfg.eval {
+        EvalMethod::Dataset => Some((
+            FullLoss::new(
+                dev,
+                model,
+                data,
+                &device_data,
+                q,
+                b,
+                Some((&gpu, toks.ptr, ys.ptr)),
+            )?,
+            Buf::<f32>::new(dev, q * k)?,
+        )),
+        _ => None,
+    };
+    let recorded_loss = full.as_ref().map_or(gpu.tok_loss.ptr, |(_, acc)| acc.ptr);
     let d = dev.as_ref();
     let total = cfg.total_steps();
     let report_every = (total / 100).max(1);
@@ -364,7 +369,8 @@ pub fn sample_dataset(
             counter.ptr,
         )
     };
-    let step = || -> Result<(), GpuError> {
+    // One step; `evaluate` adds the data-set loss after the update (dataset draws only).
+    let step = |evaluate: bool| -> Result<(), GpuError> {
         minibatch(tag::SGLD_BATCH)?;
         gpu.forward(w.ptr, toks.ptr, Some(ys.ptr))?;
         gpu.backward(w.ptr, toks.ptr, grad.ptr)?;
@@ -468,6 +474,9 @@ pub fn sample_dataset(
             minibatch(tag::SGLD_EVAL_BATCH)?;
             gpu.forward(w.ptr, toks.ptr, Some(ys.ptr))?;
         }
+        if let (true, Some((fl, acc))) = (evaluate, &full) {
+            fl.launch(d, w.ptr, acc.ptr)?;
+        }
         // dist_sum[q] = sum_i dist2[q, i]
         chain_sums(d, dist_sum.ptr, dist2.ptr, &ones, q, p, 1)?;
         d.launch(
@@ -476,7 +485,7 @@ pub fn sample_dataset(
             &[
                 hist_loss.arg(),
                 hist_dist.arg(),
-                gpu.tok_loss.arg(),
+                Arg::Ptr(recorded_loss),
                 dist_sum.arg(),
                 Arg::I64((q * k) as i64),
                 Arg::I64(q as i64),
@@ -488,24 +497,37 @@ pub fn sample_dataset(
         )?;
         d.launch("advance_counter", 1, &[counter.arg(), Arg::I64(1)])
     };
-    // Captured once as a CUDA graph and replayed (one launch per step) where the device can.
-    let graph = if USE_GRAPHS.load(std::sync::atomic::Ordering::Relaxed) {
-        capture(d, step)
+    // Captured once as a CUDA graph and replayed (one launch per step) where the device can;
+    // with `eval_method: dataset`, a second graph for the draw steps adds the data-set pass.
+    let graphs = if USE_GRAPHS.load(std::sync::atomic::Ordering::Relaxed) {
+        capture(d, || step(false)).map(|plain| {
+            let with_eval = full.as_ref().and_then(|_| capture(d, || step(true)));
+            (plain, with_eval)
+        })
     } else {
         None
     };
     for s in 0..total {
+        let evaluate = full.is_some() && cfg.draw_at(s).is_some();
+        let graph = match graphs {
+            Some((_, with_eval)) if evaluate => with_eval,
+            Some((plain, _)) => Some(plain),
+            None => None,
+        };
         match graph {
             Some(g) => d.replay(g)?,
-            None => step()?,
+            None => step(evaluate)?,
         }
         if (s + 1) % report_every == 0 || s + 1 == total {
             d.synchronize()?;
             progress(s + 1);
         }
     }
-    if let Some(g) = graph {
-        d.drop_graph(g);
+    if let Some((plain, with_eval)) = graphs {
+        d.drop_graph(plain);
+        if let Some(g) = with_eval {
+            d.drop_graph(g);
+        }
     }
     let losses = hist_loss.download()?;
     let dists = hist_dist.download()?;
@@ -550,66 +572,4 @@ pub fn sample_dataset(
         out.push(traces);
     }
     Ok(out)
-}
-
-/// `L_n(w)` and its per-token parts at each centre, over the whole data set (as the CPU's
-/// `Dataset::full_loss`), in chunks of at most `chunk` sequences per centre.
-pub fn full_losses(
-    dev: &Arc<dyn Device>,
-    model: &RegressionTransformer,
-    data: &DatasetSpec,
-    centres: &[Vec<f32>],
-    chunk: usize,
-) -> Result<Vec<(f64, Vec<f64>)>, GpuError> {
-    let q = centres.len();
-    let k = data.dist.k;
-    let d1 = model.config.token_size();
-    let params: Vec<f32> = centres.concat();
-    if params.len() != q * model.num_params() {
-        return Err(GpuError::Shape("a centre does not fit the model".into()));
-    }
-    let w = Buf::from_host(dev, &params)?;
-    let device_data = DeviceData::new(dev, &data.dist)?;
-    let chunk = chunk.clamp(1, data.n.max(1));
-    let mut sums = vec![vec![0.0f64; k]; q];
-    let mut models: Vec<(usize, GpuModel, Buf<f32>, Buf<f32>)> = Vec::new();
-    let mut start = 0;
-    while start < data.n {
-        let m = chunk.min(data.n - start);
-        if !models.iter().any(|x| x.0 == m) {
-            models.push((
-                m,
-                GpuModel::new(dev, model, q, m, 2 * k)?,
-                Buf::new(dev, q * m * 2 * k * d1)?,
-                Buf::new(dev, q * m * k)?,
-            ));
-        }
-        let (_, gm, toks, ys) = models.iter().find(|x| x.0 == m).expect("just added");
-        device_data.generate(
-            dev.as_ref(),
-            toks.ptr,
-            ys.ptr,
-            q,
-            m,
-            data.seed,
-            tag::LLC_DATASET,
-            0,
-            Pick::Range { base: start as u32 },
-            crate::Ptr::NULL,
-        )?;
-        gm.forward(w.ptr, toks.ptr, Some(ys.ptr))?;
-        for (s, (_, parts)) in sums.iter_mut().zip(gm.losses()?) {
-            for (a, p) in s.iter_mut().zip(parts) {
-                *a += p * m as f64;
-            }
-        }
-        start += m;
-    }
-    Ok(sums
-        .into_iter()
-        .map(|s| {
-            let parts: Vec<f64> = s.iter().map(|v| v / data.n as f64).collect();
-            (parts.iter().sum::<f64>() / k as f64, parts)
-        })
-        .collect())
 }

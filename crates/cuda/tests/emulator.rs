@@ -426,9 +426,14 @@ fn batched_chains_follow_the_cpu_sampler() {
             (&g.losses, &g.distances, &g.parts)
         );
     }
-    let full =
-        stagewise_cuda::sgld::full_losses(&dev, &model, &spec, &[w_a.clone(), w_b.clone()], 64)
-            .unwrap();
+    let full = stagewise_cuda::full_loss::full_losses(
+        &dev,
+        &model,
+        &spec,
+        &[w_a.clone(), w_b.clone()],
+        64,
+    )
+    .unwrap();
     for (ci, w0) in [w_a, w_b].iter().enumerate() {
         let potential = Dataset::<f32>::new(&model, dist.clone(), 200, 5, 13);
         use stagewise_sampling::Potential;
@@ -747,14 +752,29 @@ fn device_and_cpu_chains(
     Vec<stagewise_sampling::ChainTrace>,
     Vec<stagewise_sampling::ChainTrace>,
 ) {
+    device_and_cpu_chains_on(100, 5, init, sgld, mask, chain_cfg)
+}
+
+/// As `device_and_cpu_chains`, on a data set of `n` sequences and minibatches of `batch`.
+fn device_and_cpu_chains_on(
+    n: usize,
+    batch: usize,
+    init: u64,
+    sgld: &Sgld,
+    mask: Option<&[bool]>,
+    chain_cfg: &ChainConfig,
+) -> (
+    Vec<stagewise_sampling::ChainTrace>,
+    Vec<stagewise_sampling::ChainTrace>,
+) {
     let cfg = small_config(true, true);
     let model = RegressionTransformer::new(cfg.model_config()).unwrap();
     let dist = cfg.pretrain_distribution();
     let w0: Vec<f32> = model.init_params(init);
     let spec = DatasetSpec {
         dist: dist.clone(),
-        n: 100,
-        batch: 5,
+        n,
+        batch,
         seed: 8,
     };
     let centre = std::slice::from_ref(&w0);
@@ -769,7 +789,7 @@ fn device_and_cpu_chains(
         &|_| {},
     )
     .unwrap();
-    let potential = Dataset::<f32>::new(&model, dist, 100, 5, 8);
+    let potential = Dataset::<f32>::new(&model, dist, n, batch, 8);
     (
         got.remove(0),
         sample(&potential, &w0, sgld, mask, chain_cfg),
@@ -792,6 +812,39 @@ fn assert_close_traces(
             for (a, b) in g.parts[d].iter().zip(&w.parts[d]) {
                 assert!((a - b).abs() <= 1e-4 * b.max(1e-3));
             }
+        }
+    }
+}
+
+/// eval_method dataset: each draw records L_n at the updated weights (the data set in chunks of
+/// the minibatch size and a shorter last chunk), with and without graphs, as the CPU does; steps
+/// between draws run without the data-set pass.
+#[test]
+fn dataset_draws_follow_the_cpu_sampler() {
+    use stagewise_sampling::chains::EvalMethod;
+    let _serial = GRAPH_FLAG.lock().unwrap_or_else(|e| e.into_inner());
+    let sgld = Sgld::from_temperature(1e-4, 100.0, 1.0, 200.0);
+    let mut chain_cfg = ChainConfig::new(2, 3, 43);
+    chain_cfg.burnin = 1;
+    chain_cfg.steps_between_draws = 2;
+    chain_cfg.eval = EvalMethod::Dataset;
+    let (got, want) = device_and_cpu_chains_on(23, 5, 9, &sgld, None, &chain_cfg);
+    assert_close_traces(&got, &want);
+    stagewise_cuda::sgld::USE_GRAPHS.store(false, std::sync::atomic::Ordering::Relaxed);
+    let (eager, _) = device_and_cpu_chains_on(23, 5, 9, &sgld, None, &chain_cfg);
+    stagewise_cuda::sgld::USE_GRAPHS.store(true, std::sync::atomic::Ordering::Relaxed);
+    for (e, g) in eager.iter().zip(&got) {
+        assert_eq!((&e.losses, &e.parts), (&g.losses, &g.parts));
+        assert_eq!(e.mala.len(), g.mala.len());
+    }
+    chain_cfg.eval = EvalMethod::GradMinibatch;
+    let (_, grad_losses) = device_and_cpu_chains_on(23, 5, 9, &sgld, None, &chain_cfg);
+    for (w, o) in want.iter().zip(&grad_losses) {
+        for d in 0..3 {
+            assert!(
+                (w.losses[d] - o.losses[d]).abs() > 1e-3 * o.losses[d],
+                "the data-set loss is not the minibatch's"
+            );
         }
     }
 }

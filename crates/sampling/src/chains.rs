@@ -59,7 +59,7 @@ impl ChainConfig {
     }
 
     /// The draw recorded at `step`, if any.
-    fn draw_at(&self, step: usize) -> Option<usize> {
+    pub fn draw_at(&self, step: usize) -> Option<usize> {
         let k = self.steps_between_draws.max(1);
         (step >= self.burnin && (step - self.burnin) % k == 0).then(|| (step - self.burnin) / k)
     }
