@@ -84,6 +84,8 @@ pub struct HostDevice {
     /// The graph being captured, and the captured graphs (CUDA graph semantics: operations are
     /// recorded, not run, and replays use the recorded arguments).
     capturing: Mutex<Option<Vec<Op>>>,
+    /// What broke the capture under way (CUDA invalidates a capture on a synchronising call).
+    capture_fault: Mutex<Option<String>>,
     graphs: Mutex<Vec<Option<Vec<Op>>>>,
     /// Host wall-clock times of operations while profiling.
     profile: Mutex<Option<Vec<crate::device::Timed>>>,
@@ -103,9 +105,25 @@ impl HostDevice {
             kernels: table(),
             memory: Mutex::new(HashMap::new()),
             capturing: Mutex::new(None),
+            capture_fault: Mutex::new(None),
             graphs: Mutex::new(Vec::new()),
             profile: Mutex::new(None),
         }
+    }
+
+    /// CUDA refuses allocation, copies and synchronisation on a thread that is capturing a
+    /// graph (thread-local mode) and invalidates the capture; so does the emulator, so that such
+    /// a call inside a captured step fails the tests here rather than on the GPU.
+    fn refuse_in_capture(&self, what: &str) -> Result<(), GpuError> {
+        if self.capturing.lock().unwrap().is_none() {
+            return Ok(());
+        }
+        let msg = format!("{what} during a graph capture (CUDA refuses it and ends the capture)");
+        self.capture_fault
+            .lock()
+            .unwrap()
+            .get_or_insert_with(|| msg.clone());
+        Err(GpuError::Unsupported(msg))
     }
 
     fn check(&self, ptr: Ptr, bytes: usize) -> Result<(), GpuError> {
@@ -130,6 +148,7 @@ impl Device for HostDevice {
     }
 
     fn alloc(&self, bytes: usize) -> Result<Ptr, GpuError> {
+        self.refuse_in_capture("cuMemAlloc")?;
         let v = vec![u64::MAX; bytes.div_ceil(8).max(1)];
         let addr = v.as_ptr() as u64;
         self.memory.lock().unwrap().insert(addr, v);
@@ -137,10 +156,14 @@ impl Device for HostDevice {
     }
 
     fn free(&self, ptr: Ptr) {
+        // The GPU's free waits for the stream, which a capture forbids; the buffer is freed
+        // anyway, the capture fails at its end.
+        let _ = self.refuse_in_capture("cuMemFree");
         self.memory.lock().unwrap().remove(&ptr.0);
     }
 
     fn upload(&self, dst: Ptr, src: &[u8]) -> Result<(), GpuError> {
+        self.refuse_in_capture("a copy to the device")?;
         self.check(dst, src.len())?;
         // SAFETY: checked to lie inside one live allocation.
         unsafe { std::ptr::copy_nonoverlapping(src.as_ptr(), dst.0 as *mut u8, src.len()) };
@@ -148,6 +171,7 @@ impl Device for HostDevice {
     }
 
     fn download(&self, src: Ptr, dst: &mut [u8]) -> Result<(), GpuError> {
+        self.refuse_in_capture("a copy from the device")?;
         self.check(src, dst.len())?;
         // SAFETY: as in upload.
         unsafe { std::ptr::copy_nonoverlapping(src.0 as *const u8, dst.as_mut_ptr(), dst.len()) };
@@ -255,7 +279,7 @@ impl Device for HostDevice {
     }
 
     fn synchronize(&self) -> Result<(), GpuError> {
-        Ok(())
+        self.refuse_in_capture("cuStreamSynchronize")
     }
 
     fn begin_capture(&self) -> Result<bool, GpuError> {
@@ -266,6 +290,7 @@ impl Device for HostDevice {
             ));
         }
         *c = Some(Vec::new());
+        *self.capture_fault.lock().unwrap() = None;
         Ok(true)
     }
 
@@ -276,6 +301,9 @@ impl Device for HostDevice {
             .unwrap()
             .take()
             .ok_or_else(|| GpuError::Unsupported("no capture under way".into()))?;
+        if let Some(fault) = self.capture_fault.lock().unwrap().take() {
+            return Err(GpuError::Unsupported(fault));
+        }
         let mut g = self.graphs.lock().unwrap();
         g.push(Some(ops));
         Ok((g.len() - 1) as u64)

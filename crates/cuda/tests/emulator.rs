@@ -693,6 +693,38 @@ impl Device for FailingCapture {
     }
 }
 
+/// What CUDA forbids inside a stream capture (allocation, copies, synchronisation, a free)
+/// fails the emulator's capture too, so a captured step that does it fails here, not on the GPU.
+#[test]
+fn the_emulator_refuses_what_a_capture_forbids() {
+    let dev = emulator();
+    let buf = Buf::from_host(&dev, &[1.0f32; 4]).unwrap();
+    for what in ["alloc", "upload", "download", "synchronize", "free"] {
+        let spare = Buf::<f32>::new(&dev, 4).unwrap();
+        assert!(dev.begin_capture().unwrap());
+        let refused = match what {
+            "alloc" => Buf::<f32>::new(&dev, 4).is_err(),
+            "upload" => buf.upload(&[2.0; 4]).is_err(),
+            "download" => buf.download().is_err(),
+            "synchronize" => dev.synchronize().is_err(),
+            _ => {
+                drop(spare);
+                true
+            }
+        };
+        assert!(refused, "{what} inside a capture");
+        assert!(dev.end_capture().is_err(), "the capture survives {what}");
+    }
+    // A capture of launches alone still records and replays.
+    assert!(dev.begin_capture().unwrap());
+    dev.launch("fill_f32", 4, &[buf.arg(), Arg::F32(3.0), Arg::I64(4)])
+        .unwrap();
+    let g = dev.end_capture().unwrap();
+    assert_eq!(buf.download().unwrap(), vec![1.0; 4], "recorded, not run");
+    dev.replay(g).unwrap();
+    assert_eq!(buf.download().unwrap(), vec![3.0; 4]);
+}
+
 #[test]
 fn a_failed_graph_capture_falls_back_to_launches() {
     let _flag = GRAPH_FLAG.lock().unwrap();
