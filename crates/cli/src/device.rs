@@ -32,6 +32,15 @@ pub fn open(spec: DeviceSpec) -> Result<Option<Arc<dyn Device>>> {
     stagewise_cuda::open(spec, tf32).with_context(|| format!("--device {}", spec_name(spec)))
 }
 
+/// A device error as the user sees it: when the card is out of memory, with `hint` (what to
+/// lower) appended.
+pub fn memory_hint(e: stagewise_cuda::GpuError, hint: impl FnOnce() -> String) -> anyhow::Error {
+    match e {
+        e @ stagewise_cuda::GpuError::OutOfMemory { .. } => anyhow::anyhow!("{e}; {}", hint()),
+        e => e.into(),
+    }
+}
+
 pub fn spec_name(spec: DeviceSpec) -> String {
     match spec {
         DeviceSpec::Cpu => "cpu".into(),
@@ -47,7 +56,15 @@ pub fn trainer(cfg: &TrainConfig, dev: Option<Arc<dyn Device>>) -> Result<Traine
         Some(dev) => {
             cfg.validate()?;
             let model = RegressionTransformer::new(cfg.model_config())?;
-            let engine = CudaEngine::new(dev, cfg, model, cfg.pretrain_distribution())?;
+            let engine =
+                CudaEngine::new(dev, cfg, model, cfg.pretrain_distribution()).map_err(|e| {
+                    memory_hint(e, || {
+                        format!(
+                            "a training step of batch_size = {} does not fit this device",
+                            cfg.batch_size
+                        )
+                    })
+                })?;
             Ok(Trainer::with_engine(cfg.clone(), move |_, _, _| {
                 Box::new(engine)
             })?)
@@ -292,4 +309,29 @@ pub fn check(a: &CheckDeviceArgs) -> Result<()> {
     }
     println!("device and CPU agree.");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use stagewise_cuda::GpuError;
+
+    #[test]
+    fn only_out_of_memory_errors_get_the_hint() {
+        let oom = GpuError::OutOfMemory {
+            bytes: 3 << 30,
+            free: Some(1 << 30),
+            total: Some(80 << 30),
+        };
+        let msg = memory_hint(oom, || "lower --chains-per-launch".into()).to_string();
+        assert_eq!(
+            msg,
+            "the device is out of memory: 3072 MiB more asked for (1024 MiB free of 81920 MiB); \
+             lower --chains-per-launch"
+        );
+        let other = memory_hint(GpuError::Driver("launch failed".into()), || {
+            unreachable!("no hint for other errors")
+        });
+        assert_eq!(other.to_string(), "CUDA driver call failed: launch failed");
+    }
 }

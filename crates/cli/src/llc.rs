@@ -483,14 +483,21 @@ pub fn run(a: &RunArgs) -> Result<()> {
                     seed: pot.seed,
                 };
                 let model = &folder.model;
-                let inits =
-                    stagewise_cuda::full_loss::full_losses(dev, model, &spec, &weights, 8192)?;
                 // Chains in groups of --chains-per-launch (chain c's draws depend only on the
                 // seed and c, so the grouping does not change the result).
                 let per = a
                     .chains_per_launch
                     .unwrap_or(chains.chains)
                     .clamp(1, chains.chains.max(1));
+                let hint = || {
+                    format!(
+                        "lower --checkpoints-per-launch (now {group}) or --chains-per-launch \
+                         (now {per})"
+                    )
+                };
+                let inits =
+                    stagewise_cuda::full_loss::full_losses(dev, model, &spec, &weights, 8192)
+                        .map_err(|e| crate::device::memory_hint(e, hint))?;
                 let mut traces: Vec<Vec<ChainTrace>> = vec![Vec::new(); weights.len()];
                 let groups = chains.chains.div_ceil(per);
                 for g in 0..groups {
@@ -507,7 +514,8 @@ pub fn run(a: &RunArgs) -> Result<()> {
                         mask.as_deref(),
                         &part,
                         &|d| tick((done + d) / groups * group_steps.len()),
-                    )?;
+                    )
+                    .map_err(|e| crate::device::memory_hint(e, hint))?;
                     for (t, more) in traces.iter_mut().zip(got) {
                         t.extend(more);
                     }

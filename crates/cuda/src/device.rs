@@ -18,6 +18,25 @@ pub enum GpuError {
     Unsupported(String),
     #[error("{0}")]
     Shape(String),
+    /// An allocation the device could not satisfy (free and total as the driver reported them).
+    #[error("{}", out_of_memory(*bytes, *free, *total))]
+    OutOfMemory {
+        bytes: usize,
+        free: Option<usize>,
+        total: Option<usize>,
+    },
+}
+
+fn out_of_memory(bytes: usize, free: Option<usize>, total: Option<usize>) -> String {
+    let mib = |b: usize| format!("{:.0} MiB", b as f64 / (1u64 << 20) as f64);
+    let left = match (free, total) {
+        (Some(f), Some(t)) => format!(" ({} free of {})", mib(f), mib(t)),
+        _ => String::new(),
+    };
+    format!(
+        "the device is out of memory: {} more asked for{left}",
+        mib(bytes)
+    )
 }
 
 /// A device address: a GPU pointer, or a host pointer in the emulator.

@@ -199,7 +199,18 @@ impl Device for CudaDevice {
         // SAFETY: plain device allocation (no managed memory).
         unsafe { drv::malloc_sync(bytes.max(1)) }
             .map(Ptr)
-            .map_err(drv_err("cuMemAlloc"))
+            .map_err(|e| {
+                if e.0 == cudarc::driver::sys::CUresult::CUDA_ERROR_OUT_OF_MEMORY {
+                    let info = drv::mem_get_info().ok();
+                    GpuError::OutOfMemory {
+                        bytes,
+                        free: info.map(|i| i.0),
+                        total: info.map(|i| i.1),
+                    }
+                } else {
+                    drv_err("cuMemAlloc")(e)
+                }
+            })
     }
 
     fn free(&self, ptr: Ptr) {

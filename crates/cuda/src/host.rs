@@ -91,6 +91,8 @@ pub struct HostDevice {
     profile: Mutex<Option<Vec<crate::device::Timed>>>,
     /// Allocations by address (u64 storage keeps every buffer 8-byte aligned).
     memory: Mutex<HashMap<u64, Vec<u64>>>,
+    /// The emulated card's memory in bytes (`None`: the host's).
+    limit: Option<usize>,
 }
 
 impl Default for HostDevice {
@@ -108,6 +110,15 @@ impl HostDevice {
             capture_fault: Mutex::new(None),
             graphs: Mutex::new(Vec::new()),
             profile: Mutex::new(None),
+            limit: None,
+        }
+    }
+
+    /// An emulated card of `bytes` of memory: allocations past it fail as on a full GPU.
+    pub fn with_memory_limit(bytes: usize) -> Self {
+        HostDevice {
+            limit: Some(bytes),
+            ..Self::new()
         }
     }
 
@@ -149,9 +160,21 @@ impl Device for HostDevice {
 
     fn alloc(&self, bytes: usize) -> Result<Ptr, GpuError> {
         self.refuse_in_capture("cuMemAlloc")?;
-        let v = vec![u64::MAX; bytes.div_ceil(8).max(1)];
+        let words = bytes.div_ceil(8).max(1);
+        let mut mem = self.memory.lock().unwrap();
+        if let Some(limit) = self.limit {
+            let used: usize = mem.values().map(|v| 8 * v.len()).sum();
+            if used + 8 * words > limit {
+                return Err(GpuError::OutOfMemory {
+                    bytes,
+                    free: Some(limit.saturating_sub(used)),
+                    total: Some(limit),
+                });
+            }
+        }
+        let v = vec![u64::MAX; words];
         let addr = v.as_ptr() as u64;
-        self.memory.lock().unwrap().insert(addr, v);
+        mem.insert(addr, v);
         Ok(Ptr(addr))
     }
 

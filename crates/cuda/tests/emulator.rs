@@ -693,6 +693,46 @@ impl Device for FailingCapture {
     }
 }
 
+/// A card too small for the chains: a clear out-of-memory error that says how much was asked
+/// and how much was free, and everything allocated before it is freed again.
+#[test]
+fn a_full_device_is_a_clear_error_and_leaks_nothing() {
+    let limit = 1 << 20;
+    let dev: Arc<dyn Device> = Arc::new(HostDevice::with_memory_limit(limit));
+    let cfg = small_config(true, true);
+    let model = RegressionTransformer::new(cfg.model_config()).unwrap();
+    let spec = DatasetSpec {
+        dist: cfg.pretrain_distribution(),
+        n: 100,
+        batch: 64,
+        seed: 3,
+    };
+    let w: Vec<f32> = model.init_params(1);
+    let sgld = Sgld::from_temperature(1e-4, 100.0, 1.0, 200.0);
+    let err = sample_dataset(
+        &dev,
+        &model,
+        &spec,
+        std::slice::from_ref(&w),
+        &sgld,
+        None,
+        &ChainConfig::new(8, 2, 5),
+        &|_| {},
+    )
+    .err()
+    .expect("8 chains of 64 sequences do not fit in 1 MiB");
+    let msg = err.to_string();
+    assert!(
+        matches!(err, stagewise_cuda::GpuError::OutOfMemory { total: Some(t), .. } if t == limit)
+            && msg.contains("out of memory")
+            && msg.contains("free of 1 MiB"),
+        "{msg}"
+    );
+    // Nothing of the failed run is still held: almost all of the card can be taken.
+    let big = Buf::<f32>::new(&dev, (limit - 64) / 4);
+    assert!(big.is_ok(), "memory of the failed run was not freed");
+}
+
 /// What CUDA forbids inside a stream capture (allocation, copies, synchronisation, a free)
 /// fails the emulator's capture too, so a captured step that does it fails here, not on the GPU.
 #[test]
