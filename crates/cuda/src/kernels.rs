@@ -81,12 +81,22 @@ pub fn compile(arch: &str, extra: &[&str]) -> Result<(String, String), crate::Gp
     }
     let mut options = vec![format!("--gpu-architecture={arch}")];
     options.extend(extra.iter().map(|s| s.to_string()));
+    // One compilation per process and option set (a pipeline opens the device more than once).
+    static CACHE: std::sync::Mutex<Vec<(Vec<String>, String)>> = std::sync::Mutex::new(Vec::new());
+    let mut cache = CACHE.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some((_, ptx)) = cache.iter().find(|(o, _)| *o == options) {
+        return Ok((ptx.clone(), String::new()));
+    }
     let opts = cudarc::nvrtc::CompileOptions {
-        options,
+        options: options.clone(),
         ..Default::default()
     };
     match cudarc::nvrtc::compile_ptx_with_opts(SOURCE, opts) {
-        Ok(ptx) => Ok((ptx.to_src(), String::new())),
+        Ok(ptx) => {
+            let ptx = ptx.to_src();
+            cache.push((options, ptx.clone()));
+            Ok((ptx, String::new()))
+        }
         Err(cudarc::nvrtc::CompileError::CompileError { log, .. }) => {
             Err(crate::GpuError::Compile(log.to_string_lossy().into_owned()))
         }

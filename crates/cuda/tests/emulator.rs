@@ -487,6 +487,15 @@ fn nvrtc_compiles_the_kernels_for_hopper() {
                     "{name} missing from the PTX"
                 );
             }
+            // Compilations are kept per option set: another architecture is compiled anew.
+            assert!(ptx.contains(".target sm_90"));
+            let (again, _) = stagewise_cuda::kernels::compile("compute_90", &[]).unwrap();
+            assert_eq!(again, ptx);
+            let (ampere, _) = stagewise_cuda::kernels::compile("compute_80", &[]).unwrap();
+            assert!(
+                ampere.contains(".target sm_80"),
+                "the cache ignored the architecture"
+            );
         }
         Err(stagewise_cuda::GpuError::NoDevice(why)) => {
             assert!(
