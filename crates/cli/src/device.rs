@@ -14,7 +14,7 @@ use stagewise_cuda::{Buf, Device, DeviceSpec};
 use stagewise_engine::rng::tag;
 use stagewise_models::RegressionTransformer;
 use stagewise_models::batch::ChunkedRunner;
-use stagewise_sampling::chains::{ChainConfig, sample};
+use stagewise_sampling::chains::{ChainConfig, EvalMethod, sample};
 use stagewise_sampling::regression::Dataset;
 use stagewise_sampling::sgld::Sgld;
 use stagewise_train::adam::Adam;
@@ -240,6 +240,27 @@ pub fn check(a: &CheckDeviceArgs) -> Result<()> {
         &flat(&want, |c| &c.distances),
     );
     rows.push(("SGLD: distance from the centre".into(), e, m, 1e-2));
+    // The other draw evaluations: a fresh minibatch, and the whole data set (in chunks).
+    for (eval, what) in [
+        (EvalMethod::NewMinibatch, "new-minibatch"),
+        (EvalMethod::Dataset, "dataset"),
+    ] {
+        let mut c = chains.clone();
+        c.eval = eval;
+        let got = sample_dataset(
+            &dev,
+            &model,
+            &spec,
+            std::slice::from_ref(&w),
+            &sgld,
+            None,
+            &c,
+            &|_| {},
+        )?;
+        let want = sample(&pot, &w, &sgld, None, &c);
+        let (e, m) = diffs(&flat(&got[0], |c| &c.losses), &flat(&want, |c| &c.losses));
+        rows.push((format!("SGLD, eval_method {what}: losses"), e, m, 1e-3));
+    }
 
     // TF32 GEMMs round their inputs to 10 mantissa bits (2^-11 relative): ~30x the float32 slack.
     if TF32.get().copied().unwrap_or(false) {
