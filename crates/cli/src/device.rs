@@ -210,16 +210,20 @@ pub fn check(a: &CheckDeviceArgs) -> Result<()> {
         batch: b,
         seed: 9,
     };
-    let got = sample_dataset(
-        &dev,
-        &model,
-        &spec,
-        std::slice::from_ref(&w),
-        &sgld,
-        None,
-        &chains,
-        &|_| {},
-    )?;
+    // The device's chains from the centre w (each launch of them as one batch).
+    let on_device = |c: &ChainConfig| {
+        sample_dataset(
+            &dev,
+            &model,
+            &spec,
+            std::slice::from_ref(&w),
+            &sgld,
+            None,
+            c,
+            &|_| {},
+        )
+    };
+    let got = on_device(&chains)?;
     let pot = Dataset::<f32>::new(&model, dist, 4096, b, 9);
     let want = sample(&pot, &w, &sgld, None, &chains);
     let flat = |t: &[stagewise_sampling::ChainTrace],
@@ -247,16 +251,7 @@ pub fn check(a: &CheckDeviceArgs) -> Result<()> {
     ] {
         let mut c = chains.clone();
         c.eval = eval;
-        let got = sample_dataset(
-            &dev,
-            &model,
-            &spec,
-            std::slice::from_ref(&w),
-            &sgld,
-            None,
-            &c,
-            &|_| {},
-        )?;
+        let got = on_device(&c)?;
         let want = sample(&pot, &w, &sgld, None, &c);
         let (e, m) = diffs(&flat(&got[0], |c| &c.losses), &flat(&want, |c| &c.losses));
         rows.push((format!("SGLD, eval_method {what}: losses"), e, m, 1e-3));
@@ -292,16 +287,7 @@ pub fn check(a: &CheckDeviceArgs) -> Result<()> {
     let (e, m) = diffs(&replayed.state().params, &launched.state().params);
     rows.push(("training x3, graph vs launches: weights".into(), e, m, 1e-5));
     stagewise_cuda::sgld::USE_GRAPHS.store(false, std::sync::atomic::Ordering::Relaxed);
-    let eager = sample_dataset(
-        &dev,
-        &model,
-        &spec,
-        std::slice::from_ref(&w),
-        &sgld,
-        None,
-        &chains,
-        &|_| {},
-    );
+    let eager = on_device(&chains);
     stagewise_cuda::sgld::USE_GRAPHS.store(true, std::sync::atomic::Ordering::Relaxed);
     let (e, m) = diffs(
         &flat(&eager?[0], |c| &c.losses),
