@@ -690,8 +690,13 @@ pub fn gpu(a: &BenchGpuArgs) -> Result<()> {
     if let (Some(tr), Some(sg)) = (train_256, sgld_10) {
         let (train_s, sgld_s) = (500_000.0 / tr, 190.0 * 10.0 * 5000.0 / sg);
         println!(
-            "\npaper scale, one seed: 500k training steps (batch 256) {:.1} min + 190 checkpoints x \
-             10 chains x 5000 draws {:.1} min = {:.1} min",
+            "\npaper scale, one seed, K = {k}{}: 500k training steps (batch 256) {:.1} min + 190 \
+             checkpoints x 10 chains x 5000 draws {:.1} min = {:.1} min",
+            if k == 8 {
+                " (the paper's)"
+            } else {
+                " (the paper's K is 8: --examples 8)"
+            },
             train_s / 60.0,
             sgld_s / 60.0,
             (train_s + sgld_s) / 60.0
