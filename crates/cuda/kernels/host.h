@@ -9,6 +9,11 @@ struct dim3 {
 };
 extern thread_local dim3 blockIdx, threadIdx, blockDim, gridDim;
 
+// CUDA's 16-byte vector type (its loads and stores need 16-byte alignment, as on the GPU).
+struct alignas(16) float4 {
+    float x, y, z, w;
+};
+
 #define __global__
 #define __device__ static inline
 #define __forceinline__

@@ -184,6 +184,71 @@ extern "C" __global__ void add_positions(float* x, const float* params, long lon
     x[i] += params[q * p + off_pos + (long long)j * max_t + pos];
 }
 
+// Rows in registers: a thread-per-row kernel reads its row with 16-byte loads, once, instead of
+// a float at a time in several passes (which relies on L1 keeping 32 rows per warp between
+// passes). For widths of 8..64 floats with 16-byte aligned rows; the arithmetic and its order
+// are those of the generic loops, so both give the same bits.
+__device__ __forceinline__ bool aligned16(const void* p) {
+    return ((unsigned long long)p & 15) == 0;
+}
+
+__device__ __forceinline__ float4 load4(const float* p) {
+    return *reinterpret_cast<const float4*>(p);
+}
+
+__device__ __forceinline__ void store4(float* p, float a, float b, float c, float d) {
+    float4 f;
+    f.x = a;
+    f.y = b;
+    f.z = c;
+    f.w = d;
+    *reinterpret_cast<float4*>(p) = f;
+}
+
+template <int C>
+__device__ __forceinline__ void load_row(float (&v)[C], const float* p) {
+#pragma unroll
+    for (int j = 0; j < C; j += 4) {
+        float4 f = load4(p + j);
+        v[j] = f.x;
+        v[j + 1] = f.y;
+        v[j + 2] = f.z;
+        v[j + 3] = f.w;
+    }
+}
+
+// Whether a row width has a register version (the widths the kernels are instantiated for).
+__device__ __forceinline__ bool register_width(int c) {
+    return c == 8 || c == 16 || c == 32 || c == 64;
+}
+
+template <int C>
+__device__ __forceinline__ void layernorm_forward_row(float* o, float* mean, float* rstd,
+                                                      const float* xr, const float* w,
+                                                      const float* b, float eps) {
+    float v[C];
+    load_row<C>(v, xr);
+    float s = 0.0f;
+#pragma unroll
+    for (int j = 0; j < C; ++j) s += v[j];
+    float m = s / (float)C;
+    float var = 0.0f;
+#pragma unroll
+    for (int j = 0; j < C; ++j) {
+        float dx = v[j] - m;
+        var += dx * dx;
+    }
+    float rs = 1.0f / sqrtf(var / (float)C + eps);
+    *mean = m;
+    *rstd = rs;
+#pragma unroll
+    for (int j = 0; j < C; j += 4) {
+        store4(o + j, (v[j] - m) * rs * w[j] + b[j], (v[j + 1] - m) * rs * w[j + 1] + b[j + 1],
+               (v[j + 2] - m) * rs * w[j + 2] + b[j + 2],
+               (v[j + 3] - m) * rs * w[j + 3] + b[j + 3]);
+    }
+}
+
 // One row per thread: out = (x - mean) * rstd * w + b; keeps mean and rstd for the backward.
 extern "C" __global__ void layernorm_forward(float* out, float* mean, float* rstd, const float* x,
                                              const float* params, long long p, long long off_w,
@@ -194,6 +259,15 @@ extern "C" __global__ void layernorm_forward(float* out, float* mean, float* rst
     const float* xr = x + r * c;
     const float* w = params + (r / rows_per_chain) * p + off_w;
     const float* b = params + (r / rows_per_chain) * p + off_b;
+    float* o = out + r * c;
+    if (register_width(c) && aligned16(xr) && aligned16(o)) {
+        switch (c) {
+            case 8: return layernorm_forward_row<8>(o, mean + r, rstd + r, xr, w, b, eps);
+            case 16: return layernorm_forward_row<16>(o, mean + r, rstd + r, xr, w, b, eps);
+            case 32: return layernorm_forward_row<32>(o, mean + r, rstd + r, xr, w, b, eps);
+            default: return layernorm_forward_row<64>(o, mean + r, rstd + r, xr, w, b, eps);
+        }
+    }
     float s = 0.0f;
     for (int j = 0; j < c; ++j) s += xr[j];
     float m = s / (float)c;
@@ -205,7 +279,6 @@ extern "C" __global__ void layernorm_forward(float* out, float* mean, float* rst
     float rs = 1.0f / sqrtf(v / (float)c + eps);
     mean[r] = m;
     rstd[r] = rs;
-    float* o = out + r * c;
     for (int j = 0; j < c; ++j) o[j] = (xr[j] - m) * rs * w[j] + b[j];
 }
 
@@ -339,6 +412,48 @@ extern "C" __global__ void readout_backward(float* dlnf, const float* dpred_row,
     dlnf[i] = dpred_row[row] * params[(row / rows_per_chain) * p + off_uw + i % c];
 }
 
+template <int C>
+__device__ __forceinline__ void layernorm_backward_row(float* o, float* dyxhat, const float* dyr,
+                                                       const float* xr, float m, float rs,
+                                                       const float* w, int mode, const float* dxn,
+                                                       float* dattn) {
+    float xh[C], dy[C];
+    load_row<C>(xh, xr);
+    load_row<C>(dy, dyr);
+    float s1 = 0.0f, s2 = 0.0f;
+#pragma unroll
+    for (int j = 0; j < C; ++j) {
+        xh[j] = (xh[j] - m) * rs;
+        float dxh = dy[j] * w[j];
+        s1 += dxh;
+        s2 += dxh * xh[j];
+    }
+#pragma unroll
+    for (int j = 0; j < C; j += 4) {
+        store4(dyxhat + j, dy[j] * xh[j], dy[j + 1] * xh[j + 1], dy[j + 2] * xh[j + 2],
+               dy[j + 3] * xh[j + 3]);
+    }
+    s1 /= (float)C;
+    s2 /= (float)C;
+#pragma unroll
+    for (int j = 0; j < C; j += 4) {
+        float v[4];
+#pragma unroll
+        for (int e = 0; e < 4; ++e) v[e] = rs * (dy[j + e] * w[j + e] - s1 - xh[j + e] * s2);
+        if (mode == 0) {
+            store4(o + j, v[0], v[1], v[2], v[3]);
+        } else if (mode == 1) {
+            float4 a = load4(o + j);
+            store4(o + j, a.x + v[0], a.y + v[1], a.z + v[2], a.w + v[3]);
+        } else {
+            float4 d = load4(dxn + j);
+            store4(dattn + j, d.x + v[0], d.y + v[1], d.z + v[2], d.w + v[3]);
+            store4(o + j, d.x + d.x + v[0], d.y + d.y + v[1], d.z + d.z + v[2],
+                   d.w + d.w + v[3]);
+        }
+    }
+}
+
 // One row per thread: v = LN'(dy), and dyxhat = dy * xhat for the weight gradient (the column
 // sums over rows run as GEMMs with a ones vector). mode 0: dx = v; 1: dx += v; 2 (the MLP's
 // LayerNorm, through x_next = 2x + attn + mlp with h = x + attn): dattn = dxn + v and
@@ -354,17 +469,29 @@ extern "C" __global__ void layernorm_backward(float* dx, float* dyxhat, const fl
     const float* dyr = dy + r * c;
     const float* xr = x + r * c;
     float m = mean[r], rs = rstd[r];
+    float* o = dx + r * c;
+    float* dh = dyxhat + r * c;
+    if (register_width(c) && aligned16(dyr) && aligned16(xr) && aligned16(o) && aligned16(dh) &&
+        (mode != 2 || (aligned16(dxn + r * c) && aligned16(dattn + r * c)))) {
+        const float* dn = mode == 2 ? dxn + r * c : dxn;
+        float* da = mode == 2 ? dattn + r * c : dattn;
+        switch (c) {
+            case 8: return layernorm_backward_row<8>(o, dh, dyr, xr, m, rs, w, mode, dn, da);
+            case 16: return layernorm_backward_row<16>(o, dh, dyr, xr, m, rs, w, mode, dn, da);
+            case 32: return layernorm_backward_row<32>(o, dh, dyr, xr, m, rs, w, mode, dn, da);
+            default: return layernorm_backward_row<64>(o, dh, dyr, xr, m, rs, w, mode, dn, da);
+        }
+    }
     float s1 = 0.0f, s2 = 0.0f;
     for (int j = 0; j < c; ++j) {
         float xh = (xr[j] - m) * rs;
         float dxh = dyr[j] * w[j];
         s1 += dxh;
         s2 += dxh * xh;
-        dyxhat[r * c + j] = dyr[j] * xh;
+        dh[j] = dyr[j] * xh;
     }
     s1 /= (float)c;
     s2 /= (float)c;
-    float* o = dx + r * c;
     for (int j = 0; j < c; ++j) {
         float xh = (xr[j] - m) * rs;
         float v = rs * (dyr[j] * w[j] - s1 - xh * s2);

@@ -78,6 +78,12 @@ enum Op {
     Gemm(Gemm),
 }
 
+/// 256 bytes of device memory, aligned as cuMemAlloc aligns its allocations (so that the
+/// kernels' 16-byte vector loads see the alignment they get on a GPU).
+#[derive(Clone, Copy)]
+#[repr(C, align(256))]
+struct Block([u8; 256]);
+
 /// The emulated device.
 pub struct HostDevice {
     kernels: HashMap<String, Entry>,
@@ -89,8 +95,9 @@ pub struct HostDevice {
     graphs: Mutex<Vec<Option<Vec<Op>>>>,
     /// Host wall-clock times of operations while profiling.
     profile: Mutex<Option<Vec<crate::device::Timed>>>,
-    /// Allocations by address (u64 storage keeps every buffer 8-byte aligned).
-    memory: Mutex<HashMap<u64, Vec<u64>>>,
+    /// Allocations by address: 256-byte aligned blocks (as cuMemAlloc aligns) and the bytes
+    /// asked for (rounded up to 8, the extent that bounds checks allow).
+    memory: Mutex<HashMap<u64, (Vec<Block>, usize)>>,
     /// The emulated card's memory in bytes (`None`: the host's).
     limit: Option<usize>,
 }
@@ -139,9 +146,9 @@ impl HostDevice {
 
     fn check(&self, ptr: Ptr, bytes: usize) -> Result<(), GpuError> {
         let mem = self.memory.lock().unwrap();
-        let ok = mem.iter().any(|(base, v)| {
-            ptr.0 >= *base && ptr.0 + bytes as u64 <= *base + (v.len() * 8) as u64
-        });
+        let ok = mem
+            .iter()
+            .any(|(base, (_, len))| ptr.0 >= *base && ptr.0 + bytes as u64 <= *base + *len as u64);
         if ok {
             Ok(())
         } else {
@@ -160,11 +167,11 @@ impl Device for HostDevice {
 
     fn alloc(&self, bytes: usize) -> Result<Ptr, GpuError> {
         self.refuse_in_capture("cuMemAlloc")?;
-        let words = bytes.div_ceil(8).max(1);
+        let blocks = bytes.div_ceil(256).max(1);
         let mut mem = self.memory.lock().unwrap();
         if let Some(limit) = self.limit {
-            let used: usize = mem.values().map(|v| 8 * v.len()).sum();
-            if used + 8 * words > limit {
+            let used: usize = mem.values().map(|(v, _)| 256 * v.len()).sum();
+            if used + 256 * blocks > limit {
                 return Err(GpuError::OutOfMemory {
                     bytes,
                     free: Some(limit.saturating_sub(used)),
@@ -172,9 +179,9 @@ impl Device for HostDevice {
                 });
             }
         }
-        let v = vec![u64::MAX; words];
+        let v = vec![Block([0xFF; 256]); blocks];
         let addr = v.as_ptr() as u64;
-        mem.insert(addr, v);
+        mem.insert(addr, (v, 8 * bytes.div_ceil(8).max(1)));
         Ok(Ptr(addr))
     }
 
