@@ -599,7 +599,11 @@ __device__ __forceinline__ void attention_backward_kv_impl(float* dqkv, const fl
         dk[e] = 0.0f;
         dv[e] = 0.0f;
     }
-    for (int i = (j + stride - 1) / stride * stride; i < t; i += stride) {
+    // Every thread walks the same queries (skipping those before its key), so at each step a
+    // warp's threads (the keys of one sequence and head) read the same query row: one broadcast
+    // load instead of 32 rows. The warp runs t / stride steps either way.
+    for (int i = 0; i < t; i += stride) {
+        if (i < j) continue;
         const float* qi = base + (long long)i * 3 * c;
         const float* di = dout + (seq * (t / stride) + i / stride) * c + h * HS;
         float s = 0.0f, dp = 0.0f;
