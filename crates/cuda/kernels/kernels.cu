@@ -19,6 +19,13 @@
 
 #define THREAD_INDEX ((long long)blockIdx.x * blockDim.x + threadIdx.x)
 
+// Index arithmetic of the per-element kernels: a 32-bit division when both operands fit (a few
+// instructions on the GPU), the 64-bit one (a long software routine there) only past 2^32.
+__device__ __forceinline__ long long idiv(long long a, long long b) {
+    return ((unsigned long long)(a | b) >> 32) == 0 ? (long long)((unsigned int)a / (unsigned int)b)
+                                                     : a / b;
+}
+
 // ---------------------------------------------------------------------------------------------
 // Philox4x32-10 and the stream contract of stagewise_engine::rng (must match bit for bit).
 
@@ -165,7 +172,7 @@ extern "C" __global__ void copy_f32(float* dst, const float* src, long long n) {
 // dst[q, i] = src[i] for Q copies of an n-vector (chains start at the same point).
 extern "C" __global__ void broadcast_f32(float* dst, const float* src, long long n, long long total) {
     long long i = THREAD_INDEX;
-    if (i < total) dst[i] = src[i % n];
+    if (i < total) dst[i] = src[i - idiv(i, n) * n];
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -177,10 +184,11 @@ extern "C" __global__ void add_positions(float* x, const float* params, long lon
                                          long long total) {
     long long i = THREAD_INDEX;
     if (i >= total) return;
-    long long row = i / c;
-    int j = (int)(i % c);
-    long long q = row / rows_per_chain;
-    int pos = (int)((row % rows_per_chain) % t);
+    long long row = idiv(i, c);
+    int j = (int)(i - row * c);
+    long long q = idiv(row, rows_per_chain);
+    long long in_chain = row - q * rows_per_chain;
+    int pos = (int)(in_chain - idiv(in_chain, t) * t);
     x[i] += params[q * p + off_pos + (long long)j * max_t + pos];
 }
 
@@ -257,8 +265,8 @@ extern "C" __global__ void layernorm_forward(float* out, float* mean, float* rst
     long long r = THREAD_INDEX;
     if (r >= rows) return;
     const float* xr = x + r * c;
-    const float* w = params + (r / rows_per_chain) * p + off_w;
-    const float* b = params + (r / rows_per_chain) * p + off_b;
+    const float* w = params + idiv(r, rows_per_chain) * p + off_w;
+    const float* b = params + idiv(r, rows_per_chain) * p + off_b;
     float* o = out + r * c;
     if (register_width(c) && aligned16(xr) && aligned16(o)) {
         switch (c) {
@@ -296,10 +304,10 @@ __device__ __forceinline__ void attention_forward_impl(float* out, float* lse, c
     long long g = THREAD_INDEX;
     if (g >= total) return;
     int ka = t / stride;  // active queries per sequence
-    int a = (int)(g % ka), i = a * stride;
-    long long sh = g / ka;  // (chain * B + sequence) * heads + head
-    int h = (int)(sh % heads);
-    long long seq = sh / heads;
+    long long sh = idiv(g, ka);  // (chain * B + sequence) * heads + head
+    int a = (int)(g - sh * ka), i = a * stride;
+    long long seq = idiv(sh, heads);
+    int h = (int)(sh - seq * heads);
     int c = heads * HS;
     const float* base = qkv + seq * t * 3 * c + h * 3 * HS;
     float q[HS], acc[HS];
@@ -352,8 +360,8 @@ extern "C" __global__ void bias_relu(float* r, const float* params, long long p,
                                      int m, long long rows_per_chain, long long total) {
     long long i = THREAD_INDEX;
     if (i >= total) return;
-    long long row = i / m;
-    float v = r[i] + params[(row / rows_per_chain) * p + off_b + i % m];
+    long long row = idiv(i, m);
+    float v = r[i] + params[idiv(row, rows_per_chain) * p + off_b + (i - row * m)];
     r[i] = v > 0.0f ? v : 0.0f;
 }
 
@@ -367,13 +375,15 @@ extern "C" __global__ void attention_residual(float* h, float* x_next, const flo
                                               long long rows_per_chain, long long total) {
     long long i = THREAD_INDEX;
     if (i >= total) return;
-    long long row = i / c;
+    long long row = idiv(i, c);
+    int j = (int)(i - row * c);
     // x has all T rows of a sequence; attn, h and x_next the active ones (every stride-th).
     int ka = t / stride;
-    long long xrow = (row / ka) * t + (row % ka) * stride;
-    float xv = x[xrow * c + i % c], hv = xv + attn[i];
+    long long sq = idiv(row, ka);
+    long long xrow = sq * t + (row - sq * ka) * stride;
+    float xv = x[xrow * c + j], hv = xv + attn[i];
     h[i] = hv;
-    x_next[i] = (hv + xv) + params[(row / rows_per_chain) * p + off_b2 + i % c];
+    x_next[i] = (hv + xv) + params[idiv(row, rows_per_chain) * p + off_b2 + j];
 }
 
 // Readout and loss, one (chain, sequence, example e) per thread, on the last block's rows (the
@@ -385,7 +395,7 @@ extern "C" __global__ void readout_loss(float* pred, float* sq_err, float* dpred
                                         int c, int nseq, float scale, long long total) {
     long long g = THREAD_INDEX;
     if (g >= total) return;
-    long long q = g / k / nseq;
+    long long q = idiv(idiv(g, k), nseq);
     const float* uw = params + q * p + off_uw;
     const float* x = lnf + g * c;
     float acc = 0.0f;
@@ -408,8 +418,8 @@ extern "C" __global__ void readout_backward(float* dlnf, const float* dpred_row,
                                             long long rows_per_chain, long long total) {
     long long i = THREAD_INDEX;
     if (i >= total) return;
-    long long row = i / c;
-    dlnf[i] = dpred_row[row] * params[(row / rows_per_chain) * p + off_uw + i % c];
+    long long row = idiv(i, c);
+    dlnf[i] = dpred_row[row] * params[idiv(row, rows_per_chain) * p + off_uw + (i - row * c)];
 }
 
 template <int C>
@@ -465,7 +475,7 @@ extern "C" __global__ void layernorm_backward(float* dx, float* dyxhat, const fl
                                               long long rows_per_chain, long long rows) {
     long long r = THREAD_INDEX;
     if (r >= rows) return;
-    const float* w = params + (r / rows_per_chain) * p + off_w;
+    const float* w = params + idiv(r, rows_per_chain) * p + off_w;
     const float* dyr = dy + r * c;
     const float* xr = x + r * c;
     float m = mean[r], rs = rstd[r];
@@ -534,10 +544,10 @@ __device__ __forceinline__ void attention_backward_q_impl(float* dqkv, float* ds
                                                           float scale, long long total) {
     long long g = THREAD_INDEX;
     if (g >= total) return;
-    int i = (int)(g % t);
-    long long sh = g / t;
-    int h = (int)(sh % heads);
-    long long seq = sh / heads;
+    long long sh = idiv(g, t);
+    int i = (int)(g - sh * t);
+    long long seq = idiv(sh, heads);
+    int h = (int)(sh - seq * heads);
     int c = heads * HS;
     const float* base = qkv + seq * t * 3 * c + h * 3 * HS;
     if (i % stride != 0) {  // an inactive query: no gradient
@@ -585,10 +595,10 @@ __device__ __forceinline__ void attention_backward_kv_impl(float* dqkv, const fl
                                                            long long total) {
     long long g = THREAD_INDEX;
     if (g >= total) return;
-    int j = (int)(g % t);
-    long long sh = g / t;
-    int h = (int)(sh % heads);
-    long long seq = sh / heads;
+    long long sh = idiv(g, t);
+    int j = (int)(g - sh * t);
+    long long seq = idiv(sh, heads);
+    int h = (int)(sh - seq * heads);
     int c = heads * HS;
     const float* base = qkv + seq * t * 3 * c + h * 3 * HS;
     float k[HS], v[HS], dk[HS], dv[HS];
@@ -655,8 +665,8 @@ extern "C" __global__ void positions_backward(float* grad, const float* s, long 
                                               long long total) {
     long long i = THREAD_INDEX;
     if (i >= total) return;
-    long long q = i / ((long long)t * c);
-    int rem = (int)(i % ((long long)t * c));
+    long long q = idiv(i, (long long)t * c);
+    int rem = (int)(i - q * t * c);
     int pos = rem / c, j = rem % c;
     grad[q * p + off_pos + (long long)j * max_t + pos] += s[i];
 }
@@ -667,9 +677,9 @@ extern "C" __global__ void scatter_rows(float* full, const float* compact, int t
                                         int c, long long total) {
     long long g = THREAD_INDEX;
     if (g >= total) return;
-    long long row = g / c;
-    int i = (int)(row % t), j = (int)(g % c);
-    long long seq = row / t;
+    long long row = idiv(g, c);
+    long long seq = idiv(row, t);
+    int i = (int)(row - seq * t), j = (int)(g - row * c);
     full[g] = i % stride == 0 ? compact[(seq * (t / stride) + i / stride) * c + j] : 0.0f;
 }
 
@@ -723,9 +733,9 @@ extern "C" __global__ void sgld_step(float* w, const float* w0, const float* gra
     if (g >= total) return;
     if (step_ptr) step = *step_ptr;
     long long blocks = (p + 3) / 4;
-    long long q = g / blocks;
-    unsigned int blk = (unsigned int)(g % blocks);
-    Philox4 r = stream_block(seed, noise_tag, step, chain0 + (unsigned int)(q % chains), blk);
+    long long q = idiv(g, blocks);
+    unsigned int blk = (unsigned int)(g - q * blocks);
+    Philox4 r = stream_block(seed, noise_tag, step, chain0 + (unsigned int)(q - idiv(q, chains) * chains), blk);
     double rad0 = sqrt(-2.0 * log(unit_open(r.v[0])));
     double th0 = 6.283185307179586 * unit_open(r.v[1]);
     double rad1 = sqrt(-2.0 * log(unit_open(r.v[2])));
@@ -788,10 +798,10 @@ extern "C" __global__ void sgnht_init(float* mom, long long p, unsigned long lon
     long long g = THREAD_INDEX;
     if (g >= total) return;
     long long blocks = (p + 3) / 4;
-    long long q = g / blocks;
-    unsigned int blk = (unsigned int)(g % blocks);
+    long long q = idiv(g, blocks);
+    unsigned int blk = (unsigned int)(g - q * blocks);
     double z[4];
-    noise_block(z, seed, noise_tag, 0xFFFFFFFFu, chain0 + (unsigned int)(q % chains), blk);
+    noise_block(z, seed, noise_tag, 0xFFFFFFFFu, chain0 + (unsigned int)(q - idiv(q, chains) * chains), blk);
 #pragma unroll
     for (int e = 0; e < 4; ++e) {
         long long i = (long long)blk * 4 + e;
@@ -815,10 +825,10 @@ extern "C" __global__ void sgnht_step(float* w, const float* w0, const float* gr
     if (g >= total) return;
     if (step_ptr) step = *step_ptr;
     long long blocks = (p + 3) / 4;
-    long long q = g / blocks;
-    unsigned int blk = (unsigned int)(g % blocks);
+    long long q = idiv(g, blocks);
+    unsigned int blk = (unsigned int)(g - q * blocks);
     double z[4];
-    noise_block(z, seed, noise_tag, step, chain0 + (unsigned int)(q % chains), blk);
+    noise_block(z, seed, noise_tag, step, chain0 + (unsigned int)(q - idiv(q, chains) * chains), blk);
     float friction = (float)thermostat[q];
 #pragma unroll
     for (int e = 0; e < 4; ++e) {
@@ -900,7 +910,7 @@ extern "C" __global__ void mala_point(float* drift, float* terms, const float* w
                                       double nbeta, double gamma, double wd, long long total) {
     long long i = THREAD_INDEX;
     if (i >= total) return;
-    if (mask && !mask[i % p]) {
+    if (mask && !mask[i - idiv(i, p) * p]) {
         drift[i] = 0.0f;
         terms[2 * i] = 0.0f;
         terms[2 * i + 1] = 0.0f;
