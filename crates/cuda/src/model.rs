@@ -77,7 +77,24 @@ pub struct GpuModel {
     dres: Buf<f32>,
     pos_sums: Buf<f32>,
     attn_kernels: [&'static str; 3],
+    /// Partial sums of the split reductions `[Q, SPLIT_MAX, largest weight]`.
+    split: Buf<f32>,
+    /// Reductions over at least this many rows are split (see `split_factor`), in pieces of at
+    /// least `split_min_piece` rows.
+    split_min_rows: usize,
+    split_min_piece: usize,
 }
+
+/// Whether reductions are split (`STAGEWISE_SPLIT_REDUCTIONS=0` turns it off, to compare).
+fn split_reductions() -> bool {
+    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ON.get_or_init(|| std::env::var("STAGEWISE_SPLIT_REDUCTIONS").map_or(true, |v| v != "0"))
+}
+
+/// Most pieces a reduction over rows is split into.
+const SPLIT_MAX: usize = 32;
+/// Rows per piece of a split reduction, at least.
+const SPLIT_MIN_PIECE: usize = 1024;
 
 impl GpuModel {
     /// Buffers for `q` chains of `b` sequences of `t` tokens (t even, at most 2K).
@@ -162,6 +179,15 @@ impl GpuModel {
             dres: nb(rows * c)?,
             attn_kernels,
             pos_sums: nb(q * t * c)?,
+            split: nb(q
+                * SPLIT_MAX
+                * (3 * c * c)
+                    .max(m * c)
+                    .max(cfg.token_size() * c)
+                    .max(t * c)
+                    .max(m))?,
+            split_min_rows: 4 * SPLIT_MIN_PIECE,
+            split_min_piece: SPLIT_MIN_PIECE,
             config: cfg,
             dev: dev.clone(),
         };
@@ -260,24 +286,90 @@ impl GpuModel {
         inp: usize,
         out: usize,
     ) -> Result<(), GpuError> {
+        self.split_reduce(
+            Gemm {
+                trans_a: false,
+                trans_b: true,
+                m: inp,
+                n: out,
+                k: rows,
+                alpha: 1.0,
+                a: x,
+                lda: inp,
+                stride_a: rows * inp,
+                b: dy,
+                ldb: out,
+                stride_b: rows * out,
+                beta: 1.0,
+                c: grad.add::<f32>(off),
+                ldc: inp,
+                stride_c: self.p,
+                batch: self.q,
+            },
+            true,
+        )
+    }
+
+    /// Pieces a reduction over `rows` rows is split into: a batched GEMM keeps one thread block
+    /// per output tile of each weight set, so that a reduction of tens of thousands of rows
+    /// into a small weight would run on a few blocks of a GPU of a hundred and more; split, its
+    /// pieces run as more batch entries and a second small GEMM adds them up (deterministic,
+    /// unlike atomics). Only for several weight sets: a single GEMM gets cuBLAS's own split.
+    fn split_factor(&self, rows: usize) -> usize {
+        if self.q < 2 || rows < self.split_min_rows || !split_reductions() {
+            return 1;
+        }
+        let mut s = 1;
+        while s < SPLIT_MAX && rows % (2 * s) == 0 && rows / (2 * s) >= self.split_min_piece {
+            s *= 2;
+        }
+        s
+    }
+
+    /// Runs `g`, a reduction over its `k` rows (A's and B's batch strides span exactly those
+    /// rows; `b_rows` says whether B advances along them, false for a ones vector), in
+    /// `split_factor(k)` pieces: `C = beta C + alpha sum_s (piece s)`.
+    fn split_reduce(&self, g: Gemm, b_rows: bool) -> Result<(), GpuError> {
+        let s = self.split_factor(g.k);
+        if s == 1 {
+            return self.dev.gemm(&g);
+        }
+        let piece = g.k / s;
+        let mn = g.m * g.n;
+        // Row r of A is column r (lda apart) unless A is transposed; the same for B.
+        let a_step = if g.trans_a { 1 } else { g.lda };
+        let b_step = if g.trans_b { g.ldb } else { 1 };
+        debug_assert!(g.stride_a == g.k * a_step && (!b_rows || g.stride_b == g.k * b_step));
+        self.dev.gemm(&Gemm {
+            k: piece,
+            stride_a: piece * a_step,
+            stride_b: if b_rows { piece * b_step } else { 0 },
+            beta: 0.0,
+            c: self.split.ptr,
+            ldc: g.m,
+            stride_c: mn,
+            batch: g.batch * s,
+            ..g
+        })?;
+        // C[q] (m x n, ldc = m) = beta C[q] + sum over the s pieces (mn-vectors) of set q.
         self.dev.gemm(&Gemm {
             trans_a: false,
-            trans_b: true,
-            m: inp,
-            n: out,
-            k: rows,
+            trans_b: false,
+            m: mn,
+            n: 1,
+            k: s,
             alpha: 1.0,
-            a: x,
-            lda: inp,
-            stride_a: rows * inp,
-            b: dy,
-            ldb: out,
-            stride_b: rows * out,
-            beta: 1.0,
-            c: grad.add::<f32>(off),
-            ldc: inp,
-            stride_c: self.p,
-            batch: self.q,
+            a: self.split.ptr,
+            lda: mn,
+            stride_a: s * mn,
+            b: self.ones.ptr,
+            ldb: s,
+            stride_b: 0,
+            beta: g.beta,
+            c: g.c,
+            ldc: mn,
+            stride_c: g.stride_c,
+            batch: g.batch,
         })
     }
 
@@ -294,25 +386,36 @@ impl GpuModel {
         alpha: f32,
         beta: f32,
     ) -> Result<(), GpuError> {
-        self.dev.gemm(&Gemm {
-            trans_a: false,
-            trans_b: false,
-            m: width,
-            n: 1,
-            k: rows,
-            alpha,
-            a: src,
-            lda: width,
-            stride_a: rows * width,
-            b: self.ones.ptr,
-            ldb: rows,
-            stride_b: 0,
-            beta,
-            c: dst,
-            ldc: width,
-            stride_c: dst_stride,
-            batch: self.q,
-        })
+        self.split_reduce(
+            Gemm {
+                trans_a: false,
+                trans_b: false,
+                m: width,
+                n: 1,
+                k: rows,
+                alpha,
+                a: src,
+                lda: width,
+                stride_a: rows * width,
+                b: self.ones.ptr,
+                ldb: rows,
+                stride_b: 0,
+                beta,
+                c: dst,
+                ldc: width,
+                stride_c: dst_stride,
+                batch: self.q,
+            },
+            false,
+        )
+    }
+
+    /// Splits reductions over at least `rows` rows into pieces of at least `piece` rows (tests
+    /// use small values to run the split path on small problems).
+    pub fn with_split(mut self, rows: usize, piece: usize) -> Self {
+        self.split_min_rows = rows.max(2);
+        self.split_min_piece = piece.max(1);
+        self
     }
 
     /// LayerNorm of `rows` rows per chain.
@@ -550,25 +653,28 @@ impl GpuModel {
         } else {
             self.x[cfg.num_layers].ptr
         };
-        self.dev.gemm(&Gemm {
-            trans_a: false,
-            trans_b: false,
-            m: c,
-            n: 1,
-            k: nk,
-            alpha: 1.0,
-            a: lnf,
-            lda: c,
-            stride_a: nk * c,
-            b: self.dpred.ptr,
-            ldb: nk,
-            stride_b: nk,
-            beta: 1.0,
-            c: grad.add::<f32>(o.unemb_w),
-            ldc: c,
-            stride_c: self.p,
-            batch: q,
-        })?;
+        self.split_reduce(
+            Gemm {
+                trans_a: false,
+                trans_b: false,
+                m: c,
+                n: 1,
+                k: nk,
+                alpha: 1.0,
+                a: lnf,
+                lda: c,
+                stride_a: nk * c,
+                b: self.dpred.ptr,
+                ldb: nk,
+                stride_b: nk,
+                beta: 1.0,
+                c: grad.add::<f32>(o.unemb_w),
+                ldc: c,
+                stride_c: self.p,
+                batch: q,
+            },
+            true,
+        )?;
         self.col_sums(
             grad.add::<f32>(o.unemb_b),
             self.p,

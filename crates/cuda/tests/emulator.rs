@@ -154,13 +154,21 @@ fn device_data_is_the_cpu_data_bit_for_bit() {
 
 /// Forward and backward of two chains (different weights and data) against the CPU runner.
 fn check_model(layer_norm: bool, include_output: bool) {
+    check_model_split(layer_norm, include_output, None);
+}
+
+/// As `check_model`, with reductions over rows split as `GpuModel::with_split(rows, piece)`.
+fn check_model_split(layer_norm: bool, include_output: bool, split: Option<(usize, usize)>) {
     let cfg = small_config(layer_norm, include_output);
     let model = RegressionTransformer::new(cfg.model_config()).unwrap();
     let dist = cfg.pretrain_distribution();
     let dev = emulator();
     let (q, b, k) = (2, 5, 4);
     let p = model.num_params();
-    let gpu = GpuModel::new(&dev, &model, q, b, 2 * k).unwrap();
+    let mut gpu = GpuModel::new(&dev, &model, q, b, 2 * k).unwrap();
+    if let Some((rows, piece)) = split {
+        gpu = gpu.with_split(rows, piece);
+    }
     let mut params = Vec::new();
     let (mut toks, mut ys) = (Vec::new(), Vec::new());
     let mut batches = Vec::new();
@@ -232,6 +240,67 @@ fn forward_and_backward_match_the_cpu_model() {
 #[test]
 fn forward_and_backward_match_without_layer_norm_or_output_projection() {
     check_model(false, false);
+}
+
+/// Reductions over rows (weight gradients, column sums) split into pieces that run as extra
+/// batch entries and are added by a second GEMM: the same gradients. (40 rows per chain split
+/// into 8 pieces, the last block's 20 into 4; the meter sees the extra GEMMs.)
+#[test]
+fn split_reductions_give_the_same_gradients() {
+    check_model_split(true, true, Some((2, 2)));
+    check_model_split(false, false, Some((2, 2)));
+    let cfg = small_config(true, true);
+    let model = RegressionTransformer::new(cfg.model_config()).unwrap();
+    let count = |split: bool| {
+        let meter = Arc::new(stagewise_cuda::meter::Meter::dry());
+        let dev: Arc<dyn Device> = meter.clone();
+        let mut gpu = GpuModel::new(&dev, &model, 2, 5, 8).unwrap();
+        if split {
+            gpu = gpu.with_split(2, 2);
+        }
+        let (w, t, y, g) = (
+            Buf::<f32>::new(&dev, 2 * model.num_params()).unwrap(),
+            Buf::<f32>::new(&dev, 2 * 5 * 8 * 4).unwrap(),
+            Buf::<f32>::new(&dev, 2 * 5 * 4).unwrap(),
+            Buf::<f32>::new(&dev, 2 * model.num_params()).unwrap(),
+        );
+        gpu.forward(w.ptr, t.ptr, Some(y.ptr)).unwrap();
+        gpu.backward(w.ptr, t.ptr, g.ptr).unwrap();
+        meter.take().gemms
+    };
+    assert!(count(true) > count(false), "the split path did not run");
+    // Accumulation (alpha, and beta = 1 onto what is there) through the split path: the
+    // per-token error sums of 4 sequences, split into 4 pieces, added twice at half weight.
+    let dev = emulator();
+    let dist = cfg.pretrain_distribution();
+    let (q, b, t) = (2, 4, 8);
+    let mut batch = Batch::<f32>::default();
+    dist.sample_into(&mut batch, q * b, 1, tag::TRAIN_BATCH, 0);
+    let w: Vec<f32> = (0..q).flat_map(|c| model.init_params(c as u64)).collect();
+    let (wb, tb, yb) = (
+        Buf::from_host(&dev, &w).unwrap(),
+        Buf::from_host(&dev, &batch.toks).unwrap(),
+        Buf::from_host(&dev, &batch.ys_t).unwrap(),
+    );
+    let sums = |split: bool| {
+        let mut gpu = GpuModel::new(&dev, &model, q, b, t).unwrap();
+        if split {
+            gpu = gpu.with_split(2, 1);
+        }
+        let dst = Buf::<f32>::new(&dev, q * t / 2).unwrap();
+        gpu.forward(wb.ptr, tb.ptr, Some(yb.ptr)).unwrap();
+        gpu.add_token_error_sums(dst.ptr, 0.5, 0.0).unwrap();
+        gpu.add_token_error_sums(dst.ptr, 0.5, 1.0).unwrap();
+        (dst.download().unwrap(), gpu.tok_loss.download().unwrap())
+    };
+    let ((split_sums, split_mean), (sums, mean)) = (sums(true), sums(false));
+    assert!(rel_err(&split_sums, &sums) < 1e-6 && rel_err(&split_mean, &mean) < 1e-6);
+    for (s, m) in sums.iter().zip(&mean) {
+        assert!(
+            (s - m * b as f32).abs() <= 1e-5 * s.abs(),
+            "sum {s} vs {b} x mean {m}"
+        );
+    }
 }
 
 #[test]
