@@ -311,12 +311,12 @@ impl GpuModel {
     }
 
     /// Pieces a reduction over `rows` rows is split into: a batched GEMM keeps one thread block
-    /// per output tile of each weight set, so that a reduction of tens of thousands of rows
-    /// into a small weight would run on a few blocks of a GPU of a hundred and more; split, its
-    /// pieces run as more batch entries and a second small GEMM adds them up (deterministic,
-    /// unlike atomics). Only for several weight sets: a single GEMM gets cuBLAS's own split.
+    /// per output tile of each weight set, so that a reduction of thousands of rows into a
+    /// small weight may run on a few blocks of a GPU of a hundred and more (unless cuBLAS
+    /// splits it itself, which it need not do for batched calls); split, its pieces run as more
+    /// batch entries and a second small GEMM adds them up (deterministic, unlike atomics).
     fn split_factor(&self, rows: usize) -> usize {
-        if self.q < 2 || rows < self.split_min_rows || !split_reductions() {
+        if rows < self.split_min_rows || !split_reductions() {
             return 1;
         }
         let mut s = 1;
