@@ -90,8 +90,10 @@ __device__ __forceinline__ unsigned long long stream_below(unsigned long long se
 // ---------------------------------------------------------------------------------------------
 // Data: in-context regression sequences (stagewise_train::data::SequenceDistribution).
 //
-// Thread (q, s) writes sequence s of chain q: toks[q, s, 2K, D+1] and ys[q, s, K]. Its index in
-// the data set is `index_base + s`, or, when pick_tag != 0, element s of the minibatch stream
+// Thread (q, s, e) writes example e of sequence s of chain q: its two token rows of
+// toks[q, s, 2K, D+1] and ys[q, s, e] (each thread draws the sequence's task again: D normals,
+// against the 2K(D+1) values of the whole sequence, so that a batch of a few hundred sequences
+// still fills the GPU). The sequence's index in the data set is `index_base + s`, or, when pick_tag != 0, element s of the minibatch stream
 // (pick_seed, pick_tag, pick_a, chain) drawn uniformly from [0, pick_n) (chain = pick_chain0 +
 // q % pick_chains, or 0 when pick_shared: Q = checkpoints x chains). step_ptr, when given (the
 // step counter of a captured graph), replaces `a` (ranges) or `pick_a` (minibatches).
@@ -113,7 +115,9 @@ extern "C" __global__ void gen_regression(float* toks, float* ys, const double* 
                                           long long total) {
     long long i = THREAD_INDEX;
     if (i >= total) return;
-    int q = (int)(i / nseq), s = (int)(i % nseq);
+    long long qs = idiv(i, k);  // q * nseq + s
+    int e = (int)(i - qs * k);
+    int q = (int)idiv(qs, nseq), s = (int)(qs - (long long)q * nseq);
     unsigned int index = index_base + (unsigned int)s;
     if (step_ptr) {
         if (pick_tag != 0) {
@@ -136,24 +140,20 @@ extern "C" __global__ void gen_regression(float* toks, float* ys, const double* 
         for (int j = 0; j < d; ++j) w[j] = tasks[m * d + j];
     }
     int d1 = d + 1;
-    float* tok = toks + (long long)i * 2 * k * d1;
-    float* y = ys + (long long)i * k;
-    for (int e = 0; e < k; ++e) {
-        double dot = 0.0;
-        float* xrow = tok + 2 * e * d1;
-        xrow[0] = 0.0f;
-        for (int j = 0; j < d; ++j) {
-            double x = stream_normal(seed, tag, a, index, (unsigned int)(d + e * d + j));
-            xrow[1 + j] = (float)x;
-            dot = __dadd_rn(dot, __dmul_rn(x, w[j]));
-        }
-        double z = stream_normal(seed, tag, a, index, (unsigned int)(d + k * d + e));
-        float yv = (float)__dadd_rn(dot, __dmul_rn(noise_std, z));
-        float* yrow = xrow + d1;
-        yrow[0] = yv;
-        for (int j = 1; j < d1; ++j) yrow[j] = 0.0f;
-        y[e] = yv;
+    double dot = 0.0;
+    float* xrow = toks + (qs * 2 * k + 2 * e) * d1;
+    xrow[0] = 0.0f;
+    for (int j = 0; j < d; ++j) {
+        double x = stream_normal(seed, tag, a, index, (unsigned int)(d + e * d + j));
+        xrow[1 + j] = (float)x;
+        dot = __dadd_rn(dot, __dmul_rn(x, w[j]));
     }
+    double z = stream_normal(seed, tag, a, index, (unsigned int)(d + k * d + e));
+    float yv = (float)__dadd_rn(dot, __dmul_rn(noise_std, z));
+    float* yrow = xrow + d1;
+    yrow[0] = yv;
+    for (int j = 1; j < d1; ++j) yrow[j] = 0.0f;
+    ys[qs * k + e] = yv;
 }
 
 // ---------------------------------------------------------------------------------------------

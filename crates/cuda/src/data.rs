@@ -84,9 +84,10 @@ impl DeviceData {
                 n,
             } => (0, tag, seed, a, chain0, chains.max(1), shared, n),
         };
+        let k = self.dist.k;
         dev.launch(
             "gen_regression",
-            q * nseq,
+            q * nseq * k,
             &[
                 Arg::Ptr(toks),
                 Arg::Ptr(ys),
@@ -109,7 +110,7 @@ impl DeviceData {
                 Arg::I32(shared as i32),
                 Arg::U64(n),
                 Arg::I32(nseq as i32),
-                Arg::I64((q * nseq) as i64),
+                Arg::I64((q * nseq * k) as i64),
             ],
         )
     }

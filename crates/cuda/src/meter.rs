@@ -129,8 +129,8 @@ pub fn kernel_bytes(name: &str, threads: usize, args: &[Arg]) -> f64 {
         _ if name.starts_with("attention_backward_kv") => f * n_hs(name, n) * 6.0 + 2.0 * f * n,
         // read a row of lnf (C) and y; write y_hat, the squared error and dpred.
         "readout_loss" => f * n * (at(10) + 4.0),
-        // write tokens 2K(D+1) and targets K.
-        "gen_regression" => f * n * (2.0 * at(6) * (at(5) + 1.0) + at(6)),
+        // one example per thread: write its two token rows 2(D+1) and its target.
+        "gen_regression" => f * n * (2.0 * (at(5) + 1.0) + 1.0),
         // params, m, v read and written, grad read.
         "adam_step" => 7.0 * f * n,
         "record_draw" | "record_window" => 2.0 * f * n,
