@@ -106,7 +106,7 @@ impl GpuModel {
         t: usize,
     ) -> Result<Self, GpuError> {
         let cfg = model.config.clone();
-        if t == 0 || t % 2 != 0 || t > cfg.max_tokens() {
+        if t == 0 || !t.is_multiple_of(2) || t > cfg.max_tokens() {
             return Err(GpuError::Shape(format!(
                 "{t} tokens per sequence; the device path needs an even count up to {}",
                 cfg.max_tokens()
@@ -320,7 +320,8 @@ impl GpuModel {
             return 1;
         }
         let mut s = 1;
-        while s < SPLIT_MAX && rows % (2 * s) == 0 && rows / (2 * s) >= self.split_min_piece {
+        while s < SPLIT_MAX && rows.is_multiple_of(2 * s) && rows / (2 * s) >= self.split_min_piece
+        {
             s *= 2;
         }
         s

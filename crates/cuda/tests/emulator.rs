@@ -888,8 +888,7 @@ fn a_full_device_is_a_clear_error_and_leaks_nothing() {
         &ChainConfig::new(8, 2, 5),
         &|_| {},
     )
-    .err()
-    .expect("8 chains of 64 sequences do not fit in 1 MiB");
+    .expect_err("8 chains of 64 sequences do not fit in 1 MiB");
     let msg = err.to_string();
     assert!(
         matches!(err, stagewise_cuda::GpuError::OutOfMemory { total: Some(t), .. } if t == limit)
