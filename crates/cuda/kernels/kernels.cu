@@ -290,6 +290,60 @@ extern "C" __global__ void layernorm_forward(float* out, float* mean, float* rst
     for (int j = 0; j < c; ++j) o[j] = (xr[j] - m) * rs * w[j] + b[j];
 }
 
+// Head-size rows of the attention kernels, 16 bytes at a time (head rows start at multiples of
+// 4 floats: HS and C are multiples of 4 and buffers are 256-byte aligned). Within a warp every
+// thread reads the same key or query row, so each load is one broadcast; the sums run in the
+// order of a scalar loop over e.
+
+// s + sum_e a[e] p[e]
+template <int HS>
+__device__ __forceinline__ float dot_row(float s, const float* a, const float* p) {
+#pragma unroll
+    for (int e = 0; e < HS; e += 4) {
+        float4 f = load4(p + e);
+        s += a[e] * f.x;
+        s += a[e + 1] * f.y;
+        s += a[e + 2] * f.z;
+        s += a[e + 3] * f.w;
+    }
+    return s;
+}
+
+// acc[e] = acc[e] * keep + w * p[e]
+template <int HS>
+__device__ __forceinline__ void blend_row(float* acc, float keep, float w, const float* p) {
+#pragma unroll
+    for (int e = 0; e < HS; e += 4) {
+        float4 f = load4(p + e);
+        acc[e] = acc[e] * keep + w * f.x;
+        acc[e + 1] = acc[e + 1] * keep + w * f.y;
+        acc[e + 2] = acc[e + 2] * keep + w * f.z;
+        acc[e + 3] = acc[e + 3] * keep + w * f.w;
+    }
+}
+
+// acc[e] += w * p[e]
+template <int HS>
+__device__ __forceinline__ void add_row(float* acc, float w, const float* p) {
+#pragma unroll
+    for (int e = 0; e < HS; e += 4) {
+        float4 f = load4(p + e);
+        acc[e] += w * f.x;
+        acc[e + 1] += w * f.y;
+        acc[e + 2] += w * f.z;
+        acc[e + 3] += w * f.w;
+    }
+}
+
+// out[e] = w * v[e]
+template <int HS>
+__device__ __forceinline__ void store_row(float* out, float w, const float* v) {
+#pragma unroll
+    for (int e = 0; e < HS; e += 4) {
+        store4(out + e, w * v[e], w * v[e + 1], w * v[e + 2], w * v[e + 3]);
+    }
+}
+
 // Causal attention on the fused QKV layout of the reference (head h: Q at [h*3hs, h*3hs+hs) of
 // each 3C-wide row, K next, V next), flash style: one (chain, sequence, head, query i) per
 // thread with an online softmax, keeping only lse_i = log sum_j exp(s_ij) (in [.., T] layout)
@@ -311,28 +365,27 @@ __device__ __forceinline__ void attention_forward_impl(float* out, float* lse, c
     int c = heads * HS;
     const float* base = qkv + seq * t * 3 * c + h * 3 * HS;
     float q[HS], acc[HS];
+    load_row<HS>(q, base + (long long)i * 3 * c);
 #pragma unroll
     for (int e = 0; e < HS; ++e) {
-        q[e] = base[(long long)i * 3 * c + e] * scale;
+        q[e] = q[e] * scale;
         acc[e] = 0.0f;
     }
     float m = -INFINITY, l = 0.0f;
     for (int j = 0; j <= i; ++j) {
         const float* kv = base + (long long)j * 3 * c + HS;
-        float s = 0.0f;
-#pragma unroll
-        for (int e = 0; e < HS; ++e) s += q[e] * kv[e];
+        float s = dot_row<HS>(0.0f, q, kv);
         float mn = fmaxf(m, s);
         float corr = expf(m - mn), pj = expf(s - mn);
         l = l * corr + pj;
-#pragma unroll
-        for (int e = 0; e < HS; ++e) acc[e] = acc[e] * corr + pj * kv[HS + e];
+        blend_row<HS>(acc, corr, pj, kv + HS);
         m = mn;
     }
     float inv = 1.0f / l;
     float* o = out + (seq * ka + a) * c + h * HS;
 #pragma unroll
-    for (int e = 0; e < HS; ++e) o[e] = acc[e] * inv;
+    for (int e = 0; e < HS; ++e) acc[e] = acc[e] * inv;
+    store_row<HS>(o, 1.0f, acc);
     lse[sh * t + i] = m + logf(l);
 }
 
@@ -558,30 +611,24 @@ __device__ __forceinline__ void attention_backward_q_impl(float* dqkv, float* ds
     }
     long long row = (seq * (t / stride) + i / stride) * c + h * HS;
     float q[HS], d[HS], dq[HS];
-    float di = 0.0f;
+    load_row<HS>(q, base + (long long)i * 3 * c);
+    load_row<HS>(d, dout + row);
+    float di = dot_row<HS>(0.0f, d, out + row);
 #pragma unroll
     for (int e = 0; e < HS; ++e) {
-        q[e] = base[(long long)i * 3 * c + e] * scale;
-        d[e] = dout[row + e];
-        di += d[e] * out[row + e];
+        q[e] = q[e] * scale;
         dq[e] = 0.0f;
     }
     float li = lse[g];
     for (int j = 0; j <= i; ++j) {
         const float* kv = base + (long long)j * 3 * c + HS;
-        float s = 0.0f, dp = 0.0f;
-#pragma unroll
-        for (int e = 0; e < HS; ++e) {
-            s += q[e] * kv[e];
-            dp += d[e] * kv[HS + e];
-        }
+        float s = dot_row<HS>(0.0f, q, kv);
+        float dp = dot_row<HS>(0.0f, d, kv + HS);
         float ds = expf(s - li) * (dp - di);
-#pragma unroll
-        for (int e = 0; e < HS; ++e) dq[e] += ds * kv[e];
+        add_row<HS>(dq, ds, kv);
     }
     float* dqr = dqkv + (seq * t + i) * 3 * c + h * 3 * HS;
-#pragma unroll
-    for (int e = 0; e < HS; ++e) dqr[e] = scale * dq[e];
+    store_row<HS>(dqr, scale, dq);
     dsum[g] = di;
 }
 
@@ -602,10 +649,11 @@ __device__ __forceinline__ void attention_backward_kv_impl(float* dqkv, const fl
     int c = heads * HS;
     const float* base = qkv + seq * t * 3 * c + h * 3 * HS;
     float k[HS], v[HS], dk[HS], dv[HS];
+    load_row<HS>(k, base + (long long)j * 3 * c + HS);
+    load_row<HS>(v, base + (long long)j * 3 * c + 2 * HS);
 #pragma unroll
     for (int e = 0; e < HS; ++e) {
-        k[e] = base[(long long)j * 3 * c + HS + e] * scale;
-        v[e] = base[(long long)j * 3 * c + 2 * HS + e];
+        k[e] = k[e] * scale;
         dk[e] = 0.0f;
         dv[e] = 0.0f;
     }
@@ -616,27 +664,17 @@ __device__ __forceinline__ void attention_backward_kv_impl(float* dqkv, const fl
         if (i < j) continue;
         const float* qi = base + (long long)i * 3 * c;
         const float* di = dout + (seq * (t / stride) + i / stride) * c + h * HS;
-        float s = 0.0f, dp = 0.0f;
-#pragma unroll
-        for (int e = 0; e < HS; ++e) {
-            s += qi[e] * k[e];
-            dp += di[e] * v[e];
-        }
+        float s = dot_row<HS>(0.0f, k, qi);
+        float dp = dot_row<HS>(0.0f, v, di);
         long long gi = sh * t + i;
         float pij = expf(s - lse[gi]);
         float ds = pij * (dp - dsum[gi]);
-#pragma unroll
-        for (int e = 0; e < HS; ++e) {
-            dk[e] += ds * qi[e];
-            dv[e] += pij * di[e];
-        }
+        add_row<HS>(dk, ds, qi);
+        add_row<HS>(dv, pij, di);
     }
     float* dkr = dqkv + (seq * t + j) * 3 * c + h * 3 * HS + HS;
-#pragma unroll
-    for (int e = 0; e < HS; ++e) {
-        dkr[e] = scale * dk[e];
-        dkr[HS + e] = dv[e];
-    }
+    store_row<HS>(dkr, scale, dk);
+    store_row<HS>(dkr + HS, 1.0f, dv);
 }
 
 #define ATTENTION_BACKWARD(HS)                                                                   \
