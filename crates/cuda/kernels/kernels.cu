@@ -452,7 +452,16 @@ extern "C" __global__ void readout_loss(float* pred, float* sq_err, float* dpred
     const float* uw = params + q * p + off_uw;
     const float* x = lnf + g * c;
     float acc = 0.0f;
-    for (int j = 0; j < c; ++j) acc += x[j] * uw[j];
+    if (register_width(c) && aligned16(x)) {
+        switch (c) {
+            case 8: acc = dot_row<8>(0.0f, uw, x); break;
+            case 16: acc = dot_row<16>(0.0f, uw, x); break;
+            case 32: acc = dot_row<32>(0.0f, uw, x); break;
+            default: acc = dot_row<64>(0.0f, uw, x); break;
+        }
+    } else {
+        for (int j = 0; j < c; ++j) acc += x[j] * uw[j];
+    }
     float yh = acc + params[q * p + off_ub];
     pred[g] = yh;
     if (ys) {

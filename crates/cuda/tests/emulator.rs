@@ -614,9 +614,9 @@ fn launches_with_arguments_that_do_not_fit_the_kernel_are_refused() {
     );
 }
 
-/// The LayerNorm kernels' register path (rows of 8..64 floats, 16-byte aligned, read with
-/// vector loads) gives the same bits as their generic path (taken for rows that are not
-/// aligned), forward and backward in each of its three modes.
+/// The LayerNorm and readout kernels' register path (rows of 8..64 floats, 16-byte aligned,
+/// read with vector loads) gives the same bits as their generic path (taken for rows that are
+/// not aligned), LayerNorm forward and backward in each of its three modes.
 #[test]
 fn layernorm_register_rows_equal_the_generic_loops() {
     let dev = emulator();
@@ -667,6 +667,31 @@ fn layernorm_register_rows_equal_the_generic_loops() {
                 mean.download().unwrap(),
                 rstd.download().unwrap(),
             ];
+            // The readout of the normalised rows (a row's dot product with Wu's first row).
+            let (pred, sq, dpred) = (
+                Buf::<f32>::new(&dev, rows).unwrap(),
+                Buf::<f32>::new(&dev, rows).unwrap(),
+                Buf::<f32>::new(&dev, rows).unwrap(),
+            );
+            let ys = Buf::from_host(&dev, &inputs[3][..rows]).unwrap();
+            let readout = [
+                pred.arg(),
+                sq.arg(),
+                dpred.arg(),
+                at(&x),
+                ys.arg(),
+                params.arg(),
+                Arg::I64(2 * c as i64),
+                Arg::I64(0),
+                Arg::I64(c as i64),
+                Arg::I32(1),
+                Arg::I32(c as i32),
+                Arg::I32(rows as i32),
+                Arg::F32(0.5),
+                Arg::I64(rows as i64),
+            ];
+            dev.launch("readout_loss", rows, &readout).unwrap();
+            got.extend([pred.download().unwrap(), sq.download().unwrap()]);
             for mode in 0..3 {
                 let (dx, dyxhat, dattn) = (up(&inputs[3]), up(&vec![0.0; n]), up(&vec![0.0; n]));
                 let bwd = [
