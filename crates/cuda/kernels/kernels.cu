@@ -295,6 +295,16 @@ extern "C" __global__ void layernorm_forward(float* out, float* mean, float* rst
 // thread reads the same key or query row, so each load is one broadcast; the sums run in the
 // order of a scalar loop over e.
 
+// Thread g of an attention kernel: position `pos` (of `per` per head) of head h of sequence seq;
+// sh = seq * heads + h.
+__device__ __forceinline__ void split_thread(long long g, int per, int heads, long long& sh,
+                                             int& pos, long long& seq, int& h) {
+    sh = idiv(g, per);
+    pos = (int)(g - sh * per);
+    seq = idiv(sh, heads);
+    h = (int)(sh - seq * heads);
+}
+
 // s + sum_e a[e] p[e]
 template <int HS>
 __device__ __forceinline__ float dot_row(float s, const float* a, const float* p) {
@@ -358,10 +368,10 @@ __device__ __forceinline__ void attention_forward_impl(float* out, float* lse, c
     long long g = THREAD_INDEX;
     if (g >= total) return;
     int ka = t / stride;  // active queries per sequence
-    long long sh = idiv(g, ka);  // (chain * B + sequence) * heads + head
-    int a = (int)(g - sh * ka), i = a * stride;
-    long long seq = idiv(sh, heads);
-    int h = (int)(sh - seq * heads);
+    long long sh, seq;  // sh = (chain * B + sequence) * heads + head
+    int a, h;
+    split_thread(g, ka, heads, sh, a, seq, h);
+    int i = a * stride;
     int c = heads * HS;
     const float* base = qkv + seq * t * 3 * c + h * 3 * HS;
     float q[HS], acc[HS];
@@ -606,10 +616,9 @@ __device__ __forceinline__ void attention_backward_q_impl(float* dqkv, float* ds
                                                           float scale, long long total) {
     long long g = THREAD_INDEX;
     if (g >= total) return;
-    long long sh = idiv(g, t);
-    int i = (int)(g - sh * t);
-    long long seq = idiv(sh, heads);
-    int h = (int)(sh - seq * heads);
+    long long sh, seq;
+    int i, h;
+    split_thread(g, t, heads, sh, i, seq, h);
     int c = heads * HS;
     const float* base = qkv + seq * t * 3 * c + h * 3 * HS;
     if (i % stride != 0) {  // an inactive query: no gradient
@@ -651,10 +660,9 @@ __device__ __forceinline__ void attention_backward_kv_impl(float* dqkv, const fl
                                                            long long total) {
     long long g = THREAD_INDEX;
     if (g >= total) return;
-    long long sh = idiv(g, t);
-    int j = (int)(g - sh * t);
-    long long seq = idiv(sh, heads);
-    int h = (int)(sh - seq * heads);
+    long long sh, seq;
+    int j, h;
+    split_thread(g, t, heads, sh, j, seq, h);
     int c = heads * HS;
     const float* base = qkv + seq * t * 3 * c + h * 3 * HS;
     float k[HS], v[HS], dk[HS], dv[HS];
