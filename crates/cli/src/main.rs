@@ -2,17 +2,15 @@
 
 mod bench;
 mod calibrate;
+mod console;
 mod device;
 mod ed;
 mod indicators;
 mod llc;
-mod progress;
 mod report;
 mod reproduce;
-mod run;
 mod stages;
-
-use std::path::PathBuf;
+mod train;
 
 use clap::{Args, Parser, Subcommand};
 
@@ -38,7 +36,7 @@ struct Cli {
 enum Command {
     /// Train a model from a config (plain YAML or W&B sweep YAML); without CONFIG, the built-in
     /// quick default (configs/quick.yaml).
-    Train(TrainArgs),
+    Train(train::TrainArgs),
     /// Benchmarks.
     #[command(subcommand)]
     Bench(BenchCommand),
@@ -81,29 +79,6 @@ enum LlcCommand {
     Calibrate(calibrate::CalibrateArgs),
 }
 
-#[derive(Args)]
-pub struct TrainArgs {
-    /// Config file; omitted: the built-in quick default.
-    pub config: Option<PathBuf>,
-    /// Override a field: `--set task_config.model_seed=1` (repeatable; YAML values).
-    #[arg(long = "set", value_name = "KEY=VALUE")]
-    pub sets: Vec<String>,
-    /// Run folder (default: runs/<config name>[-<sweep index>]).
-    #[arg(long)]
-    pub out: Option<PathBuf>,
-    /// Continue the run in --out from its last checkpoint (with no CONFIG and no --set, the
-    /// run's own config.yaml is used).
-    #[arg(long)]
-    pub resume: bool,
-    /// Which run of a sweep grid to train (0-based, grid in key order).
-    #[arg(long)]
-    pub sweep_index: Option<usize>,
-    /// Where to train: cpu, cuda, cuda:N (an NVIDIA GPU), or emulator (the CUDA kernels on
-    /// the host, slow; for checks without a GPU).
-    #[arg(long, default_value = "cpu")]
-    pub device: stagewise_cuda::DeviceSpec,
-}
-
 #[derive(Subcommand)]
 enum BenchCommand {
     /// Training steps per second of the L2H4 model (K = 16), optionally next to PyTorch.
@@ -115,24 +90,34 @@ enum BenchCommand {
     Gpu(bench::BenchGpuArgs),
 }
 
+/// `--tf32` (global): GEMMs on a CUDA device may use TF32 tensor cores.
+static TF32: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+
+pub fn tf32() -> bool {
+    TF32.get().copied().unwrap_or(false)
+}
+
 fn main() {
     let cli = Cli::parse();
-    device::TF32.set(cli.tf32).expect("set once");
+    let _ = TF32.set(cli.tf32);
     if let Some(n) = cli.threads {
         if n == 0 {
             eprintln!("error: --threads must be at least 1");
             std::process::exit(2);
         }
-        rayon::ThreadPoolBuilder::new()
+        if let Err(e) = rayon::ThreadPoolBuilder::new()
             .num_threads(n)
             .build_global()
-            .expect("thread pool");
+        {
+            eprintln!("error: --threads {n}: cannot start the thread pool: {e}");
+            std::process::exit(2);
+        }
     }
     let result = match cli.command {
-        Command::Train(args) => run::train(&args),
-        Command::Bench(BenchCommand::Train(args)) => bench::train(&args),
-        Command::Bench(BenchCommand::Sgld(args)) => bench::sgld(&args),
-        Command::Bench(BenchCommand::Gpu(args)) => bench::gpu(&args),
+        Command::Train(args) => train::run(&args),
+        Command::Bench(BenchCommand::Train(args)) => stagewise_bench::train(&args.options()),
+        Command::Bench(BenchCommand::Sgld(args)) => stagewise_bench::sgld(&args.options()),
+        Command::Bench(BenchCommand::Gpu(args)) => stagewise_bench::gpu(&args.options()),
         Command::Llc(LlcArgs {
             command: Some(LlcCommand::Check(args)),
             ..
@@ -143,10 +128,10 @@ fn main() {
         }) => calibrate::calibrate(&args),
         Command::Llc(LlcArgs { command: None, run }) => llc::run(&run),
         Command::Ed(args) => ed::ed(&args),
-        Command::Stages(args) => stages::stages_cmd(&args),
-        Command::Indicators(args) => indicators::indicators_cmd(&args),
-        Command::Report(args) => report::report(&args),
-        Command::Reproduce(args) => reproduce::reproduce(&args),
+        Command::Stages(args) => stages::run(&args),
+        Command::Indicators(args) => indicators::run(&args),
+        Command::Report(args) => report::run(&args),
+        Command::Reproduce(args) => reproduce::run(&args),
         Command::CheckDevice(args) => device::check(&args),
     };
     if let Err(e) = result {

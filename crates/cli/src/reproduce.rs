@@ -1,18 +1,15 @@
 //! `stagewise reproduce`: the whole pipeline, train -> llc -> ed -> stages -> indicators ->
-//! report, each step resumable (training resumes from its last checkpoint, the LLC sweep skips
-//! checkpoints already estimated, the analyses are recomputed from the files).
+//! report, each step resumable.
 
 use std::path::PathBuf;
 
-use anyhow::{Context, Result};
-use clap::{Args, Parser};
-use stagewise_io::atomic::write_atomic;
+use anyhow::Result;
+use clap::Args;
+use stagewise_pipeline::reproduce::{ReproduceOptions, reproduce};
+use stagewise_pipeline::{Backend, RunDir};
 
-use crate::TrainArgs;
-use crate::llc::StepSelection;
-
-pub const SAMPLER_TINY: &str = include_str!("../../../configs/sampler-tiny.yaml");
-pub const SAMPLER_PAPER: &str = include_str!("../../../configs/sampler-paper.yaml");
+use crate::console::Console;
+use crate::llc::SelectArgs;
 
 #[derive(Args)]
 pub struct ReproduceArgs {
@@ -37,7 +34,7 @@ pub struct ReproduceArgs {
     sweep_index: Option<usize>,
     /// Checkpoints of the LLC sweep (default: every checkpoint).
     #[command(flatten)]
-    select: StepSelection,
+    select: SelectArgs,
     /// Also the Hessian indicators (costly).
     #[arg(long)]
     hessian: bool,
@@ -46,91 +43,19 @@ pub struct ReproduceArgs {
     device: stagewise_cuda::DeviceSpec,
 }
 
-/// Parses a subcommand's arguments exactly as the command line would.
-#[derive(Parser)]
-struct Sub<A: Args> {
-    #[command(flatten)]
-    args: A,
-}
-
-fn parse<A: Args>(name: &str, args: &[String]) -> Result<A> {
-    let argv = std::iter::once(name.to_string()).chain(args.iter().cloned());
-    Ok(Sub::<A>::try_parse_from(argv)
-        .with_context(|| format!("internal arguments of {name}: {args:?}"))?
-        .args)
-}
-
-pub fn reproduce(a: &ReproduceArgs) -> Result<()> {
-    let name = match &a.config {
-        Some(p) => {
-            let stem = p
-                .file_stem()
-                .map_or("run".into(), |s| s.to_string_lossy().into_owned());
-            match a.sweep_index {
-                Some(i) => format!("{stem}-{i}"),
-                None => stem,
-            }
-        }
-        None => "quick".into(),
-    };
-    let out = a
-        .out
-        .clone()
-        .unwrap_or_else(|| PathBuf::from("runs").join(&name));
-    let run = out.to_string_lossy().into_owned();
-
-    eprintln!("[1/6] train -> {run}");
-    let resume = out.join("config.yaml").is_file();
-    crate::run::train(&TrainArgs {
+pub fn run(a: &ReproduceArgs) -> Result<()> {
+    let opts = ReproduceOptions {
         config: a.config.clone(),
+        quick: a.quick,
+        sampler: a.sampler.clone(),
         sets: a.sets.clone(),
-        out: Some(out.clone()),
-        resume,
+        out: a.out.clone().map(RunDir::local),
         sweep_index: a.sweep_index,
-        device: a.device,
-    })?;
-
-    let sampler = match &a.sampler {
-        Some(p) => p.clone(),
-        None => {
-            let (file, text) = if a.quick || a.config.is_none() {
-                ("sampler-tiny.yaml", SAMPLER_TINY)
-            } else {
-                ("sampler-paper.yaml", SAMPLER_PAPER)
-            };
-            let path = out.join(file);
-            if !path.is_file() {
-                write_atomic(&path, text.as_bytes())?;
-            }
-            path
-        }
+        select: a.select.selection(),
+        hessian: a.hessian,
+        // The device is opened once, before anything is written.
+        device: Backend::open(a.device, crate::tf32())?,
     };
-    let sweep = crate::llc::config_name(&sampler);
-    let llc = vec![
-        run.clone(),
-        "--config".into(),
-        sampler.to_string_lossy().into_owned(),
-    ];
-    eprintln!("[2/6] llc {}", llc.join(" "));
-    let mut llc_args = parse::<crate::llc::RunArgs>("llc", &llc)?;
-    llc_args.select = a.select.clone();
-    llc_args.device = a.device;
-    crate::llc::run(&llc_args)?;
-
-    eprintln!("[3/6] ed {run}");
-    crate::ed::ed(&parse("ed", &[run.clone()])?)?;
-    eprintln!("[4/6] stages {run} --llc {sweep}");
-    crate::stages::stages_cmd(&parse(
-        "stages",
-        &[run.clone(), "--llc".into(), sweep.clone()],
-    )?)?;
-    let mut ind = vec![run.clone()];
-    if a.hessian {
-        ind.push("--hessian".into());
-    }
-    eprintln!("[5/6] indicators {}", ind.join(" "));
-    crate::indicators::indicators_cmd(&parse("indicators", &ind)?)?;
-    eprintln!("[6/6] report {run}");
-    crate::report::report(&parse("report", &[run.clone(), "--llc".into(), sweep])?)?;
+    reproduce(&opts, &Console::default())?;
     Ok(())
 }

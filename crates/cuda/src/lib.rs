@@ -2,6 +2,8 @@
 //! batched SGLD chains with on-device data and noise, on one NVIDIA GPU. The same kernels run
 //! on the host emulator, which is how the CPU-only tests check them against the CPU engine.
 
+pub mod chains;
+pub mod check;
 pub mod data;
 pub mod device;
 pub mod driver;

@@ -50,11 +50,12 @@ fn f32_bytes(v: &[f32]) -> Vec<u8> {
     v.iter().flat_map(|x| x.to_le_bytes()).collect()
 }
 
-fn write_tensors(
+/// The safetensors bytes of named float32 tensors; `path` names the file in errors.
+fn tensors_to_bytes(
     path: &Path,
     tensors: Vec<(String, Vec<usize>, Vec<u8>)>,
     meta: HashMap<String, String>,
-) -> Result<(), CheckpointError> {
+) -> Result<Vec<u8>, CheckpointError> {
     let views: Vec<(String, TensorView<'_>)> = tensors
         .iter()
         .map(|(n, s, b)| {
@@ -68,10 +69,51 @@ fn write_tensors(
         path: path.into(),
         reason: e.to_string(),
     })?;
-    write_atomic(path, &bytes).map_err(|source| CheckpointError::Io {
+    Ok(sorted_metadata(bytes))
+}
+
+/// The same file with its `__metadata__` entries in key order: safetensors writes them in a
+/// hash map's random order, so that two runs' identical checkpoints would differ in bytes.
+/// The header keeps its length (the same entries, reordered).
+fn sorted_metadata(mut bytes: Vec<u8>) -> Vec<u8> {
+    let n = u64::from_le_bytes(bytes[..8].try_into().expect("8 bytes")) as usize;
+    let header = &bytes[8..8 + n];
+    let text = String::from_utf8_lossy(header);
+    let Ok(serde_json::Value::Object(mut map)) = serde_json::from_str(text.trim_end()) else {
+        return bytes;
+    };
+    if let Some(serde_json::Value::Object(meta)) = map.get_mut("__metadata__") {
+        meta.sort_keys();
+    }
+    let Ok(json) = serde_json::to_string(&map) else {
+        return bytes;
+    };
+    if json.len() <= n {
+        let mut padded = json.into_bytes();
+        padded.resize(n, b' ');
+        bytes[8..8 + n].copy_from_slice(&padded);
+    }
+    bytes
+}
+
+fn write_file(path: &Path, bytes: &[u8]) -> Result<(), CheckpointError> {
+    write_atomic(path, bytes).map_err(|source| CheckpointError::Io {
         path: path.into(),
         source,
     })
+}
+
+/// The safetensors bytes of named float32 tensors (`name`, `shape`, values).
+pub fn f32_tensors_to_bytes(
+    path: &Path,
+    tensors: &[(&str, Vec<usize>, &[f32])],
+    meta: HashMap<String, String>,
+) -> Result<Vec<u8>, CheckpointError> {
+    let t = tensors
+        .iter()
+        .map(|(n, s, v)| (n.to_string(), s.clone(), f32_bytes(v)))
+        .collect();
+    tensors_to_bytes(path, t, meta)
 }
 
 /// Writes named float32 tensors (`name`, `shape`, values) to a safetensors file atomically.
@@ -80,11 +122,7 @@ pub fn save_f32_tensors(
     tensors: &[(&str, Vec<usize>, &[f32])],
     meta: HashMap<String, String>,
 ) -> Result<(), CheckpointError> {
-    let t = tensors
-        .iter()
-        .map(|(n, s, v)| (n.to_string(), s.clone(), f32_bytes(v)))
-        .collect();
-    write_tensors(path, t, meta)
+    write_file(path, &f32_tensors_to_bytes(path, tensors, meta)?)
 }
 
 /// Writes the model state dict (float32) atomically.
@@ -94,6 +132,16 @@ pub fn save_model(
     params: &[f32],
     meta: &CheckpointMeta,
 ) -> Result<(), CheckpointError> {
+    write_file(path, &model_to_bytes(path, model, params, meta)?)
+}
+
+/// The model state dict (float32) as safetensors bytes; `path` names the file in errors.
+pub fn model_to_bytes(
+    path: &Path,
+    model: &RegressionTransformer,
+    params: &[f32],
+    meta: &CheckpointMeta,
+) -> Result<Vec<u8>, CheckpointError> {
     let mut tensors: Vec<(String, Vec<usize>, Vec<u8>)> = model
         .layout
         .params
@@ -119,7 +167,7 @@ pub fn save_model(
             format!("stagewise {}", env!("CARGO_PKG_VERSION")),
         ),
     ]);
-    write_tensors(path, tensors, meta)
+    tensors_to_bytes(path, tensors, meta)
 }
 
 fn read(path: &Path) -> Result<Vec<u8>, CheckpointError> {
@@ -181,8 +229,16 @@ pub fn load_model(
     path: &Path,
     model: &RegressionTransformer,
 ) -> Result<(Vec<f32>, CheckpointMeta), CheckpointError> {
-    let bytes = read(path)?;
-    let (st, meta) = parse(path, &bytes)?;
+    model_from_bytes(&read(path)?, path, model)
+}
+
+/// As [`load_model`], from the file's bytes; `path` names the file in errors.
+pub fn model_from_bytes(
+    bytes: &[u8],
+    path: &Path,
+    model: &RegressionTransformer,
+) -> Result<(Vec<f32>, CheckpointMeta), CheckpointError> {
+    let (st, meta) = parse(path, bytes)?;
     let mut params = vec![0.0f32; model.num_params()];
     for p in &model.layout.params {
         params[p.range()].copy_from_slice(&tensor_f32(path, &st, &p.name, &p.shape)?);
@@ -219,6 +275,15 @@ pub fn save_optimizer(
     model: &RegressionTransformer,
     state: &TrainState<f32>,
 ) -> Result<(), CheckpointError> {
+    write_file(path, &optimizer_to_bytes(path, model, state)?)
+}
+
+/// Adam's state as safetensors bytes; `path` names the file in errors.
+pub fn optimizer_to_bytes(
+    path: &Path,
+    model: &RegressionTransformer,
+    state: &TrainState<f32>,
+) -> Result<Vec<u8>, CheckpointError> {
     let mut tensors = Vec::new();
     for p in &model.layout.params {
         tensors.push((
@@ -233,7 +298,7 @@ pub fn save_optimizer(
         ));
     }
     let meta = HashMap::from([("steps_done".to_string(), state.steps_done.to_string())]);
-    write_tensors(path, tensors, meta)
+    tensors_to_bytes(path, tensors, meta)
 }
 
 /// Reads Adam's state; returns `(exp_avg, exp_avg_sq, steps_done)`.
@@ -241,8 +306,16 @@ pub fn load_optimizer(
     path: &Path,
     model: &RegressionTransformer,
 ) -> Result<(Vec<f32>, Vec<f32>, u64), CheckpointError> {
-    let bytes = read(path)?;
-    let (st, meta) = parse(path, &bytes)?;
+    optimizer_from_bytes(&read(path)?, path, model)
+}
+
+/// As [`load_optimizer`], from the file's bytes; `path` names the file in errors.
+pub fn optimizer_from_bytes(
+    bytes: &[u8],
+    path: &Path,
+    model: &RegressionTransformer,
+) -> Result<(Vec<f32>, Vec<f32>, u64), CheckpointError> {
+    let (st, meta) = parse(path, bytes)?;
     let n = model.num_params();
     let (mut m, mut v) = (vec![0.0f32; n], vec![0.0f32; n]);
     for p in &model.layout.params {
@@ -284,4 +357,37 @@ pub fn list_steps(dir: &Path) -> Vec<u64> {
         .collect();
     steps.sort_unstable();
     steps
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use stagewise_models::RegressionConfig;
+
+    #[test]
+    fn checkpoints_are_byte_identical_and_round_trip() {
+        let model = RegressionTransformer::new(RegressionConfig {
+            embed_size: 8,
+            mlp_size: 8,
+            num_heads: 2,
+            num_layers: 1,
+            ..RegressionConfig::l2h4(4)
+        })
+        .unwrap();
+        let params: Vec<f32> = model.init_params(1);
+        let meta = CheckpointMeta {
+            step: 3,
+            config_json: "{}".into(),
+        };
+        let path = Path::new("3.safetensors");
+        let first = model_to_bytes(path, &model, &params, &meta).unwrap();
+        // Each call's metadata map has its own random hash order.
+        for _ in 0..8 {
+            assert_eq!(model_to_bytes(path, &model, &params, &meta).unwrap(), first);
+        }
+        let (back, m) = model_from_bytes(&first, path, &model).unwrap();
+        assert_eq!((back, m), (params, meta));
+        let e = model_from_bytes(&first[..first.len() / 2], path, &model).unwrap_err();
+        assert!(e.to_string().contains("3.safetensors"), "{e}");
+    }
 }

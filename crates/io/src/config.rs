@@ -91,9 +91,18 @@ pub fn load_plain<C: serde::de::DeserializeOwned>(
         path: path.into(),
         source,
     })?;
-    let origin = path.display().to_string();
-    let mut doc = parse_yaml(&text).map_err(|msg| ConfigLoadError::Yaml {
-        path: path.into(),
+    plain_from_text(&text, &path.display().to_string(), sets)
+}
+
+/// As [`load_plain`], from YAML text; `origin` names it in errors (a path, or "built-in ...").
+pub fn plain_from_text<C: serde::de::DeserializeOwned>(
+    text: &str,
+    origin: &str,
+    sets: &[String],
+) -> Result<C, ConfigLoadError> {
+    let origin = origin.to_string();
+    let mut doc = parse_yaml(text).map_err(|msg| ConfigLoadError::Yaml {
+        path: origin.clone().into(),
         msg,
     })?;
     if !doc.is_object() {

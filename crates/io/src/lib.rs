@@ -4,5 +4,6 @@
 pub mod atomic;
 pub mod checkpoint;
 pub mod config;
+pub mod storage;
 pub mod table;
 pub mod tensorboard;

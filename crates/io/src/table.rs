@@ -1,84 +1,91 @@
-//! Append-only CSV tables keyed by step (the run's metrics), crash-safe: each row is written
-//! whole and flushed, and on resume the table is cut back to the rows at or before the resumed
-//! checkpoint, dropping any partial last line.
+//! Append-only CSV tables keyed by step (the run's metrics), crash-safe: each row is appended
+//! whole, and on resume the table is cut back to the rows at or before the resumed checkpoint,
+//! dropping any partial last line. Readers parse strictly: a ragged row or a cell that is not a
+//! number is an error naming the table, the line and the column.
 
-use std::fs::{File, OpenOptions};
-use std::io::{self, BufRead, BufReader, Write};
-use std::path::{Path, PathBuf};
+use std::io;
+use std::path::Path;
+use std::sync::Arc;
 
-use crate::atomic::write_atomic;
+use crate::storage::Storage;
 
+/// An append-only table in a [`Storage`].
 pub struct CsvTable {
-    path: PathBuf,
-    file: File,
+    storage: Arc<dyn Storage>,
+    key: String,
     columns: usize,
 }
 
 impl CsvTable {
-    /// Opens `path` for appending rows with these columns (`step` first). An existing file must
+    /// Opens `key` for appending rows with these columns (`step` first). An existing table must
     /// have the same header; its rows with `step <= keep_through` are kept (none when
     /// `keep_through` is `None`), and a torn last line is dropped.
-    pub fn open(path: &Path, header: &[String], keep_through: Option<u64>) -> io::Result<Self> {
+    pub fn open(
+        storage: Arc<dyn Storage>,
+        key: &str,
+        header: &[String],
+        keep_through: Option<u64>,
+    ) -> io::Result<Self> {
         let head = header.join(",");
         let mut kept = format!("{head}\n");
-        if path.exists() {
-            let mut lines = BufReader::new(File::open(path)?).lines();
+        if let Some(bytes) = storage.get(key)? {
+            let text = String::from_utf8_lossy(&bytes);
+            let mut lines = text.lines();
             match lines.next() {
-                Some(Ok(h)) if h == head => {}
-                Some(Ok(_)) => {
+                Some(h) if h == head => {}
+                Some(h) if !h.is_empty() => {
                     return Err(io::Error::other(format!(
                         "{}: header differs from this run's columns (written by another config?)",
-                        path.display()
+                        storage.describe(key)
                     )));
                 }
                 _ => {}
             }
             for line in lines {
-                let line = line?;
                 let complete = line.split(',').count() == header.len();
                 let step = line.split(',').next().and_then(|s| s.parse::<u64>().ok());
                 if let (true, Some(s), Some(k)) = (complete, step, keep_through)
                     && s <= k
                 {
-                    kept.push_str(&line);
+                    kept.push_str(line);
                     kept.push('\n');
                 }
             }
         }
-        write_atomic(path, kept.as_bytes())?;
-        let file = OpenOptions::new().append(true).open(path)?;
+        storage.put(key, kept.as_bytes())?;
         Ok(CsvTable {
-            path: path.into(),
-            file,
+            storage,
+            key: key.into(),
             columns: header.len(),
         })
     }
 
-    /// Appends one row (`step`, then values; shortest round-trip formatting) and flushes it.
+    /// Appends one row (`step`, then values; shortest round-trip formatting).
     pub fn append(&mut self, step: u64, values: &[f64]) -> io::Result<()> {
-        assert_eq!(
-            values.len() + 1,
-            self.columns,
-            "row width for {}",
-            self.path.display()
-        );
+        if values.len() + 1 != self.columns {
+            return Err(io::Error::other(format!(
+                "{}: a row of {} values for {} columns",
+                self.storage.describe(&self.key),
+                values.len() + 1,
+                self.columns
+            )));
+        }
         let mut line = step.to_string();
         for v in values {
             line.push(',');
             line.push_str(&format_value(*v));
         }
         line.push('\n');
-        self.file.write_all(line.as_bytes())?;
-        self.file.flush()
+        self.storage.append(&self.key, line.as_bytes())
     }
 
     /// Makes the rows written so far durable.
     pub fn sync(&self) -> io::Result<()> {
-        self.file.sync_data()
+        self.storage.sync(&self.key)
     }
 }
 
-fn format_value(v: f64) -> String {
+pub fn format_value(v: f64) -> String {
     if v.is_nan() {
         "NaN".into()
     } else if v.is_infinite() {
@@ -88,7 +95,8 @@ fn format_value(v: f64) -> String {
     }
 }
 
-/// Reads a table written by `CsvTable`: header and rows.
+/// Reads a table written by `CsvTable` leniently (cells that are not numbers become NaN):
+/// header and rows.
 pub fn read_csv(path: &Path) -> io::Result<(Vec<String>, Vec<Vec<f64>>)> {
     let text = std::fs::read_to_string(path)?;
     let mut lines = text.lines();
@@ -108,28 +116,84 @@ pub fn read_csv(path: &Path) -> io::Result<(Vec<String>, Vec<Vec<f64>>)> {
     Ok((header, rows))
 }
 
+/// A numeric table: a header and rows of the same width.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Table {
+    pub header: Vec<String>,
+    pub rows: Vec<Vec<f64>>,
+}
+
+impl Table {
+    /// Parses CSV text strictly: every row as wide as the header, every cell a number (`NaN`,
+    /// `inf` and `-inf` included). `what` names the table in errors.
+    pub fn parse(bytes: &[u8], what: &str) -> io::Result<Table> {
+        let bad =
+            |msg: String| io::Error::new(io::ErrorKind::InvalidData, format!("{what}: {msg}"));
+        let text = std::str::from_utf8(bytes).map_err(|_| bad("not UTF-8 text".into()))?;
+        let mut lines = text.lines();
+        let header: Vec<String> = match lines.next() {
+            Some(h) if !h.trim().is_empty() => h.split(',').map(String::from).collect(),
+            _ => return Err(bad("empty (no header line)".into())),
+        };
+        let mut rows = Vec::new();
+        for (i, line) in lines.enumerate() {
+            let cells: Vec<&str> = line.split(',').collect();
+            if cells.len() != header.len() {
+                return Err(bad(format!(
+                    "line {} has {} fields, the header {} (a torn or edited line?)",
+                    i + 2,
+                    cells.len(),
+                    header.len()
+                )));
+            }
+            let row = cells
+                .iter()
+                .zip(&header)
+                .map(|(c, h)| {
+                    c.trim().parse::<f64>().map_err(|_| {
+                        bad(format!("line {}, column {h}: {c:?} is not a number", i + 2))
+                    })
+                })
+                .collect::<io::Result<Vec<f64>>>()?;
+            rows.push(row);
+        }
+        Ok(Table { header, rows })
+    }
+
+    /// Index of a column.
+    pub fn position(&self, name: &str) -> Option<usize> {
+        self.header.iter().position(|h| h == name)
+    }
+
+    /// A column's values, or `None` when there is no such column.
+    pub fn column(&self, name: &str) -> Option<Vec<f64>> {
+        let i = self.position(name)?;
+        Some(self.rows.iter().map(|r| r[i]).collect())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::storage::LocalFs;
 
     #[test]
     fn reopening_keeps_rows_through_the_step_and_drops_torn_lines() {
         let dir = std::env::temp_dir().join(format!("sw-table-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let p = dir.join("m.csv");
+        let _ = std::fs::remove_dir_all(&dir);
+        let s: Arc<dyn Storage> = Arc::new(LocalFs::new(&dir));
         let header = vec!["step".to_string(), "loss".to_string()];
-        let mut t = CsvTable::open(&p, &header, None).unwrap();
-        for s in 0..5 {
-            t.append(s, &[s as f64 * 0.5]).unwrap();
+        let mut t = CsvTable::open(s.clone(), "m.csv", &header, None).unwrap();
+        for step in 0..5 {
+            t.append(step, &[step as f64 * 0.5]).unwrap();
         }
+        assert!(t.append(5, &[1.0, 2.0]).is_err());
         drop(t);
         // A kill mid-write leaves a torn last line.
-        let mut f = OpenOptions::new().append(true).open(&p).unwrap();
-        f.write_all(b"5,2.").unwrap();
-        drop(f);
-        let mut t = CsvTable::open(&p, &header, Some(2)).unwrap();
+        s.append("m.csv", b"5,2.").unwrap();
+        let mut t = CsvTable::open(s.clone(), "m.csv", &header, Some(2)).unwrap();
         t.append(3, &[0.1]).unwrap();
-        let (h, rows) = read_csv(&p).unwrap();
+        let (h, rows) = read_csv(&dir.join("m.csv")).unwrap();
         assert_eq!(h, header);
         assert_eq!(
             rows,
@@ -141,7 +205,24 @@ mod tests {
             ]
         );
         let other = vec!["step".to_string(), "x".to_string()];
-        assert!(CsvTable::open(&p, &other, Some(2)).is_err());
+        assert!(CsvTable::open(s.clone(), "m.csv", &other, Some(2)).is_err());
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn strict_parsing_names_the_line_and_column() {
+        let t = Table::parse(b"step,a\n1,NaN\n2,-inf\n3,0.5\n", "t.csv").unwrap();
+        assert_eq!(t.column("step").unwrap(), vec![1.0, 2.0, 3.0]);
+        assert!(t.column("a").unwrap()[0].is_nan());
+        let e = Table::parse(b"step,a\n1,2\n3", "t.csv")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("t.csv: line 3 has 1 fields"), "{e}");
+        let e = Table::parse(b"step,a\n1,x\n", "t.csv")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("line 2, column a: \"x\""), "{e}");
+        assert!(Table::parse(b"", "t.csv").is_err());
+        assert!(Table::parse(b"step,a\n\xff\n", "t.csv").is_err());
     }
 }

@@ -1,9 +1,8 @@
 //! TensorBoard event files (scalars only), written without protobuf tooling: an `Event` is a
 //! few fields hand-encoded in protobuf wire format, framed as TFRecords with masked CRC32C.
 
-use std::fs::File;
-use std::io::{self, Write};
-use std::path::{Path, PathBuf};
+use std::io;
+use std::path::Path;
 
 /// CRC32C (Castagnoli), table driven.
 pub fn crc32c(data: &[u8]) -> u32 {
@@ -84,40 +83,50 @@ fn now() -> std::time::Duration {
         .unwrap_or_default()
 }
 
-/// Writes `events.out.tfevents.<seconds>.stagewise` in a folder.
+/// Encodes the events of one `events.out.tfevents.<seconds>.stagewise` file; the caller
+/// stores the bytes (appending what [`EventWriter::take`] returns), so that the file can live
+/// in any storage.
 pub struct EventWriter {
-    file: File,
-    pub path: PathBuf,
+    pending: Vec<u8>,
+    /// The event file's name.
+    pub name: String,
+}
+
+impl Default for EventWriter {
+    fn default() -> Self {
+        Self::new()
+    }
 }
 
 impl EventWriter {
-    pub fn create(dir: &Path) -> io::Result<Self> {
-        let path = dir.join(format!("events.out.tfevents.{}.stagewise", now().as_secs()));
+    /// A new event file, starting with its version record.
+    pub fn new() -> Self {
         let mut w = EventWriter {
-            file: File::create(&path)?,
-            path,
+            pending: Vec::new(),
+            name: format!("events.out.tfevents.{}.stagewise", now().as_secs()),
         };
-        w.record(&event(now().as_secs_f64(), 0, Some("brain.Event:2"), &[]))?;
-        Ok(w)
+        w.record(&event(now().as_secs_f64(), 0, Some("brain.Event:2"), &[]));
+        w
     }
 
-    fn record(&mut self, data: &[u8]) -> io::Result<()> {
+    fn record(&mut self, data: &[u8]) {
         let len = (data.len() as u64).to_le_bytes();
-        let mut buf = Vec::with_capacity(data.len() + 16);
-        buf.extend_from_slice(&len);
-        buf.extend_from_slice(&masked_crc(&len).to_le_bytes());
-        buf.extend_from_slice(data);
-        buf.extend_from_slice(&masked_crc(data).to_le_bytes());
-        self.file.write_all(&buf)
+        self.pending.extend_from_slice(&len);
+        self.pending
+            .extend_from_slice(&masked_crc(&len).to_le_bytes());
+        self.pending.extend_from_slice(data);
+        self.pending
+            .extend_from_slice(&masked_crc(data).to_le_bytes());
     }
 
     /// One event holding all `scalars` at `step`.
-    pub fn scalars(&mut self, step: u64, scalars: &[(&str, f32)]) -> io::Result<()> {
+    pub fn scalars(&mut self, step: u64, scalars: &[(&str, f32)]) {
         self.record(&event(now().as_secs_f64(), step as i64, None, scalars))
     }
 
-    pub fn flush(&mut self) -> io::Result<()> {
-        self.file.flush()
+    /// The bytes encoded since the last call, to append to the file.
+    pub fn take(&mut self) -> Vec<u8> {
+        std::mem::take(&mut self.pending)
     }
 }
 
@@ -164,10 +173,12 @@ mod tests {
     fn records_round_trip_and_hold_the_tag_and_value() {
         let dir = std::env::temp_dir().join(format!("sw-tb-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
-        let mut w = EventWriter::create(&dir).unwrap();
-        w.scalars(7, &[("train/loss", 0.25)]).unwrap();
-        w.flush().unwrap();
-        let recs = read_records(&w.path).unwrap();
+        let mut w = EventWriter::new();
+        w.scalars(7, &[("train/loss", 0.25)]);
+        let path = dir.join(&w.name);
+        std::fs::write(&path, w.take()).unwrap();
+        assert!(w.take().is_empty());
+        let recs = read_records(&path).unwrap();
         assert_eq!(recs.len(), 2);
         assert!(recs[0].windows(13).any(|s| s == b"brain.Event:2"));
         let r = &recs[1];
@@ -177,12 +188,12 @@ mod tests {
             r.windows(2).any(|s| s == [0x10, 7]),
             "step field (tag 0x10, varint 7)"
         );
-        let mut bytes = std::fs::read(&w.path).unwrap();
+        let mut bytes = std::fs::read(&path).unwrap();
         let last = bytes.len() - 6;
         bytes[last] ^= 1;
-        std::fs::write(&w.path, &bytes).unwrap();
+        std::fs::write(&path, &bytes).unwrap();
         assert!(
-            read_records(&w.path).is_err(),
+            read_records(&path).is_err(),
             "a flipped byte must fail the CRC"
         );
         std::fs::remove_dir_all(&dir).unwrap();

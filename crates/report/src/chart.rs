@@ -304,6 +304,28 @@ impl LineChart {
         draw(&root, self).map_err(|msg| self.error(msg))
     }
 
+    /// The chart as the bytes of a PNG file (8-bit RGB).
+    pub fn png_bytes(&self, size: (u32, u32)) -> Result<Vec<u8>, ChartError> {
+        register_font();
+        let mut rgb = vec![0u8; size.0 as usize * size.1 as usize * 3];
+        {
+            let root = BitMapBackend::with_buffer(&mut rgb, size).into_drawing_area();
+            draw(&root, self).map_err(|msg| self.error(msg))?;
+        }
+        let mut out = Vec::new();
+        let mut enc = png::Encoder::new(&mut out, size.0, size.1);
+        enc.set_color(png::ColorType::Rgb);
+        enc.set_depth(png::BitDepth::Eight);
+        let mut w = enc
+            .write_header()
+            .map_err(|e| self.error(format!("PNG encoding: {e}")))?;
+        w.write_image_data(&rgb)
+            .map_err(|e| self.error(format!("PNG encoding: {e}")))?;
+        w.finish()
+            .map_err(|e| self.error(format!("PNG encoding: {e}")))?;
+        Ok(out)
+    }
+
     fn error(&self, msg: String) -> ChartError {
         ChartError {
             chart: self.title.clone(),

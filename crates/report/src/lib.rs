@@ -5,3 +5,4 @@ pub mod chart;
 pub mod html;
 
 pub use chart::{Corner, LineChart, Series, Span, palette};
+pub use plotters::style::RGBColor;

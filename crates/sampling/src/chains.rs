@@ -11,16 +11,62 @@ use crate::mala::{MalaPoint, acceptance};
 use crate::potential::{BatchKey, Potential, PotentialWorker};
 use crate::sgld::{Method, Sgld, StepState};
 
-/// Which loss a draw records (the reference's `eval_method`).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+/// Which loss a draw records (the reference's `eval_method`). Its names are parsed in one
+/// place ([`std::str::FromStr`]), which serde uses too.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(try_from = "String", into = "String")]
 pub enum EvalMethod {
     /// The minibatch loss the step's gradient came from, before the update ("grad-minibatch").
     #[default]
     GradMinibatch,
     /// The loss of a fresh minibatch at the updated weights ("new-minibatch").
     NewMinibatch,
-    /// The full dataset loss `L_n` at the updated weights ("dataset"; costly for large n).
+    /// The full dataset loss `L_n` at the updated weights ("dataset"; the reference's
+    /// "fixed-minibatch" is read as this; costly for large n).
     Dataset,
+}
+
+impl EvalMethod {
+    pub fn name(self) -> &'static str {
+        match self {
+            EvalMethod::GradMinibatch => "grad-minibatch",
+            EvalMethod::NewMinibatch => "new-minibatch",
+            EvalMethod::Dataset => "dataset",
+        }
+    }
+}
+
+impl std::fmt::Display for EvalMethod {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl std::str::FromStr for EvalMethod {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "grad-minibatch" => Ok(EvalMethod::GradMinibatch),
+            "new-minibatch" => Ok(EvalMethod::NewMinibatch),
+            "dataset" | "fixed-minibatch" => Ok(EvalMethod::Dataset),
+            other => Err(format!(
+                "{other:?}: expected \"grad-minibatch\", \"new-minibatch\", \"dataset\" or \"fixed-minibatch\""
+            )),
+        }
+    }
+}
+
+impl TryFrom<String> for EvalMethod {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        s.parse()
+    }
+}
+
+impl From<EvalMethod> for String {
+    fn from(m: EvalMethod) -> String {
+        m.name().into()
+    }
 }
 
 #[derive(Clone, Debug, PartialEq)]

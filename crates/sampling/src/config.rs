@@ -6,7 +6,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::chains::{ChainConfig, EvalMethod};
-use crate::sgld::{Method, Sgld};
+use crate::sgld::{RMSPROP_ALPHA, RMSPROP_EPS, SGNHT_DIFFUSION, SamplingMethod, Sgld};
 
 fn d_chains() -> usize {
     8
@@ -20,20 +20,14 @@ fn d_one() -> usize {
 fn d_batch() -> usize {
     1024
 }
-fn d_method() -> String {
-    "sgld".into()
-}
 fn d_alpha() -> f64 {
-    0.99
+    RMSPROP_ALPHA
 }
 fn d_rms_eps() -> f64 {
-    0.1
+    RMSPROP_EPS
 }
 fn d_diffusion() -> f64 {
-    0.01
-}
-fn d_eval_method() -> String {
-    "grad-minibatch".into()
+    SGNHT_DIFFUSION
 }
 fn d_eval_loss_fn() -> String {
     "mse".into()
@@ -87,8 +81,8 @@ pub struct SamplerConfig {
     #[serde(default)]
     pub shared_batches: bool,
     /// `sgld`, `rmsprop_sgld` (devinterp's RMSprop-preconditioned SGLD) or `sgnht`.
-    #[serde(default = "d_method")]
-    pub sampling_method: String,
+    #[serde(default)]
+    pub sampling_method: SamplingMethod,
     #[serde(default = "d_alpha")]
     pub rmsprop_alpha: f64,
     #[serde(default = "d_rms_eps")]
@@ -99,8 +93,8 @@ pub struct SamplerConfig {
     /// Which loss each draw records: `grad-minibatch` (the gradient's minibatch, before the
     /// update), `new-minibatch` (a fresh minibatch after the update) or `dataset` (all n
     /// sequences after the update; `fixed-minibatch` is the reference's alias for it).
-    #[serde(default = "d_eval_method")]
-    pub eval_method: String,
+    #[serde(default)]
+    pub eval_method: EvalMethod,
     /// Minibatch size of `new-minibatch`; must equal `grad_batch_size` when given.
     #[serde(default)]
     pub eval_batch_size: Option<usize>,
@@ -231,43 +225,10 @@ impl SamplerConfig {
             }
         };
         sgld.bounding_box = self.bounding_box_size;
-        sgld.method = match self.sampling_method.as_str() {
-            "sgld" => Method::Sgld,
-            "rmsprop_sgld" => {
-                let (alpha, eps) = (self.rmsprop_alpha, self.rmsprop_eps);
-                if !(alpha > 0.0 && alpha <= 1.0) {
-                    return Err(err(
-                        "rmsprop_alpha",
-                        format!("{alpha}: expected a value in (0, 1]"),
-                    ));
-                }
-                if !(eps > 0.0 && eps.is_finite()) {
-                    return Err(err(
-                        "rmsprop_eps",
-                        format!("{eps}: expected a finite, positive number"),
-                    ));
-                }
-                Method::RmsPropSgld { alpha, eps }
-            }
-            "sgnht" => {
-                let a = self.diffusion_factor;
-                if !(a > 0.0 && a.is_finite()) {
-                    return Err(err(
-                        "diffusion_factor",
-                        format!("{a}: expected a finite, positive number"),
-                    ));
-                }
-                Method::Sgnht {
-                    diffusion_factor: a,
-                }
-            }
-            other => {
-                return Err(err(
-                    "sampling_method",
-                    format!("{other:?}: expected \"sgld\", \"rmsprop_sgld\" or \"sgnht\""),
-                ));
-            }
-        };
+        sgld.method = self
+            .sampling_method
+            .method(self.rmsprop_alpha, self.rmsprop_eps, self.diffusion_factor)
+            .map_err(|(field, msg)| err(field, msg))?;
         for (name, v) in [
             ("num_chains", self.num_chains),
             ("num_draws", self.num_draws),
@@ -288,19 +249,7 @@ impl SamplerConfig {
 
     /// The draw evaluation, checked against the batch sizes.
     pub fn eval_method(&self) -> Result<EvalMethod, SamplerConfigError> {
-        let method = match self.eval_method.as_str() {
-            "grad-minibatch" => EvalMethod::GradMinibatch,
-            "new-minibatch" => EvalMethod::NewMinibatch,
-            "dataset" | "fixed-minibatch" => EvalMethod::Dataset,
-            other => {
-                return Err(err(
-                    "eval_method",
-                    format!(
-                        "{other:?}: expected \"grad-minibatch\", \"new-minibatch\", \"dataset\" or \"fixed-minibatch\""
-                    ),
-                ));
-            }
-        };
+        let method = self.eval_method;
         if let Some(b) = self.eval_batch_size {
             if method != EvalMethod::Dataset && b != self.grad_batch_size {
                 return Err(err(
@@ -334,7 +283,7 @@ impl SamplerConfig {
             seed: self.init_seed,
             first_chain: 0,
             shared_batches: self.shared_batches,
-            eval: self.eval_method().expect("validated by sgld()"),
+            eval: self.eval_method,
         }
     }
 }
@@ -342,6 +291,7 @@ impl SamplerConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::sgld::Method;
 
     fn base() -> SamplerConfig {
         SamplerConfig {
@@ -363,11 +313,11 @@ mod tests {
             shared_batches: false,
             include: vec!["**".into()],
             exclude: vec![],
-            sampling_method: "sgld".into(),
+            sampling_method: SamplingMethod::Sgld,
             rmsprop_alpha: 0.99,
             rmsprop_eps: 0.1,
             diffusion_factor: 0.01,
-            eval_method: "grad-minibatch".into(),
+            eval_method: EvalMethod::GradMinibatch,
             eval_batch_size: None,
             eval_loss_fn: "mse".into(),
             per_token: false,
@@ -430,12 +380,19 @@ mod tests {
             epsilon: Some(1e-3),
             gamma: Some(1.0),
             nbeta: Some(1.0),
-            sampling_method: "hmc".into(),
+            rmsprop_alpha: 1.5,
+            sampling_method: SamplingMethod::RmspropSgld,
             ..base()
         };
-        assert_eq!(bad_method.sgld().unwrap_err().field, "sampling_method");
+        assert_eq!(bad_method.sgld().unwrap_err().field, "rmsprop_alpha");
+        assert!(
+            "hmc"
+                .parse::<SamplingMethod>()
+                .unwrap_err()
+                .contains("\"sgnht\"")
+        );
         let rms = SamplerConfig {
-            sampling_method: "rmsprop_sgld".into(),
+            sampling_method: SamplingMethod::RmspropSgld,
             epsilon: Some(1e-3),
             gamma: Some(1.0),
             nbeta: Some(1.0),

@@ -10,6 +10,7 @@
 pub mod calibration;
 pub mod chains;
 pub mod config;
+pub mod engine;
 pub mod estimator;
 pub mod mala;
 pub mod mask;
@@ -19,6 +20,7 @@ pub mod sgld;
 pub mod toy;
 
 pub use chains::{ChainConfig, ChainTrace, EvalMethod, sample, sample_with_progress};
+pub use engine::{ChainEngine, EngineError};
 pub use estimator::LlcEstimate;
 pub use potential::{BatchKey, Potential, PotentialWorker};
-pub use sgld::{Method, Sgld, StepState};
+pub use sgld::{Method, SamplingMethod, Sgld, StepState};

@@ -43,6 +43,108 @@ pub enum Method {
     },
 }
 
+/// Which sampler a config asks for (the reference's `sampling_method`); its names are parsed
+/// in one place ([`std::str::FromStr`]), which serde uses too.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub enum SamplingMethod {
+    #[default]
+    Sgld,
+    RmspropSgld,
+    Sgnht,
+}
+
+/// devinterp's RMSprop-SGLD defaults: the second moment's decay and the preconditioner's eps.
+pub const RMSPROP_ALPHA: f64 = 0.99;
+pub const RMSPROP_EPS: f64 = 0.1;
+/// devinterp's SGNHT diffusion factor A.
+pub const SGNHT_DIFFUSION: f64 = 0.01;
+
+impl SamplingMethod {
+    pub fn name(self) -> &'static str {
+        match self {
+            SamplingMethod::Sgld => "sgld",
+            SamplingMethod::RmspropSgld => "rmsprop_sgld",
+            SamplingMethod::Sgnht => "sgnht",
+        }
+    }
+
+    /// The step's method with its hyperparameters, checked; an error names the bad field.
+    pub fn method(
+        self,
+        rmsprop_alpha: f64,
+        rmsprop_eps: f64,
+        diffusion_factor: f64,
+    ) -> Result<Method, (&'static str, String)> {
+        Ok(match self {
+            SamplingMethod::Sgld => Method::Sgld,
+            SamplingMethod::RmspropSgld => {
+                if !(rmsprop_alpha > 0.0 && rmsprop_alpha <= 1.0) {
+                    return Err((
+                        "rmsprop_alpha",
+                        format!("{rmsprop_alpha}: expected a value in (0, 1]"),
+                    ));
+                }
+                if !(rmsprop_eps > 0.0 && rmsprop_eps.is_finite()) {
+                    return Err((
+                        "rmsprop_eps",
+                        format!("{rmsprop_eps}: expected a finite, positive number"),
+                    ));
+                }
+                Method::RmsPropSgld {
+                    alpha: rmsprop_alpha,
+                    eps: rmsprop_eps,
+                }
+            }
+            SamplingMethod::Sgnht => {
+                let a = diffusion_factor;
+                if !(a > 0.0 && a.is_finite()) {
+                    return Err((
+                        "diffusion_factor",
+                        format!("{a}: expected a finite, positive number"),
+                    ));
+                }
+                Method::Sgnht {
+                    diffusion_factor: a,
+                }
+            }
+        })
+    }
+}
+
+impl std::fmt::Display for SamplingMethod {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl std::str::FromStr for SamplingMethod {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "sgld" => Ok(SamplingMethod::Sgld),
+            "rmsprop_sgld" => Ok(SamplingMethod::RmspropSgld),
+            "sgnht" => Ok(SamplingMethod::Sgnht),
+            other => Err(format!(
+                "{other:?}: expected \"sgld\", \"rmsprop_sgld\" or \"sgnht\""
+            )),
+        }
+    }
+}
+
+impl TryFrom<String> for SamplingMethod {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        s.parse()
+    }
+}
+
+impl From<SamplingMethod> for String {
+    fn from(m: SamplingMethod) -> String {
+        m.name().into()
+    }
+}
+
 /// A chain's sampler state: RMSprop's running second moment or SGNHT's momentum (one value per
 /// coordinate; empty for plain SGLD) and SGNHT's thermostat.
 #[derive(Clone, Debug, PartialEq)]

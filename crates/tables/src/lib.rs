@@ -21,6 +21,18 @@ fn other(e: impl std::fmt::Display) -> io::Error {
 
 /// Writes `rows` (first value the step) under `header` (first name `step`) to `path`.
 pub fn write_parquet(path: &Path, header: &[String], rows: &[Vec<f64>]) -> io::Result<()> {
+    write_atomic(path, &parquet_bytes(header, rows)?)
+}
+
+/// The Parquet file of `rows` (first value the step) under `header` (first name `step`).
+pub fn parquet_bytes(header: &[String], rows: &[Vec<f64>]) -> io::Result<Vec<u8>> {
+    if let Some(r) = rows.iter().find(|r| r.len() != header.len()) {
+        return Err(io::Error::other(format!(
+            "a row of {} values for {} columns",
+            r.len(),
+            header.len()
+        )));
+    }
     let fields: Vec<Field> = header
         .iter()
         .enumerate()
@@ -55,7 +67,7 @@ pub fn write_parquet(path: &Path, header: &[String], rows: &[Vec<f64>]) -> io::R
     let mut writer = ArrowWriter::try_new(&mut buf, batch.schema(), Some(props)).map_err(other)?;
     writer.write(&batch).map_err(other)?;
     writer.close().map_err(other)?;
-    write_atomic(path, &buf)
+    Ok(buf)
 }
 
 /// Rewrites `<name>.parquet` next to `<name>.csv`.

@@ -1,0 +1,321 @@
+//! Training a run: the reference's loop with its log/eval/checkpoint schedule, written to a
+//! run folder and resumable.
+//!
+//! Step `t`'s evaluation and table rows are written before its checkpoint, so a checkpoint
+//! implies its rows; resuming restores the last complete checkpoint, cuts the tables back to it
+//! and continues, giving the same weights and rows as an uninterrupted run.
+
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+
+use anyhow::{Context, Result, bail};
+use stagewise_io::checkpoint::CheckpointMeta;
+use stagewise_io::config::{LoadedConfig, load_train_config, resolve};
+use stagewise_train::TrainConfig;
+use stagewise_train::trainer::TrainState;
+
+use crate::device::Backend;
+use crate::observe::Observer;
+use crate::rundir::RunDir;
+
+/// The built-in default config (`configs/quick.yaml`).
+pub const QUICK_YAML: &str = include_str!("../../../configs/quick.yaml");
+
+/// `batch/loss` and `lr` are logged every this many steps.
+pub const TRAIN_LOG_EVERY: u64 = 100;
+
+/// Optimizer states kept: resuming needs the newest; the one before covers a damaged newest
+/// checkpoint. Older ones would cost as much disk as the model checkpoints themselves.
+pub const OPTIMIZER_STATES_KEPT: usize = 2;
+
+/// What to train and where.
+#[derive(Clone, Debug, Default)]
+pub struct TrainOptions {
+    /// Config file (plain or W&B sweep YAML); `None`: the built-in quick default.
+    pub config: Option<PathBuf>,
+    /// Field overrides, `key=value` (YAML values).
+    pub sets: Vec<String>,
+    /// Run folder (default: `runs/<config name>[-<sweep index>]`).
+    pub out: Option<RunDir>,
+    /// Continue the run in `out` from its last checkpoint (with no config and no sets, the
+    /// run's own `config.yaml` is used).
+    pub resume: bool,
+    /// Which run of a sweep grid to train (0-based, grid in key order).
+    pub sweep_index: Option<usize>,
+    /// Where to train.
+    pub device: Backend,
+}
+
+/// What a training call did.
+#[derive(Clone, Debug)]
+pub struct TrainResult {
+    pub run: RunDir,
+    pub config: TrainConfig,
+    /// The checkpoint resumed from, if any.
+    pub resumed_at: Option<u64>,
+    /// Total steps of the run.
+    pub num_steps: u64,
+    /// The last batch loss of this call (NaN when nothing was left to train).
+    pub last_loss: f64,
+    /// Checkpoints in the run folder at the end.
+    pub checkpoints: usize,
+}
+
+/// The config's name: its file stem, with the sweep index for a sweep's run.
+fn load(opts: &TrainOptions) -> Result<(LoadedConfig, String)> {
+    match &opts.config {
+        Some(path) => {
+            let loaded = load_train_config(path, &opts.sets, opts.sweep_index)?;
+            let stem = path
+                .file_stem()
+                .map(|s| s.to_string_lossy().into_owned())
+                .unwrap_or_else(|| "run".into());
+            let name = match (loaded.grid_size, opts.sweep_index) {
+                (g, Some(i)) if g > 1 => format!("{stem}-{i}"),
+                _ => stem,
+            };
+            Ok((loaded, name))
+        }
+        None => {
+            let doc = stagewise_io::config::parse_yaml(QUICK_YAML)
+                .map_err(|e| anyhow::anyhow!("built-in config: {e}"))?;
+            Ok((
+                resolve(doc, "built-in quick config", &opts.sets, opts.sweep_index)?,
+                "quick".into(),
+            ))
+        }
+    }
+}
+
+/// First field (dotted path) where two configs differ.
+fn first_difference(a: &serde_json::Value, b: &serde_json::Value, path: &str) -> Option<String> {
+    match (a, b) {
+        (serde_json::Value::Object(x), serde_json::Value::Object(y)) => {
+            let keys: BTreeSet<&String> = x.keys().chain(y.keys()).collect();
+            keys.into_iter().find_map(|k| {
+                let p = if path.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{path}.{k}")
+                };
+                match (x.get(k), y.get(k)) {
+                    (Some(u), Some(v)) => first_difference(u, v, &p),
+                    _ => Some(p),
+                }
+            })
+        }
+        _ if a != b => Some(format!("{path} ({a} vs {b})")),
+        _ => None,
+    }
+}
+
+fn steps_reached(spec: &stagewise_train::steps::StepsSpec, n: u64) -> BTreeSet<u64> {
+    spec.expand(n).into_iter().filter(|s| *s < n).collect()
+}
+
+/// The config to train with: the given one, or the run's saved one when resuming (which must
+/// equal the given one, if any).
+fn settle_config(opts: &TrainOptions) -> Result<(TrainConfig, RunDir)> {
+    // Resuming with neither a config nor sets continues with the run folder's own config.
+    let saved_only = opts.resume && opts.config.is_none() && opts.sets.is_empty();
+    let (cfg, name) = if saved_only {
+        (None, "quick".to_string())
+    } else {
+        let (loaded, name) = load(opts)?;
+        (Some(loaded.config), name)
+    };
+    let run = opts
+        .out
+        .clone()
+        .unwrap_or_else(|| RunDir::local(PathBuf::from("runs").join(&name)));
+    let cfg = if opts.resume {
+        let saved = run.read_config().map_err(|e| {
+            anyhow::anyhow!(
+                "--resume: cannot read {}; is {} a stagewise run folder? ({e:#})",
+                run.config_location(),
+                run.display()
+            )
+        })?;
+        if let Some(cfg) = cfg.filter(|c| *c != saved) {
+            let diff = first_difference(
+                &serde_json::to_value(&saved)?,
+                &serde_json::to_value(&cfg)?,
+                "",
+            )
+            .unwrap_or_else(|| "?".into());
+            bail!(
+                "--resume: the config differs from the run's {} at `{diff}`; pass the same config and --set values, or neither",
+                run.config_location()
+            );
+        }
+        saved
+    } else if !run.root().is_empty().unwrap_or(true) {
+        bail!(
+            "{}: output folder exists and is not empty; pass --resume to continue that run, or choose another --out",
+            run.display()
+        );
+    } else {
+        cfg.context("a config is loaded unless resuming from the saved one")?
+    };
+    Ok((cfg, run))
+}
+
+/// Trains (or resumes) a run; see the module documentation.
+pub fn train(opts: &TrainOptions, obs: &dyn Observer) -> Result<TrainResult> {
+    let (cfg, run) = settle_config(opts)?;
+    let checkpoint_steps = steps_reached(&cfg.checkpointer_config.checkpoint_steps, cfg.num_steps);
+    let logging_steps = steps_reached(&cfg.logging_config.logging_steps, cfg.num_steps);
+    if !opts.resume {
+        run.write_config(&cfg)?;
+        let c: Vec<u64> = checkpoint_steps.iter().copied().collect();
+        let l: Vec<u64> = logging_steps.iter().copied().collect();
+        run.write_schedule(&c, &l)?;
+    }
+
+    let mut trainer = opts.device.trainer(&cfg)?;
+    let model = trainer.model.clone();
+    let mut resumed_at = None;
+    if opts.resume {
+        // The newest checkpoint must be complete: writes are atomic, so an unreadable file means
+        // outside damage, and guessing past it could silently drop work. Stop and say so.
+        if let Some(&step) = run.checkpoint_steps()?.last() {
+            let hint = || {
+                format!(
+                    "cannot resume from checkpoint {step}; move the damaged file away to resume from the previous checkpoint"
+                )
+            };
+            let (params, meta) = run.read_checkpoint(&model, step).with_context(hint)?;
+            let (m, v, steps_done) = run.read_optimizer(&model, step).with_context(hint)?;
+            if meta.step != step || steps_done != step + 1 {
+                bail!(
+                    "{}: metadata says step {} after {steps_done} updates, but the file name says step {step}",
+                    run.checkpoint_location(step),
+                    meta.step
+                );
+            }
+            trainer.restore(TrainState {
+                params,
+                exp_avg: m,
+                exp_avg_sq: v,
+                steps_done,
+            })?;
+            resumed_at = Some(step);
+        }
+        obs.message(&match resumed_at {
+            Some(s) => format!(
+                "resuming {} after step {s} ({} updates done)",
+                run.display(),
+                s + 1
+            ),
+            None => format!(
+                "no checkpoint in {}; starting from step 0",
+                run.checkpoints_location()
+            ),
+        });
+    }
+
+    let evaluator = trainer.evaluator();
+    let mut metric_names = evaluator.metric_names();
+    metric_names.push("weight/norm".into());
+    let header = |names: &[String]| -> Vec<String> {
+        std::iter::once("step".to_string())
+            .chain(names.iter().cloned())
+            .collect()
+    };
+    let train_names = vec!["batch/loss".to_string(), "lr".to_string()];
+    let mut metrics = run.metrics_log(&header(&metric_names), resumed_at)?;
+    let mut train_table = run.train_log(&header(&train_names), resumed_at)?;
+    // A fresh TensorBoard file mirroring the (possibly cut back) tables.
+    let mut tb = run.fresh_events()?;
+    for (table, names) in [
+        (run.metrics()?, &metric_names),
+        (run.train_table()?, &train_names),
+    ] {
+        for row in table.map(|t| t.rows).unwrap_or_default() {
+            let tags: Vec<(&str, f32)> = names
+                .iter()
+                .map(String::as_str)
+                .zip(row[1..].iter().map(|v| *v as f32))
+                .collect();
+            tb.scalars(row[0] as u64, &tags)?;
+        }
+    }
+
+    let start = trainer.steps_done();
+    let total = cfg.num_steps;
+    obs.start(start, total, "steps");
+    let mut last_loss = f64::NAN;
+    let mut tables_changed = true;
+    let mut next = start;
+    while next < total {
+        // Run up to the next step that logs, evaluates or checkpoints in one call, so that a
+        // device engine runs those steps without a host round trip each.
+        let t = [
+            Some(next.max(1).next_multiple_of(TRAIN_LOG_EVERY)),
+            logging_steps.range(next..).next().copied(),
+            checkpoint_steps.range(next..).next().copied(),
+            Some(total - 1),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+        .unwrap_or(total - 1);
+        let losses = trainer
+            .run_to(t + 1)
+            .with_context(|| format!("training {}", run.display()))?;
+        next = t + 1;
+        let loss = losses.last().copied().unwrap_or(f64::NAN);
+        last_loss = loss;
+        if t % TRAIN_LOG_EVERY == 0 && t > 0 {
+            let lr = trainer.schedule.lr(t);
+            train_table.append(t, &[loss, lr])?;
+            tables_changed = true;
+            tb.scalars(t, &[("batch/loss", loss as f32), ("lr", lr as f32)])?;
+        }
+        if logging_steps.contains(&t) {
+            let mut values = trainer.evaluate(&evaluator, t)?;
+            values.push(trainer.weight_norm());
+            metrics.append(t, &values)?;
+            tables_changed = true;
+            let tags: Vec<(&str, f32)> = metric_names
+                .iter()
+                .map(String::as_str)
+                .zip(values.iter().map(|v| *v as f32))
+                .collect();
+            tb.scalars(t, &tags)?;
+            let mse = values[metric_names
+                .iter()
+                .position(|n| n == "pretrain/mse")
+                .unwrap_or(0)];
+            obs.note(&format!("eval step {t}: pretrain/mse {mse:.4}"));
+        }
+        if checkpoint_steps.contains(&t) {
+            tb.sync()?;
+            metrics.sync()?;
+            train_table.sync()?;
+            let state = trainer.state();
+            run.write_optimizer(&model, t, &state)?;
+            let meta = CheckpointMeta {
+                step: t,
+                config_json: serde_json::to_string(&cfg)?,
+            };
+            run.write_checkpoint(&model, &state.params, &meta)?;
+            run.prune_optimizer_states(OPTIMIZER_STATES_KEPT)?;
+            if std::mem::take(&mut tables_changed) {
+                run.export_training_tables()?;
+            }
+        }
+        obs.tick(t + 1, &|| format!("loss {loss:.4}"));
+    }
+    tb.sync()?;
+    run.export_training_tables()?;
+    obs.finish();
+    Ok(TrainResult {
+        checkpoints: run.checkpoint_steps()?.len(),
+        run,
+        config: cfg,
+        resumed_at,
+        num_steps: total,
+        last_loss,
+    })
+}
