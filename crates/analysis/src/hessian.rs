@@ -5,6 +5,7 @@
 //! Rademacher vectors (pyhessian's stopping rule), and the top eigenvalues by Lanczos with full
 //! reorthogonalisation.
 
+use crate::{DecompositionError, check_finite};
 use faer::{Mat, Side};
 use stagewise_engine::rng::{Stream, tag};
 use stagewise_sampling::{BatchKey, Potential, PotentialWorker};
@@ -93,8 +94,14 @@ impl<'p, P: Potential<f64>> Hessian<'p, P> {
         samples
     }
 
-    /// The `k` largest eigenvalues (descending) from `steps` Lanczos iterations.
-    pub fn top_eigenvalues(&self, k: usize, steps: usize, seed: u64) -> Vec<f64> {
+    /// The `k` largest eigenvalues (descending) from `steps` Lanczos iterations; an error when
+    /// the Hessian-vector products are not finite (NaN weights) or the eigensolver fails.
+    pub fn top_eigenvalues(
+        &self,
+        k: usize,
+        steps: usize,
+        seed: u64,
+    ) -> Result<Vec<f64>, DecompositionError> {
         let n = self.w.len();
         let m = steps.min(n).max(k);
         let mut q: Vec<Vec<f64>> = Vec::with_capacity(m + 1);
@@ -121,6 +128,8 @@ impl<'p, P: Potential<f64>> Hessian<'p, P> {
             beta.push(b);
             q.push(r.iter().map(|x| x / b).collect());
         }
+        check_finite("the Lanczos tridiagonal (Hessian-vector products)", &alpha)?;
+        check_finite("the Lanczos tridiagonal (Hessian-vector products)", &beta)?;
         let t = alpha.len();
         let tri = Mat::<f64>::from_fn(t, t, |i, j| {
             if i == j {
@@ -133,14 +142,16 @@ impl<'p, P: Potential<f64>> Hessian<'p, P> {
                 0.0
             }
         });
-        let eig = tri
-            .self_adjoint_eigen(Side::Lower)
-            .expect("tridiagonal eigenvalues converge");
+        let eig =
+            tri.self_adjoint_eigen(Side::Lower)
+                .map_err(|_| DecompositionError::NoConvergence {
+                    what: "eigenvalues of the Lanczos tridiagonal".into(),
+                })?;
         let s = eig.S().column_vector();
         let mut vals: Vec<f64> = (0..t).map(|i| s[i]).collect();
         vals.sort_by(|a, b| b.total_cmp(a));
         vals.truncate(k);
-        vals
+        Ok(vals)
     }
 }
 
@@ -189,7 +200,7 @@ mod tests {
         for (a, b) in hv.iter().zip(&d) {
             assert!((a - b).abs() < 1e-6);
         }
-        let top = h.top_eigenvalues(3, 40, 0);
+        let top = h.top_eigenvalues(3, 40, 0).unwrap();
         for (a, b) in top.iter().zip([50.0, 40.0, 30.0]) {
             assert!((a - b).abs() < 1e-6, "{top:?}");
         }
@@ -198,6 +209,11 @@ mod tests {
         let samples = h.trace_samples(0, 1e-3, 100);
         assert!(samples.iter().all(|s| (s - tr).abs() < 1e-5 * tr));
         assert_eq!(samples.len(), 2);
+        // At a NaN weight the products are NaN: an error, not a panic in the eigensolver.
+        let mut w = vec![0.3; 200];
+        w[7] = f64::NAN;
+        let err = Hessian::new(&q, &w).top_eigenvalues(3, 40, 0).unwrap_err();
+        assert!(err.to_string().contains("non-finite"), "{err}");
     }
 
     /// On a deep linear network: Hv is symmetric (u^T H v = v^T H u) and matches a second

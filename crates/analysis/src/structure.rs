@@ -3,11 +3,19 @@
 //! embeddings, and how much of each token-embedding direction lies in the positional table's
 //! span.
 
+use crate::{DecompositionError, check_finite};
 use faer::Mat;
 use stagewise_models::ParamLayout;
 
-/// Named scalar indicators of one checkpoint, in a stable order.
-pub fn indicators(params: &[f32], layout: &ParamLayout) -> Vec<(String, f64)> {
+/// Named scalar indicators of one checkpoint, in a stable order. Weights with a NaN or an
+/// infinity are an error naming the tensor (the spectra are not defined).
+pub fn indicators(
+    params: &[f32],
+    layout: &ParamLayout,
+) -> Result<Vec<(String, f64)>, DecompositionError> {
+    for p in &layout.params {
+        check_finite(&p.name, &params[p.offset..p.offset + p.len()])?;
+    }
     let mut out = Vec::new();
     let norm = params
         .iter()
@@ -47,15 +55,20 @@ pub fn indicators(params: &[f32], layout: &ParamLayout) -> Vec<(String, f64)> {
     if let Some((shape, w)) = tensor("token_embedding.weight") {
         let (c, d1) = (shape[0], shape[1]);
         let emb = to_mat(w, c, d1);
-        let s = singular_values(&emb);
+        let s = singular_values(&emb, "token embedding")?;
         push_spectrum(&mut out, "embed", &s);
         if let Some((pshape, pw)) = tensor("postn_embedding.weight") {
             let pos = to_mat(pw, pshape[0], pshape[1]);
-            push_spectrum(&mut out, "postn", &singular_values(&pos));
+            let ps = singular_values(&pos, "positional embedding")?;
+            push_spectrum(&mut out, "postn", &ps);
             // Fraction of each token-embedding column in the span of the positional table.
-            let svd = pos.thin_svd().expect("svd of the positional table");
+            let svd = pos
+                .thin_svd()
+                .map_err(|_| DecompositionError::NoConvergence {
+                    what: "SVD of the positional embedding".into(),
+                })?;
             let u = svd.U();
-            let rank = singular_values(&pos).iter().filter(|x| **x > 1e-9).count();
+            let rank = ps.iter().filter(|x| **x > 1e-9).count();
             for i in 0..d1 {
                 let col: Vec<f64> = (0..c).map(|r| emb[(r, i)]).collect();
                 let total = col.iter().map(|x| x * x).sum::<f64>().sqrt();
@@ -73,7 +86,7 @@ pub fn indicators(params: &[f32], layout: &ParamLayout) -> Vec<(String, f64)> {
             }
         }
     }
-    out
+    Ok(out)
 }
 
 /// `norm, norm_std (std of |x|), std, mean, max, min, collapsed (fraction of |x| < 0.1)`.
@@ -103,15 +116,17 @@ fn to_mat(w: &[f32], rows: usize, cols: usize) -> Mat<f64> {
     Mat::from_fn(rows, cols, |r, c| w[r * cols + c] as f64)
 }
 
-/// Singular values, largest first.
-pub fn singular_values(m: &Mat<f64>) -> Vec<f64> {
+/// Singular values of `m` (named `what` in errors), largest first.
+pub fn singular_values(m: &Mat<f64>, what: &str) -> Result<Vec<f64>, DecompositionError> {
     let mut s: Vec<f64> = m
         .singular_values()
-        .expect("singular values converge")
+        .map_err(|_| DecompositionError::NoConvergence {
+            what: format!("singular values of the {what}"),
+        })?
         .into_iter()
         .collect();
     s.sort_by(|a, b| b.total_cmp(a));
-    s
+    Ok(s)
 }
 
 fn push_spectrum(out: &mut Vec<(String, f64)>, name: &str, s: &[f64]) {
@@ -159,7 +174,7 @@ mod tests {
             p[ln.offset + i] = 0.01;
         }
         let ind: std::collections::HashMap<String, f64> =
-            indicators(&p, layout).into_iter().collect();
+            indicators(&p, layout).unwrap().into_iter().collect();
         let norm = p.iter().map(|v| (*v as f64).powi(2)).sum::<f64>().sqrt();
         assert!((ind["weight/norm"] - norm).abs() < 1e-9 * norm);
         assert!((ind["embed/S/0"] - 3.0).abs() < 1e-12 && (ind["embed/S/1"] - 2.0).abs() < 1e-12);
@@ -172,5 +187,12 @@ mod tests {
         assert_eq!(ind["ln/blocks.0.layer_norms.1/weight/collapsed"], 0.0);
         assert_eq!(ind["ln/unembedding.0/weight/mean"], 1.0);
         assert!(ind.contains_key("ln/unembedding.0/bias/norm"));
+        // A NaN weight is an error naming its tensor, not a panic in the SVD.
+        p[pe.offset + 3] = f32::NAN;
+        let err = indicators(&p, layout).unwrap_err().to_string();
+        assert!(
+            err.contains("postn_embedding.weight") && err.contains("index 3"),
+            "{err}"
+        );
     }
 }

@@ -346,17 +346,13 @@ impl StepEngine<f32> for CudaEngine {
         Ok(())
     }
 
-    fn state(&self) -> TrainState<f32> {
-        let get = |b: &Buf<f32>| {
-            b.download()
-                .expect("reading the training state from the device")
-        };
-        TrainState {
-            params: get(&self.params),
-            exp_avg: get(&self.adam.m),
-            exp_avg_sq: get(&self.adam.v),
+    fn state(&self) -> Result<TrainState<f32>, TrainError> {
+        Ok(TrainState {
+            params: self.params.download().map_err(dev_err)?,
+            exp_avg: self.adam.m.download().map_err(dev_err)?,
+            exp_avg_sq: self.adam.v.download().map_err(dev_err)?,
             steps_done: self.adam.steps,
-        }
+        })
     }
 
     fn restore(&mut self, s: TrainState<f32>) -> Result<(), TrainError> {

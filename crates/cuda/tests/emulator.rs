@@ -417,7 +417,11 @@ fn training_steps_follow_the_cpu_engine() {
     let dist = cfg.pretrain_distribution();
     let mut cpu = CpuEngine::<f32>::new(&cfg, model.clone(), dist.clone());
     let mut gpu = CudaEngine::new(emulator(), &cfg, model, dist).unwrap();
-    assert_eq!(gpu.state(), cpu.state(), "same initial state");
+    assert_eq!(
+        gpu.state().unwrap(),
+        cpu.state().unwrap(),
+        "same initial state"
+    );
     for t in 0..5 {
         let lc = cpu.step(t, 1e-3).unwrap();
         let lg = gpu.step(t, 1e-3).unwrap();
@@ -426,7 +430,7 @@ fn training_steps_follow_the_cpu_engine() {
             "step {t}: loss {lg} vs cpu {lc}"
         );
     }
-    let (sc, sg) = (cpu.state(), gpu.state());
+    let (sc, sg) = (cpu.state().unwrap(), gpu.state().unwrap());
     assert_eq!(sg.steps_done, 5);
     let e = rel_err(&sg.params, &sc.params);
     assert!(e < 1e-5, "weights after 5 steps differ by {e}");
@@ -439,7 +443,7 @@ fn training_steps_follow_the_cpu_engine() {
     gpu.predict(&batch.toks, 3, 8, &mut pg).unwrap();
     assert!(rel_err(&pg, &pc) < 1e-5);
     gpu.restore(sc.clone()).unwrap();
-    assert_eq!(gpu.state(), sc);
+    assert_eq!(gpu.state().unwrap(), sc);
     let (lc, lg) = (cpu.step(5, 1e-3).unwrap(), gpu.step(5, 1e-3).unwrap());
     assert!((lc - lg).abs() <= 1e-4 * lc);
 }
@@ -829,13 +833,13 @@ fn windowed_training_runs_equal_single_steps() {
     let first = windowed.run(0, &lrs[..7]).unwrap();
     let rest = windowed.run(7, &lrs[7..]).unwrap();
     assert_eq!([first, rest].concat(), one);
-    assert_eq!(windowed.state(), single.state());
+    assert_eq!(windowed.state().unwrap(), single.state().unwrap());
     stagewise_cuda::sgld::USE_GRAPHS.store(false, std::sync::atomic::Ordering::Relaxed);
     let mut eager = make();
     let all = eager.run(0, &lrs).unwrap();
     stagewise_cuda::sgld::USE_GRAPHS.store(true, std::sync::atomic::Ordering::Relaxed);
     assert_eq!(all, one);
-    assert_eq!(eager.state(), single.state());
+    assert_eq!(eager.state().unwrap(), single.state().unwrap());
 }
 
 /// A device whose graph capture fails after recording has begun (as a GPU's may, for an
@@ -975,7 +979,7 @@ fn a_failed_graph_capture_falls_back_to_launches() {
     let mut b =
         CudaEngine::new(emulator(), &cfg, model.clone(), cfg.pretrain_distribution()).unwrap();
     assert_eq!(a.run(0, &lrs).unwrap(), b.run(0, &lrs).unwrap());
-    assert_eq!(a.state(), b.state());
+    assert_eq!(a.state().unwrap(), b.state().unwrap());
     let spec = DatasetSpec {
         dist: cfg.pretrain_distribution(),
         n: 100,

@@ -28,23 +28,22 @@ impl CsvTable {
     ) -> io::Result<Self> {
         let head = header.join(",");
         let mut kept = format!("{head}\n");
-        if let Some(bytes) = storage.get(key)? {
+        if let Some(bytes) = storage.get(key)?.filter(|b| !b.is_empty()) {
             let text = String::from_utf8_lossy(&bytes);
-            let mut lines = text.lines();
-            match lines.next() {
+            match text.lines().next() {
                 Some(h) if h == head => {}
-                Some(h) if !h.is_empty() => {
+                _ => {
                     return Err(io::Error::other(format!(
                         "{}: header differs from this run's columns (written by another config?)",
                         storage.describe(key)
                     )));
                 }
-                _ => {}
             }
-            for line in lines {
-                let complete = line.split(',').count() == header.len();
+            // Every whole row must parse: damage is an error, not a silently dropped row.
+            Table::parse_appended(&bytes, &storage.describe(key))?;
+            for line in whole_lines(&text).skip(1) {
                 let step = line.split(',').next().and_then(|s| s.parse::<u64>().ok());
-                if let (true, Some(s), Some(k)) = (complete, step, keep_through)
+                if let (Some(s), Some(k)) = (step, keep_through)
                     && s <= k
                 {
                     kept.push_str(line);
@@ -95,6 +94,12 @@ pub fn format_value(v: f64) -> String {
     }
 }
 
+/// The lines of `text` that end with a newline (an unterminated last line is a torn write).
+fn whole_lines(text: &str) -> impl Iterator<Item = &str> {
+    let end = text.rfind('\n').map_or(0, |i| i + 1);
+    text[..end].lines()
+}
+
 /// Reads a table written by `CsvTable` leniently (cells that are not numbers become NaN):
 /// header and rows.
 pub fn read_csv(path: &Path) -> io::Result<(Vec<String>, Vec<Vec<f64>>)> {
@@ -130,6 +135,14 @@ impl Table {
         let bad =
             |msg: String| io::Error::new(io::ErrorKind::InvalidData, format!("{what}: {msg}"));
         let text = std::str::from_utf8(bytes).map_err(|_| bad("not UTF-8 text".into()))?;
+        if !text.is_empty() && !text.ends_with('\n') {
+            // Every row is written with its line end: a file without one was cut short, and
+            // its last number may be a prefix of the real one.
+            return Err(bad(format!(
+                "the last line (line {}) has no line end: the file was cut short",
+                text.lines().count()
+            )));
+        }
         let mut lines = text.lines();
         let header: Vec<String> = match lines.next() {
             Some(h) if !h.trim().is_empty() => h.split(',').map(String::from).collect(),
@@ -158,6 +171,16 @@ impl Table {
             rows.push(row);
         }
         Ok(Table { header, rows })
+    }
+
+    /// Parses a table written by appending rows: a last line without its newline (a write
+    /// cut off by a kill) is dropped; everything before it is parsed strictly.
+    pub fn parse_appended(bytes: &[u8], what: &str) -> io::Result<Table> {
+        let whole = match bytes.iter().rposition(|b| *b == b'\n') {
+            Some(i) => &bytes[..=i],
+            None => bytes,
+        };
+        Table::parse(whole, what)
     }
 
     /// Index of a column.
@@ -204,6 +227,14 @@ mod tests {
                 vec![3.0, 0.1]
             ]
         );
+        // A damaged whole row is an error naming the file, not a dropped row.
+        s.append("m.csv", b"4,x\n").unwrap();
+        let e = CsvTable::open(s.clone(), "m.csv", &header, Some(9))
+            .err()
+            .unwrap();
+        assert!(e.to_string().contains("m.csv: line 6, column loss"), "{e}");
+        let t = Table::parse_appended(b"step,a\n1,2\n3,", "t.csv").unwrap();
+        assert_eq!(t.rows, vec![vec![1.0, 2.0]]);
         let other = vec!["step".to_string(), "x".to_string()];
         assert!(CsvTable::open(s.clone(), "m.csv", &other, Some(2)).is_err());
         std::fs::remove_dir_all(&dir).unwrap();
@@ -214,10 +245,15 @@ mod tests {
         let t = Table::parse(b"step,a\n1,NaN\n2,-inf\n3,0.5\n", "t.csv").unwrap();
         assert_eq!(t.column("step").unwrap(), vec![1.0, 2.0, 3.0]);
         assert!(t.column("a").unwrap()[0].is_nan());
-        let e = Table::parse(b"step,a\n1,2\n3", "t.csv")
+        let e = Table::parse(b"step,a\n1,2\n3\n", "t.csv")
             .unwrap_err()
             .to_string();
         assert!(e.contains("t.csv: line 3 has 1 fields"), "{e}");
+        // `3,2` cut from `3,25`: a whole-looking row, but no line end.
+        let e = Table::parse(b"step,a\n1,2\n3,2", "t.csv")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("line 3) has no line end"), "{e}");
         let e = Table::parse(b"step,a\n1,x\n", "t.csv")
             .unwrap_err()
             .to_string();

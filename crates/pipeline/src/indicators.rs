@@ -4,7 +4,7 @@
 
 use std::fmt::Write as _;
 
-use anyhow::{Result, bail};
+use anyhow::{Context, Result, bail};
 use stagewise_analysis::hessian::Hessian;
 use stagewise_analysis::structure::indicators as structure;
 use stagewise_engine::rng::tag;
@@ -90,7 +90,8 @@ pub fn indicators(
     obs.start(0, steps.len() as u64, "checkpoints");
     for (i, step) in steps.iter().enumerate() {
         let w = ckpts.weights(*step)?;
-        let mut row = structure(&w, &model.layout);
+        let mut row = structure(&w, &model.layout)
+            .with_context(|| format!("indicators of the checkpoint at step {step}"))?;
         if a.hessian {
             let w64: Vec<f64> = w.iter().map(|v| *v as f64).collect();
             let h = Hessian::new(&fixed, &w64);
@@ -108,6 +109,7 @@ pub fn indicators(
             row.push(("hessian/trace_samples".into(), samples.len() as f64));
             for (k, e) in h
                 .top_eigenvalues(a.top, a.lanczos_steps, a.seed)
+                .with_context(|| format!("Hessian eigenvalues at step {step}"))?
                 .iter()
                 .enumerate()
             {

@@ -570,22 +570,21 @@ impl LlcDir {
         self.folder.table(Self::TABLE)
     }
 
-    /// Steps whose rows are complete (as wide as `columns`) in the raw table `name`.
+    /// The whole rows of the results table `name` (a torn last line, left by a kill, is
+    /// dropped; any other damage is an error), which must have `columns` columns.
     pub fn complete_rows(&self, name: &str, columns: usize) -> Result<Vec<Vec<f64>>> {
-        let Some(text) = self.folder.get(name)? else {
+        let Some(bytes) = self.folder.get(name)?.filter(|b| !b.is_empty()) else {
             return Ok(vec![]);
         };
-        let text = String::from_utf8_lossy(&text);
-        Ok(text
-            .lines()
-            .skip(1)
-            .map(|l| {
-                l.split(',')
-                    .map(|c| c.parse::<f64>().unwrap_or(f64::NAN))
-                    .collect::<Vec<f64>>()
-            })
-            .filter(|r| r.len() == columns)
-            .collect())
+        let what = self.folder.describe(name);
+        let table = Table::parse_appended(&bytes, &what)?;
+        if table.header.len() != columns {
+            bail!(
+                "{what}: {} columns, this sampler config writes {columns} (written by another config?)",
+                table.header.len()
+            );
+        }
+        Ok(table.rows)
     }
 
     /// The results table `name`, opened for appending (rows kept, a torn line dropped).

@@ -205,6 +205,9 @@ pub fn read_stages(run: &RunDir, sweep: &str) -> Result<Option<Vec<Stage>>> {
         return Ok(None);
     };
     let path = folder.describe("stages.csv");
+    if !text.ends_with('\n') {
+        bail!("{path}: the last line has no line end: the file was cut short");
+    }
     let mut out = Vec::new();
     for (i, line) in text.lines().enumerate().skip(1) {
         let f: Vec<&str> = line.split(',').collect();
@@ -230,7 +233,10 @@ pub fn read_stages(run: &RunDir, sweep: &str) -> Result<Option<Vec<Stage>>> {
             end: step(2)?,
             delta_loss: num(3)?,
             delta_llc: num(4)?,
-            kind: f[5].to_string(),
+            kind: match f[5] {
+                k @ ("A" | "B") => k.to_string(),
+                k => bail!("{path}: line {}: type {k:?}, expected A or B", i + 1),
+            },
         });
     }
     Ok(Some(out))

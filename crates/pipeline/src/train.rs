@@ -225,6 +225,31 @@ pub fn train(opts: &TrainOptions, obs: &dyn Observer) -> Result<TrainResult> {
     let train_names = vec!["batch/loss".to_string(), "lr".to_string()];
     let mut metrics = run.metrics_log(&header(&metric_names), resumed_at)?;
     let mut train_table = run.train_log(&header(&train_names), resumed_at)?;
+    if let Some(s) = resumed_at {
+        // The checkpoint implies every row through its step: a row missing there is lost work
+        // (a damaged table), which resuming cannot recompute.
+        let logged: Vec<u64> = logging_steps.range(..=s).copied().collect();
+        let trained: Vec<u64> = (1..=s / TRAIN_LOG_EVERY)
+            .map(|i| i * TRAIN_LOG_EVERY)
+            .collect();
+        for (table, location, expected) in [
+            (run.metrics()?, run.metrics_location(), logged),
+            (
+                run.train_table()?,
+                run.root().describe("train.csv"),
+                trained,
+            ),
+        ] {
+            let have: Vec<u64> = table
+                .map(|t| t.rows.iter().map(|r| r[0] as u64).collect())
+                .unwrap_or_default();
+            if let Some(missing) = expected.iter().find(|t| !have.contains(t)) {
+                bail!(
+                    "{location}: no row for step {missing}, which checkpoint {s} implies (the table was damaged); restore it from a copy, resuming cannot recompute it"
+                );
+            }
+        }
+    }
     // A fresh TensorBoard file mirroring the (possibly cut back) tables.
     let mut tb = run.fresh_events()?;
     for (table, names) in [
@@ -274,7 +299,7 @@ pub fn train(opts: &TrainOptions, obs: &dyn Observer) -> Result<TrainResult> {
         }
         if logging_steps.contains(&t) {
             let mut values = trainer.evaluate(&evaluator, t)?;
-            values.push(trainer.weight_norm());
+            values.push(trainer.weight_norm()?);
             metrics.append(t, &values)?;
             tables_changed = true;
             let tags: Vec<(&str, f32)> = metric_names
@@ -293,7 +318,7 @@ pub fn train(opts: &TrainOptions, obs: &dyn Observer) -> Result<TrainResult> {
             tb.sync()?;
             metrics.sync()?;
             train_table.sync()?;
-            let state = trainer.state();
+            let state = trainer.state()?;
             run.write_optimizer(&model, t, &state)?;
             let meta = CheckpointMeta {
                 step: t,

@@ -77,8 +77,8 @@ pub trait StepEngine<T>: Send {
             .map(|(i, lr)| self.step(t0 + i as u64, *lr))
             .collect()
     }
-    /// Weights and Adam state, copied to the host.
-    fn state(&self) -> TrainState<T>;
+    /// Weights and Adam state, copied to the host (a device engine can fail to read them).
+    fn state(&self) -> Result<TrainState<T>, TrainError>;
     fn restore(&mut self, state: TrainState<T>) -> Result<(), TrainError>;
 }
 
@@ -156,13 +156,13 @@ impl<T: Float> StepEngine<T> for CpuEngine<T> {
             .predict(&self.model, &self.params, toks, nseq, t, out)?)
     }
 
-    fn state(&self) -> TrainState<T> {
-        TrainState {
+    fn state(&self) -> Result<TrainState<T>, TrainError> {
+        Ok(TrainState {
             params: self.params.clone(),
             exp_avg: self.adam.m.clone(),
             exp_avg_sq: self.adam.v.clone(),
             steps_done: self.adam.steps,
-        }
+        })
     }
 
     fn restore(&mut self, s: TrainState<T>) -> Result<(), TrainError> {
@@ -252,7 +252,7 @@ impl<T: Float> Trainer<T> {
         ev.evaluate(self.engine.as_mut(), step)
     }
 
-    pub fn state(&self) -> TrainState<T> {
+    pub fn state(&self) -> Result<TrainState<T>, TrainError> {
         self.engine.state()
     }
 
@@ -264,12 +264,13 @@ impl<T: Float> Trainer<T> {
     }
 
     /// Global L2 norm of the weights.
-    pub fn weight_norm(&self) -> f64 {
-        self.state()
+    pub fn weight_norm(&self) -> Result<f64, TrainError> {
+        Ok(self
+            .state()?
             .params
             .iter()
             .map(|v| v.to_f64() * v.to_f64())
             .sum::<f64>()
-            .sqrt()
+            .sqrt())
     }
 }

@@ -66,7 +66,7 @@ fn thread_count_does_not_change_a_single_bit() {
             for _ in 0..20 {
                 tr.step().unwrap();
             }
-            tr.state().params
+            tr.state().unwrap().params
         })
     };
     assert_eq!(run(1), run(2));
@@ -83,14 +83,14 @@ fn restored_state_continues_bit_for_bit() {
     for _ in 0..12 {
         first.step().unwrap();
     }
-    let saved = first.state();
+    let saved = first.state().unwrap();
     drop(first);
     let mut resumed = Trainer::<f32>::new(small_config()).unwrap();
     resumed.restore(saved).unwrap();
     for want in &losses[12..] {
         assert_eq!(resumed.step().unwrap(), *want);
     }
-    assert_eq!(resumed.state(), full.state());
+    assert_eq!(resumed.state().unwrap(), full.state().unwrap());
 }
 
 #[test]

@@ -1,0 +1,246 @@
+//! Every reader of a run folder, fed a truncated and a garbled copy of each file it reads,
+//! returns an error naming that file: no panic, no silently wrong result.
+//!
+//! One small run is made once (train, LLC, essential dynamics, stages, indicators, report);
+//! each case copies it, damages one file and calls every stage that reads the file.
+//! "Truncated" cuts the file in the middle of a line (a torn write or a half-copied file);
+//! "garbled" puts text where a number or a structure belongs (for a checkpoint, into its
+//! header: the safetensors format has no checksum, so damage inside the tensor data cannot be
+//! told from other weights).
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Result;
+use stagewise_pipeline::ed::{EdOptions, ed};
+use stagewise_pipeline::indicators::{IndicatorsOptions, indicators};
+use stagewise_pipeline::llc::{LlcOptions, SAMPLER_TINY, Sampler, StepSelection, llc};
+use stagewise_pipeline::report::{ReportOptions, report};
+use stagewise_pipeline::stages::{StagesOptions, stages};
+use stagewise_pipeline::train::{TrainOptions, train};
+use stagewise_pipeline::{Quiet, RunDir};
+
+const SETS: &[&str] = &[
+    "num_steps=200",
+    "checkpointer_config.checkpoint_steps.log_space=8",
+    "checkpointer_config.checkpoint_steps.linear_space=4",
+    "logging_config.logging_steps.log_space=10",
+    "logging_config.logging_steps.linear_space=5",
+];
+
+fn sampler(name: &str) -> Sampler {
+    Sampler::from_text(name, SAMPLER_TINY, "test sampler", &["num_draws=8".into()]).unwrap()
+}
+
+fn ed_options() -> EdOptions {
+    EdOptions {
+        sequences: 64,
+        ..EdOptions::default()
+    }
+}
+
+/// The stages that read run-folder files, by name.
+#[derive(Clone, Copy, Debug)]
+enum Reader {
+    /// `train --resume` on the finished run (reads config, newest checkpoint and optimizer
+    /// state, metrics and train tables).
+    Resume,
+    /// The LLC sweep continued (reads config, `sampler.yaml`, `llc.csv`).
+    LlcResume,
+    /// A new LLC sweep at the newest checkpoint (reads config and that checkpoint).
+    LlcNew,
+    Ed,
+    Stages,
+    Indicators,
+    Report,
+}
+
+fn read(reader: Reader, run: &RunDir, newest: u64) -> Result<()> {
+    match reader {
+        Reader::Resume => {
+            let opts = TrainOptions {
+                out: Some(run.clone()),
+                resume: true,
+                ..TrainOptions::default()
+            };
+            train(&opts, &Quiet).map(drop)
+        }
+        Reader::LlcResume => {
+            let opts = LlcOptions {
+                sampler: sampler("sampler-tiny"),
+                ..LlcOptions::default()
+            };
+            llc(run, &opts, &Quiet).map(drop)
+        }
+        Reader::LlcNew => {
+            let opts = LlcOptions {
+                sampler: sampler("probe"),
+                select: StepSelection {
+                    steps: vec![newest],
+                    ..StepSelection::default()
+                },
+                ..LlcOptions::default()
+            };
+            llc(run, &opts, &Quiet).map(drop)
+        }
+        Reader::Ed => ed(run, &ed_options(), &Quiet).map(drop),
+        Reader::Stages => stages(run, &StagesOptions::default()).map(drop),
+        Reader::Indicators => indicators(run, &IndicatorsOptions::default(), &Quiet).map(drop),
+        Reader::Report => report(run, &ReportOptions::default()).map(drop),
+    }
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        let target = to.join(e.file_name());
+        if e.file_type().unwrap().is_dir() {
+            copy_dir(&e.path(), &target);
+        } else {
+            std::fs::copy(e.path(), target).unwrap();
+        }
+    }
+}
+
+/// Cut in the middle of a line: half way, moved off any line end.
+fn truncate(bytes: &[u8]) -> Vec<u8> {
+    let mut cut = bytes.len() / 2;
+    while cut > 1 && (bytes[cut - 1] == b'\n' || bytes[cut] == b'\n') {
+        cut -= 1;
+    }
+    bytes[..cut].to_vec()
+}
+
+/// Text where a value belongs: for a safetensors file inside its JSON header, for a table the
+/// middle row's last cell, for YAML a line that is not YAML.
+fn garble(name: &str, bytes: &[u8]) -> Vec<u8> {
+    let mut out = bytes.to_vec();
+    if name.ends_with(".safetensors") {
+        out[10..18].copy_from_slice(b"#garble#");
+        return out;
+    }
+    let text = String::from_utf8(out).unwrap();
+    let mut lines: Vec<String> = text.lines().map(String::from).collect();
+    let mid = lines.len() / 2;
+    if name.ends_with(".csv") {
+        let l = &mut lines[mid.max(1)];
+        let cut = l.rfind(',').unwrap();
+        l.truncate(cut + 1);
+        l.push_str("0.5x");
+    } else {
+        lines.insert(mid, "task_config: [unclosed, {".into());
+    }
+    (lines.join("\n") + "\n").into_bytes()
+}
+
+#[test]
+fn every_reader_rejects_truncated_and_garbled_files() {
+    let root = std::env::temp_dir().join(format!("stagewise-damaged-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&root);
+    let good = root.join("good");
+    let run = RunDir::local(&good);
+    let sets: Vec<String> = SETS.iter().map(|s| s.to_string()).collect();
+    train(
+        &TrainOptions {
+            out: Some(run.clone()),
+            sets,
+            ..TrainOptions::default()
+        },
+        &Quiet,
+    )
+    .unwrap();
+    let steps = run.checkpoint_steps().unwrap();
+    let newest = *steps.last().unwrap();
+    let opts = LlcOptions {
+        sampler: sampler("sampler-tiny"),
+        ..LlcOptions::default()
+    };
+    llc(&run, &opts, &Quiet).unwrap();
+    ed(&run, &ed_options(), &Quiet).unwrap();
+    stages(&run, &StagesOptions::default()).unwrap();
+    indicators(&run, &IndicatorsOptions::default(), &Quiet).unwrap();
+    report(&run, &ReportOptions::default()).unwrap();
+    // The undamaged run passes every reader.
+    use Reader::*;
+    let all = [Resume, LlcResume, LlcNew, Ed, Stages, Indicators, Report];
+    let scratch = root.join("scratch");
+    for r in all {
+        let _ = std::fs::remove_dir_all(&scratch);
+        copy_dir(&good, &scratch);
+        read(r, &RunDir::local(&scratch), newest)
+            .unwrap_or_else(|e| panic!("{r:?} on the undamaged run: {e:#}"));
+    }
+
+    let ckpt = format!("checkpoints/{newest}.safetensors");
+    let optimizer: Vec<PathBuf> = std::fs::read_dir(good.join("optimizer"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| {
+            p.file_stem()
+                .is_some_and(|s| s == newest.to_string().as_str())
+        })
+        .collect();
+    assert_eq!(optimizer.len(), 1, "{optimizer:?}");
+    let opt = format!(
+        "optimizer/{}",
+        optimizer[0].file_name().unwrap().to_string_lossy()
+    );
+    let cases: Vec<(&str, Vec<Reader>)> = vec![
+        (
+            "config.yaml",
+            vec![Resume, LlcResume, LlcNew, Ed, Indicators, Report],
+        ),
+        (&ckpt, vec![Resume, LlcNew, Ed, Indicators]),
+        (&opt, vec![Resume]),
+        ("metrics.csv", vec![Resume, Stages, Report]),
+        ("train.csv", vec![Resume]),
+        ("llc/sampler-tiny/llc.csv", vec![Stages, Report]),
+        ("llc/sampler-tiny/sampler.yaml", vec![LlcResume]),
+        ("ed/full/scores.csv", vec![Report]),
+        ("ed/full/explained_variance.csv", vec![Report]),
+        ("stages/sampler-tiny/stages.csv", vec![Report]),
+        ("stages/sampler-tiny/gp.csv", vec![Report]),
+        ("indicators.csv", vec![Report]),
+    ];
+    for (file, readers) in &cases {
+        let bytes = std::fs::read(good.join(file)).unwrap_or_else(|e| panic!("{file}: {e}"));
+        for (how, damaged) in [
+            ("truncated", truncate(&bytes)),
+            ("garbled", garble(file, &bytes)),
+        ] {
+            for r in readers {
+                let _ = std::fs::remove_dir_all(&scratch);
+                copy_dir(&good, &scratch);
+                std::fs::write(scratch.join(file), &damaged).unwrap();
+                let name = Path::new(file).file_name().unwrap().to_string_lossy();
+                match read(*r, &RunDir::local(&scratch), newest) {
+                    Ok(()) => panic!("{r:?} accepted a {how} {file}"),
+                    Err(e) => {
+                        let msg = format!("{e:#}");
+                        assert!(msg.contains(&*name), "{r:?}, {how} {file}: {msg}");
+                    }
+                }
+            }
+        }
+    }
+    // A torn last line of the LLC table is what a kill leaves: the continued sweep drops it,
+    // estimates that checkpoint again and leaves a whole table.
+    let _ = std::fs::remove_dir_all(&scratch);
+    copy_dir(&good, &scratch);
+    let table = "llc/sampler-tiny/llc.csv";
+    let bytes = std::fs::read(good.join(table)).unwrap();
+    std::fs::write(scratch.join(table), &bytes[..bytes.len() - 5]).unwrap();
+    read(LlcResume, &RunDir::local(&scratch), newest).unwrap();
+    let rows = |dir: &Path| {
+        let mut t = RunDir::local(dir)
+            .llc("sampler-tiny")
+            .table()
+            .unwrap()
+            .unwrap()
+            .rows;
+        t.sort_by(|a, b| a[0].total_cmp(&b[0]));
+        t
+    };
+    assert_eq!(rows(&scratch), rows(&good));
+    std::fs::remove_dir_all(&root).unwrap();
+}
