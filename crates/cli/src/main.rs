@@ -42,7 +42,7 @@ enum Command {
     Bench(BenchCommand),
     /// Local learning coefficient (LLC) over a run's checkpoints:
     /// `stagewise llc RUN_DIR --config SAMPLER.yaml`; or `stagewise llc check ...`.
-    Llc(LlcArgs),
+    Llc(Box<LlcArgs>),
     /// Essential dynamics: PCA of the model's outputs across checkpoints, evolutes, vertices
     /// and forms (`stagewise ed RUN_DIR`).
     Ed(ed::EdArgs),
@@ -118,15 +118,17 @@ fn main() {
         Command::Bench(BenchCommand::Train(args)) => stagewise_bench::train(&args.options()),
         Command::Bench(BenchCommand::Sgld(args)) => stagewise_bench::sgld(&args.options()),
         Command::Bench(BenchCommand::Gpu(args)) => stagewise_bench::gpu(&args.options()),
-        Command::Llc(LlcArgs {
-            command: Some(LlcCommand::Check(args)),
-            ..
-        }) => llc::check(&args),
-        Command::Llc(LlcArgs {
-            command: Some(LlcCommand::Calibrate(args)),
-            ..
-        }) => calibrate::calibrate(&args),
-        Command::Llc(LlcArgs { command: None, run }) => llc::run(&run),
+        Command::Llc(args) => match *args {
+            LlcArgs {
+                command: Some(LlcCommand::Check(args)),
+                ..
+            } => llc::check(&args),
+            LlcArgs {
+                command: Some(LlcCommand::Calibrate(args)),
+                ..
+            } => calibrate::calibrate(&args),
+            LlcArgs { command: None, run } => llc::run(&run),
+        },
         Command::Ed(args) => ed::ed(&args),
         Command::Stages(args) => stages::run(&args),
         Command::Indicators(args) => indicators::run(&args),

@@ -938,7 +938,7 @@ fn reproduce_runs_the_pipeline_and_resumes() {
     assert!(err.contains("resuming"), "{err}");
     assert_eq!(list_steps(&run.join("checkpoints")).len(), n);
     assert!(
-        err.contains(&format!("LLC at 0 checkpoints"))
+        err.contains(&"LLC at 0 checkpoints".to_string())
             && err.contains(&format!("({n} already done)")),
         "{err}"
     );

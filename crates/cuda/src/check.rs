@@ -116,9 +116,9 @@ pub fn check_device(dev: &Arc<dyn Device>, a: &CheckOptions) -> Result<Vec<Check
     let mut rows: Vec<(String, f64, f64, f64)> = Vec::new();
 
     // 1. Data: the training batch of step 7 generated on the device vs the CPU.
-    let data = DeviceData::new(&dev, &dist)?;
-    let toks = Buf::<f32>::new(&dev, b * 2 * k * 5)?;
-    let ys = Buf::<f32>::new(&dev, b * k)?;
+    let data = DeviceData::new(dev, &dist)?;
+    let toks = Buf::<f32>::new(dev, b * 2 * k * 5)?;
+    let ys = Buf::<f32>::new(dev, b * k)?;
     let seed = cfg.seeds().sampling;
     data.generate(
         dev.as_ref(),
@@ -142,10 +142,10 @@ pub fn check_device(dev: &Arc<dyn Device>, a: &CheckOptions) -> Result<Vec<Check
     // 2. Loss and gradient from the same weights and batch.
     let w: Vec<f32> = model.init_params(3);
     let gpu = GpuModel::new(dev, &model, 1, b, 2 * k)?;
-    let wb = Buf::from_host(&dev, &w)?;
-    let tb = Buf::from_host(&dev, &batch.toks)?;
-    let yb = Buf::from_host(&dev, &batch.ys_t)?;
-    let gb = Buf::<f32>::new(&dev, p)?;
+    let wb = Buf::from_host(dev, &w)?;
+    let tb = Buf::from_host(dev, &batch.toks)?;
+    let yb = Buf::from_host(dev, &batch.ys_t)?;
+    let gb = Buf::<f32>::new(dev, p)?;
     gpu.forward(wb.ptr, tb.ptr, Some(yb.ptr))?;
     gpu.backward(wb.ptr, tb.ptr, gb.ptr)?;
     let (loss_g, parts_g) = gpu.losses()?.remove(0);
@@ -183,8 +183,8 @@ pub fn check_device(dev: &Arc<dyn Device>, a: &CheckOptions) -> Result<Vec<Check
 
     // 3. Adam on the same gradient: must be bitwise the CPU's.
     let mut cpu_adam = Adam::<f32>::new(p, 0.9, 0.999, 1e-8, 0.0);
-    let mut dev_adam = DeviceAdam::new(&dev, p, [0.9, 0.999], 0.0)?;
-    let gc = Buf::from_host(&dev, &grad_c)?;
+    let mut dev_adam = DeviceAdam::new(dev, p, [0.9, 0.999], 0.0)?;
+    let gc = Buf::from_host(dev, &grad_c)?;
     let mut w_cpu = w.clone();
     for s in 0..3 {
         cpu_adam.step(&mut w_cpu, &grad_c, 1e-3 * (s + 1) as f64);
@@ -206,7 +206,7 @@ pub fn check_device(dev: &Arc<dyn Device>, a: &CheckOptions) -> Result<Vec<Check
     // The device's chains from the centre w (each launch of them as one batch).
     let on_device = |c: &ChainConfig| {
         sample_dataset(
-            &dev,
+            dev,
             &model,
             &spec,
             std::slice::from_ref(&w),

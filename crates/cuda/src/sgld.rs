@@ -210,6 +210,7 @@ pub struct DatasetSpec {
 
 /// Runs `cfg.chains` chains from each centre in `centres` (each of the model's parameter count)
 /// and returns their traces, `[centre][chain]`. `progress(steps done)` is called now and then.
+#[allow(clippy::too_many_arguments)] // the chain engine's `sample` plus the model and data
 pub fn sample_dataset(
     dev: &Arc<dyn Device>,
     model: &RegressionTransformer,

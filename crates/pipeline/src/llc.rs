@@ -475,10 +475,10 @@ pub fn traces_csv(
     text.push('\n');
     for (c, t) in traces.iter().enumerate() {
         let llc = running_llc(&t.losses, init_loss, nbeta);
-        for d in 0..t.losses.len() {
+        for (d, (loss, llc)) in t.losses.iter().zip(&llc).enumerate() {
             text.push_str(&format!(
-                "{c},{d},{:?},{:?},{:?},{:?}",
-                t.losses[d], llc[d], t.distances[d], t.mala[d]
+                "{c},{d},{loss:?},{llc:?},{:?},{:?}",
+                t.distances[d], t.mala[d]
             ));
             if per_token.is_some() {
                 for v in &t.parts[d] {

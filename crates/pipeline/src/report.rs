@@ -268,16 +268,16 @@ fn llc_blocks(
         .map(|r| (r.0, r.1 - r.2, r.1 + r.2))
         .collect();
     c.series.push(line);
-    if let Some(g) = run.stages(s).table("gp.csv")? {
-        if let (Some(st), Some(f)) = (g.column("step"), g.column("llc_fit")) {
-            let mut gp = Series::line(
-                "GP fit",
-                st.iter().map(|s| s + 1.0).zip(f).collect(),
-                palette(5),
-            );
-            gp.dashed = true;
-            c.series.push(gp);
-        }
+    if let Some(g) = run.stages(s).table("gp.csv")?
+        && let (Some(st), Some(f)) = (g.column("step"), g.column("llc_fit"))
+    {
+        let mut gp = Series::line(
+            "GP fit",
+            st.iter().map(|s| s + 1.0).zip(f).collect(),
+            palette(5),
+        );
+        gp.dashed = true;
+        c.series.push(gp);
     }
     blocks.push(figure(
         out,
@@ -504,19 +504,19 @@ fn indicator_blocks(
                 palette(i),
             ));
         }
-        if name == "indicators_hessian" {
-            if let Some(tr) = t.column("hessian/trace") {
-                let mut s = Series::line(
-                    "trace / 10",
-                    st.iter()
-                        .copied()
-                        .zip(tr.iter().map(|v| v / 10.0))
-                        .collect(),
-                    palette(7),
-                );
-                s.dashed = true;
-                c.series.push(s);
-            }
+        if name == "indicators_hessian"
+            && let Some(tr) = t.column("hessian/trace")
+        {
+            let mut s = Series::line(
+                "trace / 10",
+                st.iter()
+                    .copied()
+                    .zip(tr.iter().map(|v| v / 10.0))
+                    .collect(),
+                palette(7),
+            );
+            s.dashed = true;
+            c.series.push(s);
         }
         blocks.push(figure(out, name, &c, title)?);
     }

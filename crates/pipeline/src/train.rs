@@ -291,7 +291,7 @@ pub fn train(opts: &TrainOptions, obs: &dyn Observer) -> Result<TrainResult> {
         next = t + 1;
         let loss = losses.last().copied().unwrap_or(f64::NAN);
         last_loss = loss;
-        if t % TRAIN_LOG_EVERY == 0 && t > 0 {
+        if t.is_multiple_of(TRAIN_LOG_EVERY) && t > 0 {
             let lr = trainer.schedule.lr(t);
             train_table.append(t, &[loss, lr])?;
             tables_changed = true;

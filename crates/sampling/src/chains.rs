@@ -107,7 +107,8 @@ impl ChainConfig {
     /// The draw recorded at `step`, if any.
     pub fn draw_at(&self, step: usize) -> Option<usize> {
         let k = self.steps_between_draws.max(1);
-        (step >= self.burnin && (step - self.burnin) % k == 0).then(|| (step - self.burnin) / k)
+        (step >= self.burnin && (step - self.burnin).is_multiple_of(k))
+            .then(|| (step - self.burnin) / k)
     }
 }
 
@@ -175,6 +176,9 @@ pub fn sample_with_progress<T: Float, P: Potential<T>>(
     run_chains(potential, w0, sgld, mask, cfg, &noise, progress)
 }
 
+/// Fills a chain's noise for one step: `(chain, step, f64 scratch, out)`.
+pub type NoiseFn<'a, T> = dyn Fn(u32, u64, &mut [f64], &mut [T]) + Sync + 'a;
+
 /// As `sample`, with the noise supplied by `noise(chain, step, scratch, out)` (SGNHT's initial
 /// momentum is the noise of step `u32::MAX`).
 pub fn sample_with_noise<T: Float, P: Potential<T>>(
@@ -183,7 +187,7 @@ pub fn sample_with_noise<T: Float, P: Potential<T>>(
     sgld: &Sgld,
     mask: Option<&[bool]>,
     cfg: &ChainConfig,
-    noise: &(dyn Fn(u32, u64, &mut [f64], &mut [T]) + Sync),
+    noise: &NoiseFn<'_, T>,
 ) -> Vec<ChainTrace> {
     run_chains(potential, w0, sgld, mask, cfg, noise, &|_| {})
 }
@@ -194,7 +198,7 @@ fn run_chains<T: Float, P: Potential<T>>(
     sgld: &Sgld,
     mask: Option<&[bool]>,
     cfg: &ChainConfig,
-    noise: &(dyn Fn(u32, u64, &mut [f64], &mut [T]) + Sync),
+    noise: &NoiseFn<'_, T>,
     progress: &dyn Fn(usize),
 ) -> Vec<ChainTrace> {
     let dim = potential.dim();

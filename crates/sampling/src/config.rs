@@ -165,13 +165,13 @@ impl SamplerConfig {
                 }
             }
         }
-        if let Some(b) = self.bounding_box_size {
-            if !(b > 0.0 && b.is_finite()) {
-                return Err(err(
-                    "bounding_box_size",
-                    format!("{b}: expected a finite, positive number"),
-                ));
-            }
+        if let Some(b) = self.bounding_box_size
+            && !(b > 0.0 && b.is_finite())
+        {
+            return Err(err(
+                "bounding_box_size",
+                format!("{b}: expected a finite, positive number"),
+            ));
         }
         let mut sgld = match (g1.is_empty(), g2.is_empty()) {
             (false, false) => {
@@ -250,16 +250,17 @@ impl SamplerConfig {
     /// The draw evaluation, checked against the batch sizes.
     pub fn eval_method(&self) -> Result<EvalMethod, SamplerConfigError> {
         let method = self.eval_method;
-        if let Some(b) = self.eval_batch_size {
-            if method != EvalMethod::Dataset && b != self.grad_batch_size {
-                return Err(err(
-                    "eval_batch_size",
-                    format!(
-                        "{b}: minibatch evaluation uses grad_batch_size ({}); give one of them or equal values",
-                        self.grad_batch_size
-                    ),
-                ));
-            }
+        if let Some(b) = self.eval_batch_size
+            && method != EvalMethod::Dataset
+            && b != self.grad_batch_size
+        {
+            return Err(err(
+                "eval_batch_size",
+                format!(
+                    "{b}: minibatch evaluation uses grad_batch_size ({}); give one of them or equal values",
+                    self.grad_batch_size
+                ),
+            ));
         }
         match self.eval_loss_fn.as_str() {
             "mse" => {}

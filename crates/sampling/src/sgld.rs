@@ -367,7 +367,7 @@ mod tests {
                 let f = 10.0 * g[i] + 0.5 * (wm[i] - w0[i]);
                 m[i] -= lr * f;
                 m[i] -= xi_t * m[i];
-                m[i] += (2.0 * lr * a as f64).sqrt() * z[i];
+                m[i] += (2.0 * lr * a).sqrt() * z[i];
                 wm[i] += m[i];
                 energy += m[i] * m[i];
             }
