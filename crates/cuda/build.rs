@@ -1,10 +1,9 @@
-//! Compiles `kernels/kernels.cu` for the host with `kernels/host.h`: the emulator runs the very
-//! kernels that NVRTC compiles for the GPU, one thread index at a time.
+//! Compiles `kernels/kernels.cu` (which includes the `.cuh` parts) for the host with
+//! `kernels/host.h`: the emulator runs the very kernels that NVRTC compiles for the GPU, one
+//! thread index at a time.
 
 fn main() {
-    println!("cargo:rerun-if-changed=kernels/kernels.cu");
-    println!("cargo:rerun-if-changed=kernels/host.h");
-    println!("cargo:rerun-if-changed=kernels/host.cpp");
+    println!("cargo:rerun-if-changed=kernels");
     cc::Build::new()
         .cpp(true)
         .file("kernels/host.cpp")

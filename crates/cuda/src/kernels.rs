@@ -1,7 +1,32 @@
 //! The CUDA C source of every kernel (compiled by NVRTC on the GPU, by build.rs for the
 //! emulator) and the names the backend launches.
 
-pub const SOURCE: &str = include_str!("../kernels/kernels.cu");
+/// The parts of the source, by subject, in the order `kernels/kernels.cu` includes them.
+pub const PARTS: &[&str] = &[
+    "common",
+    "rng",
+    "data",
+    "elementwise",
+    "forward",
+    "backward",
+    "optimizers",
+    "sampler",
+];
+
+/// The whole source as NVRTC compiles it: the parts of [`PARTS`], concatenated.
+pub const SOURCE: &str = concat!(
+    include_str!("../kernels/common.cuh"),
+    include_str!("../kernels/rng.cuh"),
+    include_str!("../kernels/data.cuh"),
+    include_str!("../kernels/elementwise.cuh"),
+    include_str!("../kernels/forward.cuh"),
+    include_str!("../kernels/backward.cuh"),
+    include_str!("../kernels/optimizers.cuh"),
+    include_str!("../kernels/sampler.cuh"),
+);
+
+/// `kernels/kernels.cu`, which includes the parts for the host build.
+pub const HOST_INCLUDES: &str = include_str!("../kernels/kernels.cu");
 
 /// Head sizes the attention kernels are instantiated for (`attention_forward_hs16`, ...).
 pub const HEAD_SIZES: &[usize] = &[4, 8, 16, 32, 64];
