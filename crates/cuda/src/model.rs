@@ -12,19 +12,26 @@ use stagewise_models::{RegressionConfig, RegressionTransformer};
 use crate::device::{Arg, Buf, Device, Gemm, GpuError, Ptr};
 
 struct BlockActs {
+    /// Pre-attention LayerNorm output `[Q, N, C]` and its row statistics `[Q, N]`.
     ln0: Buf<f32>,
     mean0: Buf<f32>,
     rstd0: Buf<f32>,
+    /// Fused per-head Q, K, V `[Q, N, 3C]`.
     qkv: Buf<f32>,
     /// log-sum-exp of each query's attention scores `[Q, B, H, T]`.
     lse: Buf<f32>,
+    /// Attention output, heads side by side `[Q, N / stride, C]` (active queries only).
     atty: Buf<f32>,
+    /// After the output projection `[Q, N / stride, C]`.
     attn: Buf<f32>,
+    /// The MLP's input `h = x + attn` `[Q, N / stride, C]`.
     h: Buf<f32>,
+    /// Pre-MLP LayerNorm output `[Q, N / stride, C]` and its row statistics `[Q, N / stride]`.
     ln1: Buf<f32>,
     mean1: Buf<f32>,
     rstd1: Buf<f32>,
-    /// The MLP's hidden layer after the ReLU (the backward reads its mask from r > 0).
+    /// The MLP's hidden layer after the ReLU `[Q, N / stride, M]` (the backward reads its mask
+    /// from r > 0).
     r: Buf<f32>,
 }
 
@@ -50,32 +57,51 @@ pub struct GpuModel {
     pub q: usize,
     pub b: usize,
     pub t: usize,
+    /// Residual stream: `x[l]` is block l's input `[Q, N, C]`, `x[L]` the last block's output
+    /// `[Q, N / 2, C]` (x positions only).
     x: Vec<Buf<f32>>,
+    /// Per block; `stride` is 2 in the last block (its queries, MLP and final LayerNorm run on
+    /// the x positions only), 1 elsewhere.
     acts: Vec<BlockActs>,
+    /// Final LayerNorm output `[Q, N / 2, C]` and its row statistics `[Q, N / 2]`.
     lnf: Buf<f32>,
     lnf_mean: Buf<f32>,
     lnf_rstd: Buf<f32>,
-    /// y_hat `[Q, B, K]`, squared errors `[Q, B, K]`, dLoss/dy_hat per row `[Q, N]`.
+    /// y_hat `[Q, B, K]` and squared errors `[Q, B, K]`.
     pub pred: Buf<f32>,
     pub sq_err: Buf<f32>,
     /// dLoss/dy_hat `[Q, B, K]`.
     dpred: Buf<f32>,
     /// Mean squared error per chain and token position `[Q, K]` (after `token_losses`).
     pub tok_loss: Buf<f32>,
+    /// Ones `[max(B*T, P)]`: column sums as GEMMs with a ones vector.
     ones: Buf<f32>,
+    /// dLoss/d(residual stream) `[Q, N, C]`, two buffers that swap block by block (the block's
+    /// output gradient and its input gradient).
     dx_a: Buf<f32>,
     dx_b: Buf<f32>,
+    /// dLoss/d(final LayerNorm output) `[Q, N / 2, C]`.
     dlnf: Buf<f32>,
+    /// dy * xhat of a LayerNorm backward, summed into its weight gradient `[Q, N, C]`
+    /// (allocated `[Q, N, max(C, M)]`).
     dyxhat: Buf<f32>,
+    /// dLoss/d(MLP hidden layer), before and after the ReLU mask `[Q, N / stride, M]`.
     dr: Buf<f32>,
+    /// dLoss/d(LayerNorm output): LN1's `[Q, N / stride, C]`, then LN0's `[Q, N, C]`.
     dln: Buf<f32>,
+    /// dLoss/d(attention after projection) `[Q, N / stride, C]`.
     dattn: Buf<f32>,
+    /// dLoss/d(attention output) `[Q, N / stride, C]`.
     datty: Buf<f32>,
+    /// dLoss/dqkv `[Q, N, 3C]`.
     dqkv: Buf<f32>,
+    /// Per query, the sum of dO * O over its head's row (attention backward) `[Q, B, H, T]`.
     dsum: Buf<f32>,
-    /// The last block's residual gradient on its active rows.
+    /// The last block's residual gradient on its active rows `[Q, N / 2, C]`.
     dres: Buf<f32>,
+    /// The positional table's gradient summed over sequences `[Q, T, C]`.
     pos_sums: Buf<f32>,
+    /// Attention kernels for this head size: forward, backward for queries, for keys/values.
     attn_kernels: [&'static str; 3],
     /// Partial sums of the split reductions `[Q, SPLIT_MAX, largest weight]`.
     split: Buf<f32>,
