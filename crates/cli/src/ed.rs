@@ -59,22 +59,28 @@ fn parse_smooth(s: &str) -> Result<Smoothing, String> {
     s.parse()
 }
 
+impl EdArgs {
+    pub fn options(&self) -> EdOptions {
+        EdOptions {
+            select: self.select.selection(),
+            outputs: match self.outputs {
+                OutputsArg::Full => Outputs::Full,
+                OutputsArg::Ys => Outputs::Ys,
+            },
+            sequences: self.sequences,
+            seed: self.seed,
+            components: self.components,
+            smooth: self.smooth,
+            vertex_ratio: self.vertex_ratio,
+            min_speed: self.min_speed,
+            form_window: self.form_window,
+            out: self.out.clone().map(Folder::local),
+        }
+    }
+}
+
 pub fn ed(a: &EdArgs) -> Result<()> {
-    let opts = EdOptions {
-        select: a.select.selection(),
-        outputs: match a.outputs {
-            OutputsArg::Full => Outputs::Full,
-            OutputsArg::Ys => Outputs::Ys,
-        },
-        sequences: a.sequences,
-        seed: a.seed,
-        components: a.components,
-        smooth: a.smooth,
-        vertex_ratio: a.vertex_ratio,
-        min_speed: a.min_speed,
-        form_window: a.form_window,
-        out: a.out.clone().map(Folder::local),
-    };
+    let opts = a.options();
     print(&run_ed(&RunDir::local(&a.run), &opts, &Console::default())?);
     Ok(())
 }

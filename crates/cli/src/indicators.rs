@@ -36,16 +36,22 @@ pub struct IndicatorsArgs {
     seed: u64,
 }
 
+impl IndicatorsArgs {
+    pub fn options(&self) -> IndicatorsOptions {
+        IndicatorsOptions {
+            select: self.select.selection(),
+            hessian: self.hessian,
+            hessian_sequences: self.hessian_sequences,
+            top: self.top,
+            lanczos_steps: self.lanczos_steps,
+            hutchinson_samples: self.hutchinson_samples,
+            seed: self.seed,
+        }
+    }
+}
+
 pub fn run(a: &IndicatorsArgs) -> Result<()> {
-    let opts = IndicatorsOptions {
-        select: a.select.selection(),
-        hessian: a.hessian,
-        hessian_sequences: a.hessian_sequences,
-        top: a.top,
-        lanczos_steps: a.lanczos_steps,
-        hutchinson_samples: a.hutchinson_samples,
-        seed: a.seed,
-    };
+    let opts = a.options();
     print(&indicators(
         &RunDir::local(&a.run),
         &opts,

@@ -2,7 +2,10 @@
 
 mod bench;
 mod calibrate;
+mod check;
 mod console;
+#[cfg(test)]
+mod defaults;
 mod device;
 mod ed;
 mod indicators;
@@ -73,7 +76,7 @@ struct LlcArgs {
 #[derive(Subcommand)]
 enum LlcCommand {
     /// Estimated vs true learning coefficient on a model with a known answer.
-    Check(llc::CheckArgs),
+    Check(check::CheckArgs),
     /// The LLC over a grid of eps, nbeta and gamma at a few checkpoints, with a verdict per
     /// setting (chains finished, trace plateaued, LLC not negative).
     Calibrate(calibrate::CalibrateArgs),
@@ -122,7 +125,7 @@ fn main() {
             LlcArgs {
                 command: Some(LlcCommand::Check(args)),
                 ..
-            } => llc::check(&args),
+            } => check::check(&args),
             LlcArgs {
                 command: Some(LlcCommand::Calibrate(args)),
                 ..

@@ -26,14 +26,19 @@ pub struct StagesArgs {
     min_change: f64,
 }
 
+impl StagesArgs {
+    pub fn options(&self) -> StagesOptions {
+        StagesOptions {
+            llc: self.llc.clone(),
+            column: self.column.clone(),
+            max_slope: self.max_slope,
+            min_change: self.min_change,
+        }
+    }
+}
+
 pub fn run(a: &StagesArgs) -> Result<()> {
-    let opts = StagesOptions {
-        llc: a.llc.clone(),
-        column: a.column.clone(),
-        max_slope: a.max_slope,
-        min_change: a.min_change,
-    };
-    print(&stages(&RunDir::local(&a.run), &opts)?);
+    print(&stages(&RunDir::local(&a.run), &a.options())?);
     Ok(())
 }
 
