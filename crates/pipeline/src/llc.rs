@@ -20,7 +20,7 @@ use stagewise_train::steps::{SpaceSpec, Spaces, StepsSpec};
 
 use crate::device::Backend;
 use crate::observe::Observer;
-use crate::rundir::RunDir;
+use crate::rundir::{LlcDir, RunDir};
 
 /// The built-in sampler configs: the tiny one of the quick pipeline and the paper's.
 pub const SAMPLER_TINY: &str = include_str!("../../../configs/sampler-tiny.yaml");
@@ -307,11 +307,11 @@ pub fn llc(run: &RunDir, opts: &LlcOptions, obs: &dyn Observer) -> Result<LlcRes
     let per_token = sampler.config.per_token;
     let header = table_header(c, per_token.then_some(k));
     let done: Vec<u64> = out
-        .complete_rows("llc.csv", header.len())?
+        .complete_rows(LlcDir::TABLE, header.len())?
         .iter()
         .map(|r| r[0] as u64)
         .collect();
-    let mut table = out.append_table("llc.csv", &header)?;
+    let mut table = out.append_table(LlcDir::TABLE, &header)?;
     let todo: Vec<u64> = steps.into_iter().filter(|s| !done.contains(s)).collect();
     obs.message(&format!(
         "LLC at {} checkpoints of {} ({} already done): {} chains x {} draws, {}, nbeta {:.4}, eps {}, gamma {:.4}, batch {} of n = {}",
@@ -372,7 +372,7 @@ pub fn llc(run: &RunDir, opts: &LlcOptions, obs: &dyn Observer) -> Result<LlcRes
             )?;
             table.append(*step, &table_row(&e, per_token))?;
             table.sync()?;
-            out.parquet_copy("llc.csv")?;
+            out.parquet_copy(LlcDir::TABLE)?;
             obs.message(&format!(
                 "step {step}: llc {:.3} +- {:.3} (init loss {init:.4}, R-hat {:.3}{})",
                 e.mean,

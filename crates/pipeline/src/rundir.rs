@@ -392,6 +392,10 @@ impl RunDir {
         self.root.describe("metrics.csv")
     }
 
+    pub fn train_location(&self) -> String {
+        self.root.describe("train.csv")
+    }
+
     /// The evaluation table, or `None` when the run has none.
     pub fn metrics(&self) -> Result<Option<Table>> {
         self.root.table("metrics.csv")

@@ -234,11 +234,7 @@ pub fn train(opts: &TrainOptions, obs: &dyn Observer) -> Result<TrainResult> {
             .collect();
         for (table, location, expected) in [
             (run.metrics()?, run.metrics_location(), logged),
-            (
-                run.train_table()?,
-                run.root().describe("train.csv"),
-                trained,
-            ),
+            (run.train_table()?, run.train_location(), trained),
         ] {
             let have: Vec<u64> = table
                 .map(|t| t.rows.iter().map(|r| r[0] as u64).collect())

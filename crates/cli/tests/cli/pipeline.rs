@@ -158,6 +158,39 @@ fn device_runs_follow_the_cpu_runs() {
         }
     }
 
+    // Calibration runs on the device too: the same grid, the same estimates.
+    let steps = last.to_string();
+    for (run, device) in [(&cpu, "cpu"), (&emu, "emulator")] {
+        let o = stagewise(&[
+            "llc",
+            "calibrate",
+            run.to_str().unwrap(),
+            "--config",
+            s,
+            "--steps",
+            &steps,
+            "--eps",
+            "0.0001,0.0002",
+            "--device",
+            device,
+        ]);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    }
+    let summary = |run: &Path| {
+        stagewise_io::table::read_csv(&run.join("llc/calibrate-s/summary.csv")).unwrap()
+    };
+    let ((h, sc), (_, se)) = (summary(&cpu), summary(&emu));
+    assert_eq!((sc.len(), se.len()), (2, 2));
+    let col = |name: &str| h.iter().position(|c| c == name).unwrap();
+    for (a, b) in sc.iter().zip(&se) {
+        assert_eq!(a[..4], b[..4], "the same grid");
+        let (x, y) = (a[col("llc/mean")], b[col("llc/mean")]);
+        assert!(
+            (x - y).abs() <= 2e-3 * x.abs().max(1.0),
+            "calibration llc/mean: cpu {x} vs emulator {y}"
+        );
+    }
+
     // eval_method dataset (L_n at every draw, the data set in chunks on the device).
     let full = dir.join("full.yaml");
     std::fs::write(
