@@ -223,6 +223,29 @@ fn every_reader_rejects_truncated_and_garbled_files() {
             }
         }
     }
+    // The cases known to panic before: a metrics table with only its header (a run killed
+    // before its first evaluation) and an edited score table without its PC columns.
+    let header_only = |file: &str| {
+        let bytes = std::fs::read(good.join(file)).unwrap();
+        let end = bytes.iter().position(|b| *b == b'\n').unwrap();
+        bytes[..=end].to_vec()
+    };
+    let edited = String::from_utf8(std::fs::read(good.join("ed/full/scores.csv")).unwrap())
+        .unwrap()
+        .replacen("pc1", "pc_one", 1);
+    for (file, damaged, readers) in [
+        ("metrics.csv", header_only("metrics.csv"), vec![Resume, Report]),
+        ("ed/full/scores.csv", edited.into_bytes(), vec![Report]),
+    ] {
+        for r in readers {
+            let _ = std::fs::remove_dir_all(&scratch);
+            copy_dir(&good, &scratch);
+            std::fs::write(scratch.join(file), &damaged).unwrap();
+            let name = Path::new(file).file_name().unwrap().to_string_lossy();
+            let msg = format!("{:#}", read(r, &RunDir::local(&scratch), newest).unwrap_err());
+            assert!(msg.contains(&*name), "{r:?}, {file}: {msg}");
+        }
+    }
     // A torn last line of the LLC table is what a kill leaves: the continued sweep drops it,
     // estimates that checkpoint again and leaves a whole table.
     let _ = std::fs::remove_dir_all(&scratch);
