@@ -234,7 +234,11 @@ fn every_reader_rejects_truncated_and_garbled_files() {
         .unwrap()
         .replacen("pc1", "pc_one", 1);
     for (file, damaged, readers) in [
-        ("metrics.csv", header_only("metrics.csv"), vec![Resume, Report]),
+        (
+            "metrics.csv",
+            header_only("metrics.csv"),
+            vec![Resume, Report],
+        ),
         ("ed/full/scores.csv", edited.into_bytes(), vec![Report]),
     ] {
         for r in readers {
@@ -242,7 +246,10 @@ fn every_reader_rejects_truncated_and_garbled_files() {
             copy_dir(&good, &scratch);
             std::fs::write(scratch.join(file), &damaged).unwrap();
             let name = Path::new(file).file_name().unwrap().to_string_lossy();
-            let msg = format!("{:#}", read(r, &RunDir::local(&scratch), newest).unwrap_err());
+            let msg = format!(
+                "{:#}",
+                read(r, &RunDir::local(&scratch), newest).unwrap_err()
+            );
             assert!(msg.contains(&*name), "{r:?}, {file}: {msg}");
         }
     }

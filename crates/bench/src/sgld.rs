@@ -1,0 +1,128 @@
+//! `stagewise bench sgld`: SGLD chain-draws per second of the L2H4 model on the CPU, optionally
+//! next to the PyTorch script `bench/torch_sgld.py` on the same machine.
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::Instant;
+
+use anyhow::{Context, Result, bail};
+use stagewise_train::TrainConfig;
+
+/// `stagewise bench sgld`: SGLD chain-draws per second of the L2H4 model (all chains of a
+/// checkpoint batched in lockstep), optionally next to `bench/torch_sgld.py` (the reference's
+/// one-chain-after-another sampler in PyTorch).
+#[derive(Clone, Debug, PartialEq)]
+pub struct BenchSgldOptions {
+    /// Chains.
+    pub chains: usize,
+    /// Sequences per minibatch.
+    pub batch: usize,
+    /// Thread counts.
+    pub threads: Vec<usize>,
+    /// Draws per chain timed.
+    pub draws: usize,
+    /// In-context examples K.
+    pub examples: usize,
+    /// Python interpreter with torch: also run bench/torch_sgld.py and print the ratio.
+    pub torch: Option<PathBuf>,
+    pub torch_script: PathBuf,
+}
+
+impl Default for BenchSgldOptions {
+    fn default() -> Self {
+        BenchSgldOptions {
+            chains: 8,
+            batch: 1024,
+            threads: vec![1, 2],
+            draws: 5,
+            examples: 16,
+            torch: None,
+            torch_script: "bench/torch_sgld.py".into(),
+        }
+    }
+}
+
+fn ours_sgld(a: &BenchSgldOptions, threads: usize) -> Result<f64> {
+    use stagewise_sampling::regression::Dataset;
+    use stagewise_sampling::{ChainConfig, Sgld, sample};
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .build()?;
+    pool.install(|| {
+        let cfg = TrainConfig::l2h4(a.examples, 0);
+        let model = stagewise_models::RegressionTransformer::new(cfg.model_config())?;
+        let w: Vec<f32> = model.init_params(0);
+        let pot = Dataset::<f32>::new(&model, cfg.pretrain_distribution(), 16_384, a.batch, 0);
+        let sgld = Sgld::from_scales(0.03, 0.003, 0.001);
+        sample(&pot, &w, &sgld, None, &ChainConfig::new(a.chains, 1, 1));
+        let t0 = Instant::now();
+        sample(
+            &pot,
+            &w,
+            &sgld,
+            None,
+            &ChainConfig::new(a.chains, a.draws, 2),
+        );
+        Ok((a.chains * a.draws) as f64 / t0.elapsed().as_secs_f64())
+    })
+}
+
+fn torch_sgld(a: &BenchSgldOptions, python: &PathBuf, threads: usize) -> Result<f64> {
+    let out = Command::new(python)
+        .arg(&a.torch_script)
+        .args([
+            "--chains",
+            &a.chains.to_string(),
+            "--batch",
+            &a.batch.to_string(),
+        ])
+        .args([
+            "--threads",
+            &threads.to_string(),
+            "--draws",
+            &a.draws.to_string(),
+            "--k",
+            &a.examples.to_string(),
+        ])
+        .output()
+        .with_context(|| {
+            format!(
+                "cannot run {} {}",
+                python.display(),
+                a.torch_script.display()
+            )
+        })?;
+    if !out.status.success() {
+        bail!(
+            "{} failed: {}",
+            a.torch_script.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let line = String::from_utf8_lossy(&out.stdout);
+    let v: serde_json::Value =
+        serde_json::from_str(line.trim()).with_context(|| format!("unexpected output {line:?}"))?;
+    v["chain_draws_per_s"]
+        .as_f64()
+        .context("chain_draws_per_s missing")
+}
+
+pub fn sgld(a: &BenchSgldOptions) -> Result<()> {
+    println!(
+        "SGLD on L2H4 (K={}), {} chains x batch {}, float32; chain-draws/s over {} draws per chain",
+        a.examples, a.chains, a.batch, a.draws
+    );
+    println!("| threads | stagewise (batched chains) | PyTorch (chains in sequence) | ratio |");
+    println!("|---:|---:|---:|---:|");
+    for &t in &a.threads {
+        let s = ours_sgld(a, t)?;
+        match &a.torch {
+            Some(py) => {
+                let p = torch_sgld(a, py, t)?;
+                println!("| {t} | {s:.2} | {p:.2} | {:.2}x |", s / p);
+            }
+            None => println!("| {t} | {s:.2} | - | - |"),
+        }
+    }
+    Ok(())
+}
