@@ -174,45 +174,11 @@ pub fn train(opts: &TrainOptions, obs: &dyn Observer) -> Result<TrainResult> {
 
     let mut trainer = opts.device.trainer(&cfg)?;
     let model = trainer.model.clone();
-    let mut resumed_at = None;
-    if opts.resume {
-        // The newest checkpoint must be complete: writes are atomic, so an unreadable file means
-        // outside damage, and guessing past it could silently drop work. Stop and say so.
-        if let Some(&step) = run.checkpoint_steps()?.last() {
-            let hint = || {
-                format!(
-                    "cannot resume from checkpoint {step}; move the damaged file away to resume from the previous checkpoint"
-                )
-            };
-            let (params, meta) = run.read_checkpoint(&model, step).with_context(hint)?;
-            let (m, v, steps_done) = run.read_optimizer(&model, step).with_context(hint)?;
-            if meta.step != step || steps_done != step + 1 {
-                bail!(
-                    "{}: metadata says step {} after {steps_done} updates, but the file name says step {step}",
-                    run.checkpoint_location(step),
-                    meta.step
-                );
-            }
-            trainer.restore(TrainState {
-                params,
-                exp_avg: m,
-                exp_avg_sq: v,
-                steps_done,
-            })?;
-            resumed_at = Some(step);
-        }
-        obs.message(&match resumed_at {
-            Some(s) => format!(
-                "resuming {} after step {s} ({} updates done)",
-                run.display(),
-                s + 1
-            ),
-            None => format!(
-                "no checkpoint in {}; starting from step 0",
-                run.checkpoints_location()
-            ),
-        });
-    }
+    let resumed_at = if opts.resume {
+        restore_newest(&run, &mut trainer, obs)?
+    } else {
+        None
+    };
 
     let evaluator = trainer.evaluator();
     let mut metric_names = evaluator.metric_names();
@@ -226,25 +192,7 @@ pub fn train(opts: &TrainOptions, obs: &dyn Observer) -> Result<TrainResult> {
     let mut metrics = run.metrics_log(&header(&metric_names), resumed_at)?;
     let mut train_table = run.train_log(&header(&train_names), resumed_at)?;
     if let Some(s) = resumed_at {
-        // The checkpoint implies every row through its step: a row missing there is lost work
-        // (a damaged table), which resuming cannot recompute.
-        let logged: Vec<u64> = logging_steps.range(..=s).copied().collect();
-        let trained: Vec<u64> = (1..=s / TRAIN_LOG_EVERY)
-            .map(|i| i * TRAIN_LOG_EVERY)
-            .collect();
-        for (table, location, expected) in [
-            (run.metrics()?, run.metrics_location(), logged),
-            (run.train_table()?, run.train_location(), trained),
-        ] {
-            let have: Vec<u64> = table
-                .map(|t| t.rows.iter().map(|r| r[0] as u64).collect())
-                .unwrap_or_default();
-            if let Some(missing) = expected.iter().find(|t| !have.contains(t)) {
-                bail!(
-                    "{location}: no row for step {missing}, which checkpoint {s} implies (the table was damaged); restore it from a copy, resuming cannot recompute it"
-                );
-            }
-        }
+        check_rows_through(&run, s, &logging_steps)?;
     }
     // A fresh TensorBoard file mirroring the (possibly cut back) tables.
     let mut tb = run.fresh_events()?;
@@ -339,4 +287,71 @@ pub fn train(opts: &TrainOptions, obs: &dyn Observer) -> Result<TrainResult> {
         num_steps: total,
         last_loss,
     })
+}
+
+/// Restores the newest checkpoint and its optimizer state; `None` when there is none. The newest
+/// checkpoint must be complete: writes are atomic, so an unreadable file means outside damage,
+/// and guessing past it could silently drop work. Stop and say so.
+fn restore_newest(
+    run: &RunDir,
+    trainer: &mut stagewise_train::Trainer<f32>,
+    obs: &dyn Observer,
+) -> Result<Option<u64>> {
+    let model = trainer.model.clone();
+    let Some(&step) = run.checkpoint_steps()?.last() else {
+        obs.message(&format!(
+            "no checkpoint in {}; starting from step 0",
+            run.checkpoints_location()
+        ));
+        return Ok(None);
+    };
+    let hint = || {
+        format!(
+            "cannot resume from checkpoint {step}; move the damaged file away to resume from the previous checkpoint"
+        )
+    };
+    let (params, meta) = run.read_checkpoint(&model, step).with_context(hint)?;
+    let (m, v, steps_done) = run.read_optimizer(&model, step).with_context(hint)?;
+    if meta.step != step || steps_done != step + 1 {
+        bail!(
+            "{}: metadata says step {} after {steps_done} updates, but the file name says step {step}",
+            run.checkpoint_location(step),
+            meta.step
+        );
+    }
+    trainer.restore(TrainState {
+        params,
+        exp_avg: m,
+        exp_avg_sq: v,
+        steps_done,
+    })?;
+    obs.message(&format!(
+        "resuming {} after step {step} ({} updates done)",
+        run.display(),
+        step + 1
+    ));
+    Ok(Some(step))
+}
+
+/// The checkpoint at step `s` implies every table row through `s`: a row missing there is lost
+/// work (a damaged table), which resuming cannot recompute.
+fn check_rows_through(run: &RunDir, s: u64, logging_steps: &BTreeSet<u64>) -> Result<()> {
+    let logged: Vec<u64> = logging_steps.range(..=s).copied().collect();
+    let trained: Vec<u64> = (1..=s / TRAIN_LOG_EVERY)
+        .map(|i| i * TRAIN_LOG_EVERY)
+        .collect();
+    for (table, location, expected) in [
+        (run.metrics()?, run.metrics_location(), logged),
+        (run.train_table()?, run.train_location(), trained),
+    ] {
+        let have: Vec<u64> = table
+            .map(|t| t.rows.iter().map(|r| r[0] as u64).collect())
+            .unwrap_or_default();
+        if let Some(missing) = expected.iter().find(|t| !have.contains(t)) {
+            bail!(
+                "{location}: no row for step {missing}, which checkpoint {s} implies (the table was damaged); restore it from a copy, resuming cannot recompute it"
+            );
+        }
+    }
+    Ok(())
 }
