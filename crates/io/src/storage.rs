@@ -29,9 +29,6 @@ pub trait Storage: Send + Sync + std::fmt::Debug {
     }
     /// The object's location as a user should see it in messages (a path or a URL).
     fn describe(&self, key: &str) -> String;
-    /// A local path for the object, where the store is a local folder (for tools that only
-    /// write files, such as a browser check); `None` elsewhere.
-    fn local_path(&self, key: &str) -> Option<PathBuf>;
 }
 
 /// A folder of the local filesystem; keys are relative paths inside it.
@@ -155,10 +152,6 @@ impl Storage for LocalFs {
 
     fn describe(&self, key: &str) -> String {
         self.path(key).display().to_string()
-    }
-
-    fn local_path(&self, key: &str) -> Option<PathBuf> {
-        Some(self.path(key))
     }
 }
 

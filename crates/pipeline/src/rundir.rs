@@ -93,11 +93,6 @@ impl Folder {
         self.describe("")
     }
 
-    /// A local path of a file, where the storage is local.
-    pub fn local_path(&self, name: &str) -> Option<PathBuf> {
-        self.storage.local_path(&self.key(name))
-    }
-
     pub fn get(&self, name: &str) -> Result<Option<Vec<u8>>> {
         Ok(self.storage.get(&self.key(name))?)
     }
@@ -494,10 +489,6 @@ impl RunDir {
 
     pub fn put_file(&self, name: &str, bytes: &[u8]) -> Result<()> {
         self.root.put(name, bytes)
-    }
-
-    pub fn local_path(&self, name: &str) -> Option<PathBuf> {
-        self.root.local_path(name)
     }
 }
 
