@@ -289,3 +289,61 @@ fn new_minibatch_draws_follow_the_cpu_sampler() {
     let (_, grad_losses) = device_and_cpu_chains(9, &sgld, None, &chain_cfg);
     assert_every_draw_differs(&want, &grad_losses, "the eval batch is another batch");
 }
+
+/// The two chain engines behind one trait: the device's (`DeviceChains`, two checkpoints per
+/// call, chains in groups of one or all at once) and the CPU's (`Dataset`) give the same
+/// full-data-set losses and chains, and the grouping changes no bit.
+#[test]
+fn chain_engines_agree_through_the_trait() {
+    use stagewise_cuda::chains::DeviceChains;
+    use stagewise_sampling::engine::ChainEngine;
+    let cfg = small_config(true, true);
+    let model = RegressionTransformer::new(cfg.model_config()).unwrap();
+    let dist = cfg.pretrain_distribution();
+    let centres: Vec<Vec<f32>> = vec![model.init_params(1), model.init_params(2)];
+    let spec = DatasetSpec {
+        dist: dist.clone(),
+        n: 40,
+        batch: 5,
+        seed: 8,
+    };
+    let cpu = Dataset::<f32>::new(&model, dist, 40, 5, 8);
+    let device = |chains_per_launch| DeviceChains {
+        dev: emulator(),
+        model: &model,
+        data: spec.clone(),
+        centres_per_call: 2,
+        chains_per_launch,
+    };
+    let engines: [(&str, Box<dyn ChainEngine + '_>); 3] = [
+        ("cpu", Box::new(cpu)),
+        ("device, all chains per launch", Box::new(device(None))),
+        ("device, one chain per launch", Box::new(device(Some(1)))),
+    ];
+    let sgld = Sgld::from_temperature(1e-4, 100.0, 1.0, 200.0);
+    let chains = ChainConfig::new(3, 4, 1);
+    let mut results = Vec::new();
+    for (name, engine) in &engines {
+        let full = engine.full_losses(&centres).unwrap();
+        let traces = engine
+            .sample(&centres, &sgld, None, &chains, &|_| {})
+            .unwrap();
+        assert_eq!((full.len(), traces.len()), (2, 2), "{name}");
+        assert!(traces.iter().all(|t| t.len() == 3), "{name}");
+        results.push((full, traces));
+    }
+    let (cpu_full, cpu_traces) = &results[0];
+    for (full, traces) in &results[1..] {
+        for ((l, parts), (lc, pc)) in full.iter().zip(cpu_full) {
+            assert!((l - lc).abs() <= 1e-5 * lc, "full loss {l} vs cpu {lc}");
+            assert_eq!(parts.len(), pc.len());
+        }
+        for (t, tc) in traces.iter().zip(cpu_traces) {
+            assert_close_traces(t, tc);
+        }
+    }
+    let (all, one) = (&results[1].1, &results[2].1);
+    for (a, b) in all.iter().flatten().zip(one.iter().flatten()) {
+        assert_eq!((&a.losses, &a.distances), (&b.losses, &b.distances));
+    }
+}
