@@ -108,9 +108,9 @@ pub fn check(a: &KnownOptions) -> Result<KnownResult> {
     cfg.burnin = a.burnin;
     let (label, true_lc, estimate) = match a.model {
         KnownModel::Polynomial => {
-            if a.powers.is_empty() || a.powers.contains(&0) {
+            if !a.powers.iter().any(|p| *p > 0) {
                 bail!(
-                    "--powers = {:?}: expected positive integers, e.g. 1,2",
+                    "--powers = {:?}: expected non-negative integers, at least one positive, e.g. 1,2 (a zero is a flat direction)",
                     a.powers
                 );
             }
@@ -124,6 +124,15 @@ pub fn check(a: &KnownOptions) -> Result<KnownResult> {
         }
         KnownModel::Rrr | KnownModel::Dln => {
             let rrr = a.model == KnownModel::Rrr;
+            // Their targets are noise-free and their loss is the full batch's.
+            for (flag, given) in [("--sigma", a.sigma != 0.0), ("--batch", a.batch.is_some())] {
+                if given {
+                    bail!(
+                        "{flag} applies to --model polynomial only; the {} check has noise-free targets and a full-batch loss",
+                        if rrr { "rrr" } else { "dln" }
+                    );
+                }
+            }
             let (flag, widths) = if rrr {
                 ("--dims", a.dims.clone())
             } else {
@@ -175,4 +184,63 @@ fn estimate<P: Potential<f64>>(
 ) -> LlcEstimate {
     let traces = sample(pot, w0, sgld, None, cfg);
     LlcEstimate::from_traces(&traces, pot.init_loss(w0), &[], sgld.nbeta, Some(n as f64))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn quick(model: KnownModel) -> KnownOptions {
+        KnownOptions {
+            model,
+            draws: 20,
+            burnin: 0,
+            chains: 2,
+            ..KnownOptions::default()
+        }
+    }
+
+    #[test]
+    fn flags_that_do_nothing_for_the_model_are_errors() {
+        for model in [KnownModel::Rrr, KnownModel::Dln] {
+            let sigma = check(&KnownOptions {
+                sigma: 1.0,
+                ..quick(model)
+            });
+            assert!(
+                sigma
+                    .unwrap_err()
+                    .to_string()
+                    .contains("--sigma applies to --model polynomial")
+            );
+            let batch = check(&KnownOptions {
+                batch: Some(10),
+                ..quick(model)
+            });
+            assert!(batch.unwrap_err().to_string().contains("--batch applies"));
+        }
+        check(&KnownOptions {
+            sigma: 1.0,
+            batch: Some(10),
+            ..quick(KnownModel::Polynomial)
+        })
+        .unwrap();
+    }
+
+    #[test]
+    fn zero_powers_are_accepted_and_all_zero_is_not() {
+        let r = check(&KnownOptions {
+            powers: vec![0, 2],
+            ..quick(KnownModel::Polynomial)
+        })
+        .unwrap();
+        assert_eq!(r.true_lc, 0.25);
+        assert!(r.estimate.mean.is_finite());
+        let e = check(&KnownOptions {
+            powers: vec![0, 0],
+            ..quick(KnownModel::Polynomial)
+        })
+        .unwrap_err();
+        assert!(e.to_string().contains("at least one positive"), "{e}");
+    }
 }

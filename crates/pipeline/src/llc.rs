@@ -20,7 +20,7 @@ use stagewise_train::steps::{SpaceSpec, Spaces, StepsSpec};
 
 use crate::device::Backend;
 use crate::observe::Observer;
-use crate::rundir::{LlcDir, RunDir};
+use crate::rundir::{LlcDir, RunDir, check_name};
 
 /// The built-in sampler configs: the tiny one of the quick pipeline and the paper's.
 pub const SAMPLER_TINY: &str = include_str!("../../../configs/sampler-tiny.yaml");
@@ -92,6 +92,11 @@ impl Checkpoints {
         } else {
             steps.to_vec()
         };
+        let mut sorted = steps.clone();
+        sorted.sort_unstable();
+        if let Some(w) = sorted.windows(2).find(|w| w[0] == w[1]) {
+            bail!("--steps: step {} is given twice", w[0]);
+        }
         if steps.is_empty() {
             bail!(
                 "{}: the step selection contains no checkpoint of the run",
@@ -219,6 +224,7 @@ impl Sampler {
 
     /// A sampler config from YAML text.
     pub fn from_text(name: &str, text: &str, origin: &str, sets: &[String]) -> Result<Self> {
+        check_name(&format!("{origin}: the sampler name"), name)?;
         let config: SamplerConfig = stagewise_io::config::plain_from_text(text, origin, sets)?;
         let sgld = config
             .sgld()

@@ -10,7 +10,7 @@ use stagewise_report::html::{Block, Section, render};
 use stagewise_report::{Corner, LineChart, RGBColor, Series, Span, palette};
 use stagewise_train::eval::Evaluator;
 
-use crate::rundir::{Folder, RunDir};
+use crate::rundir::{Folder, RunDir, check_name};
 use crate::stages::{Stage, read_stages};
 
 #[derive(Clone, Debug, Default)]
@@ -83,6 +83,7 @@ fn need(t: &Table, name: &str, what: &str) -> Result<Vec<f64>> {
 /// The sweep to show: the given one, else the only sweep, else the one with a stage table.
 fn pick_sweep(run: &RunDir, name: Option<&str>) -> Result<Option<String>> {
     if let Some(n) = name {
+        check_name("--llc", n)?;
         return Ok(Some(n.to_string()));
     }
     let sweeps = run.llc_sweeps()?;

@@ -12,7 +12,7 @@ use crate::indicators::{IndicatorsOptions, indicators};
 use crate::llc::{LlcOptions, SAMPLER_PAPER, SAMPLER_TINY, Sampler, StepSelection, llc};
 use crate::observe::{Observer, StageOutput};
 use crate::report::{ReportOptions, report};
-use crate::rundir::RunDir;
+use crate::rundir::{RunDir, check_name};
 use crate::stages::{StagesOptions, stages};
 use crate::train::{TrainOptions, train};
 
@@ -53,10 +53,13 @@ pub fn reproduce(a: &ReproduceOptions, obs: &dyn Observer) -> Result<RunDir> {
         }
         None => "quick".into(),
     };
-    let run = a
-        .out
-        .clone()
-        .unwrap_or_else(|| RunDir::local(PathBuf::from("runs").join(&name)));
+    let run = match &a.out {
+        Some(out) => out.clone(),
+        None => {
+            check_name("the run name (the config's file name)", &name)?;
+            RunDir::local(PathBuf::from("runs").join(&name))
+        }
+    };
     let shown = run.display();
 
     obs.message(&format!("[1/6] train -> {shown}"));

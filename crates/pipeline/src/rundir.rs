@@ -44,6 +44,29 @@ const REPORT: &str = "report";
 const EVENTS_PREFIX: &str = "events.out.tfevents.";
 
 /// A folder inside a storage: keys relative to it.
+/// A name that becomes one path component of a run folder (a run, a sampler sweep): not empty,
+/// not `.` or `..`, no `/` or `\\` (so no absolute path), no control character. `what` says
+/// where the name came from in the error.
+pub fn check_name(what: &str, name: &str) -> Result<()> {
+    let bad = if name.is_empty() {
+        Some("it is empty")
+    } else if name == "." || name == ".." {
+        Some("it names a folder above or at the output root")
+    } else if name.contains(['/', '\\']) {
+        Some("it contains a path separator")
+    } else if name.chars().any(char::is_control) {
+        Some("it contains a control character")
+    } else {
+        None
+    };
+    match bad {
+        Some(why) => bail!(
+            "{what} {name:?} cannot name a folder: {why}; rename it (a plain name such as `quick` or `sampler-paper`)"
+        ),
+        None => Ok(()),
+    }
+}
+
 #[derive(Clone, Debug)]
 pub struct Folder {
     storage: Arc<dyn Storage>,
@@ -605,5 +628,24 @@ impl LlcDir {
 
     pub fn location(&self, name: &str) -> String {
         self.folder.describe(name)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_stay_inside_the_output_root() {
+        for good in ["quick", "sampler-paper", "run-3", ".hidden", "a..b", "..."] {
+            check_name("run name", good).unwrap();
+        }
+        for bad in ["", ".", "..", "a/b", "/abs", "..\\x", "a\nb", "tab\t"] {
+            let e = check_name("run name", bad).unwrap_err().to_string();
+            assert!(
+                e.contains("run name") && e.contains("cannot name a folder"),
+                "{e}"
+            );
+        }
     }
 }

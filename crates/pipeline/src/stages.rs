@@ -7,7 +7,7 @@ use anyhow::{Context, Result, bail};
 use stagewise_analysis::gp::{Gp, GpBounds};
 use stagewise_analysis::stages::{critical_points, d_dt, stages as find_stages};
 
-use crate::rundir::RunDir;
+use crate::rundir::{RunDir, check_name};
 
 /// The stage rule.
 #[derive(Clone, Debug, PartialEq)]
@@ -65,6 +65,7 @@ pub struct StagesResult {
 /// The sweep to analyse: `name`, or the only sweep of the run.
 pub fn pick_sweep(run: &RunDir, name: Option<&str>) -> Result<String> {
     if let Some(n) = name {
+        check_name("--llc", n)?;
         if run.llc(n).table()?.is_none() {
             bail!(
                 "{}: no llc.csv; run `stagewise llc` first",

@@ -16,7 +16,7 @@ use stagewise_train::trainer::TrainState;
 
 use crate::device::Backend;
 use crate::observe::Observer;
-use crate::rundir::RunDir;
+use crate::rundir::{RunDir, check_name};
 
 /// The built-in default config (`configs/quick.yaml`).
 pub const QUICK_YAML: &str = include_str!("../../../configs/quick.yaml");
@@ -74,6 +74,9 @@ fn load(opts: &TrainOptions) -> Result<(LoadedConfig, String)> {
                 (g, Some(i)) if g > 1 => format!("{stem}-{i}"),
                 _ => stem,
             };
+            if opts.out.is_none() {
+                check_name(&format!("{}: the run name", path.display()), &name)?;
+            }
             Ok((loaded, name))
         }
         None => {

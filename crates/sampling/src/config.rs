@@ -240,6 +240,15 @@ impl SamplerConfig {
                 return Err(err(name, "0: expected a positive integer"));
             }
         }
+        if self.grad_batch_size > self.eval_dataset_size {
+            return Err(err(
+                "grad_batch_size",
+                format!(
+                    "{}: larger than the data set (eval_dataset_size = {}); a minibatch is drawn from the data set",
+                    self.grad_batch_size, self.eval_dataset_size
+                ),
+            ));
+        }
         self.eval_method()?;
         if self.eval_dataset_size > u32::MAX as usize {
             return Err(err("eval_dataset_size", "expected at most 2^32 sequences"));
@@ -323,6 +332,28 @@ mod tests {
             eval_loss_fn: "mse".into(),
             per_token: false,
         }
+    }
+
+    #[test]
+    fn a_minibatch_larger_than_the_data_set_is_refused() {
+        let c = SamplerConfig {
+            grad_batch_size: 4096,
+            eval_dataset_size: 2048,
+            epsilon: Some(1e-4),
+            gamma: Some(100.0),
+            nbeta: Some(30.0),
+            ..base()
+        };
+        let e = c.sgld().unwrap_err().to_string();
+        assert!(
+            e.contains("grad_batch_size") && e.contains("eval_dataset_size = 2048"),
+            "{e}"
+        );
+        let fits = SamplerConfig {
+            grad_batch_size: 2048,
+            ..c
+        };
+        fits.sgld().unwrap();
     }
 
     #[test]

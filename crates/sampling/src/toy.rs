@@ -22,8 +22,8 @@ pub struct Polynomial {
 impl Polynomial {
     pub fn new(powers: Vec<u32>, n: usize, sigma: f64, batch: Option<usize>, seed: u64) -> Self {
         assert!(
-            !powers.is_empty() && powers.iter().all(|p| *p >= 1),
-            "powers must be >= 1"
+            powers.iter().any(|p| *p >= 1),
+            "at least one power must be positive"
         );
         let mut xs = vec![0.0; n];
         let mut noise = vec![0.0; n];
@@ -39,10 +39,12 @@ impl Polynomial {
         }
     }
 
-    /// `min_i 1/(2 p_i)`.
+    /// `min_i 1/(2 p_i)` over the positive powers (a zero power is a flat direction:
+    /// `w^0 = 1`).
     pub fn learning_coefficient(&self) -> f64 {
         self.powers
             .iter()
+            .filter(|p| **p > 0)
             .map(|p| 1.0 / (2.0 * *p as f64))
             .fold(f64::INFINITY, f64::min)
     }
@@ -113,6 +115,11 @@ impl<T: Float> PotentialWorker<T> for PolynomialWorker<'_> {
         let loss = (syy - 2.0 * f * sxy + f * f * sxx) / b;
         let dl_df = (2.0 * f * sxx - 2.0 * sxy) / b;
         for (k, g) in grad.iter_mut().enumerate() {
+            if m.powers[k] == 0 {
+                // A flat direction (and w^-1 at w = 0 would be infinite).
+                *g = T::ZERO;
+                continue;
+            }
             let df: f64 = m.powers[k] as f64
                 * w.iter()
                     .zip(&m.powers)
@@ -392,6 +399,24 @@ impl<T: Float> PotentialWorker<T> for DlnWorker<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A zero power is a flat direction (`w^0 = 1`): the loss is the polynomial's without that
+    /// coordinate, its gradient there is zero (also at w = 0), and the learning coefficient
+    /// ignores it.
+    #[test]
+    fn zero_powers_are_flat_directions() {
+        let flat = Polynomial::new(vec![0, 2], 200, 0.3, None, 1);
+        let plain = Polynomial::new(vec![2], 200, 0.3, None, 1);
+        assert_eq!(flat.learning_coefficient(), 0.25);
+        for (w0, w1) in [(0.0, 0.0), (0.7, -0.4), (-1.3, 0.9)] {
+            let mut g = [0.0f64; 2];
+            let mut g1 = [0.0f64; 1];
+            let l =
+                Potential::<f64>::worker(&flat).loss_and_grad(&[w0, w1], BatchKey::FULL, &mut g);
+            let l1 = Potential::<f64>::worker(&plain).loss_and_grad(&[w1], BatchKey::FULL, &mut g1);
+            assert_eq!((l, g), (l1, [0.0, g1[0]]));
+        }
+    }
 
     #[test]
     fn rrr_formula_covers_its_cases() {

@@ -217,6 +217,21 @@ fn llc_over_checkpoints_resumes_and_rejects_bad_input() {
         !out.status.success()
             && String::from_utf8_lossy(&out.stderr).contains("another sampler config")
     );
+    // A minibatch larger than the data set, and a step given twice.
+    let out = stagewise(&["llc", r, "--config", s, "--set", "grad_batch_size=100000"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success()
+            && err.contains("grad_batch_size")
+            && err.contains("larger than the data set"),
+        "{err}"
+    );
+    let out = stagewise(&["llc", r, "--config", s, "--steps", "0,0"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("step 0 is given twice"),
+        "{err}"
+    );
     let empty = dir.join("empty");
     std::fs::create_dir_all(empty.join("checkpoints")).unwrap();
     std::fs::copy(run.join("config.yaml"), empty.join("config.yaml")).unwrap();

@@ -178,6 +178,41 @@ fn bad_input_fails_with_a_named_field_and_writes_nothing() {
     ]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success() && err.contains("num_steps"), "{err}");
+
+    // A config named `...yaml` (stem `..`) would put its run in `runs/..`, above the output
+    // root: refused, naming the file, and nothing written (run from the scratch folder).
+    let dots = dir.join("...yaml");
+    std::fs::copy(&cfg, &dots).unwrap();
+    let before = std::fs::read_dir(&dir).unwrap().count();
+    let out = Command::new(BIN)
+        .args(["train", "...yaml", "--set", "num_steps=20"])
+        .current_dir(&dir)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("...yaml: the run name \"..\" cannot name a folder"),
+        "{err}"
+    );
+    assert_eq!(
+        std::fs::read_dir(&dir).unwrap().count(),
+        before,
+        "nothing written"
+    );
+    // The same for a sampler config's name (it names RUN/llc/<name>).
+    let out = stagewise(&[
+        "llc",
+        run.to_str().unwrap(),
+        "--config",
+        dots.to_str().unwrap(),
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("the sampler name \"..\""),
+        "{err}"
+    );
+    assert!(!run.join("llc").exists());
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
