@@ -18,6 +18,26 @@ impl GpBounds {
         amplitude: (1e-3, 1e3),
         length: (0.5, 1e3),
     };
+
+    /// Where each hyperparameter of `gp` sits: -1 at its lower bound, 1 at its upper, 0 inside
+    /// (within 0.1 % of the log range). A fit at a bound did not find an optimum: the curve is
+    /// too short or too flat for the kernel, and the stages are unreliable.
+    pub fn at_bounds(&self, gp: &Gp) -> [i8; 2] {
+        let side = |v: f64, (lo, hi): (f64, f64)| {
+            let tol = 1e-3 * (hi.ln() - lo.ln());
+            if v.ln() <= lo.ln() + tol {
+                -1
+            } else if v.ln() >= hi.ln() - tol {
+                1
+            } else {
+                0
+            }
+        };
+        [
+            side(gp.amplitude, self.amplitude),
+            side(gp.length, self.length),
+        ]
+    }
 }
 
 #[derive(Clone, Debug)]

@@ -176,6 +176,15 @@ mod tests {
         for (p, w) in gp.predict(&xs).iter().zip(want) {
             assert!((p - w).abs() < 1e-3, "{p} vs {w}");
         }
+        assert_eq!(GpBounds::REFERENCE.at_bounds(&gp), [0, 0]);
+        // A short curve that swings by far more than the amplitude bound allows, faster than
+        // the shortest length: both hyperparameters end at a bound.
+        let (xb, yb) = (
+            [0.0, 1.0, 2.0, 3.0, 4.0],
+            [0.0, 100.0, -100.0, 100.0, -100.0],
+        );
+        let bad = Gp::fit(&xb, &yb, GpBounds::REFERENCE).unwrap();
+        assert_eq!(GpBounds::REFERENCE.at_bounds(&bad), [1, -1], "{bad:?}");
     }
 
     /// The synthetic LLC rises 10 -> 30 around log-step 5, falls by 5 around 9: two stages,

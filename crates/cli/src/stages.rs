@@ -66,5 +66,8 @@ pub fn print(r: &StagesResult) {
             s.kind
         );
     }
+    for w in &r.warnings {
+        eprintln!("warning: {w}");
+    }
     println!("results: {}", r.out);
 }

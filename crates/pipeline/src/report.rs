@@ -286,6 +286,15 @@ fn llc_blocks(
         &c,
         "Estimated LLC over training (mean over chains, band: one standard deviation over chains), the GP fit used for the stages (dashed), stages shaded (orange: LLC rises, type A; blue: falls, type B)",
     )?);
+    if let Some(fit) = run.stages(s).table("gp_fit.csv")?
+        && let Some(row) = fit.rows.first()
+        && row.len() == 5
+    {
+        let at = [row[3] as i8, row[4] as i8];
+        for w in crate::stages::bound_warnings(row[0], row[1], at) {
+            blocks.push(Block::Paragraph(format!("Warning: {w}.")));
+        }
+    }
     if stages.is_empty() {
         blocks.push(missing(
             "stage table",

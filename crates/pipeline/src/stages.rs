@@ -60,6 +60,37 @@ pub struct StagesResult {
     /// Steps of the critical points.
     pub critical: Vec<u64>,
     pub stages: Vec<Stage>,
+    /// What makes the result doubtful (a GP hyperparameter at its bound).
+    pub warnings: Vec<String>,
+}
+
+/// The GP fit's hyperparameters and where they sit in their bounds (-1 lower, 1 upper, 0
+/// inside), as `stages/<sweep>/gp_fit.csv` holds them.
+pub const GP_FIT_HEADER: &str =
+    "amplitude,length,log_marginal_likelihood,amplitude_at_bound,length_at_bound";
+
+/// Warnings for a fit whose hyperparameters sit at their bounds (`at` as `GpBounds::at_bounds`).
+pub fn bound_warnings(amplitude: f64, length: f64, at: [i8; 2]) -> Vec<String> {
+    let mut out = Vec::new();
+    for ((name, v, (lo, hi)), side) in [
+        ("amplitude", amplitude, GpBounds::REFERENCE.amplitude),
+        ("length", length, GpBounds::REFERENCE.length),
+    ]
+    .into_iter()
+    .zip(at)
+    {
+        if side != 0 {
+            let (which, b) = if side < 0 {
+                ("lower", lo)
+            } else {
+                ("upper", hi)
+            };
+            out.push(format!(
+                "the GP fit's {name} ({v:.4}) is at its {which} bound {b}: no optimum inside the bounds (a curve too short, too flat or too rough for the kernel); the stages are unreliable"
+            ));
+        }
+    }
+    out
 }
 
 /// The sweep to analyse: `name`, or the only sweep of the run.
@@ -187,7 +218,14 @@ pub fn stages(run: &RunDir, a: &StagesOptions) -> Result<StagesResult> {
         });
     }
     out.put("stages.csv", text.as_bytes())?;
+    let at = GpBounds::REFERENCE.at_bounds(&gp);
+    let fit = format!(
+        "{GP_FIT_HEADER}\n{:?},{:?},{:?},{},{}\n",
+        gp.amplitude, gp.length, gp.log_marginal_likelihood, at[0], at[1]
+    );
+    out.put("gp_fit.csv", fit.as_bytes())?;
     Ok(StagesResult {
+        warnings: bound_warnings(gp.amplitude, gp.length, at),
         out: out.display(),
         column,
         gp_amplitude: gp.amplitude,

@@ -200,6 +200,7 @@ fn every_reader_rejects_truncated_and_garbled_files() {
         ("ed/full/explained_variance.csv", vec![Report]),
         ("stages/sampler-tiny/stages.csv", vec![Report]),
         ("stages/sampler-tiny/gp.csv", vec![Report]),
+        ("stages/sampler-tiny/gp_fit.csv", vec![Report]),
         ("indicators.csv", vec![Report]),
     ];
     for (file, readers) in &cases {

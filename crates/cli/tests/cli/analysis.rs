@@ -187,6 +187,41 @@ fn stages_from_an_llc_curve() {
     assert!(rows[0][4] > 15.0 && rows[1][4] < -3.0);
     let (_, gp) = stagewise_io::table::read_csv(&dir.join("stages/synthetic/gp.csv")).unwrap();
     assert_eq!(gp.len(), steps.len());
+    assert!(!String::from_utf8_lossy(&out.stderr).contains("warning"));
+    let (_, fit) = stagewise_io::table::read_csv(&dir.join("stages/synthetic/gp_fit.csv")).unwrap();
+    assert_eq!((fit[0][3], fit[0][4]), (0.0, 0.0), "inside the bounds");
+    // A short curve swinging far faster and wider than the kernel's bounds allow: the fit ends
+    // at its bounds, and `stages` and the report say so.
+    let rough = dir.join("rough");
+    std::fs::create_dir_all(rough.join("llc/s")).unwrap();
+    std::fs::write(
+        rough.join("llc/s/llc.csv"),
+        "step,llc/mean,llc/std\n0,0,1\n1,100,1\n6,-100,1\n19,100,1\n54,-100,1\n",
+    )
+    .unwrap();
+    std::fs::write(
+        rough.join("metrics.csv"),
+        "step,pretrain/mse\n0,1\n54,0.5\n",
+    )
+    .unwrap();
+    let out = stagewise(&["stages", rough.to_str().unwrap()]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(
+        err.contains("warning: the GP fit's amplitude") && err.contains("upper bound 1000"),
+        "{err}"
+    );
+    let out = stagewise(&["report", rough.to_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let page = std::fs::read_to_string(rough.join("report/index.html")).unwrap();
+    assert!(
+        page.contains("Warning: the GP fit&#x27;s amplitude")
+            || page.contains("Warning: the GP fit's amplitude")
+    );
     // Two sweeps: the command asks which.
     std::fs::create_dir_all(dir.join("llc/other")).unwrap();
     std::fs::copy(sweep.join("llc.csv"), dir.join("llc/other/llc.csv")).unwrap();
