@@ -109,7 +109,7 @@ extern "C" __global__ void layernorm_backward(float* dx, float* dyxhat, const fl
 // df = dr where the ReLU's output r was positive.
 extern "C" __global__ void relu_backward(float* df, const float* dr, const float* r, long long n) {
     long long i = THREAD_INDEX;
-    if (i < n) df[i] = r[i] > 0.0f ? dr[i] : 0.0f;
+    if (i < n) df[i] = r[i] <= 0.0f ? 0.0f : dr[i];  // NaN passes dr, as in PyTorch
 }
 
 // Through x_next = 2x + attn + mlp with h = x + attn: dattn = dxn + dh, dx = 2 dxn + dh.

@@ -248,7 +248,7 @@ extern "C" __global__ void bias_relu(float* r, const float* params, long long p,
     if (i >= total) return;
     long long row = idiv(i, m);
     float v = r[i] + params[idiv(row, rows_per_chain) * p + off_b + (i - row * m)];
-    r[i] = v > 0.0f ? v : 0.0f;
+    r[i] = v <= 0.0f ? 0.0f : v;  // NaN stays NaN, as in PyTorch
 }
 
 // After the attention projection: h = x + attn (the MLP's input) and, for the reference's double

@@ -241,7 +241,18 @@ pub fn model_from_bytes(
     let (st, meta) = parse(path, bytes)?;
     let mut params = vec![0.0f32; model.num_params()];
     for p in &model.layout.params {
-        params[p.range()].copy_from_slice(&tensor_f32(path, &st, &p.name, &p.shape)?);
+        let t = tensor_f32(path, &st, &p.name, &p.shape)?;
+        // Weights with NaN or infinity give NaN losses and meaningless analyses: refuse them.
+        if let Some(i) = t.iter().position(|v| !v.is_finite()) {
+            return Err(content(
+                path,
+                format!(
+                    "tensor `{}` holds a non-finite value ({}) at flat index {i}",
+                    p.name, t[i]
+                ),
+            ));
+        }
+        params[p.range()].copy_from_slice(&t);
     }
     let expected: std::collections::HashSet<String> = model
         .layout

@@ -234,6 +234,21 @@ fn every_reader_rejects_truncated_and_garbled_files() {
     let edited = String::from_utf8(std::fs::read(good.join("ed/full/scores.csv")).unwrap())
         .unwrap()
         .replacen("pc1", "pc_one", 1);
+    // A NaN in a checkpoint's weights (a well-formed file: the damage is in the data).
+    let nan_weight = {
+        let mut bytes = std::fs::read(good.join(&ckpt)).unwrap();
+        let header_len = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+        let header: serde_json::Value = serde_json::from_slice(&bytes[8..8 + header_len]).unwrap();
+        let (_, first) = header
+            .as_object()
+            .unwrap()
+            .iter()
+            .find(|(k, _)| *k != "__metadata__")
+            .unwrap();
+        let start = first["data_offsets"][0].as_u64().unwrap() as usize + 8 + header_len;
+        bytes[start..start + 4].copy_from_slice(&f32::NAN.to_le_bytes());
+        bytes
+    };
     for (file, damaged, readers) in [
         (
             "metrics.csv",
@@ -241,6 +256,11 @@ fn every_reader_rejects_truncated_and_garbled_files() {
             vec![Resume, Report],
         ),
         ("ed/full/scores.csv", edited.into_bytes(), vec![Report]),
+        (
+            ckpt.as_str(),
+            nan_weight,
+            vec![Resume, LlcNew, Ed, Indicators],
+        ),
     ] {
         for r in readers {
             let _ = std::fs::remove_dir_all(&scratch);
