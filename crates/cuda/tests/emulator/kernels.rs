@@ -229,3 +229,38 @@ fn layernorm_register_rows_equal_the_generic_loops() {
         assert!(vector[0].iter().all(|v| v.is_finite()));
     }
 }
+
+/// NaN propagates through the ReLU kernels as in PyTorch: `bias_relu` keeps a NaN
+/// pre-activation, `relu_backward` passes the gradient where the activation is NaN.
+#[test]
+fn relu_kernels_keep_nan_as_pytorch_does() {
+    let dev = emulator();
+    // One chain, 2 rows of m = 3; the bias is parameters 0..3 (zero).
+    let r = Buf::from_host(&dev, &[-1.0f32, f32::NAN, 2.0, 0.0, -0.0, 3.0]).unwrap();
+    let params = Buf::from_host(&dev, &[0.0f32; 3]).unwrap();
+    let args = [
+        r.arg(),
+        params.arg(),
+        Arg::I64(3),
+        Arg::I64(0),
+        Arg::I32(3),
+        Arg::I64(2),
+        Arg::I64(6),
+    ];
+    dev.launch("bias_relu", 6, &args).unwrap();
+    let out = r.download().unwrap();
+    assert!(out[1].is_nan(), "{out:?}");
+    assert_eq!(
+        [out[0], out[2], out[3], out[4], out[5]],
+        [0.0, 2.0, 0.0, 0.0, 3.0]
+    );
+    let dr = Buf::from_host(&dev, &[1.0f32; 6]).unwrap();
+    let df = Buf::<f32>::new(&dev, 6).unwrap();
+    dev.launch(
+        "relu_backward",
+        6,
+        &[df.arg(), dr.arg(), r.arg(), Arg::I64(6)],
+    )
+    .unwrap();
+    assert_eq!(df.download().unwrap(), [0.0, 1.0, 1.0, 0.0, 0.0, 1.0]);
+}
