@@ -15,6 +15,9 @@ pub trait Storage: Send + Sync + std::fmt::Debug {
     fn get(&self, key: &str) -> io::Result<Option<Vec<u8>>>;
     /// Replaces (or creates) the object atomically: a reader sees the old bytes or the new.
     fn put(&self, key: &str, bytes: &[u8]) -> io::Result<()>;
+    /// Creates the object only if it does not exist (an object store's conditional put);
+    /// `Ok(false)` when it already exists. Locks are built on it.
+    fn put_new(&self, key: &str, bytes: &[u8]) -> io::Result<bool>;
     /// Adds bytes at the end of the object (creating it), for append-only logs.
     fn append(&self, key: &str, bytes: &[u8]) -> io::Result<()>;
     /// Makes what `append` wrote to `key` durable.
@@ -81,6 +84,23 @@ impl Storage for LocalFs {
     fn put(&self, key: &str, bytes: &[u8]) -> io::Result<()> {
         self.parent(key)?;
         write_atomic(&self.path(key), bytes).map_err(|e| self.err(key, e))
+    }
+
+    fn put_new(&self, key: &str, bytes: &[u8]) -> io::Result<bool> {
+        self.parent(key)?;
+        let mut f = match OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(self.path(key))
+        {
+            Ok(f) => f,
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => return Ok(false),
+            Err(e) => return Err(self.err(key, e)),
+        };
+        f.write_all(bytes)
+            .and_then(|()| f.sync_data())
+            .map_err(|e| self.err(key, e))?;
+        Ok(true)
     }
 
     fn append(&self, key: &str, bytes: &[u8]) -> io::Result<()> {
@@ -180,6 +200,10 @@ mod tests {
         s.delete("a/b.txt").unwrap();
         s.delete("a/b.txt").unwrap();
         assert_eq!(s.list("a/").unwrap(), vec!["a/c/log.csv"]);
+        // A conditional put creates once.
+        assert!(s.put_new("a/.lock", b"me").unwrap());
+        assert!(!s.put_new("a/.lock", b"you").unwrap());
+        assert_eq!(s.get("a/.lock").unwrap().unwrap(), b"me");
         // Errors name the file.
         s.put("file", b"").unwrap();
         let e = s.put("file/inner", b"").unwrap_err().to_string();

@@ -11,6 +11,7 @@ use stagewise_sampling::{LlcEstimate, Sgld};
 
 use crate::device::Backend;
 use crate::llc::{Checkpoints, PerLaunch, Sampler, StepSelection, traces_csv};
+use crate::lock::Lock;
 use crate::observe::Observer;
 use crate::rundir::{LlcDir, RunDir};
 
@@ -118,6 +119,7 @@ pub fn calibrate(
         ckpts.select(&opts.select)?
     };
     let out: LlcDir = run.calibration(&sampler.name);
+    let _lock = Lock::take(&out.folder, "lock", "stagewise llc calibrate")?;
     out.claim(&sampler.config)?;
     let done: Vec<[f64; 4]> = out
         .complete_rows(LlcDir::SUMMARY, HEADER.len())?

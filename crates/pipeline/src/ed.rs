@@ -19,6 +19,7 @@ use stagewise_models::batch::ChunkedRunner;
 use stagewise_train::data::Batch;
 
 use crate::llc::{Checkpoints, StepSelection};
+use crate::lock::Lock;
 use crate::observe::Observer;
 use crate::rundir::{Folder, RunDir};
 
@@ -147,6 +148,7 @@ pub fn ed(run: &RunDir, a: &EdOptions, obs: &dyn Observer) -> Result<EdResult> {
         Smoothing::Variable { lo, hi } => Some(linspace(lo, hi, steps.len())),
     };
     let out = a.out.clone().unwrap_or_else(|| run.ed(a.outputs.name()));
+    let _lock = Lock::take(&out, "lock", "stagewise ed")?;
 
     // The fixed evaluation set.
     let model = &ckpts.model;

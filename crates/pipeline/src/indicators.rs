@@ -12,6 +12,7 @@ use stagewise_sampling::regression::FixedBatch;
 use stagewise_train::data::Batch;
 
 use crate::llc::{Checkpoints, StepSelection};
+use crate::lock::Lock;
 use crate::observe::Observer;
 use crate::rundir::RunDir;
 
@@ -64,6 +65,7 @@ pub fn indicators(
     let ckpts = Checkpoints::open(run)?;
     let mut steps = ckpts.select(&a.select)?;
     steps.sort_unstable();
+    let _lock = Lock::take(run.root(), "indicators.lock", "stagewise indicators")?;
     if a.hessian && (a.hessian_sequences == 0 || a.top == 0 || a.lanczos_steps < a.top) {
         bail!("--hessian-sequences and --top must be positive and --lanczos-steps at least --top");
     }

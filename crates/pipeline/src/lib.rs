@@ -20,6 +20,7 @@ pub mod ed;
 pub mod indicators;
 pub mod known;
 pub mod llc;
+pub mod lock;
 pub mod observe;
 pub mod report;
 pub mod reproduce;

@@ -19,6 +19,7 @@ use stagewise_train::TrainConfig;
 use stagewise_train::steps::{SpaceSpec, Spaces, StepsSpec};
 
 use crate::device::Backend;
+use crate::lock::Lock;
 use crate::observe::Observer;
 use crate::rundir::{LlcDir, RunDir, check_name};
 
@@ -306,6 +307,7 @@ pub fn llc(run: &RunDir, opts: &LlcOptions, obs: &dyn Observer) -> Result<LlcRes
     let sampler = &opts.sampler;
     let steps = ckpts.select(&opts.select)?;
     let out = run.llc(&sampler.name);
+    let _lock = Lock::take(&out.folder, "lock", "stagewise llc")?;
     out.claim(&sampler.config)?;
     let sgld = &sampler.sgld;
     let c = sampler.config.num_chains;

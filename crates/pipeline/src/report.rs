@@ -10,6 +10,7 @@ use stagewise_report::html::{Block, Section, render};
 use stagewise_report::{Corner, LineChart, RGBColor, Series, Span, palette};
 use stagewise_train::eval::Evaluator;
 
+use crate::lock::Lock;
 use crate::rundir::{Folder, RunDir, check_name};
 use crate::stages::{Stage, read_stages};
 
@@ -114,6 +115,7 @@ pub fn report(run: &RunDir, a: &ReportOptions) -> Result<ReportResult> {
         );
     }
     let out = a.out.clone().unwrap_or_else(|| run.report());
+    let _lock = Lock::take(&out, "lock", "stagewise report")?;
     let sweep = pick_sweep(run, a.llc.as_deref())?;
     let stages = match &sweep {
         Some(s) => read_stages(run, s)?.unwrap_or_default(),

@@ -127,6 +127,13 @@ impl Folder {
             .with_context(|| format!("cannot write {}", self.describe(name)))
     }
 
+    /// Creates a file only if it is absent (`false`: it exists).
+    pub fn put_new(&self, name: &str, bytes: &[u8]) -> Result<bool> {
+        self.storage
+            .put_new(&self.key(name), bytes)
+            .with_context(|| format!("cannot write {}", self.describe(name)))
+    }
+
     pub fn exists(&self, name: &str) -> bool {
         self.storage.exists(&self.key(name))
     }

@@ -7,6 +7,7 @@ use anyhow::{Context, Result, bail};
 use stagewise_analysis::gp::{Gp, GpBounds};
 use stagewise_analysis::stages::{critical_points, d_dt, stages as find_stages};
 
+use crate::lock::Lock;
 use crate::rundir::{RunDir, check_name};
 
 /// The stage rule.
@@ -178,6 +179,7 @@ pub fn stages(run: &RunDir, a: &StagesOptions) -> Result<StagesResult> {
     };
 
     let out = run.stages(&name);
+    let _lock = Lock::take(&out, "lock", "stagewise stages")?;
     let mut text = String::from("step,llc,llc_fit,dllc_dlogt,critical\n");
     for i in 0..steps.len() {
         writeln!(

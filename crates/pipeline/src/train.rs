@@ -15,6 +15,7 @@ use stagewise_train::TrainConfig;
 use stagewise_train::trainer::TrainState;
 
 use crate::device::Backend;
+use crate::lock::Lock;
 use crate::observe::Observer;
 use crate::rundir::{RunDir, check_name};
 
@@ -166,6 +167,7 @@ fn settle_config(opts: &TrainOptions) -> Result<(TrainConfig, RunDir)> {
 /// Trains (or resumes) a run; see the module documentation.
 pub fn train(opts: &TrainOptions, obs: &dyn Observer) -> Result<TrainResult> {
     let (cfg, run) = settle_config(opts)?;
+    let _lock = Lock::take(run.root(), "lock", "stagewise train")?;
     let checkpoint_steps = steps_reached(&cfg.checkpointer_config.checkpoint_steps, cfg.num_steps);
     let logging_steps = steps_reached(&cfg.logging_config.logging_steps, cfg.num_steps);
     if !opts.resume {

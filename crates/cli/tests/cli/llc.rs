@@ -232,6 +232,48 @@ fn llc_over_checkpoints_resumes_and_rejects_bad_input() {
         !out.status.success() && err.contains("step 0 is given twice"),
         "{err}"
     );
+    // One writer per sweep folder: a second `llc` into it is refused while the first runs, and
+    // the lock left by a killed run is taken over.
+    let slow = dir.join("slow.yaml");
+    std::fs::write(
+        &slow,
+        std::fs::read_to_string(&sampler)
+            .unwrap()
+            .replace("num_draws: 10", "num_draws: 1000000"),
+    )
+    .unwrap();
+    let sl = slow.to_str().unwrap();
+    let mut first = Command::new(BIN)
+        .args(["llc", r, "--config", sl])
+        .env("STAGEWISE_THREADS", "1")
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let lock = run.join("llc/slow/.lock");
+    let t0 = Instant::now();
+    while !lock.exists() && t0.elapsed() < Duration::from_secs(60) {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(lock.exists(), "the first run holds the lock");
+    let out = stagewise(&["llc", r, "--config", sl]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success()
+            && err.contains("in use by `stagewise llc`")
+            && err.contains(&format!("process {}", first.id())),
+        "{err}"
+    );
+    first.kill().unwrap();
+    first.wait().unwrap();
+    assert!(lock.exists(), "SIGKILL leaves the lock");
+    // The next run takes the stale lock over (and then stops at its changed config).
+    let out = stagewise(&["llc", r, "--config", sl, "--set", "num_draws=5"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("another sampler config"),
+        "{err}"
+    );
+    assert!(!lock.exists(), "released");
     let empty = dir.join("empty");
     std::fs::create_dir_all(empty.join("checkpoints")).unwrap();
     std::fs::copy(run.join("config.yaml"), empty.join("config.yaml")).unwrap();
