@@ -35,6 +35,43 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
     result
 }
 
+/// Whether process `pid` runs on this machine (`/proc`); `None` where that cannot be told.
+pub fn process_alive(pid: u32) -> Option<bool> {
+    let proc = Path::new("/proc");
+    proc.join("self")
+        .exists()
+        .then(|| proc.join(pid.to_string()).exists())
+}
+
+/// Removes the temporaries `write_atomic` left in `dir` (not below it) when its process was
+/// killed: `.NAME.tmp-PID` with PID no longer running here. Returns the names removed.
+pub fn remove_stale_temporaries(dir: &Path) -> io::Result<Vec<String>> {
+    let entries = match fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(vec![]),
+        Err(e) => return Err(e),
+    };
+    let mut removed = Vec::new();
+    for entry in entries.flatten() {
+        let Ok(name) = entry.file_name().into_string() else {
+            continue;
+        };
+        let pid = name
+            .strip_prefix('.')
+            .and_then(|n| n.rsplit_once(".tmp-"))
+            .and_then(|(_, pid)| pid.parse::<u32>().ok());
+        if let Some(pid) = pid
+            && pid != std::process::id()
+            && process_alive(pid) == Some(false)
+        {
+            fs::remove_file(entry.path())?;
+            removed.push(name);
+        }
+    }
+    removed.sort();
+    Ok(removed)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -52,6 +89,30 @@ mod tests {
             .map(|e| e.unwrap().file_name())
             .collect();
         assert_eq!(names.len(), 1, "{names:?}");
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn stale_temporaries_of_dead_processes_are_removed() {
+        if process_alive(std::process::id()) != Some(true) {
+            eprintln!("no /proc: skipped");
+            return;
+        }
+        let dir = std::env::temp_dir().join(format!("sw-stale-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(&dir).unwrap();
+        let own = format!(".a.txt.tmp-{}", std::process::id());
+        for name in [
+            ".index.html.tmp-4294967",
+            own.as_str(),
+            ".b.tmp-x",
+            "c.tmp-4294967",
+        ] {
+            fs::write(dir.join(name), b"").unwrap();
+        }
+        let removed = remove_stale_temporaries(&dir).unwrap();
+        assert_eq!(removed, [".index.html.tmp-4294967"]);
+        assert!(dir.join(&own).exists() && dir.join("c.tmp-4294967").exists());
         fs::remove_dir_all(&dir).unwrap();
     }
 }

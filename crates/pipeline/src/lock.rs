@@ -28,13 +28,7 @@ fn host() -> String {
         .unwrap_or_else(|| "unknown-host".into())
 }
 
-/// Whether process `pid` runs on this machine; `None` where that cannot be told.
-fn alive(pid: u32) -> Option<bool> {
-    let proc = std::path::Path::new("/proc");
-    proc.join("self")
-        .exists()
-        .then(|| proc.join(pid.to_string()).exists())
-}
+use stagewise_io::atomic::process_alive as alive;
 
 impl Lock {
     /// Takes the lock `name` (a file `.NAME` in `folder`) for `command` (shown to others).
@@ -42,6 +36,8 @@ impl Lock {
         let key = format!(".{name}");
         for _ in 0..2 {
             if folder.put_new(&key, holder_line(command).as_bytes())? {
+                // The folder is ours: what a killed writer left half-written goes.
+                folder.clean_interrupted()?;
                 return Ok(Lock {
                     folder: folder.clone(),
                     key,

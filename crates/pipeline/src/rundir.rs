@@ -127,6 +127,14 @@ impl Folder {
             .with_context(|| format!("cannot write {}", self.describe(name)))
     }
 
+    /// Removes what interrupted writes left in this folder (not below it).
+    pub fn clean_interrupted(&self) -> Result<()> {
+        self.storage
+            .clean_interrupted(&self.prefix)
+            .with_context(|| format!("cannot clean {}", self.display()))?;
+        Ok(())
+    }
+
     /// Creates a file only if it is absent (`false`: it exists).
     pub fn put_new(&self, name: &str, bytes: &[u8]) -> Result<bool> {
         self.storage
@@ -290,6 +298,19 @@ impl RunDir {
     pub fn write_config(&self, cfg: &TrainConfig) -> Result<()> {
         self.root
             .put(CONFIG, stagewise_io::config::to_yaml(cfg).as_bytes())
+    }
+
+    /// Removes what a killed training left half-written (in the run folder, its checkpoints
+    /// and its optimizer states).
+    pub fn clean_interrupted_training(&self) -> Result<()> {
+        for folder in [
+            self.root.clone(),
+            self.root.sub(CHECKPOINTS),
+            self.root.sub(OPTIMIZER),
+        ] {
+            folder.clean_interrupted()?;
+        }
+        Ok(())
     }
 
     /// `schedule.json`: the checkpoint and logging steps of the run.

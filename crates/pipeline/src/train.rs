@@ -168,6 +168,7 @@ fn settle_config(opts: &TrainOptions) -> Result<(TrainConfig, RunDir)> {
 pub fn train(opts: &TrainOptions, obs: &dyn Observer) -> Result<TrainResult> {
     let (cfg, run) = settle_config(opts)?;
     let _lock = Lock::take(run.root(), "lock", "stagewise train")?;
+    run.clean_interrupted_training()?;
     let checkpoint_steps = steps_reached(&cfg.checkpointer_config.checkpoint_steps, cfg.num_steps);
     let logging_steps = steps_reached(&cfg.logging_config.logging_steps, cfg.num_steps);
     if !opts.resume {

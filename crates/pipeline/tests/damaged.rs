@@ -293,5 +293,22 @@ fn every_reader_rejects_truncated_and_garbled_files() {
         t
     };
     assert_eq!(rows(&scratch), rows(&good));
+    // What a SIGKILL mid-write leaves (a temporary of a process that is gone) is removed by
+    // the next command that writes there.
+    if std::path::Path::new("/proc/self").exists() {
+        let stale = [
+            "report/.index.html.tmp-4294967",
+            ".metrics.parquet.tmp-4294967",
+            "checkpoints/.5.safetensors.tmp-4294967",
+        ];
+        for f in stale {
+            std::fs::write(scratch.join(f), b"half").unwrap();
+        }
+        read(Report, &RunDir::local(&scratch), newest).unwrap();
+        read(Resume, &RunDir::local(&scratch), newest).unwrap();
+        for f in stale {
+            assert!(!scratch.join(f).exists(), "{f} left behind");
+        }
+    }
     std::fs::remove_dir_all(&root).unwrap();
 }
