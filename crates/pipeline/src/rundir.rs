@@ -597,14 +597,36 @@ impl LlcDir {
                 || serde_saphyr::from_str::<SamplerConfig>(old).is_ok_and(|o| o == *sampler)
         };
         match self.folder.text(Self::SAMPLER)? {
-            Some(old) if !same(&old) => bail!(
+            Some(old) if !same(&old) && self.has_results()? => bail!(
                 "{}: earlier results used another sampler config; use another config file name or move {} away",
                 self.folder.describe(Self::SAMPLER),
                 self.display()
             ),
+            Some(old) if !same(&old) => {
+                // An earlier call that failed before its first result: nothing to keep.
+                for table in [Self::TABLE, Self::SUMMARY] {
+                    self.folder.delete(table)?;
+                }
+                self.folder.put(Self::SAMPLER, resolved.as_bytes())
+            }
             Some(_) => Ok(()),
             None => self.folder.put(Self::SAMPLER, resolved.as_bytes()),
         }
+    }
+
+    /// Whether the folder holds any estimate (a trace, or a table row).
+    fn has_results(&self) -> Result<bool> {
+        if self.folder.list()?.iter().any(|k| k.starts_with("traces/")) {
+            return Ok(true);
+        }
+        for table in [Self::TABLE, Self::SUMMARY] {
+            if let Some(bytes) = self.folder.get(table)?
+                && bytes.iter().filter(|b| **b == b'\n').count() > 1
+            {
+                return Ok(true);
+            }
+        }
+        Ok(false)
     }
 
     pub fn table_location(&self) -> String {

@@ -232,6 +232,29 @@ fn llc_over_checkpoints_resumes_and_rejects_bad_input() {
         !out.status.success() && err.contains("step 0 is given twice"),
         "{err}"
     );
+    // A sweep that failed before its first estimate (an include glob matching nothing) leaves
+    // nothing that blocks the corrected rerun under the same name.
+    let fixme = dir.join("fixme.yaml");
+    let good_text = std::fs::read_to_string(&sampler).unwrap();
+    std::fs::write(
+        &fixme,
+        format!("{good_text}include: [\"no.such.tensor*\"]\n"),
+    )
+    .unwrap();
+    let fx = fixme.to_str().unwrap();
+    let first_step = steps[0].to_string();
+    let out = stagewise(&["llc", r, "--config", fx, "--steps", &first_step]);
+    assert!(!out.status.success(), "the glob matches nothing");
+    std::fs::write(&fixme, &good_text).unwrap();
+    let out = stagewise(&["llc", r, "--config", fx, "--steps", &first_step]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // ... but once it has results, another config under that name is refused.
+    let out = stagewise(&["llc", r, "--config", fx, "--set", "num_draws=11"]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("another sampler config"));
     // One writer per sweep folder: a second `llc` into it is refused while the first runs, and
     // the lock left by a killed run is taken over.
     let slow = dir.join("slow.yaml");
@@ -266,11 +289,21 @@ fn llc_over_checkpoints_resumes_and_rejects_bad_input() {
     first.kill().unwrap();
     first.wait().unwrap();
     assert!(lock.exists(), "SIGKILL leaves the lock");
-    // The next run takes the stale lock over (and then stops at its changed config).
-    let out = stagewise(&["llc", r, "--config", sl, "--set", "num_draws=5"]);
+    // The next run takes the stale lock over (and, the killed run having no estimate yet,
+    // replaces its config).
+    let out = stagewise(&[
+        "llc",
+        r,
+        "--config",
+        sl,
+        "--set",
+        "num_draws=5",
+        "--steps",
+        &first_step,
+    ]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
-        !out.status.success() && err.contains("another sampler config"),
+        out.status.success() && err.contains("LLC at 1 checkpoints"),
         "{err}"
     );
     assert!(!lock.exists(), "released");
