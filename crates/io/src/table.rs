@@ -183,6 +183,26 @@ impl Table {
         Table::parse(whole, what)
     }
 
+    /// For a table with one row per step (`step` first): an error naming the table and the
+    /// line where a step appears a second time.
+    pub fn check_unique_steps(&self, what: &str) -> io::Result<()> {
+        let mut seen = std::collections::HashMap::new();
+        for (i, row) in self.rows.iter().enumerate() {
+            if let Some(first) = seen.insert(row[0].to_bits(), i) {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!(
+                        "{what}: line {}: step {} appears again (first on line {})",
+                        i + 2,
+                        row[0],
+                        first + 2
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+
     /// Index of a column.
     pub fn position(&self, name: &str) -> Option<usize> {
         self.header.iter().position(|h| h == name)
@@ -259,6 +279,13 @@ mod tests {
             .to_string();
         assert!(e.contains("line 2, column a: \"x\""), "{e}");
         assert!(Table::parse(b"", "t.csv").is_err());
+        let dup = Table::parse(b"step,a\n1,2\n2,3\n1,4\n", "t.csv").unwrap();
+        let e = dup.check_unique_steps("t.csv").unwrap_err().to_string();
+        assert!(
+            e.contains("t.csv: line 4: step 1 appears again (first on line 2)"),
+            "{e}"
+        );
+        t.check_unique_steps("t.csv").unwrap();
         assert!(Table::parse(b"step,a\n\xff\n", "t.csv").is_err());
     }
 }

@@ -271,7 +271,7 @@ fn llc_blocks(
         .map(|r| (r.0, r.1 - r.2, r.1 + r.2))
         .collect();
     c.series.push(line);
-    if let Some(g) = run.stages(s).table("gp.csv")?
+    if let Some(g) = run.stages(s).step_table("gp.csv")?
         && let (Some(st), Some(f)) = (g.column("step"), g.column("llc_fit"))
     {
         let mut gp = Series::line(
@@ -354,7 +354,7 @@ fn ed_blocks(run: &RunDir, out: &Folder, stages: &[Stage], run_name: &str) -> Re
     };
     let what = ed.describe(name);
     let scores = ed
-        .table(name)?
+        .step_table(name)?
         .with_context(|| format!("{what}: missing"))?;
     let st = need(&scores, "step", &what)?;
     let kk = scores.header.len() - 1;

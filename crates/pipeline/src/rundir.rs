@@ -203,6 +203,16 @@ impl Folder {
         }
     }
 
+    /// A table with one row per step: as [`Folder::table`], and a step that appears twice is
+    /// an error naming the line.
+    pub fn step_table(&self, name: &str) -> Result<Option<Table>> {
+        let table = self.table(name)?;
+        if let Some(t) = &table {
+            t.check_unique_steps(&self.describe(name))?;
+        }
+        Ok(table)
+    }
+
     /// An append-only table (see [`CsvTable::open`]).
     pub fn append_table(
         &self,
@@ -444,12 +454,12 @@ impl RunDir {
 
     /// The evaluation table, or `None` when the run has none.
     pub fn metrics(&self) -> Result<Option<Table>> {
-        self.root.table("metrics.csv")
+        self.root.step_table("metrics.csv")
     }
 
     /// The batch-loss table, or `None`.
     pub fn train_table(&self) -> Result<Option<Table>> {
-        self.root.table("train.csv")
+        self.root.step_table("train.csv")
     }
 
     /// Rewrites the Parquet copies of the metrics and batch-loss tables.
@@ -525,7 +535,7 @@ impl RunDir {
     }
 
     pub fn indicators(&self) -> Result<Option<Table>> {
-        self.root.table("indicators.csv")
+        self.root.step_table("indicators.csv")
     }
 
     /// The report's folder.
@@ -635,7 +645,7 @@ impl LlcDir {
 
     /// The sweep's table, or `None`.
     pub fn table(&self) -> Result<Option<Table>> {
-        self.folder.table(Self::TABLE)
+        self.folder.step_table(Self::TABLE)
     }
 
     /// The whole rows of the results table `name` (a torn last line, left by a kill, is

@@ -249,7 +249,23 @@ fn every_reader_rejects_truncated_and_garbled_files() {
         bytes[start..start + 4].copy_from_slice(&f32::NAN.to_le_bytes());
         bytes
     };
+    // A row repeated: a step twice.
+    let duplicated = |file: &str| {
+        let text = String::from_utf8(std::fs::read(good.join(file)).unwrap()).unwrap();
+        let row = text.lines().nth(2).unwrap().to_string();
+        format!("{text}{row}\n").into_bytes()
+    };
     for (file, damaged, readers) in [
+        (
+            "metrics.csv",
+            duplicated("metrics.csv"),
+            vec![Resume, Stages, Report],
+        ),
+        (
+            "llc/sampler-tiny/llc.csv",
+            duplicated("llc/sampler-tiny/llc.csv"),
+            vec![Stages, Report],
+        ),
         (
             "metrics.csv",
             header_only("metrics.csv"),
