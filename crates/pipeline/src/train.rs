@@ -311,10 +311,21 @@ fn restore_newest(
         ));
         return Ok(None);
     };
-    let hint = || {
-        format!(
-            "cannot resume from checkpoint {step}; move the damaged file away to resume from the previous checkpoint"
-        )
+    // Resuming needs a checkpoint and its optimizer state; only the newest few states are kept.
+    let checkpoints = run.checkpoint_steps()?;
+    let fallback = run
+        .optimizer_steps()?
+        .into_iter()
+        .filter(|s| *s < step && checkpoints.contains(s))
+        .max();
+    let hint = || match fallback {
+        Some(prev) => format!(
+            "cannot resume from checkpoint {step}; move {} away to resume from checkpoint {prev}, which has its optimizer state",
+            run.checkpoint_location(step)
+        ),
+        None => format!(
+            "cannot resume from checkpoint {step}, and no earlier checkpoint has its optimizer state (the newest {OPTIMIZER_STATES_KEPT} are kept): this run cannot resume; train it again from step 0 into a new folder"
+        ),
     };
     let (params, meta) = run.read_checkpoint(&model, step).with_context(hint)?;
     let (m, v, steps_done) = run.read_optimizer(&model, step).with_context(hint)?;

@@ -309,6 +309,39 @@ fn every_reader_rejects_truncated_and_garbled_files() {
         t
     };
     assert_eq!(rows(&scratch), rows(&good));
+    // Without the newest optimizer state, resuming points at the checkpoint that has one; with
+    // none left, it says that the run cannot resume.
+    let states: Vec<PathBuf> = std::fs::read_dir(scratch.join("optimizer"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(states.len(), 2, "{states:?}");
+    let mut by_step: Vec<(u64, PathBuf)> = states
+        .into_iter()
+        .map(|p| {
+            let stem = p.file_stem().unwrap().to_string_lossy().into_owned();
+            (stem.parse::<u64>().unwrap(), p)
+        })
+        .collect();
+    by_step.sort();
+    let (previous, newest_state) = (by_step[0].0, by_step[1].1.clone());
+    let moved = root.join("moved-state");
+    std::fs::rename(&newest_state, &moved).unwrap();
+    let e = format!(
+        "{:#}",
+        read(Resume, &RunDir::local(&scratch), newest).unwrap_err()
+    );
+    assert!(
+        e.contains(&format!("to resume from checkpoint {previous}")),
+        "{e}"
+    );
+    std::fs::remove_file(&by_step[0].1).unwrap();
+    let e = format!(
+        "{:#}",
+        read(Resume, &RunDir::local(&scratch), newest).unwrap_err()
+    );
+    assert!(e.contains("this run cannot resume"), "{e}");
+    std::fs::rename(&moved, &newest_state).unwrap();
     // What a SIGKILL mid-write leaves (a temporary of a process that is gone) is removed by
     // the next command that writes there.
     if std::path::Path::new("/proc/self").exists() {
