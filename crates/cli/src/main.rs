@@ -104,8 +104,13 @@ fn main() {
     let cli = Cli::parse();
     let _ = TF32.set(cli.tf32);
     if let Some(n) = cli.threads {
-        if n == 0 {
-            eprintln!("error: --threads must be at least 1");
+        // More threads than cores only adds overhead; thousands exhaust the machine.
+        let cores = std::thread::available_parallelism().map_or(1, |c| c.get());
+        let most = (4 * cores).max(64);
+        if n == 0 || n > most {
+            eprintln!(
+                "error: --threads {n} (or STAGEWISE_THREADS): expected 1 to {most} (this machine has {cores} cores)"
+            );
             std::process::exit(2);
         }
         if let Err(e) = rayon::ThreadPoolBuilder::new()

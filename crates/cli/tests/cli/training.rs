@@ -179,6 +179,16 @@ fn bad_input_fails_with_a_named_field_and_writes_nothing() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success() && err.contains("num_steps"), "{err}");
 
+    // A thread count the machine cannot hold is refused at once (it used to hang or panic).
+    let out = Command::new(BIN)
+        .args(["--threads", "100000", "train", cfg.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.code() == Some(2) && err.contains("--threads 100000"),
+        "{err}"
+    );
     // A config named `...yaml` (stem `..`) would put its run in `runs/..`, above the output
     // root: refused, naming the file, and nothing written (run from the scratch folder).
     let dots = dir.join("...yaml");
