@@ -14,6 +14,7 @@ pub struct CsvTable {
     storage: Arc<dyn Storage>,
     key: String,
     columns: usize,
+    torn: Option<String>,
 }
 
 impl CsvTable {
@@ -28,6 +29,7 @@ impl CsvTable {
     ) -> io::Result<Self> {
         let head = header.join(",");
         let mut kept = format!("{head}\n");
+        let mut torn = None;
         if let Some(bytes) = storage.get(key)?.filter(|b| !b.is_empty()) {
             let text = String::from_utf8_lossy(&bytes);
             match text.lines().next() {
@@ -41,6 +43,9 @@ impl CsvTable {
             }
             // Every whole row must parse: damage is an error, not a silently dropped row.
             Table::parse_appended(&bytes, &storage.describe(key))?;
+            if !text.ends_with('\n') {
+                torn = text.rsplit('\n').next().map(String::from);
+            }
             for line in whole_lines(&text).skip(1) {
                 let step = line.split(',').next().and_then(|s| s.parse::<u64>().ok());
                 if let (Some(s), Some(k)) = (step, keep_through)
@@ -56,7 +61,18 @@ impl CsvTable {
             storage,
             key: key.into(),
             columns: header.len(),
+            torn,
         })
+    }
+
+    /// The last line that `open` dropped because it had no line end (a write cut by a kill).
+    pub fn torn_line(&self) -> Option<&str> {
+        self.torn.as_deref()
+    }
+
+    /// Where the table is, for messages.
+    pub fn location(&self) -> String {
+        self.storage.describe(&self.key)
     }
 
     /// Appends one row (`step`, then values; shortest round-trip formatting).
@@ -235,6 +251,7 @@ mod tests {
         // A kill mid-write leaves a torn last line.
         s.append("m.csv", b"5,2.").unwrap();
         let mut t = CsvTable::open(s.clone(), "m.csv", &header, Some(2)).unwrap();
+        assert_eq!(t.torn_line(), Some("5,2."));
         t.append(3, &[0.1]).unwrap();
         let (h, rows) = read_csv(&dir.join("m.csv")).unwrap();
         assert_eq!(h, header);

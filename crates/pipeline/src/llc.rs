@@ -320,6 +320,12 @@ pub fn llc(run: &RunDir, opts: &LlcOptions, obs: &dyn Observer) -> Result<LlcRes
         .map(|r| r[0] as u64)
         .collect();
     let mut table = out.append_table(LlcDir::TABLE, &header)?;
+    if let Some(line) = table.torn_line() {
+        obs.message(&format!(
+            "{}: dropped the torn last line {line:?} (a write cut short); that checkpoint is estimated again",
+            table.location()
+        ));
+    }
     let todo: Vec<u64> = steps.into_iter().filter(|s| !done.contains(s)).collect();
     obs.message(&format!(
         "LLC at {} checkpoints of {} ({} already done): {} chains x {} draws, {}, nbeta {:.4}, eps {}, gamma {:.4}, batch {} of n = {}",

@@ -197,6 +197,14 @@ pub fn train(opts: &TrainOptions, obs: &dyn Observer) -> Result<TrainResult> {
     let train_names = vec!["batch/loss".to_string(), "lr".to_string()];
     let mut metrics = run.metrics_log(&header(&metric_names), resumed_at)?;
     let mut train_table = run.train_log(&header(&train_names), resumed_at)?;
+    for t in [&metrics, &train_table] {
+        if let Some(line) = t.torn_line() {
+            obs.message(&format!(
+                "{}: dropped the torn last line {line:?} (a write cut short)",
+                t.location()
+            ));
+        }
+    }
     if let Some(s) = resumed_at {
         check_rows_through(&run, s, &logging_steps)?;
     }

@@ -27,6 +27,16 @@ const SETS: &[&str] = &[
     "logging_config.logging_steps.linear_space=5",
 ];
 
+/// Keeps the messages a stage sends.
+#[derive(Default)]
+struct Said(std::sync::Mutex<Vec<String>>);
+
+impl stagewise_pipeline::Observer for Said {
+    fn message(&self, msg: &str) {
+        self.0.lock().unwrap().push(msg.to_string());
+    }
+}
+
 fn sampler(name: &str) -> Sampler {
     Sampler::from_text(name, SAMPLER_TINY, "test sampler", &["num_draws=8".into()]).unwrap()
 }
@@ -297,7 +307,18 @@ fn every_reader_rejects_truncated_and_garbled_files() {
     let table = "llc/sampler-tiny/llc.csv";
     let bytes = std::fs::read(good.join(table)).unwrap();
     std::fs::write(scratch.join(table), &bytes[..bytes.len() - 5]).unwrap();
-    read(LlcResume, &RunDir::local(&scratch), newest).unwrap();
+    let said = Said::default();
+    llc(
+        &RunDir::local(&scratch),
+        &LlcOptions {
+            sampler: sampler("sampler-tiny"),
+            ..LlcOptions::default()
+        },
+        &said,
+    )
+    .unwrap();
+    let lines = said.0.lock().unwrap().join("\n");
+    assert!(lines.contains("dropped the torn last line"), "{lines}");
     let rows = |dir: &Path| {
         let mut t = RunDir::local(dir)
             .llc("sampler-tiny")
