@@ -171,6 +171,10 @@ pub fn train(opts: &TrainOptions, obs: &dyn Observer) -> Result<TrainResult> {
     run.clean_interrupted_training()?;
     let checkpoint_steps = steps_reached(&cfg.checkpointer_config.checkpoint_steps, cfg.num_steps);
     let logging_steps = steps_reached(&cfg.logging_config.logging_steps, cfg.num_steps);
+    // The trainer (its buffers, on the device too) first: if it cannot be made, nothing of the
+    // run is written and the fixed rerun starts clean.
+    let mut trainer = opts.device.trainer(&cfg)?;
+    let model = trainer.model.clone();
     if !opts.resume {
         run.write_config(&cfg)?;
         let c: Vec<u64> = checkpoint_steps.iter().copied().collect();
@@ -178,8 +182,6 @@ pub fn train(opts: &TrainOptions, obs: &dyn Observer) -> Result<TrainResult> {
         run.write_schedule(&c, &l)?;
     }
 
-    let mut trainer = opts.device.trainer(&cfg)?;
-    let model = trainer.model.clone();
     let resumed_at = if opts.resume {
         restore_newest(&run, &mut trainer, obs)?
     } else {
