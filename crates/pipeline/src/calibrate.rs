@@ -118,6 +118,9 @@ pub fn calibrate(
     } else {
         ckpts.select(&opts.select)?
     };
+    if matches!(opts.device, Backend::Cpu) {
+        crate::memory::check_sampling(&ckpts.model.config, &sampler.config)?;
+    }
     let out: LlcDir = run.calibration(&sampler.name);
     let _lock = Lock::take(&out.folder, "lock", "stagewise llc calibrate")?;
     out.claim(&sampler.config)?;

@@ -143,6 +143,15 @@ pub fn ed(run: &RunDir, a: &EdOptions, obs: &dyn Observer) -> Result<EdResult> {
     if a.sequences == 0 || a.components == 0 {
         bail!("--sequences and --components must be at least 1");
     }
+    let (k, d1) = (
+        ckpts.config.task_config.max_examples,
+        ckpts.model.config.token_size(),
+    );
+    let per_sequence = match a.outputs {
+        Outputs::Full => 2 * k * d1,
+        Outputs::Ys => k,
+    };
+    crate::memory::check_ed(&ckpts.model.config, a.sequences, per_sequence, steps.len())?;
     let sigma = match a.smooth {
         Smoothing::None => None,
         Smoothing::Variable { lo, hi } => Some(linspace(lo, hi, steps.len())),

@@ -21,6 +21,7 @@ pub mod indicators;
 pub mod known;
 pub mod llc;
 pub mod lock;
+pub mod memory;
 pub mod observe;
 pub mod report;
 pub mod reproduce;

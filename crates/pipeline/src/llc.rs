@@ -306,6 +306,9 @@ pub fn llc(run: &RunDir, opts: &LlcOptions, obs: &dyn Observer) -> Result<LlcRes
     let ckpts = Checkpoints::open(run)?;
     let sampler = &opts.sampler;
     let steps = ckpts.select(&opts.select)?;
+    if matches!(opts.device, Backend::Cpu) {
+        crate::memory::check_sampling(&ckpts.model.config, &sampler.config)?;
+    }
     let out = run.llc(&sampler.name);
     let _lock = Lock::take(&out.folder, "lock", "stagewise llc")?;
     out.claim(&sampler.config)?;

@@ -131,6 +131,23 @@ fn essential_dynamics_of_a_run() {
     check_in_browser(&run.join("report/index.html"));
     let out = stagewise(&["ed", r, "--smooth", "3:1"]);
     assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("--smooth"));
+    if std::path::Path::new("/proc/meminfo").exists() {
+        let out = stagewise(&[
+            "ed",
+            r,
+            "--sequences",
+            "100000000000",
+            "--out",
+            "/nonexistent/x",
+        ]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !out.status.success()
+                && err.contains("essential dynamics needs about")
+                && err.contains("--sequences"),
+            "{err}"
+        );
+    }
     let out = stagewise(&["ed", r, "--steps", &steps[0].to_string()]);
     assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("at least 3"));
     std::fs::remove_dir_all(&dir).unwrap();

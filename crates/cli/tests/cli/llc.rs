@@ -226,6 +226,14 @@ fn llc_over_checkpoints_resumes_and_rejects_bad_input() {
             && err.contains("larger than the data set"),
         "{err}"
     );
+    if std::path::Path::new("/proc/meminfo").exists() {
+        let out = stagewise(&["llc", r, "--config", s, "--set", "num_chains=100000000"]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !out.status.success() && err.contains("the LLC sweep needs about"),
+            "{err}"
+        );
+    }
     let out = stagewise(&["llc", r, "--config", s, "--steps", "0,0"]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(

@@ -179,6 +179,31 @@ fn bad_input_fails_with_a_named_field_and_writes_nothing() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success() && err.contains("num_steps"), "{err}");
 
+    // Sizes the machine cannot hold are refused before anything is written (they used to panic
+    // with "capacity overflow" or abort on allocation).
+    if std::path::Path::new("/proc/meminfo").exists() {
+        let big = dir.join("big");
+        for set in [
+            "task_config.embed_size=1000000000",
+            "batch_size=1000000000",
+            "checkpointer_config.checkpoint_steps.linear_space=1000000000000",
+        ] {
+            let out = stagewise(&[
+                "train",
+                cfg.to_str().unwrap(),
+                "--out",
+                big.to_str().unwrap(),
+                "--set",
+                set,
+            ]);
+            let err = String::from_utf8_lossy(&out.stderr);
+            assert!(
+                out.status.code() == Some(1) && err.contains("training needs about"),
+                "{set}: {err}"
+            );
+            assert!(!big.exists(), "{set}: nothing written");
+        }
+    }
     // A thread count the machine cannot hold is refused at once (it used to hang or panic).
     let out = Command::new(BIN)
         .args(["--threads", "100000", "train", cfg.to_str().unwrap()])
