@@ -43,9 +43,10 @@ pub fn process_alive(pid: u32) -> Option<bool> {
         .then(|| proc.join(pid.to_string()).exists())
 }
 
-/// Removes the temporaries `write_atomic` left in `dir` (not below it) when its process was
-/// killed: `.NAME.tmp-PID` with PID no longer running here. Returns the names removed.
-pub fn remove_stale_temporaries(dir: &Path) -> io::Result<Vec<String>> {
+/// Removes the temporaries `write_atomic` left in `dir` (and, with `below`, in its subfolders)
+/// when its process was killed: `.NAME.tmp-PID` with PID no longer running here. Returns the
+/// names removed.
+pub fn remove_stale_temporaries(dir: &Path, below: bool) -> io::Result<Vec<String>> {
     let entries = match fs::read_dir(dir) {
         Ok(e) => e,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(vec![]),
@@ -56,6 +57,10 @@ pub fn remove_stale_temporaries(dir: &Path) -> io::Result<Vec<String>> {
         let Ok(name) = entry.file_name().into_string() else {
             continue;
         };
+        if below && entry.file_type().is_ok_and(|t| t.is_dir()) {
+            removed.extend(remove_stale_temporaries(&entry.path(), true)?);
+            continue;
+        }
         let pid = name
             .strip_prefix('.')
             .and_then(|n| n.rsplit_once(".tmp-"))
@@ -110,8 +115,13 @@ mod tests {
         ] {
             fs::write(dir.join(name), b"").unwrap();
         }
-        let removed = remove_stale_temporaries(&dir).unwrap();
+        fs::create_dir_all(dir.join("traces")).unwrap();
+        fs::write(dir.join("traces/.3.csv.tmp-4294967"), b"").unwrap();
+        let removed = remove_stale_temporaries(&dir, false).unwrap();
         assert_eq!(removed, [".index.html.tmp-4294967"]);
+        assert!(dir.join("traces/.3.csv.tmp-4294967").exists());
+        let removed = remove_stale_temporaries(&dir, true).unwrap();
+        assert_eq!(removed, [".3.csv.tmp-4294967"]);
         assert!(dir.join(&own).exists() && dir.join("c.tmp-4294967").exists());
         fs::remove_dir_all(&dir).unwrap();
     }

@@ -30,9 +30,10 @@ pub trait Storage: Send + Sync + std::fmt::Debug {
     fn exists(&self, key: &str) -> bool {
         matches!(self.get(key), Ok(Some(_)))
     }
-    /// Removes what interrupted writes left in `folder` (not below it): a killed process's
-    /// temporary files on a local disk. Object stores write atomically and leave none.
-    fn clean_interrupted(&self, _folder: &str) -> io::Result<Vec<String>> {
+    /// Removes what interrupted writes left in `folder` (and its subfolders with `below`): a
+    /// killed process's temporary files on a local disk. Object stores write atomically and
+    /// leave none.
+    fn clean_interrupted(&self, _folder: &str, _below: bool) -> io::Result<Vec<String>> {
         Ok(vec![])
     }
     /// The object's location as a user should see it in messages (a path or a URL).
@@ -179,9 +180,9 @@ impl Storage for LocalFs {
         self.path(key).display().to_string()
     }
 
-    fn clean_interrupted(&self, folder: &str) -> io::Result<Vec<String>> {
+    fn clean_interrupted(&self, folder: &str, below: bool) -> io::Result<Vec<String>> {
         let dir = self.path(folder.trim_end_matches('/'));
-        crate::atomic::remove_stale_temporaries(&dir)
+        crate::atomic::remove_stale_temporaries(&dir, below)
             .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", dir.display())))
     }
 }

@@ -123,6 +123,7 @@ pub fn calibrate(
     }
     let out: LlcDir = run.calibration(&sampler.name);
     let _lock = Lock::take(&out.folder, "lock", "stagewise llc calibrate")?;
+    out.folder.clean_interrupted(true)?;
     out.claim(&sampler.config)?;
     let done: Vec<[f64; 4]> = out
         .complete_rows(LlcDir::SUMMARY, HEADER.len())?

@@ -158,6 +158,7 @@ pub fn ed(run: &RunDir, a: &EdOptions, obs: &dyn Observer) -> Result<EdResult> {
     };
     let out = a.out.clone().unwrap_or_else(|| run.ed(a.outputs.name()));
     let _lock = Lock::take(&out, "lock", "stagewise ed")?;
+    out.clean_interrupted(true)?;
 
     // The fixed evaluation set.
     let model = &ckpts.model;

@@ -66,6 +66,7 @@ pub fn indicators(
     let mut steps = ckpts.select(&a.select)?;
     steps.sort_unstable();
     let _lock = Lock::take(run.root(), "indicators.lock", "stagewise indicators")?;
+    run.root().clean_interrupted(false)?;
     if a.hessian && (a.hessian_sequences == 0 || a.top == 0 || a.lanczos_steps < a.top) {
         bail!("--hessian-sequences and --top must be positive and --lanczos-steps at least --top");
     }

@@ -311,6 +311,7 @@ pub fn llc(run: &RunDir, opts: &LlcOptions, obs: &dyn Observer) -> Result<LlcRes
     }
     let out = run.llc(&sampler.name);
     let _lock = Lock::take(&out.folder, "lock", "stagewise llc")?;
+    out.folder.clean_interrupted(true)?;
     out.claim(&sampler.config)?;
     let sgld = &sampler.sgld;
     let c = sampler.config.num_chains;

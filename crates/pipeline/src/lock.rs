@@ -1,5 +1,6 @@
 //! One writer at a time: an advisory lock object (`.lock` in the folder a command writes) made
-//! by the storage's conditional put and holding who took it. A lock left by a process that is
+//! by the storage's conditional put and holding who took it. The holder then cleans what a
+//! killed writer left half-written there (`Folder::clean_interrupted`). A lock left by a process that is
 //! gone (same host, no such process) is stale and taken over; any other holder is an error
 //! that says who it is.
 
@@ -36,8 +37,6 @@ impl Lock {
         let key = format!(".{name}");
         for _ in 0..2 {
             if folder.put_new(&key, holder_line(command).as_bytes())? {
-                // The folder is ours: what a killed writer left half-written goes.
-                folder.clean_interrupted()?;
                 return Ok(Lock {
                     folder: folder.clone(),
                     key,

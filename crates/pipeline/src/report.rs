@@ -116,6 +116,7 @@ pub fn report(run: &RunDir, a: &ReportOptions) -> Result<ReportResult> {
     }
     let out = a.out.clone().unwrap_or_else(|| run.report());
     let _lock = Lock::take(&out, "lock", "stagewise report")?;
+    out.clean_interrupted(true)?;
     let sweep = pick_sweep(run, a.llc.as_deref())?;
     let stages = match &sweep {
         Some(s) => read_stages(run, s)?.unwrap_or_default(),

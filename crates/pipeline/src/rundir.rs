@@ -127,10 +127,10 @@ impl Folder {
             .with_context(|| format!("cannot write {}", self.describe(name)))
     }
 
-    /// Removes what interrupted writes left in this folder (not below it).
-    pub fn clean_interrupted(&self) -> Result<()> {
+    /// Removes what interrupted writes left in this folder (and its subfolders with `below`).
+    pub fn clean_interrupted(&self, below: bool) -> Result<()> {
         self.storage
-            .clean_interrupted(&self.prefix)
+            .clean_interrupted(&self.prefix, below)
             .with_context(|| format!("cannot clean {}", self.display()))?;
         Ok(())
     }
@@ -318,7 +318,7 @@ impl RunDir {
             self.root.sub(CHECKPOINTS),
             self.root.sub(OPTIMIZER),
         ] {
-            folder.clean_interrupted()?;
+            folder.clean_interrupted(false)?;
         }
         Ok(())
     }

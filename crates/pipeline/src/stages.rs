@@ -180,6 +180,7 @@ pub fn stages(run: &RunDir, a: &StagesOptions) -> Result<StagesResult> {
 
     let out = run.stages(&name);
     let _lock = Lock::take(&out, "lock", "stagewise stages")?;
+    out.clean_interrupted(true)?;
     let mut text = String::from("step,llc,llc_fit,dllc_dlogt,critical\n");
     for i in 0..steps.len() {
         writeln!(

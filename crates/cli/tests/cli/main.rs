@@ -4,6 +4,7 @@
 
 mod analysis;
 mod common;
+mod faults;
 mod llc;
 mod pipeline;
 mod training;
