@@ -166,10 +166,20 @@ impl Storage for LocalFs {
 
     fn delete(&self, key: &str) -> io::Result<()> {
         match fs::remove_file(self.path(key)) {
-            Ok(()) => Ok(()),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(self.err(key, e)),
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(self.err(key, e)),
         }
+        // Folders exist only through their objects (as in an object store): remove the ones
+        // this left empty, below the root.
+        let mut dir = Path::new(key).parent();
+        while let Some(d) = dir.filter(|d| !d.as_os_str().is_empty()) {
+            if fs::remove_dir(self.root.join(d)).is_err() {
+                break;
+            }
+            dir = d.parent();
+        }
+        Ok(())
     }
 
     fn exists(&self, key: &str) -> bool {
@@ -212,6 +222,10 @@ mod tests {
         s.delete("a/b.txt").unwrap();
         s.delete("a/b.txt").unwrap();
         assert_eq!(s.list("a/").unwrap(), vec!["a/c/log.csv"]);
+        // Deleting the last object of a folder removes the folders it leaves empty.
+        s.put("x/y/z.txt", b"").unwrap();
+        s.delete("x/y/z.txt").unwrap();
+        assert!(!dir.join("x").exists() && dir.exists());
         // A conditional put creates once.
         assert!(s.put_new("a/.lock", b"me").unwrap());
         assert!(!s.put_new("a/.lock", b"you").unwrap());
