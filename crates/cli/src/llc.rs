@@ -43,10 +43,10 @@ pub struct DeviceArgs {
     /// on the host, slow).
     #[arg(long, default_value = "cpu")]
     pub device: stagewise_cuda::DeviceSpec,
-    /// On a device: checkpoints whose chains run together in one set of launches (Q =
-    /// checkpoints x chains weight sets; more fills a large GPU better, at more memory).
-    #[arg(long, default_value_t = 1)]
-    pub checkpoints_per_launch: usize,
+    /// On a device: checkpoints whose chains run together in one set of launches (default 1;
+    /// Q = checkpoints x chains weight sets; more fills a large GPU better, at more memory).
+    #[arg(long)]
+    pub checkpoints_per_launch: Option<usize>,
     /// On a device: chains per set of launches (default: all of a checkpoint's chains; fewer
     /// keeps each launch's working set in the GPU's L2 cache, see `bench gpu`).
     #[arg(long)]
@@ -56,16 +56,32 @@ pub struct DeviceArgs {
 impl DeviceArgs {
     pub fn per_launch(&self) -> PerLaunch {
         PerLaunch {
-            checkpoints: self.checkpoints_per_launch,
+            checkpoints: self
+                .checkpoints_per_launch
+                .unwrap_or(PerLaunch::default().checkpoints),
             chains: self.chains_per_launch,
         }
     }
 
+    /// The backend; the per-launch flags, which only a device has, are refused on the CPU.
     pub fn open(&self) -> Result<(Backend, PerLaunch)> {
-        Ok((
-            Backend::open(self.device, crate::tf32())?,
-            self.per_launch(),
-        ))
+        let backend = Backend::open(self.device, crate::tf32())?;
+        if matches!(backend, Backend::Cpu) {
+            for (flag, given) in [
+                (
+                    "--checkpoints-per-launch",
+                    self.checkpoints_per_launch.is_some(),
+                ),
+                ("--chains-per-launch", self.chains_per_launch.is_some()),
+            ] {
+                if given {
+                    bail!(
+                        "{flag} applies to a device (--device cuda or emulator); on the CPU it would change nothing"
+                    );
+                }
+            }
+        }
+        Ok((backend, self.per_launch()))
     }
 }
 

@@ -79,6 +79,13 @@ impl Checkpoints {
     pub fn select(&self, sel: &StepSelection) -> Result<Vec<u64>> {
         let (steps, log, lin) = (&sel.steps, sel.log_space, sel.linear_space);
         let steps: Vec<u64> = if log.is_some() || lin.is_some() {
+            // Expanding the spaces holds every point: as much memory as training's step sets.
+            let points = log.unwrap_or(0) as u128 + lin.unwrap_or(0) as u128;
+            crate::memory::check(
+                "the step selection",
+                64 * points,
+                "--log-space or --linear-space",
+            )?;
             let spec = StepsSpec::Spaces(Spaces {
                 log_space: log.map(SpaceSpec::Count),
                 linear_space: lin.map(SpaceSpec::Count),

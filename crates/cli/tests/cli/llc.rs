@@ -227,6 +227,12 @@ fn llc_over_checkpoints_resumes_and_rejects_bad_input() {
         "{err}"
     );
     if std::path::Path::new("/proc/meminfo").exists() {
+        let out = stagewise(&["llc", r, "--config", s, "--log-space", "1000000000000"]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !out.status.success() && err.contains("the step selection needs about"),
+            "{err}"
+        );
         let out = stagewise(&["llc", r, "--config", s, "--set", "num_chains=100000000"]);
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(

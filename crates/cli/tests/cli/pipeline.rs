@@ -125,22 +125,30 @@ fn device_runs_follow_the_cpu_runs() {
     .unwrap();
     let s = sampler.to_str().unwrap();
     let steps = format!("0,{last}");
+    // The per-launch flags change nothing on the CPU, so there they are refused.
+    let cr = cpu.to_str().unwrap();
+    let per_launch = ["--checkpoints-per-launch", "2", "--chains-per-launch", "1"];
+    let o = stagewise(
+        &[
+            &["llc", cr, "--config", s, "--steps", &steps][..],
+            &per_launch,
+        ]
+        .concat(),
+    );
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        !o.status.success() && err.contains("--checkpoints-per-launch applies to a device"),
+        "{err}"
+    );
     for (run, device) in [(&cpu, "cpu"), (&emu, "emulator")] {
         let r = run.to_str().unwrap();
-        let o = stagewise(&[
-            "llc",
-            r,
-            "--config",
-            s,
-            "--steps",
-            &steps,
-            "--device",
-            device,
-            "--checkpoints-per-launch",
-            "2",
-            "--chains-per-launch",
-            "1",
-        ]);
+        let mut args = vec![
+            "llc", r, "--config", s, "--steps", &steps, "--device", device,
+        ];
+        if device == "emulator" {
+            args.extend(per_launch);
+        }
+        let o = stagewise(&args);
         assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     }
     let (h, lc) = stagewise_io::table::read_csv(&cpu.join("llc/s/llc.csv")).unwrap();
