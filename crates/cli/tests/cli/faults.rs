@@ -158,3 +158,57 @@ fn sigkill_at_random_points_then_rerun_equals_an_uninterrupted_run() {
     }
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// `reproduce` (train, llc, ed, stages, indicators, report in one command) killed 20 times at
+/// pseudo-random moments and rerun ends with the files of an uninterrupted `reproduce`.
+#[test]
+fn sigkill_during_reproduce_then_rerun_equals_an_uninterrupted_run() {
+    let dir = scratch("faults-reproduce");
+    let cfg = write_config(&dir);
+    let c = cfg.to_str().unwrap().to_string();
+    let sampler = dir.join("s.yaml");
+    std::fs::write(
+        &sampler,
+        "num_chains: 2\nnum_draws: 40\ngrad_batch_size: 8\neval_dataset_size: 64\n\
+         gradient_scale: 0.01\nlocalization_scale: 0.001\nnoise_scale: 0.0003\n",
+    )
+    .unwrap();
+    let s = sampler.to_str().unwrap().to_string();
+    let (clean, faulty) = (dir.join("clean"), dir.join("faulty"));
+    let args = |out: &Path| {
+        strings(&[
+            "reproduce",
+            &c,
+            "--sampler",
+            &s,
+            "--out",
+            out.to_str().unwrap(),
+        ])
+    };
+    let o = Command::new(BIN)
+        .args(args(&clean))
+        .env("STAGEWISE_THREADS", "2")
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let killed = kill_and_rerun(&|| args(&faulty), 5, (10, 300), 20, false);
+    assert_eq!(killed, 20, "reproduce ended before 20 kills");
+    for f in [
+        "metrics.csv",
+        "train.csv",
+        "llc/s/llc.csv",
+        "ed/full/scores.csv",
+        "stages/s/stages.csv",
+        "indicators.csv",
+    ] {
+        same_file(&clean.join(f), &faulty.join(f));
+    }
+    let model = model_of(&clean);
+    for st in list_steps(&clean.join("checkpoints")) {
+        let f = format!("{st}.safetensors");
+        let (a, _) = load_model(&clean.join("checkpoints").join(&f), &model).unwrap();
+        let (b, _) = load_model(&faulty.join("checkpoints").join(&f), &model).unwrap();
+        assert!(a == b, "checkpoint {st} differs");
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}
