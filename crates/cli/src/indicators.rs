@@ -20,17 +20,17 @@ pub struct IndicatorsArgs {
     /// float64 gradients of the batch).
     #[arg(long)]
     hessian: bool,
-    /// Sequences of the fixed Hessian batch.
-    #[arg(long, default_value_t = 256)]
+    /// Sequences of the fixed Hessian batch (this and the next three need --hessian).
+    #[arg(long, default_value_t = 256, requires = "hessian")]
     hessian_sequences: usize,
     /// Top Hessian eigenvalues reported.
-    #[arg(long, default_value_t = 3)]
+    #[arg(long, default_value_t = 3, requires = "hessian")]
     top: usize,
     /// Lanczos iterations.
-    #[arg(long, default_value_t = 30)]
+    #[arg(long, default_value_t = 30, requires = "hessian")]
     lanczos_steps: usize,
     /// Most Hutchinson samples (stops earlier when the mean changes by < 1e-3 relative).
-    #[arg(long, default_value_t = 30)]
+    #[arg(long, default_value_t = 30, requires = "hessian")]
     hutchinson_samples: usize,
     #[arg(long, default_value_t = 0)]
     seed: u64,

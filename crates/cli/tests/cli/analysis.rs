@@ -72,6 +72,13 @@ fn essential_dynamics_of_a_run() {
         assert_eq!(ed.join("scores_smoothed.csv").is_file(), smooth != "none");
         assert!(ed.join("forms.csv").is_file() && ed.join("vertices.csv").is_file());
     }
+    // The Hessian's flags without --hessian would change nothing: refused, saying so.
+    let out = stagewise(&["indicators", r, "--top", "5"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.code() == Some(2) && err.contains("--hessian"),
+        "{err}"
+    );
     // Structural indicators, with the Hessian at two checkpoints.
     let two = format!("{},{}", steps[0], steps[steps.len() - 1]);
     let out = stagewise(&[
