@@ -94,19 +94,25 @@ impl Storage for LocalFs {
 
     fn put_new(&self, key: &str, bytes: &[u8]) -> io::Result<bool> {
         self.parent(key)?;
-        let mut f = match OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(self.path(key))
-        {
-            Ok(f) => f,
-            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => return Ok(false),
-            Err(e) => return Err(self.err(key, e)),
-        };
-        f.write_all(bytes)
-            .and_then(|()| f.sync_data())
-            .map_err(|e| self.err(key, e))?;
-        Ok(true)
+        // Whole or not at all, even if killed: the bytes go to a temporary file, which is then
+        // linked under the key (a link never replaces an existing file). A kill in between
+        // leaves only the temporary, which `clean_interrupted` removes.
+        let target = self.path(key);
+        let name = target
+            .file_name()
+            .map_or_else(String::new, |n| n.to_string_lossy().into_owned());
+        let tmp = target.with_file_name(format!(".{name}.tmp-{}", std::process::id()));
+        let written = File::create(&tmp).and_then(|mut f| {
+            f.write_all(bytes)?;
+            f.sync_all()
+        });
+        let linked = written.and_then(|()| fs::hard_link(&tmp, &target));
+        let _ = fs::remove_file(&tmp);
+        match linked {
+            Ok(()) => Ok(true),
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(false),
+            Err(e) => Err(self.err(key, e)),
+        }
     }
 
     fn append(&self, key: &str, bytes: &[u8]) -> io::Result<()> {

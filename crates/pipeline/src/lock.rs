@@ -15,9 +15,26 @@ pub struct Lock {
     key: String,
 }
 
-/// `host pid command`: what a lock object holds.
+/// `host pid[@start] command`: what a lock object holds (`start`: the process's start time,
+/// so that a pid reused by another process is not taken for the holder).
 fn holder_line(command: &str) -> String {
-    format!("{} {} {command}\n", host(), std::process::id())
+    let pid = std::process::id();
+    match start_time(pid) {
+        Some(t) => format!("{} {pid}@{t} {command}\n", host()),
+        None => format!("{} {pid} {command}\n", host()),
+    }
+}
+
+/// A process's start time in clock ticks since boot (/proc/PID/stat, field 22).
+fn start_time(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name (which may hold spaces) start at field 3.
+    stat.rsplit_once(')')?
+        .1
+        .split_whitespace()
+        .nth(19)?
+        .parse()
+        .ok()
 }
 
 fn host() -> String {
@@ -47,15 +64,20 @@ impl Lock {
                 .map(|b| String::from_utf8_lossy(&b).into_owned())
                 .unwrap_or_default();
             let mut parts = text.split_whitespace();
-            let (h, pid) = (
-                parts.next(),
-                parts.next().and_then(|p| p.parse::<u32>().ok()),
-            );
+            let h = parts.next();
+            let (pid, started) = match parts.next().map(|p| p.split_once('@').unwrap_or((p, ""))) {
+                Some((p, t)) => (p.parse::<u32>().ok(), t.parse::<u64>().ok()),
+                None => (None, None),
+            };
             let rest: Vec<&str> = parts.collect();
             let stale = match (h, pid) {
                 (Some(h), Some(pid)) if h == host() && pid != std::process::id() => {
                     alive(pid) == Some(false)
+                        || started.is_some_and(|t| start_time(pid).is_some_and(|now| now != t))
                 }
+                // Locks are written whole; an empty one is what an older, non-atomic version
+                // left when killed while taking it.
+                (None, _) => text.trim().is_empty(),
                 _ => false,
             };
             if !stale {
@@ -72,8 +94,14 @@ impl Lock {
                     folder.describe(&key)
                 );
             }
-            // Left by a process that is gone (killed): take it over.
-            folder.delete(&key)?;
+            // Left by a process that is gone (killed): take it over, unless another process
+            // took it over first (the lock's content changed since it was read).
+            let now = folder
+                .get(&key)?
+                .map(|b| String::from_utf8_lossy(&b).into_owned());
+            if now.as_deref() == Some(text.as_str()) {
+                folder.delete(&key)?;
+            }
         }
         bail!("{}: cannot take the lock", folder.describe(&key))
     }
@@ -119,6 +147,29 @@ mod tests {
             assert!(text.contains(&std::process::id().to_string()), "{text}");
             drop(taken);
         }
+        // A live pid that is another process than the holder (its start time differs): stale.
+        if let Some(t) = start_time(std::process::id()) {
+            let parent = std::os::unix::process::parent_id();
+            std::fs::write(
+                dir.join(".lock"),
+                format!("{} {parent}@{} stagewise llc\n", host(), t + 12345),
+            )
+            .unwrap();
+            drop(Lock::take(&folder, "lock", "x").unwrap());
+            // ... and with its true start time, it holds the lock.
+            if let Some(pt) = start_time(parent) {
+                std::fs::write(
+                    dir.join(".lock"),
+                    format!("{} {parent}@{pt} stagewise llc\n", host()),
+                )
+                .unwrap();
+                assert!(Lock::take(&folder, "lock", "x").is_err());
+                std::fs::remove_file(dir.join(".lock")).unwrap();
+            }
+        }
+        // An empty lock (left by a writer killed mid-write) is stale too.
+        std::fs::write(dir.join(".lock"), "").unwrap();
+        drop(Lock::take(&folder, "lock", "x").unwrap());
         // A holder on another host is never taken over.
         std::fs::write(dir.join(".lock"), "elsewhere 1 stagewise llc\n").unwrap();
         let e = Lock::take(&folder, "lock", "x").unwrap_err().to_string();
