@@ -43,7 +43,7 @@ for part in $PARTS; do
     e2e) echo "== end to end: reproduce --quick on the GPU"
       rm -rf /tmp/rq-gpu
       ( time timeout 70 "$BIN" reproduce --quick --device cuda --out /tmp/rq-gpu ) 2>&1 | tail -n 25 | tee "$OUT/reproduce.txt"
-      cp /tmp/rq-gpu/stages.csv "$OUT/" 2>/dev/null || true ;;
+      cp /tmp/rq-gpu/stages/sampler-tiny/stages.csv "$OUT/" 2>/dev/null || true ;;
     *) echo "unknown part '$part' (check, check-tf32, bench, paper, nosplit, bench-tf32, e2e)" >&2 ;;
   esac
 done
