@@ -212,3 +212,43 @@ fn sigkill_during_reproduce_then_rerun_equals_an_uninterrupted_run() {
     }
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// Two writers of one run: a second `train --resume` while the first trains is refused, naming
+/// the first; after the first is killed, the resume takes its lock over and goes on.
+#[test]
+fn a_second_train_of_the_same_run_is_refused_while_the_first_runs() {
+    let dir = scratch("two-trains");
+    let cfg = write_config(&dir);
+    let run = dir.join("run");
+    let r = run.to_str().unwrap();
+    let mut first = Command::new(BIN)
+        .args(["train", cfg.to_str().unwrap(), "--out", r])
+        .env("STAGEWISE_THREADS", "1")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let t0 = Instant::now();
+    while !run.join("checkpoints/1.safetensors").exists() && t0.elapsed() < Duration::from_secs(60)
+    {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let out = stagewise(&["train", "--out", r, "--resume"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success()
+            && err.contains("in use by `stagewise train`")
+            && err.contains(&format!("process {}", first.id())),
+        "{err}"
+    );
+    first.kill().unwrap();
+    first.wait().unwrap();
+    let out = stagewise(&["train", "--out", r, "--resume"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!run.join(".lock").exists());
+    std::fs::remove_dir_all(&dir).unwrap();
+}
