@@ -63,7 +63,6 @@ impl Default for BenchGpuOptions {
 }
 
 /// Launches, flops and bytes of one training step and one SGLD step, counted without a device.
-
 fn count_steps(
     cfg: &TrainConfig,
     chains: Option<usize>,
