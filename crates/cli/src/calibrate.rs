@@ -37,6 +37,12 @@ pub struct CalibrateArgs {
 }
 
 /// Writes `RUN/llc/calibrate-<config>/` and prints the whole summary, grouped by checkpoint.
+impl CalibrateArgs {
+    pub fn device(&self) -> stagewise_cuda::DeviceSpec {
+        self.device.device
+    }
+}
+
 pub fn calibrate(a: &CalibrateArgs) -> Result<()> {
     let run = RunDir::local(&a.run);
     stagewise_pipeline::llc::Checkpoints::open(&run)?;

@@ -15,7 +15,8 @@ mod reproduce;
 mod stages;
 mod train;
 
-use clap::{Args, Parser, Subcommand};
+use clap::parser::ValueSource;
+use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 
 #[derive(Parser)]
 #[command(
@@ -28,8 +29,9 @@ struct Cli {
     #[arg(long, global = true, env = "STAGEWISE_THREADS")]
     threads: Option<usize>,
     /// On a CUDA device, let cuBLAS run GEMMs in TF32 on the tensor cores (~1e-3 relative
-    /// error, several times faster); default full float32 like PyTorch.
-    #[arg(long, global = true, env = "STAGEWISE_TF32")]
+    /// error, several times faster); default full float32 like PyTorch. The environment
+    /// variable takes 1/0, true/false, yes/no, on/off.
+    #[arg(long, global = true, env = "STAGEWISE_TF32", value_parser = clap::builder::BoolishValueParser::new())]
     tf32: bool,
     #[command(subcommand)]
     command: Command,
@@ -100,8 +102,35 @@ pub fn tf32() -> bool {
     TF32.get().copied().unwrap_or(false)
 }
 
+impl Command {
+    /// Whether the command runs on a CUDA device (or its emulator), where `--tf32` acts.
+    fn on_device(&self) -> bool {
+        use stagewise_cuda::DeviceSpec::Cpu;
+        match self {
+            Command::Train(a) => !matches!(a.device, Cpu),
+            Command::Reproduce(a) => !matches!(a.device(), Cpu),
+            Command::Llc(a) => match &a.command {
+                None => !matches!(a.run.device.device, Cpu),
+                Some(LlcCommand::Calibrate(c)) => !matches!(c.device(), Cpu),
+                Some(LlcCommand::Check(_)) => false,
+            },
+            Command::Bench(BenchCommand::Gpu(_)) | Command::CheckDevice(_) => true,
+            _ => false,
+        }
+    }
+}
+
 fn main() {
-    let cli = Cli::parse();
+    let matches = Cli::command().get_matches();
+    let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+    // The flag (not the environment variable, which may be set for every command) is refused
+    // where it would change nothing.
+    if matches.value_source("tf32") == Some(ValueSource::CommandLine) && !cli.command.on_device() {
+        eprintln!(
+            "error: --tf32 applies to a CUDA device (--device cuda or emulator); here it would change nothing"
+        );
+        std::process::exit(2);
+    }
     let _ = TF32.set(cli.tf32);
     if let Some(n) = cli.threads {
         // More threads than cores only adds overhead; thousands exhaust the machine.

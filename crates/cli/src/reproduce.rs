@@ -43,6 +43,12 @@ pub struct ReproduceArgs {
     device: stagewise_cuda::DeviceSpec,
 }
 
+impl ReproduceArgs {
+    pub fn device(&self) -> stagewise_cuda::DeviceSpec {
+        self.device
+    }
+}
+
 pub fn run(a: &ReproduceArgs) -> Result<()> {
     let opts = ReproduceOptions {
         config: a.config.clone(),

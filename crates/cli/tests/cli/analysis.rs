@@ -212,6 +212,24 @@ fn stages_from_an_llc_curve() {
     let (_, gp) = stagewise_io::table::read_csv(&dir.join("stages/synthetic/gp.csv")).unwrap();
     assert_eq!(gp.len(), steps.len());
     assert!(!String::from_utf8_lossy(&out.stderr).contains("warning"));
+    // `--tf32` acts on a CUDA device only: on the command line elsewhere it is refused; the
+    // environment variable (set for every command, say) is accepted as 1/0.
+    let out = stagewise(&["--tf32", "stages", dir.to_str().unwrap()]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.code() == Some(2) && err.contains("--tf32 applies to a CUDA device"),
+        "{err}"
+    );
+    let out = Command::new(BIN)
+        .args(["stages", dir.to_str().unwrap()])
+        .env("STAGEWISE_TF32", "1")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let (_, fit) = stagewise_io::table::read_csv(&dir.join("stages/synthetic/gp_fit.csv")).unwrap();
     assert_eq!((fit[0][3], fit[0][4]), (0.0, 0.0), "inside the bounds");
     // A short curve swinging far faster and wider than the kernel's bounds allow: the fit ends
