@@ -88,6 +88,12 @@ fn errors_name_the_file_and_field() {
             "positive",
         ),
         ("num_steps: 10\n", "task_config", "missing"),
+        // The reference's OneCycleLR with div_factor = num_steps / 2 - 1 = 0.
+        (
+            "task_config:\n  num_tasks: inf\nnum_steps: 2\nscheduler_config:\n  scheduler_type: OneCycleLR\n",
+            "scheduler_config.div_factor",
+            "num_steps must then be above 2",
+        ),
     ];
     for (text, field, word) in cases {
         let e = resolve(yaml(text), "bad.yaml", &[], None)

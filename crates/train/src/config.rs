@@ -391,6 +391,34 @@ impl TrainConfig {
                     "expected a value in (0, 1)",
                 ));
             }
+            // PyTorch's OneCycleLR divides by these; where one is zero it raises (here the
+            // learning rate would be NaN and training would stop as diverged).
+            let half = self.num_steps as f64 / 2.0 - 1.0;
+            for (field, v) in [
+                ("scheduler_config.div_factor", s.div_factor.unwrap_or(half)),
+                (
+                    "scheduler_config.final_div_factor",
+                    s.final_div_factor.unwrap_or(half),
+                ),
+            ] {
+                if !(v > 0.0 && v.is_finite()) {
+                    return Err(invalid(
+                        field,
+                        v,
+                        "expected a positive value (unset, it is num_steps / 2 - 1, as in the reference: num_steps must then be above 2)",
+                    ));
+                }
+            }
+            let total = s.total_steps.unwrap_or(self.num_steps) as f64;
+            if s.pct_start * total - 1.0 == 0.0 || total <= 1.0 {
+                return Err(invalid(
+                    "scheduler_config.pct_start",
+                    s.pct_start,
+                    format!(
+                        "with total_steps {total}, OneCycleLR's warm-up or annealing phase is empty (PyTorch divides by zero); use more steps"
+                    ),
+                ));
+            }
             if s.cycle_momentum {
                 return Err(invalid(
                     "scheduler_config.cycle_momentum",
