@@ -16,22 +16,26 @@
 //! report/                             index.html and PNG figures
 //! ```
 //!
-//! Every file goes through a [`Storage`] (the local filesystem today), by key relative to the
-//! run; every write is atomic, and the append-only tables are cut back on resume.
+//! Every file goes through a [`Storage`](stagewise_io::storage::Storage) (the local filesystem
+//! today), by key relative to the run; every write is atomic, and the append-only tables are cut
+//! back on resume.
 
 use std::io;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use stagewise_io::checkpoint::{self, CheckpointMeta};
-use stagewise_io::storage::{LocalFs, Storage};
 use stagewise_io::table::{CsvTable, Table};
 use stagewise_io::tensorboard::EventWriter;
 use stagewise_models::RegressionTransformer;
-use stagewise_sampling::config::SamplerConfig;
 use stagewise_train::TrainConfig;
 use stagewise_train::trainer::TrainState;
+
+mod folder;
+mod llc_dir;
+
+pub use folder::{Folder, check_name};
+pub use llc_dir::LlcDir;
 
 const CONFIG: &str = "config.yaml";
 const SCHEDULE: &str = "schedule.json";
@@ -42,199 +46,6 @@ const ED: &str = "ed";
 const STAGES: &str = "stages";
 const REPORT: &str = "report";
 const EVENTS_PREFIX: &str = "events.out.tfevents.";
-
-/// A folder inside a storage: keys relative to it.
-/// A name that becomes one path component of a run folder (a run, a sampler sweep): not empty,
-/// not `.` or `..`, no `/` or `\\` (so no absolute path), no control character. `what` says
-/// where the name came from in the error.
-pub fn check_name(what: &str, name: &str) -> Result<()> {
-    let bad = if name.is_empty() {
-        Some("it is empty")
-    } else if name == "." || name == ".." {
-        Some("it names a folder above or at the output root")
-    } else if name.contains(['/', '\\']) {
-        Some("it contains a path separator")
-    } else if name.chars().any(char::is_control) {
-        Some("it contains a control character")
-    } else {
-        None
-    };
-    match bad {
-        Some(why) => bail!(
-            "{what} {name:?} cannot name a folder: {why}; rename it (a plain name such as `quick` or `sampler-paper`)"
-        ),
-        None => Ok(()),
-    }
-}
-
-#[derive(Clone, Debug)]
-pub struct Folder {
-    storage: Arc<dyn Storage>,
-    prefix: String,
-}
-
-impl Folder {
-    /// A local folder.
-    pub fn local(path: impl Into<PathBuf>) -> Self {
-        Folder {
-            storage: Arc::new(LocalFs::new(path)),
-            prefix: String::new(),
-        }
-    }
-
-    /// The folder `prefix` (no trailing `/`; "" for the root) of a storage.
-    pub fn new(storage: Arc<dyn Storage>, prefix: &str) -> Self {
-        Folder {
-            storage,
-            prefix: prefix.trim_end_matches('/').to_string(),
-        }
-    }
-
-    /// The subfolder `name`.
-    pub fn sub(&self, name: &str) -> Folder {
-        Folder {
-            storage: self.storage.clone(),
-            prefix: self.key(name),
-        }
-    }
-
-    fn key(&self, name: &str) -> String {
-        match (self.prefix.is_empty(), name.is_empty()) {
-            (true, _) => name.to_string(),
-            (false, true) => self.prefix.clone(),
-            (false, false) => format!("{}/{name}", self.prefix),
-        }
-    }
-
-    /// Where a file is, as the user should see it.
-    pub fn describe(&self, name: &str) -> String {
-        self.storage.describe(&self.key(name))
-    }
-
-    /// The folder's own location, as the user should see it.
-    pub fn display(&self) -> String {
-        self.describe("")
-    }
-
-    pub fn get(&self, name: &str) -> Result<Option<Vec<u8>>> {
-        Ok(self.storage.get(&self.key(name))?)
-    }
-
-    /// Replaces a file atomically.
-    pub fn put(&self, name: &str, bytes: &[u8]) -> Result<()> {
-        self.storage
-            .put(&self.key(name), bytes)
-            .with_context(|| format!("cannot write {}", self.describe(name)))
-    }
-
-    /// Removes what interrupted writes left in this folder (and its subfolders with `below`).
-    pub fn clean_interrupted(&self, below: bool) -> Result<()> {
-        self.storage
-            .clean_interrupted(&self.prefix, below)
-            .with_context(|| format!("cannot clean {}", self.display()))?;
-        Ok(())
-    }
-
-    /// Creates a file only if it is absent (`false`: it exists).
-    pub fn put_new(&self, name: &str, bytes: &[u8]) -> Result<bool> {
-        self.storage
-            .put_new(&self.key(name), bytes)
-            .with_context(|| format!("cannot write {}", self.describe(name)))
-    }
-
-    pub fn exists(&self, name: &str) -> bool {
-        self.storage.exists(&self.key(name))
-    }
-
-    pub fn delete(&self, name: &str) -> Result<()> {
-        self.storage
-            .delete(&self.key(name))
-            .with_context(|| format!("cannot remove {}", self.describe(name)))
-    }
-
-    /// Files under the folder (relative names, at any depth, sorted).
-    pub fn list(&self) -> Result<Vec<String>> {
-        let prefix = if self.prefix.is_empty() {
-            String::new()
-        } else {
-            format!("{}/", self.prefix)
-        };
-        Ok(self
-            .storage
-            .list(&prefix)?
-            .into_iter()
-            .map(|k| k[prefix.len()..].to_string())
-            .collect())
-    }
-
-    /// Whether the folder holds any file.
-    pub fn is_empty(&self) -> Result<bool> {
-        Ok(self.list()?.is_empty())
-    }
-
-    /// Names of the subfolders that hold a file `file` (e.g. sweeps with an `llc.csv`), sorted.
-    pub fn subfolders_with(&self, file: &str) -> Result<Vec<String>> {
-        let suffix = format!("/{file}");
-        Ok(self
-            .list()?
-            .into_iter()
-            .filter_map(|k| {
-                let dir = k.strip_suffix(&suffix)?;
-                (!dir.contains('/')).then(|| dir.to_string())
-            })
-            .collect())
-    }
-
-    /// A UTF-8 text file, or `None` when absent.
-    pub fn text(&self, name: &str) -> Result<Option<String>> {
-        match self.get(name)? {
-            None => Ok(None),
-            Some(b) => Ok(Some(String::from_utf8(b).map_err(|_| {
-                anyhow::anyhow!("{}: not UTF-8 text", self.describe(name))
-            })?)),
-        }
-    }
-
-    /// A numeric CSV table read strictly, or `None` when absent.
-    pub fn table(&self, name: &str) -> Result<Option<Table>> {
-        match self.get(name)? {
-            None => Ok(None),
-            Some(b) => Ok(Some(Table::parse(&b, &self.describe(name))?)),
-        }
-    }
-
-    /// A table with one row per step: as [`Folder::table`], and a step that appears twice is
-    /// an error naming the line.
-    pub fn step_table(&self, name: &str) -> Result<Option<Table>> {
-        let table = self.table(name)?;
-        if let Some(t) = &table {
-            t.check_unique_steps(&self.describe(name))?;
-        }
-        Ok(table)
-    }
-
-    /// An append-only table (see [`CsvTable::open`]).
-    pub fn append_table(
-        &self,
-        name: &str,
-        header: &[String],
-        keep_through: Option<u64>,
-    ) -> Result<CsvTable> {
-        CsvTable::open(self.storage.clone(), &self.key(name), header, keep_through)
-            .with_context(|| format!("cannot open {}", self.describe(name)))
-    }
-
-    /// Rewrites `<name>.parquet` from `<name>.csv`.
-    pub fn parquet_copy(&self, csv: &str) -> Result<()> {
-        let table = self
-            .table(csv)?
-            .with_context(|| format!("{}: missing", self.describe(csv)))?;
-        let name = format!("{}.parquet", csv.trim_end_matches(".csv"));
-        let bytes = stagewise_tables::parquet_bytes(&table.header, &table.rows)
-            .with_context(|| format!("cannot write the Parquet copy of {}", self.describe(csv)))?;
-        self.put(&name, &bytes)
-    }
-}
 
 /// Steps of the files `<step>.safetensors` in a folder listing, sorted.
 fn steps_in(names: &[String]) -> Vec<u64> {
@@ -350,13 +161,9 @@ impl RunDir {
         self.root.sub(CHECKPOINTS).describe(&Self::step_file(step))
     }
 
-    /// A model checkpoint written for `model`.
-    pub fn read_checkpoint(
-        &self,
-        model: &RegressionTransformer,
-        step: u64,
-    ) -> Result<(Vec<f32>, CheckpointMeta)> {
-        let dir = self.root.sub(CHECKPOINTS);
+    /// The bytes of `<folder>/<step>.safetensors` and its location (for errors).
+    fn step_bytes(&self, folder: &str, step: u64) -> Result<(Vec<u8>, PathBuf)> {
+        let dir = self.root.sub(folder);
         let name = Self::step_file(step);
         let path = PathBuf::from(dir.describe(&name));
         let bytes = dir
@@ -365,6 +172,16 @@ impl RunDir {
                 path: path.clone(),
                 source: io::Error::new(io::ErrorKind::NotFound, "no such file"),
             })?;
+        Ok((bytes, path))
+    }
+
+    /// A model checkpoint written for `model`.
+    pub fn read_checkpoint(
+        &self,
+        model: &RegressionTransformer,
+        step: u64,
+    ) -> Result<(Vec<f32>, CheckpointMeta)> {
+        let (bytes, path) = self.step_bytes(CHECKPOINTS, step)?;
         Ok(checkpoint::model_from_bytes(&bytes, &path, model)?)
     }
 
@@ -397,15 +214,7 @@ impl RunDir {
         model: &RegressionTransformer,
         step: u64,
     ) -> Result<(Vec<f32>, Vec<f32>, u64)> {
-        let dir = self.root.sub(OPTIMIZER);
-        let name = Self::step_file(step);
-        let path = PathBuf::from(dir.describe(&name));
-        let bytes = dir
-            .get(&name)?
-            .ok_or_else(|| checkpoint::CheckpointError::Io {
-                path: path.clone(),
-                source: io::Error::new(io::ErrorKind::NotFound, "no such file"),
-            })?;
+        let (bytes, path) = self.step_bytes(OPTIMIZER, step)?;
         Ok(checkpoint::optimizer_from_bytes(&bytes, &path, model)?)
     }
 
@@ -579,133 +388,5 @@ impl Events {
     pub fn sync(&self) -> Result<()> {
         let key = self.folder.key(&self.writer.name);
         Ok(self.folder.storage.sync(&key)?)
-    }
-}
-
-/// An LLC sweep's (or a calibration's) folder.
-#[derive(Clone, Debug)]
-pub struct LlcDir {
-    pub folder: Folder,
-}
-
-impl LlcDir {
-    pub const TABLE: &'static str = "llc.csv";
-    pub const SUMMARY: &'static str = "summary.csv";
-    const SAMPLER: &'static str = "sampler.yaml";
-
-    pub fn display(&self) -> String {
-        self.folder.display()
-    }
-
-    /// Claims the folder for `sampler`: writes its resolved config, or checks that the results
-    /// already there were made with the same one.
-    pub fn claim(&self, sampler: &SamplerConfig) -> Result<()> {
-        let resolved = serde_saphyr::to_string(sampler)?;
-        // The same config read back (e.g. `fixed-minibatch` written before it became `dataset`).
-        let same = |old: &str| {
-            old == resolved
-                || serde_saphyr::from_str::<SamplerConfig>(old).is_ok_and(|o| o == *sampler)
-        };
-        match self.folder.text(Self::SAMPLER)? {
-            Some(old) if !same(&old) && self.has_results()? => bail!(
-                "{}: earlier results used another sampler config; use another config file name or move {} away",
-                self.folder.describe(Self::SAMPLER),
-                self.display()
-            ),
-            Some(old) if !same(&old) => {
-                // An earlier call that failed before its first result: nothing to keep.
-                for table in [Self::TABLE, Self::SUMMARY] {
-                    self.folder.delete(table)?;
-                }
-                self.folder.put(Self::SAMPLER, resolved.as_bytes())
-            }
-            Some(_) => Ok(()),
-            None => self.folder.put(Self::SAMPLER, resolved.as_bytes()),
-        }
-    }
-
-    /// Whether the folder holds any estimate (a trace, or a table row).
-    fn has_results(&self) -> Result<bool> {
-        if self.folder.list()?.iter().any(|k| k.starts_with("traces/")) {
-            return Ok(true);
-        }
-        for table in [Self::TABLE, Self::SUMMARY] {
-            if let Some(bytes) = self.folder.get(table)?
-                && bytes.iter().filter(|b| **b == b'\n').count() > 1
-            {
-                return Ok(true);
-            }
-        }
-        Ok(false)
-    }
-
-    pub fn table_location(&self) -> String {
-        self.folder.describe(Self::TABLE)
-    }
-
-    /// The sweep's table, or `None`.
-    pub fn table(&self) -> Result<Option<Table>> {
-        self.folder.step_table(Self::TABLE)
-    }
-
-    /// The whole rows of the results table `name` (a torn last line, left by a kill, is
-    /// dropped; any other damage is an error), which must have `columns` columns.
-    pub fn complete_rows(&self, name: &str, columns: usize) -> Result<Vec<Vec<f64>>> {
-        let Some(bytes) = self.folder.get(name)?.filter(|b| !b.is_empty()) else {
-            return Ok(vec![]);
-        };
-        let what = self.folder.describe(name);
-        let table = Table::parse_appended(&bytes, &what)?;
-        if table.header.len() != columns {
-            bail!(
-                "{what}: {} columns, this sampler config writes {columns} (written by another config?)",
-                table.header.len()
-            );
-        }
-        Ok(table.rows)
-    }
-
-    /// The results table `name`, opened for appending (rows kept, a torn line dropped).
-    pub fn append_table(&self, name: &str, header: &[String]) -> Result<CsvTable> {
-        self.folder.append_table(name, header, Some(u64::MAX))
-    }
-
-    /// Writes the per-draw traces of checkpoint `step`.
-    pub fn write_traces(&self, step: u64, csv: &str) -> Result<()> {
-        self.folder
-            .put(&format!("traces/{step}.csv"), csv.as_bytes())
-    }
-
-    /// Writes the traces of one calibration setting at checkpoint `step`.
-    pub fn write_setting_traces(&self, step: u64, setting: &str, csv: &str) -> Result<()> {
-        self.folder
-            .put(&format!("traces/{step}/{setting}.csv"), csv.as_bytes())
-    }
-
-    pub fn parquet_copy(&self, name: &str) -> Result<()> {
-        self.folder.parquet_copy(name)
-    }
-
-    pub fn location(&self, name: &str) -> String {
-        self.folder.describe(name)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn names_stay_inside_the_output_root() {
-        for good in ["quick", "sampler-paper", "run-3", ".hidden", "a..b", "..."] {
-            check_name("run name", good).unwrap();
-        }
-        for bad in ["", ".", "..", "a/b", "/abs", "..\\x", "a\nb", "tab\t"] {
-            let e = check_name("run name", bad).unwrap_err().to_string();
-            assert!(
-                e.contains("run name") && e.contains("cannot name a folder"),
-                "{e}"
-            );
-        }
     }
 }
