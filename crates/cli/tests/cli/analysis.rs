@@ -5,21 +5,7 @@ use crate::common::*;
 #[test]
 fn essential_dynamics_of_a_run() {
     let dir = scratch("ed");
-    let cfg = write_config(&dir);
-    let run = dir.join("run");
-    let out = stagewise(&[
-        "train",
-        cfg.to_str().unwrap(),
-        "--out",
-        run.to_str().unwrap(),
-        "--set",
-        "num_steps=60",
-    ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let (_, run) = train_tiny(&dir, 60);
     let steps = list_steps(&run.join("checkpoints"));
     let r = run.to_str().unwrap();
     for (outputs, smooth) in [("full", "none"), ("ys", "0.5:3")] {

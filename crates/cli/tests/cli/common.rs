@@ -34,6 +34,28 @@ pub fn write_config(dir: &Path) -> PathBuf {
     p
 }
 
+/// Writes the small config into `dir` and trains it for `steps` steps into `dir/run`:
+/// (config, run folder).
+pub fn train_tiny(dir: &Path, steps: u32) -> (PathBuf, PathBuf) {
+    let cfg = write_config(dir);
+    let run = dir.join("run");
+    let steps = format!("num_steps={steps}");
+    let out = stagewise(&[
+        "train",
+        cfg.to_str().unwrap(),
+        "--out",
+        run.to_str().unwrap(),
+        "--set",
+        &steps,
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (cfg, run)
+}
+
 pub fn stagewise(args: &[&str]) -> std::process::Output {
     Command::new(BIN)
         .args(args)

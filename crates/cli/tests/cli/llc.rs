@@ -5,21 +5,7 @@ use crate::common::*;
 #[test]
 fn llc_over_checkpoints_resumes_and_rejects_bad_input() {
     let dir = scratch("llc");
-    let cfg = write_config(&dir);
-    let run = dir.join("run");
-    let out = stagewise(&[
-        "train",
-        cfg.to_str().unwrap(),
-        "--out",
-        run.to_str().unwrap(),
-        "--set",
-        "num_steps=40",
-    ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let (_, run) = train_tiny(&dir, 40);
     let sampler = dir.join("tiny-sampler.yaml");
     std::fs::write(
         &sampler,

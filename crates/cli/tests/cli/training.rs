@@ -258,21 +258,7 @@ fn python_reads_checkpoints_with_reference_names_shapes_and_values() {
         return;
     }
     let dir = scratch("python");
-    let cfg = write_config(&dir);
-    let run = dir.join("run");
-    let out = stagewise(&[
-        "train",
-        cfg.to_str().unwrap(),
-        "--out",
-        run.to_str().unwrap(),
-        "--set",
-        "num_steps=50",
-    ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let (_, run) = train_tiny(&dir, 50);
     let model = model_of(&run);
     let step = *list_steps(&run.join("checkpoints")).last().unwrap();
     let ckpt = run.join("checkpoints").join(format!("{step}.safetensors"));
