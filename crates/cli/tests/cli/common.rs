@@ -34,6 +34,21 @@ pub fn write_config(dir: &Path) -> PathBuf {
     p
 }
 
+/// A small sampler config `dir/name` (2 chains of `draws` draws, minibatches of 8 from 64
+/// sequences, the paper's step).
+pub fn write_sampler(dir: &Path, name: &str, draws: usize) -> PathBuf {
+    let p = dir.join(name);
+    std::fs::write(
+        &p,
+        format!(
+            "num_chains: 2\nnum_draws: {draws}\ngrad_batch_size: 8\neval_dataset_size: 64\n\
+             gradient_scale: 0.01\nlocalization_scale: 0.001\nnoise_scale: 0.0003\n"
+        ),
+    )
+    .unwrap();
+    p
+}
+
 /// Writes the small config into `dir` and trains it for `steps` steps into `dir/run`:
 /// (config, run folder).
 pub fn train_tiny(dir: &Path, steps: u32) -> (PathBuf, PathBuf) {

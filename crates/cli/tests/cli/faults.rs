@@ -70,13 +70,7 @@ fn sigkill_at_random_points_then_rerun_equals_an_uninterrupted_run() {
     let dir = scratch("faults");
     let cfg = write_config(&dir);
     let c = cfg.to_str().unwrap().to_string();
-    let sampler = dir.join("s.yaml");
-    std::fs::write(
-        &sampler,
-        "num_chains: 2\nnum_draws: 100\ngrad_batch_size: 8\neval_dataset_size: 64\n\
-         gradient_scale: 0.01\nlocalization_scale: 0.001\nnoise_scale: 0.0003\n",
-    )
-    .unwrap();
+    let sampler = write_sampler(&dir, "s.yaml", 100);
     let s = sampler.to_str().unwrap().to_string();
     let (clean, faulty) = (dir.join("clean"), dir.join("faulty"));
     let run = |args: &[&str]| {
@@ -166,13 +160,7 @@ fn sigkill_during_reproduce_then_rerun_equals_an_uninterrupted_run() {
     let dir = scratch("faults-reproduce");
     let cfg = write_config(&dir);
     let c = cfg.to_str().unwrap().to_string();
-    let sampler = dir.join("s.yaml");
-    std::fs::write(
-        &sampler,
-        "num_chains: 2\nnum_draws: 40\ngrad_batch_size: 8\neval_dataset_size: 64\n\
-         gradient_scale: 0.01\nlocalization_scale: 0.001\nnoise_scale: 0.0003\n",
-    )
-    .unwrap();
+    let sampler = write_sampler(&dir, "s.yaml", 40);
     let s = sampler.to_str().unwrap().to_string();
     let (clean, faulty) = (dir.join("clean"), dir.join("faulty"));
     let args = |out: &Path| {

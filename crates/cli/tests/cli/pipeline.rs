@@ -8,13 +8,7 @@ use crate::common::*;
 fn reproduce_runs_the_pipeline_and_resumes() {
     let dir = scratch("reproduce");
     let cfg = write_config(&dir);
-    let sampler = dir.join("tiny-sampler.yaml");
-    std::fs::write(
-        &sampler,
-        "num_chains: 2\nnum_draws: 6\ngrad_batch_size: 8\neval_dataset_size: 64\n\
-         gradient_scale: 0.01\nlocalization_scale: 0.001\nnoise_scale: 0.0003\n",
-    )
-    .unwrap();
+    let sampler = write_sampler(&dir, "tiny-sampler.yaml", 6);
     let run = dir.join("run");
     let args = [
         "reproduce",
