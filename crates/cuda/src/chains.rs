@@ -77,4 +77,45 @@ impl ChainEngine for DeviceChains<'_> {
     fn centres_per_call(&self) -> usize {
         self.centres_per_call.max(1)
     }
+
+    /// Runs the largest call on a counting device ([`crate::tally`]) and compares its peak
+    /// memory with what the device has free.
+    fn check_fits(
+        &self,
+        centres: usize,
+        sgld: &Sgld,
+        mask: Option<&[bool]>,
+        cfg: &ChainConfig,
+    ) -> Result<(), EngineError> {
+        let q = centres.clamp(1, self.centres_per_call());
+        let per = self
+            .chains_per_launch
+            .unwrap_or(cfg.chains)
+            .clamp(1, cfg.chains.max(1));
+        let mut part = cfg.clone();
+        part.chains = per.min(cfg.chains);
+        let zeros = vec![vec![0.0f32; self.model.num_params()]; q];
+        let bytes = crate::tally::peak_bytes(|dev| {
+            full_losses(dev, self.model, &self.data, &zeros, FULL_LOSS_CHUNK)?;
+            sample_dataset(
+                dev,
+                self.model,
+                &self.data,
+                &zeros,
+                sgld,
+                mask,
+                &part,
+                &|_| (),
+            )
+        })?;
+        let what = format!(
+            "sampling {q} checkpoint{} x {} chain{} per launch (grad_batch_size = {}, num_draws = {})",
+            if q == 1 { "" } else { "s" },
+            part.chains,
+            if part.chains == 1 { "" } else { "s" },
+            self.data.batch,
+            cfg.draws
+        );
+        Ok(crate::tally::check_fits(self.dev.as_ref(), &what, bytes)?)
+    }
 }

@@ -25,10 +25,36 @@ pub enum GpuError {
         free: Option<usize>,
         total: Option<usize>,
     },
+    /// A computation whose buffers would not fit in the memory the device has free (found
+    /// before anything is allocated; see [`crate::tally`]).
+    #[error("{}", too_large(what, *bytes, *free, *total))]
+    TooLarge {
+        what: String,
+        bytes: usize,
+        free: usize,
+        total: usize,
+    },
+}
+
+/// Bytes in MiB (in KiB below one MiB, where a card of the tests' size would read "0 MiB").
+fn mib(b: usize) -> String {
+    if b < 1 << 20 {
+        format!("{:.0} KiB", b as f64 / 1024.0)
+    } else {
+        format!("{:.0} MiB", b as f64 / (1u64 << 20) as f64)
+    }
+}
+
+fn too_large(what: &str, bytes: usize, free: usize, total: usize) -> String {
+    format!(
+        "{what} needs {} of device memory, and the device has {} free of {}",
+        mib(bytes),
+        mib(free),
+        mib(total)
+    )
 }
 
 fn out_of_memory(bytes: usize, free: Option<usize>, total: Option<usize>) -> String {
-    let mib = |b: usize| format!("{:.0} MiB", b as f64 / (1u64 << 20) as f64);
     let left = match (free, total) {
         (Some(f), Some(t)) => format!(" ({} free of {})", mib(f), mib(t)),
         _ => String::new(),
@@ -110,6 +136,10 @@ pub trait Device: Send + Sync {
     fn name(&self) -> String;
     fn alloc(&self, bytes: usize) -> Result<Ptr, GpuError>;
     fn free(&self, ptr: Ptr);
+    /// Free and total memory in bytes, where the device can say.
+    fn memory(&self) -> Option<(usize, usize)> {
+        None
+    }
     /// Copies host bytes to the device (waits for earlier work).
     fn upload(&self, dst: Ptr, src: &[u8]) -> Result<(), GpuError>;
     /// Copies device bytes to the host (waits for earlier work).

@@ -213,6 +213,11 @@ impl Device for CudaDevice {
             })
     }
 
+    fn memory(&self) -> Option<(usize, usize)> {
+        let _g = self.enter().ok()?;
+        drv::mem_get_info().ok()
+    }
+
     fn free(&self, ptr: Ptr) {
         let Ok(_g) = self.enter() else { return };
         // SAFETY: `ptr` came from alloc; wait for queued work that may still use it.

@@ -185,6 +185,13 @@ impl Device for HostDevice {
         Ok(Ptr(addr))
     }
 
+    fn memory(&self) -> Option<(usize, usize)> {
+        let limit = self.limit?;
+        let mem = self.memory.lock().unwrap();
+        let used: usize = mem.values().map(|(v, _)| 256 * v.len()).sum();
+        Some((limit.saturating_sub(used), limit))
+    }
+
     fn free(&self, ptr: Ptr) {
         // The GPU's free waits for the stream, which a capture forbids; the buffer is freed
         // anyway, the capture fails at its end.

@@ -13,6 +13,7 @@ pub mod kernels;
 pub mod meter;
 pub mod model;
 pub mod sgld;
+pub mod tally;
 pub mod train;
 
 use std::sync::Arc;

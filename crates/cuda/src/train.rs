@@ -172,6 +172,24 @@ impl CudaEngine {
         })
     }
 
+    /// The device memory a run of `config` needs at its peak: the engine, a window of steps and
+    /// an evaluation of `eval_batch_size` sequences, counted on [`crate::tally`].
+    pub fn peak_bytes(
+        config: &TrainConfig,
+        model: &RegressionTransformer,
+        data: &SequenceDistribution,
+    ) -> Result<usize, GpuError> {
+        crate::tally::peak_bytes(|dev| {
+            let mut e = CudaEngine::new(dev.clone(), config, model.clone(), data.clone())?;
+            e.run_window(0, &[0.0]).map(drop)?;
+            let (n, t) = (config.eval_batch_size, 2 * data.k);
+            let toks = vec![0.0f32; n * t * model.config.token_size()];
+            let mut out = vec![0.0f32; n * data.k];
+            e.predict(&toks, n, t, &mut out)
+                .map_err(|e| GpuError::Driver(e.to_string()))
+        })
+    }
+
     /// Batch `t`, forward, backward; the loss, with the gradient left in the engine.
     pub fn loss_and_grad(&mut self, t: u64) -> Result<f64, GpuError> {
         let b = self.gpu.b;

@@ -118,9 +118,14 @@ pub fn calibrate(
     } else {
         ckpts.select(&opts.select)?
     };
-    if matches!(opts.device, Backend::Cpu) {
-        crate::memory::check_sampling(&ckpts.model.config, &sampler.config)?;
-    }
+    let on_device = opts.device.device().map(|_| 1);
+    crate::memory::check_sampling(&ckpts.model.config, &sampler.config, on_device)?;
+    let mask = ckpts.mask(sampler)?;
+    let chains = sampler.config.chains();
+    let engine = ckpts.chain_engine(&opts.device, &sampler.config, &opts.per_launch);
+    engine
+        .check_fits(1, base, mask.as_deref(), &chains)
+        .map_err(|e| opts.per_launch.explain(e, chains.chains))?;
     let out: LlcDir = run.calibration(&sampler.name);
     let _lock = Lock::take(&out.folder, "lock", "stagewise llc calibrate")?;
     out.folder.clean_interrupted(true)?;
@@ -159,9 +164,6 @@ pub fn calibrate(
         sampler.config.num_draws,
         done.len()
     ));
-    let mask = ckpts.mask(sampler)?;
-    let chains = sampler.config.chains();
-    let engine = ckpts.chain_engine(&opts.device, &sampler.config, &opts.per_launch);
     let per_run = chains.total_steps() as u64;
     obs.start(0, per_run * todo.len() as u64, "SGLD steps");
     let mut current: Option<(u64, Vec<f32>, f64, Vec<f64>)> = None;

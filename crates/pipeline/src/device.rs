@@ -4,6 +4,7 @@
 use std::sync::Arc;
 
 use anyhow::{Context, Result};
+use stagewise_cuda::train::CudaEngine;
 use stagewise_cuda::{Device, DeviceSpec, GpuError};
 use stagewise_models::RegressionTransformer;
 use stagewise_train::{TrainConfig, Trainer};
@@ -51,20 +52,17 @@ impl Backend {
             Backend::Device(dev) => {
                 cfg.validate()?;
                 let model = RegressionTransformer::new(cfg.model_config())?;
-                let engine = stagewise_cuda::train::CudaEngine::new(
-                    dev.clone(),
-                    cfg,
-                    model,
-                    cfg.pretrain_distribution(),
-                )
-                .map_err(|e| {
-                    memory_hint(e, || {
-                        format!(
-                            "a training step of batch_size = {} does not fit this device",
-                            cfg.batch_size
-                        )
-                    })
-                })?;
+                let data = cfg.pretrain_distribution();
+                let hint = || "lower batch_size or eval_batch_size".to_string();
+                let bytes = CudaEngine::peak_bytes(cfg, &model, &data)?;
+                let what = format!(
+                    "training (batch_size = {}, eval_batch_size = {})",
+                    cfg.batch_size, cfg.eval_batch_size
+                );
+                stagewise_cuda::tally::check_fits(dev.as_ref(), &what, bytes)
+                    .map_err(|e| memory_hint(e, hint))?;
+                let engine = CudaEngine::new(dev.clone(), cfg, model, data)
+                    .map_err(|e| memory_hint(e, hint))?;
                 Ok(Trainer::with_engine(cfg.clone(), move |_, _, _| {
                     Box::new(engine)
                 })?)
@@ -77,7 +75,9 @@ impl Backend {
 /// lower) appended.
 pub fn memory_hint(e: GpuError, hint: impl FnOnce() -> String) -> anyhow::Error {
     match e {
-        e @ GpuError::OutOfMemory { .. } => anyhow::anyhow!("{e}; {}", hint()),
+        e @ (GpuError::OutOfMemory { .. } | GpuError::TooLarge { .. }) => {
+            anyhow::anyhow!("{e}; {}", hint())
+        }
         e => e.into(),
     }
 }

@@ -313,9 +313,15 @@ pub fn llc(run: &RunDir, opts: &LlcOptions, obs: &dyn Observer) -> Result<LlcRes
     let ckpts = Checkpoints::open(run)?;
     let sampler = &opts.sampler;
     let steps = ckpts.select(&opts.select)?;
-    if matches!(opts.device, Backend::Cpu) {
-        crate::memory::check_sampling(&ckpts.model.config, &sampler.config)?;
-    }
+    let on_device = opts.device.device().map(|_| opts.per_launch.checkpoints);
+    crate::memory::check_sampling(&ckpts.model.config, &sampler.config, on_device)?;
+    let mask = ckpts.mask(sampler)?;
+    let chains = sampler.config.chains();
+    let engine = ckpts.chain_engine(&opts.device, &sampler.config, &opts.per_launch);
+    let explain = |e: EngineError| opts.per_launch.explain(e, chains.chains);
+    engine
+        .check_fits(steps.len(), &sampler.sgld, mask.as_deref(), &chains)
+        .map_err(explain)?;
     let out = run.llc(&sampler.name);
     let _lock = Lock::take(&out.folder, "lock", "stagewise llc")?;
     out.folder.clean_interrupted(true)?;
@@ -352,10 +358,6 @@ pub fn llc(run: &RunDir, opts: &LlcOptions, obs: &dyn Observer) -> Result<LlcRes
         sampler.config.grad_batch_size,
         sampler.config.eval_dataset_size
     ));
-    let mask = ckpts.mask(sampler)?;
-    let chains = sampler.config.chains();
-    let engine = ckpts.chain_engine(&opts.device, &sampler.config, &opts.per_launch);
-    let explain = |e: EngineError| opts.per_launch.explain(e, chains.chains);
     let per_ckpt = chains.total_steps() as u64;
     obs.start(0, per_ckpt * todo.len() as u64, "SGLD steps");
     let mut finished = 0u64;

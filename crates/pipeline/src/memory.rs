@@ -99,20 +99,25 @@ pub fn check(what: &str, bytes: u128, cause: &str) -> Result<()> {
 }
 
 /// Training on the CPU (parameters, Adam, each chunk's activations and gradient, the training
-/// and evaluation batches, the step sets).
-pub fn check_training(cfg: &TrainConfig) -> Result<()> {
+/// and evaluation batches, the step sets); `on_device`: what the host holds while a device
+/// trains (the parameters and Adam state it reads back, the evaluation batches, the step sets).
+pub fn check_training(cfg: &TrainConfig, on_device: bool) -> Result<()> {
     let m = cfg.model_config();
     let t = m.max_tokens() as u128;
     let p = params(&m);
     let chunk = ChunkedRunner::<f32>::DEFAULT_CHUNK as u128;
     let (b, e) = (cfg.batch_size as u128, cfg.eval_batch_size as u128);
     // What grows with the model: parameters, Adam's moments, a gradient per training chunk.
-    let model = 4 * (4 * p + b.div_ceil(chunk) * p);
+    let grads = if on_device { 0 } else { b.div_ceil(chunk) * p };
+    let model = 4 * (4 * p + grads);
     // What grows with the batches: activations of every chunk, and the batches themselves.
-    let batches = 4
-        * (chunked(&m, b, t, false)
+    let batches = if on_device {
+        4 * e * t * (m.token_size() as u128 + 2)
+    } else {
+        4 * (chunked(&m, b, t, false)
             + chunked(&m, e, t, false)
-            + (b + e) * t * (m.token_size() as u128 + 1));
+            + (b + e) * t * (m.token_size() as u128 + 1))
+    };
     let steps = 64
         * (step_points(&cfg.checkpointer_config.checkpoint_steps)
             + step_points(&cfg.logging_config.logging_steps));
@@ -137,14 +142,29 @@ pub fn check_training(cfg: &TrainConfig) -> Result<()> {
 
 /// An LLC sweep on the CPU: each chain's state (weights, gradient, noise and optimizer
 /// vectors) and its minibatch's chunked workspaces with gradients.
-pub fn check_sampling(model: &RegressionConfig, s: &SamplerConfig) -> Result<()> {
+/// On a device (`centres_on_device` checkpoints per launch), the host holds each chain's
+/// starting weights and the per-draw losses it reads back.
+pub fn check_sampling(
+    model: &RegressionConfig,
+    s: &SamplerConfig,
+    centres_on_device: Option<usize>,
+) -> Result<()> {
     let t = model.max_tokens() as u128;
-    let chains = s.num_chains as u128;
-    let per_chain = 8 * 2 * params(model) + 4 * chunked(model, s.grad_batch_size as u128, t, true);
+    let mut chains = s.num_chains as u128;
+    let per_chain = match centres_on_device {
+        Some(q) => {
+            chains *= q.max(1) as u128;
+            4 * (params(model) + s.num_draws as u128 * (t / 2 + 3))
+        }
+        None => 8 * 2 * params(model) + 4 * chunked(model, s.grad_batch_size as u128, t, true),
+    };
     check(
         "the LLC sweep",
         chains * per_chain,
-        "num_chains or grad_batch_size",
+        match centres_on_device {
+            Some(_) => "num_chains, num_draws or --checkpoints-per-launch",
+            None => "num_chains or grad_batch_size",
+        },
     )
 }
 
@@ -190,18 +210,26 @@ mod tests {
             return;
         }
         let paper = TrainConfig::l2h4(8, 0);
-        check_training(&paper).unwrap();
+        check_training(&paper, false).unwrap();
+        check_training(&paper, true).unwrap();
         let mut big = paper.clone();
         big.task_config.embed_size = 1_000_000_000;
-        let e = check_training(&big).unwrap_err().to_string();
-        assert!(
-            e.contains("training needs about") && e.contains("embed_size"),
-            "{e}"
-        );
+        for on_device in [false, true] {
+            let e = check_training(&big, on_device).unwrap_err().to_string();
+            assert!(
+                e.contains("training needs about") && e.contains("embed_size"),
+                "{e}"
+            );
+        }
         let mut batch = paper.clone();
         batch.batch_size = 1_000_000_000;
-        let e = check_training(&batch).unwrap_err().to_string();
+        let e = check_training(&batch, false).unwrap_err().to_string();
         assert!(e.contains("lower batch_size"), "{e}");
+        // A device holds the training batch; the host only the evaluation batches.
+        check_training(&batch, true).unwrap();
+        batch.eval_batch_size = 1_000_000_000;
+        let e = check_training(&batch, true).unwrap_err().to_string();
+        assert!(e.contains("lower batch_size or eval_batch_size"), "{e}");
         let m = paper.model_config();
         let e = check_ed(&m, 100_000_000, 16 * 5, 3)
             .unwrap_err()
@@ -209,9 +237,13 @@ mod tests {
         assert!(e.contains("--sequences"), "{e}");
         check_ed(&m, 1024, 16 * 5, 200).unwrap();
         let mut s = crate::llc::Sampler::tiny().config;
-        check_sampling(&m, &s).unwrap();
+        check_sampling(&m, &s, None).unwrap();
+        check_sampling(&m, &s, Some(8)).unwrap();
         s.num_chains = 100_000;
-        let e = check_sampling(&m, &s).unwrap_err().to_string();
+        let e = check_sampling(&m, &s, None).unwrap_err().to_string();
         assert!(e.contains("num_chains"), "{e}");
+        s.num_draws = 1_000_000;
+        let e = check_sampling(&m, &s, Some(8)).unwrap_err().to_string();
+        assert!(e.contains("num_draws or --checkpoints-per-launch"), "{e}");
     }
 }

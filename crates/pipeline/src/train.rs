@@ -167,9 +167,7 @@ fn settle_config(opts: &TrainOptions) -> Result<(TrainConfig, RunDir)> {
 /// Trains (or resumes) a run; see the module documentation.
 pub fn train(opts: &TrainOptions, obs: &dyn Observer) -> Result<TrainResult> {
     let (cfg, run) = settle_config(opts)?;
-    if matches!(opts.device, Backend::Cpu) {
-        crate::memory::check_training(&cfg)?;
-    }
+    crate::memory::check_training(&cfg, opts.device.device().is_some())?;
     let _lock = Lock::take(run.root(), "lock", "stagewise train")?;
     run.clean_interrupted_training()?;
     let checkpoint_steps = steps_reached(&cfg.checkpointer_config.checkpoint_steps, cfg.num_steps);

@@ -31,6 +31,18 @@ pub trait ChainEngine {
     fn centres_per_call(&self) -> usize {
         1
     }
+
+    /// Checks, before any work, that `full_losses` and `sample` over `centres` centres fit in
+    /// the engine's memory; an error saying what does not. Engines that cannot tell say yes.
+    fn check_fits(
+        &self,
+        _centres: usize,
+        _sgld: &Sgld,
+        _mask: Option<&[bool]>,
+        _cfg: &ChainConfig,
+    ) -> Result<(), EngineError> {
+        Ok(())
+    }
 }
 
 /// The CPU: each centre's chains in lockstep, one centre after another.

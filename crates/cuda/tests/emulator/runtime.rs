@@ -246,3 +246,113 @@ fn a_failed_graph_capture_falls_back_to_launches() {
         assert!(p.mala[0].is_nan() && p.mala[1].is_finite() && p.mala[1] == q.mala[1]);
     }
 }
+
+/// The counting device's peak is exactly the smallest card the chains run on: with that much
+/// memory they run, with one allocation granule less they do not (every sampling method and
+/// evaluation, several centres, a restriction mask); and `check_fits` refuses the smaller card
+/// before anything is allocated, naming the sizes.
+#[test]
+fn the_tally_peak_is_the_smallest_card_that_fits() {
+    use stagewise_cuda::chains::DeviceChains;
+    use stagewise_cuda::tally::peak_bytes;
+    use stagewise_sampling::chains::EvalMethod;
+    use stagewise_sampling::engine::ChainEngine;
+    use stagewise_sampling::sgld::Method;
+    let cfg = small_config(true, true);
+    let model = RegressionTransformer::new(cfg.model_config()).unwrap();
+    let p = model.num_params();
+    let spec = DatasetSpec {
+        dist: cfg.pretrain_distribution(),
+        n: 40,
+        batch: 6,
+        seed: 3,
+    };
+    let centres = vec![model.init_params(1), model.init_params(2)];
+    let mask: Vec<bool> = (0..p).map(|i| i % 3 != 0).collect();
+    let methods = [
+        (Method::Sgld, EvalMethod::GradMinibatch),
+        (Method::Sgld, EvalMethod::Dataset),
+        (
+            Method::RmsPropSgld {
+                alpha: 0.99,
+                eps: 0.1,
+            },
+            EvalMethod::NewMinibatch,
+        ),
+        (
+            Method::Sgnht {
+                diffusion_factor: 0.01,
+            },
+            EvalMethod::GradMinibatch,
+        ),
+    ];
+    for (method, eval) in methods {
+        let sgld = Sgld {
+            method,
+            ..Sgld::from_temperature(1e-4, 100.0, 1.0, 40.0)
+        };
+        let mut chain_cfg = ChainConfig::new(3, 4, 5);
+        chain_cfg.eval = eval;
+        let engine = |dev: Arc<dyn Device>| DeviceChains {
+            dev,
+            model: &model,
+            data: spec.clone(),
+            centres_per_call: 2,
+            chains_per_launch: Some(2),
+        };
+        let run = |dev: &Arc<dyn Device>| {
+            let e = engine(dev.clone());
+            e.full_losses(&centres)?;
+            e.sample(&centres, &sgld, Some(&mask), &chain_cfg, &|_| ())
+        };
+        let peak =
+            peak_bytes(|dev| run(dev).map_err(|e| stagewise_cuda::GpuError::Driver(e.to_string())))
+                .unwrap();
+        let fits: Arc<dyn Device> = Arc::new(HostDevice::with_memory_limit(peak));
+        engine(fits.clone())
+            .check_fits(2, &sgld, Some(&mask), &chain_cfg)
+            .unwrap();
+        run(&fits).unwrap_or_else(|e| panic!("{method:?}: {peak} bytes should fit: {e}"));
+        let small: Arc<dyn Device> = Arc::new(HostDevice::with_memory_limit(peak - 256));
+        let err = engine(small.clone())
+            .check_fits(2, &sgld, Some(&mask), &chain_cfg)
+            .expect_err("one granule short")
+            .to_string();
+        assert!(
+            err.contains("sampling 2 checkpoints x 2 chains per launch (grad_batch_size = 6, num_draws = 4) needs"),
+            "{err}"
+        );
+        assert_eq!(
+            small.memory(),
+            Some((peak - 256, peak - 256)),
+            "check_fits allocated"
+        );
+        match run(&small) {
+            Err(e) if e.to_string().contains("out of memory") => {}
+            other => panic!("{method:?}: {} bytes should not fit: {other:?}", peak - 256),
+        }
+    }
+}
+
+/// Training's counted peak is exactly the smallest card that takes a window of steps and an
+/// evaluation of `eval_batch_size` sequences.
+#[test]
+fn the_training_peak_is_the_smallest_card_that_trains() {
+    let cfg = small_config(true, true);
+    let model = RegressionTransformer::new(cfg.model_config()).unwrap();
+    let data = cfg.pretrain_distribution();
+    let peak = CudaEngine::peak_bytes(&cfg, &model, &data).unwrap();
+    let (n, t) = (cfg.eval_batch_size, 2 * data.k);
+    let toks = vec![0.5f32; n * t * model.config.token_size()];
+    let mut out = vec![0.0f32; n * data.k];
+    let mut train = |limit: usize| -> Result<(), String> {
+        let dev: Arc<dyn Device> = Arc::new(HostDevice::with_memory_limit(limit));
+        let mut e =
+            CudaEngine::new(dev, &cfg, model.clone(), data.clone()).map_err(|e| e.to_string())?;
+        e.run(0, &[1e-3, 1e-3]).map_err(|e| e.to_string())?;
+        e.predict(&toks, n, t, &mut out).map_err(|e| e.to_string())
+    };
+    train(peak).unwrap();
+    let err = train(peak - 256).expect_err("one granule short");
+    assert!(err.contains("out of memory"), "{err}");
+}
