@@ -87,6 +87,7 @@ fn count_steps(
                 n: 16_384,
                 batch: sgld_batch,
                 seed: 0,
+                infinite: false,
             };
             let sgld = stagewise_sampling::Sgld::from_scales(0.03, 0.003, 0.001);
             let one = stagewise_sampling::ChainConfig::new(c, 1, 1);
@@ -441,6 +442,7 @@ impl SgldSetup {
                 n: 16_384,
                 batch,
                 seed: 0,
+                infinite: false,
             },
             sgld: stagewise_sampling::Sgld::from_scales(0.03, 0.003, 0.001),
         })

@@ -202,6 +202,7 @@ pub fn check_device(dev: &Arc<dyn Device>, a: &CheckOptions) -> Result<Vec<Check
         n: 4096,
         batch: b,
         seed: 9,
+        infinite: false,
     };
     // The device's chains from the centre w (each launch of them as one batch).
     let on_device = |c: &ChainConfig| {

@@ -206,6 +206,20 @@ pub struct DatasetSpec {
     pub n: usize,
     pub batch: usize,
     pub seed: u64,
+    /// Gradient minibatches are fresh sequences (indices over all 2^32 of the generator's)
+    /// rather than picks from the n of the data set (the reference's `grad_batch_origin`).
+    pub infinite: bool,
+}
+
+impl DatasetSpec {
+    /// How many sequences the minibatches of `batch_tag` pick from.
+    pub fn population(&self, batch_tag: u32) -> u64 {
+        if self.infinite && batch_tag == tag::SGLD_BATCH {
+            1 << 32
+        } else {
+            self.n as u64
+        }
+    }
 }
 
 /// Runs `cfg.chains` chains from each centre in `centres` (each of the model's parameter count)
@@ -365,7 +379,7 @@ pub fn sample_dataset(
                 chain0: cfg.first_chain,
                 chains,
                 shared: cfg.shared_batches,
-                n: data.n as u64,
+                n: data.population(batch_tag),
             },
             counter.ptr,
         )

@@ -9,7 +9,7 @@ use anyhow::{Result, bail};
 use stagewise_cuda::chains::DeviceChains;
 use stagewise_cuda::sgld::DatasetSpec;
 use stagewise_models::RegressionTransformer;
-use stagewise_sampling::config::SamplerConfig;
+use stagewise_sampling::config::{GradBatchOrigin, SamplerConfig};
 use stagewise_sampling::engine::{ChainEngine, EngineError};
 use stagewise_sampling::estimator::running_llc;
 use stagewise_sampling::mask::build_mask;
@@ -138,6 +138,7 @@ impl Checkpoints {
             sampler.grad_batch_size,
             sampler.init_seed,
         )
+        .with_infinite_grad_batches(sampler.grad_batch_origin == GradBatchOrigin::InfiniteDataset)
     }
 
     /// The restriction mask of the sampler's include/exclude globs.
@@ -164,6 +165,7 @@ impl Checkpoints {
                     n: sampler.eval_dataset_size,
                     batch: sampler.grad_batch_size,
                     seed: sampler.init_seed,
+                    infinite: sampler.grad_batch_origin == GradBatchOrigin::InfiniteDataset,
                 },
                 centres_per_call: per_launch.checkpoints.max(1),
                 chains_per_launch: per_launch.chains,

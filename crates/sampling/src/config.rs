@@ -38,6 +38,44 @@ fn d_include() -> Vec<String> {
 fn d_n() -> usize {
     1 << 20
 }
+fn d_metrics() -> Vec<String> {
+    vec!["likelihood-derived".into()]
+}
+fn d_num_evals() -> usize {
+    5
+}
+
+/// Where the SGLD gradient's minibatches come from (the reference's `grad_batch_origin`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum GradBatchOrigin {
+    /// Fresh sequences of the pretraining distribution at every step (the reference's
+    /// default): sequence indices drawn from all 2^32 of the generator's, of which the n of the
+    /// evaluation set are a fraction n / 2^32.
+    #[default]
+    InfiniteDataset,
+    /// The n sequences of the evaluation set, drawn with replacement (the paper's sweeps).
+    EvalDataset,
+}
+
+/// `eval_metrics` values that are computed (`likelihood-derived`: the LLC, `batch-loss`: the
+/// per-chain batch-loss means, both always in `llc.csv`), accepted without effect (`weights`),
+/// or refused, with why.
+const METRICS_DONE: &[&str] = &["likelihood-derived", "batch-loss"];
+const METRICS_REFUSED: &[(&str, &str)] = &[
+    (
+        "covariance",
+        "the reference itself refuses it (an assertion in check_evals)",
+    ),
+    (
+        "hessian",
+        "Hessian traces and top eigenvalues (pyhessian) are not implemented",
+    ),
+    (
+        "singular-fluctuation",
+        "it needs every sample's loss at every draw (n per draw); not implemented",
+    ),
+];
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -110,6 +148,31 @@ pub struct SamplerConfig {
     /// Tensors kept at w* even if included.
     #[serde(default)]
     pub exclude: Vec<String>,
+    /// `infinite-dataset` (fresh sequences each step; the reference's default) or
+    /// `eval-dataset` (minibatches of the n-sequence evaluation set).
+    #[serde(default)]
+    pub grad_batch_origin: GradBatchOrigin,
+    /// The reference's estimator list; see [`METRICS_DONE`] and [`METRICS_REFUSED`]. `weights`
+    /// (every draw's flattened weights, for a PCA figure) is accepted and not recorded.
+    #[serde(default = "d_metrics")]
+    pub eval_metrics: Vec<String>,
+    /// The reference's switch for per-draw traces; they are always written
+    /// (`traces/<step>.csv`), so either value gives the same files.
+    #[serde(default)]
+    pub eval_online: bool,
+    /// A cap on the init loss's batches; only `null` (all n sequences) is supported.
+    #[serde(default)]
+    pub num_init_loss_batches: Option<usize>,
+    /// Eigenvalues for `hessian` / `covariance`, which are refused; no effect.
+    #[serde(default = "d_num_evals")]
+    pub num_evals: usize,
+    /// The reference's process count (it refuses more than 1); chains here are batched over
+    /// `--threads` or a device, so no effect.
+    #[serde(default = "d_one")]
+    pub cores: usize,
+    /// The reference's device; here `--device` chooses, so no effect.
+    #[serde(default)]
+    pub device: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq)]
@@ -240,7 +303,30 @@ impl SamplerConfig {
                 return Err(err(name, "0: expected a positive integer"));
             }
         }
-        if self.grad_batch_size > self.eval_dataset_size {
+        for m in &self.eval_metrics {
+            if let Some((_, why)) = METRICS_REFUSED.iter().find(|(n, _)| n == m) {
+                return Err(err("eval_metrics", format!("{m:?} is not supported: {why}")));
+            }
+            if !METRICS_DONE.contains(&m.as_str()) && m != "weights" {
+                return Err(err(
+                    "eval_metrics",
+                    format!(
+                        "{m:?}: expected some of \"likelihood-derived\", \"batch-loss\", \"weights\""
+                    ),
+                ));
+            }
+        }
+        if let Some(b) = self.num_init_loss_batches {
+            return Err(err(
+                "num_init_loss_batches",
+                format!(
+                    "{b}: the init loss is always measured on all eval_dataset_size sequences; use null, or lower eval_dataset_size"
+                ),
+            ));
+        }
+        let draws_from_set = self.grad_batch_origin == GradBatchOrigin::EvalDataset
+            || self.eval_method == EvalMethod::NewMinibatch;
+        if draws_from_set && self.grad_batch_size > self.eval_dataset_size {
             return Err(err(
                 "grad_batch_size",
                 format!(
@@ -328,6 +414,13 @@ mod tests {
             rmsprop_eps: 0.1,
             diffusion_factor: 0.01,
             eval_method: EvalMethod::GradMinibatch,
+            grad_batch_origin: GradBatchOrigin::EvalDataset,
+            eval_metrics: d_metrics(),
+            eval_online: false,
+            num_init_loss_batches: None,
+            num_evals: 5,
+            cores: 1,
+            device: None,
             eval_batch_size: None,
             eval_loss_fn: "mse".into(),
             per_token: false,
@@ -445,5 +538,52 @@ mod tests {
             ..base()
         };
         assert_eq!(twice.sgld().unwrap_err().field, "nbeta");
+    }
+
+    #[test]
+    fn reference_fields_are_accepted_or_refused_with_a_reason() {
+        let scales = SamplerConfig {
+            gradient_scale: Some(0.01),
+            localization_scale: Some(0.001),
+            noise_scale: Some(3e-4),
+            ..base()
+        };
+        let with = |metrics: &[&str]| SamplerConfig {
+            eval_metrics: metrics.iter().map(|m| m.to_string()).collect(),
+            ..scales.clone()
+        };
+        with(&["likelihood-derived", "batch-loss", "weights"]).sgld().unwrap();
+        for (m, why) in [
+            ("hessian", "not implemented"),
+            ("covariance", "the reference itself refuses it"),
+            ("singular-fluctuation", "not implemented"),
+            ("llc", "expected some of"),
+        ] {
+            let e = with(&["likelihood-derived", m]).sgld().unwrap_err();
+            assert_eq!(e.field, "eval_metrics");
+            assert!(e.msg.contains(m) && e.msg.contains(why), "{e}");
+        }
+        let capped = SamplerConfig {
+            num_init_loss_batches: Some(4),
+            ..scales.clone()
+        };
+        assert_eq!(capped.sgld().unwrap_err().field, "num_init_loss_batches");
+        // A minibatch larger than the data set: an error only where minibatches come from it.
+        let big = SamplerConfig {
+            grad_batch_size: 64,
+            eval_dataset_size: 32,
+            ..scales.clone()
+        };
+        assert_eq!(big.sgld().unwrap_err().field, "grad_batch_size");
+        let fresh = SamplerConfig {
+            grad_batch_origin: GradBatchOrigin::InfiniteDataset,
+            ..big
+        };
+        fresh.sgld().unwrap();
+        // The reference's names parse.
+        let doc = "grad_batch_origin: infinite-dataset\neval_online: true\ncores: 1\ndevice: cpu\nnum_evals: 5\ngradient_scale: 0.01\nlocalization_scale: 0.001\nnoise_scale: 0.0003\n";
+        let c: SamplerConfig = serde_saphyr::from_str(doc).unwrap();
+        assert_eq!(c.grad_batch_origin, GradBatchOrigin::InfiniteDataset);
+        assert!(serde_saphyr::from_str::<SamplerConfig>("grad_batch_origin: finite\n").is_err());
     }
 }

@@ -72,6 +72,9 @@ pub struct Dataset<'m, T> {
     pub n: usize,
     pub batch: usize,
     pub seed: u64,
+    /// Gradient minibatches are fresh sequences (indices over all 2^32 of the generator's)
+    /// rather than picks from the n of the data set (the reference's `grad_batch_origin`).
+    pub infinite: bool,
     _t: std::marker::PhantomData<T>,
 }
 
@@ -90,8 +93,15 @@ impl<'m, T: Float> Dataset<'m, T> {
             n,
             batch,
             seed,
+            infinite: false,
             _t: std::marker::PhantomData,
         }
+    }
+
+    /// With `on`, gradient minibatches are fresh sequences ("infinite-dataset").
+    pub fn with_infinite_grad_batches(mut self, on: bool) -> Self {
+        self.infinite = on;
+        self
     }
 }
 
@@ -121,7 +131,11 @@ impl<T: Float> DatasetWorker<'_, T> {
             tag::SGLD_BATCH
         };
         let pick = Stream::new(d.seed, t, key.step as u32, key.chain);
-        let n = d.n as u64;
+        let n = if d.infinite && !key.eval {
+            1 << 32
+        } else {
+            d.n as u64
+        };
         self.fill(d.batch, |j| pick.below(j as u32, n) as u32);
     }
 

@@ -91,6 +91,7 @@ pub fn device_and_cpu_chains_on(
         n,
         batch,
         seed: 8,
+        infinite: false,
     };
     let centre = std::slice::from_ref(&w0);
     let mut got = sample_dataset(

@@ -141,6 +141,7 @@ fn a_full_device_is_a_clear_error_and_leaks_nothing() {
         n: 100,
         batch: 64,
         seed: 3,
+        infinite: false,
     };
     let w: Vec<f32> = model.init_params(1);
     let sgld = Sgld::from_temperature(1e-4, 100.0, 1.0, 200.0);
@@ -222,6 +223,7 @@ fn a_failed_graph_capture_falls_back_to_launches() {
         n: 100,
         batch: 4,
         seed: 3,
+        infinite: false,
     };
     let w: Vec<f32> = model.init_params(1);
     let sgld = Sgld::from_temperature(1e-4, 100.0, 1.0, 200.0);
@@ -266,6 +268,7 @@ fn the_tally_peak_is_the_smallest_card_that_fits() {
         n: 40,
         batch: 6,
         seed: 3,
+        infinite: false,
     };
     let centres = vec![model.init_params(1), model.init_params(2)];
     let mask: Vec<bool> = (0..p).map(|i| i % 3 != 0).collect();

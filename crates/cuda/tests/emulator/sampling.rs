@@ -106,6 +106,7 @@ fn batched_chains_follow_the_cpu_sampler() {
         n: 200,
         batch: 5,
         seed: 13,
+        infinite: false,
     };
     let dev = emulator();
     let got = sample_dataset(
@@ -306,6 +307,7 @@ fn chain_engines_agree_through_the_trait() {
         n: 40,
         batch: 5,
         seed: 8,
+        infinite: false,
     };
     let cpu = Dataset::<f32>::new(&model, dist, 40, 5, 8);
     let device = |chains_per_launch| DeviceChains {
@@ -345,5 +347,51 @@ fn chain_engines_agree_through_the_trait() {
     let (all, one) = (&results[1].1, &results[2].1);
     for (a, b) in all.iter().flatten().zip(one.iter().flatten()) {
         assert_eq!((&a.losses, &a.distances), (&b.losses, &b.distances));
+    }
+}
+
+/// `grad_batch_origin: infinite-dataset`: the device draws the same fresh minibatches as the CPU
+/// (draw losses agree), and they are not the data set's (the losses differ from picks of it).
+#[test]
+fn infinite_dataset_minibatches_agree_with_the_cpu_and_leave_the_data_set() {
+    let cfg = small_config(true, true);
+    let model = RegressionTransformer::new(cfg.model_config()).unwrap();
+    let dist = cfg.pretrain_distribution();
+    let w: Vec<f32> = model.init_params(1);
+    let sgld = Sgld::from_temperature(1e-4, 100.0, 1.0, 200.0);
+    let chain_cfg = ChainConfig::new(2, 3, 5);
+    let run = |infinite: bool| {
+        let spec = DatasetSpec {
+            dist: dist.clone(),
+            n: 3,
+            batch: 4,
+            seed: 13,
+            infinite,
+        };
+        let got = sample_dataset(
+            &emulator(),
+            &model,
+            &spec,
+            std::slice::from_ref(&w),
+            &sgld,
+            None,
+            &chain_cfg,
+            &|_| {},
+        )
+        .unwrap()
+        .remove(0);
+        let potential =
+            Dataset::<f32>::new(&model, dist.clone(), 3, 4, 13).with_infinite_grad_batches(infinite);
+        let want = sample(&potential, &w, &sgld, None, &chain_cfg);
+        for (g, w) in got.iter().zip(&want) {
+            for (lg, lw) in g.losses.iter().zip(&w.losses) {
+                assert!((lg - lw).abs() <= 1e-4 * lw, "infinite {infinite}: {lg} vs {lw}");
+            }
+        }
+        want
+    };
+    let (fresh, picked) = (run(true), run(false));
+    for (f, p) in fresh.iter().zip(&picked) {
+        assert!(f.losses.iter().zip(&p.losses).all(|(a, b)| a != b));
     }
 }
