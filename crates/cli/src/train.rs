@@ -41,6 +41,7 @@ pub fn run(a: &TrainArgs) -> Result<()> {
         out: a.out.clone().map(RunDir::local),
         resume: a.resume,
         sweep_index: a.sweep_index,
+        resolved: None,
         device,
     };
     print(&train(&opts, &Console::default())?);

@@ -70,6 +70,7 @@ pub fn reproduce(a: &ReproduceOptions, obs: &dyn Observer) -> Result<RunDir> {
             out: Some(run.clone()),
             resume: run.has_config(),
             sweep_index: a.sweep_index,
+            resolved: None,
             device: a.device.clone(),
         },
         obs,

@@ -43,6 +43,8 @@ pub struct TrainOptions {
     pub resume: bool,
     /// Which run of a sweep grid to train (0-based, grid in key order).
     pub sweep_index: Option<usize>,
+    /// An already resolved config (a sweep task's), used instead of `config` and `sets`.
+    pub resolved: Option<TrainConfig>,
     /// Where to train.
     pub device: Backend,
 }
@@ -121,8 +123,12 @@ fn steps_reached(spec: &stagewise_train::steps::StepsSpec, n: u64) -> BTreeSet<u
 /// equal the given one, if any).
 fn settle_config(opts: &TrainOptions) -> Result<(TrainConfig, RunDir)> {
     // Resuming with neither a config nor sets continues with the run folder's own config.
-    let saved_only = opts.resume && opts.config.is_none() && opts.sets.is_empty();
-    let (cfg, name) = if saved_only {
+    let saved_only =
+        opts.resume && opts.config.is_none() && opts.sets.is_empty() && opts.resolved.is_none();
+    let (cfg, name) = if let Some(c) = &opts.resolved {
+        c.validate()?;
+        (Some(c.clone()), "run".to_string())
+    } else if saved_only {
         (None, "quick".to_string())
     } else {
         let (loaded, name) = load(opts)?;

@@ -305,7 +305,10 @@ impl SamplerConfig {
         }
         for m in &self.eval_metrics {
             if let Some((_, why)) = METRICS_REFUSED.iter().find(|(n, _)| n == m) {
-                return Err(err("eval_metrics", format!("{m:?} is not supported: {why}")));
+                return Err(err(
+                    "eval_metrics",
+                    format!("{m:?} is not supported: {why}"),
+                ));
             }
             if !METRICS_DONE.contains(&m.as_str()) && m != "weights" {
                 return Err(err(
@@ -552,7 +555,9 @@ mod tests {
             eval_metrics: metrics.iter().map(|m| m.to_string()).collect(),
             ..scales.clone()
         };
-        with(&["likelihood-derived", "batch-loss", "weights"]).sgld().unwrap();
+        with(&["likelihood-derived", "batch-loss", "weights"])
+            .sgld()
+            .unwrap();
         for (m, why) in [
             ("hessian", "not implemented"),
             ("covariance", "the reference itself refuses it"),

@@ -380,12 +380,15 @@ fn infinite_dataset_minibatches_agree_with_the_cpu_and_leave_the_data_set() {
         )
         .unwrap()
         .remove(0);
-        let potential =
-            Dataset::<f32>::new(&model, dist.clone(), 3, 4, 13).with_infinite_grad_batches(infinite);
+        let potential = Dataset::<f32>::new(&model, dist.clone(), 3, 4, 13)
+            .with_infinite_grad_batches(infinite);
         let want = sample(&potential, &w, &sgld, None, &chain_cfg);
         for (g, w) in got.iter().zip(&want) {
             for (lg, lw) in g.losses.iter().zip(&w.losses) {
-                assert!((lg - lw).abs() <= 1e-4 * lw, "infinite {infinite}: {lg} vs {lw}");
+                assert!(
+                    (lg - lw).abs() <= 1e-4 * lw,
+                    "infinite {infinite}: {lg} vs {lw}"
+                );
             }
         }
         want

@@ -1,0 +1,11 @@
+//! Sweeps as the reference writes them (W&B sweep YAML), run without a sweep service: a file
+//! expands to a fixed list of tasks; `task(i)` is the same on every machine, so a scheduler's
+//! array index (Slurm, Kubernetes Indexed Jobs) picks the work, and each task writes only its
+//! own run or sampler folder.
+
+pub mod naming;
+pub mod spec;
+pub mod task;
+
+pub use spec::SweepFile;
+pub use task::{Kind, Sweep, Task};
