@@ -13,6 +13,7 @@ mod llc;
 mod report;
 mod reproduce;
 mod stages;
+mod sweep;
 mod train;
 
 use clap::parser::ValueSource;
@@ -64,6 +65,12 @@ enum Command {
     /// The same training and SGLD steps on the CPU and on a device (`--device cuda`), from the
     /// same weights and data: the largest differences, and a non-zero exit beyond tolerance.
     CheckDevice(device::CheckDeviceArgs),
+    /// W&B sweep files: expand, run locally, status, Slurm and Kubernetes launch files.
+    #[command(subcommand)]
+    Sweep(sweep::SweepCommand),
+    /// One task of a sweep: `stagewise run --sweep FILE [--task-index N]` (the index defaults
+    /// to the scheduler's: SLURM_ARRAY_TASK_ID, JOB_COMPLETION_INDEX, ...).
+    Run(sweep::RunArgs),
 }
 
 #[derive(Args)]
@@ -115,6 +122,7 @@ impl Command {
                 Some(LlcCommand::Check(_)) => false,
             },
             Command::Bench(BenchCommand::Gpu(_)) | Command::CheckDevice(_) => true,
+            Command::Run(a) => !matches!(a.device, Cpu),
             _ => false,
         }
     }
@@ -172,6 +180,8 @@ fn main() {
         Command::Report(args) => report::run(&args),
         Command::Reproduce(args) => reproduce::run(&args),
         Command::CheckDevice(args) => device::check(&args),
+        Command::Sweep(cmd) => sweep::run(&cmd),
+        Command::Run(args) => sweep::run_one(&args),
     };
     if let Err(e) = result {
         eprintln!("error: {e:#}");

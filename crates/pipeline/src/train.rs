@@ -115,6 +115,11 @@ fn first_difference(a: &serde_json::Value, b: &serde_json::Value, path: &str) ->
     }
 }
 
+/// The checkpoint steps a run of `cfg` writes (its last is where a finished run ends).
+pub fn checkpoint_schedule(cfg: &TrainConfig) -> BTreeSet<u64> {
+    steps_reached(&cfg.checkpointer_config.checkpoint_steps, cfg.num_steps)
+}
+
 fn steps_reached(spec: &stagewise_train::steps::StepsSpec, n: u64) -> BTreeSet<u64> {
     spec.expand(n).into_iter().filter(|s| *s < n).collect()
 }

@@ -3,9 +3,12 @@
 //! array index (Slurm, Kubernetes Indexed Jobs) picks the work, and each task writes only its
 //! own run or sampler folder.
 
+pub mod exec;
+pub mod launch;
 pub mod naming;
 pub mod spec;
 pub mod task;
 
+pub use exec::{Outcome, Root, RunOptions, State, run_task, state};
 pub use spec::SweepFile;
 pub use task::{Kind, Sweep, Task};
