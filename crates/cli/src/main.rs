@@ -128,8 +128,38 @@ impl Command {
     }
 }
 
+/// `--key=value` arguments of `train` that are not its flags: what `wandb agent` passes for a
+/// sweep's `${args}` (taken out before parsing; see [`train::run`]).
+static AGENT_ARGS: std::sync::OnceLock<Vec<String>> = std::sync::OnceLock::new();
+
+/// Splits the command line into what clap parses and `train`'s agent arguments.
+fn split_agent_args(args: Vec<String>) -> (Vec<String>, Vec<String>) {
+    const TRAIN_FLAGS: &[&str] = &[
+        "set", "out", "resume", "sweep-index", "device", "threads", "tf32", "help", "version",
+    ];
+    // The subcommand is the first argument that is neither a global flag nor its value.
+    let mut i = 1;
+    while i < args.len() && args[i].starts_with("--") {
+        i += if args[i] == "--threads" { 2 } else { 1 };
+    }
+    if args.get(i).map(String::as_str) != Some("train") {
+        return (args, Vec::new());
+    }
+    let (mut keep, mut agent) = (args[..=i].to_vec(), Vec::new());
+    for a in &args[i + 1..] {
+        let flag = a.strip_prefix("--").and_then(|r| r.split_once('=')).map(|(k, _)| k);
+        match flag {
+            Some(k) if !TRAIN_FLAGS.contains(&k) => agent.push(a.clone()),
+            _ => keep.push(a.clone()),
+        }
+    }
+    (keep, agent)
+}
+
 fn main() {
-    let matches = Cli::command().get_matches();
+    let (argv, agent) = split_agent_args(std::env::args().collect());
+    let _ = AGENT_ARGS.set(agent);
+    let matches = Cli::command().get_matches_from(argv);
     let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
     // The flag (not the environment variable, which may be set for every command) is refused
     // where it would change nothing.

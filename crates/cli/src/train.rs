@@ -35,6 +35,10 @@ pub struct TrainArgs {
 pub fn run(a: &TrainArgs) -> Result<()> {
     // A missing GPU is reported before anything is written.
     let device = Backend::open(a.device, crate::tf32())?;
+    let agent = crate::AGENT_ARGS.get().cloned().unwrap_or_default();
+    if !agent.is_empty() {
+        return run_agent(a, &agent, device);
+    }
     let opts = TrainOptions {
         config: a.config.clone(),
         sets: a.sets.clone(),
@@ -61,4 +65,58 @@ pub fn print(r: &TrainResult) {
         r.run.checkpoints_location(),
         r.run.metrics_location()
     );
+}
+
+/// `stagewise train ${args}` under `wandb agent`: the agent's `--key=value` arguments (over the
+/// CONFIG when one is given, else over the reference's defaults, as its train.py does) in the
+/// run folder the reference would name (`runs/M-...`); a folder that exists is resumed.
+fn run_agent(a: &TrainArgs, agent: &[String], device: Backend) -> Result<()> {
+    let mut doc = match &a.config {
+        Some(p) => {
+            let text = std::fs::read_to_string(p)
+                .map_err(|e| anyhow::anyhow!("{}: {e}", p.display()))?;
+            stagewise_io::config::parse_yaml(&text)
+                .map_err(|e| anyhow::anyhow!("{}: invalid YAML: {e}", p.display()))?
+        }
+        None => serde_json::Value::Object(Default::default()),
+    };
+    if doc.get("parameters").is_some() {
+        anyhow::bail!("with W&B agent arguments, CONFIG must be a plain config, not a sweep file");
+    }
+    let given = stagewise_sweep::wandb::agent_args_document(agent)?;
+    merge(&mut doc, given);
+    let raw_task = doc.get("task_config").cloned().unwrap_or_default();
+    let cfg = stagewise_io::config::resolve(doc, "the W&B agent's arguments", &a.sets, None)?.config;
+    let run = match &a.out {
+        Some(p) => RunDir::local(p.clone()),
+        None => RunDir::local(
+            PathBuf::from("runs").join(stagewise_sweep::naming::run_name(&raw_task, &cfg)),
+        ),
+    };
+    let opts = TrainOptions {
+        out: Some(run.clone()),
+        resume: a.resume || run.has_config(),
+        resolved: Some(cfg),
+        device,
+        ..TrainOptions::default()
+    };
+    print(&train(&opts, &Console::default())?);
+    Ok(())
+}
+
+/// Sets every leaf of `from` in `into` (mappings merge; other values replace).
+fn merge(into: &mut serde_json::Value, from: serde_json::Value) {
+    match (into, from) {
+        (serde_json::Value::Object(a), serde_json::Value::Object(b)) => {
+            for (k, v) in b {
+                match a.get_mut(&k) {
+                    Some(slot) if slot.is_object() && v.is_object() => merge(slot, v),
+                    _ => {
+                        a.insert(k, v);
+                    }
+                }
+            }
+        }
+        (slot, v) => *slot = v,
+    }
 }

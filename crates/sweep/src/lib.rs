@@ -6,6 +6,7 @@
 pub mod exec;
 pub mod launch;
 pub mod naming;
+pub mod wandb;
 pub mod spec;
 pub mod task;
 
