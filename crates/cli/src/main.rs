@@ -135,7 +135,15 @@ static AGENT_ARGS: std::sync::OnceLock<Vec<String>> = std::sync::OnceLock::new()
 /// Splits the command line into what clap parses and `train`'s agent arguments.
 fn split_agent_args(args: Vec<String>) -> (Vec<String>, Vec<String>) {
     const TRAIN_FLAGS: &[&str] = &[
-        "set", "out", "resume", "sweep-index", "device", "threads", "tf32", "help", "version",
+        "set",
+        "out",
+        "resume",
+        "sweep-index",
+        "device",
+        "threads",
+        "tf32",
+        "help",
+        "version",
     ];
     // The subcommand is the first argument that is neither a global flag nor its value.
     let mut i = 1;
@@ -147,7 +155,10 @@ fn split_agent_args(args: Vec<String>) -> (Vec<String>, Vec<String>) {
     }
     let (mut keep, mut agent) = (args[..=i].to_vec(), Vec::new());
     for a in &args[i + 1..] {
-        let flag = a.strip_prefix("--").and_then(|r| r.split_once('=')).map(|(k, _)| k);
+        let flag = a
+            .strip_prefix("--")
+            .and_then(|r| r.split_once('='))
+            .map(|(k, _)| k);
         match flag {
             Some(k) if !TRAIN_FLAGS.contains(&k) => agent.push(a.clone()),
             _ => keep.push(a.clone()),

@@ -6,8 +6,8 @@ use std::process::Command;
 
 use anyhow::{Context, Result, bail};
 use clap::{Args, Subcommand};
-use stagewise_pipeline::llc::PerLaunch;
 use stagewise_pipeline::Backend;
+use stagewise_pipeline::llc::PerLaunch;
 use stagewise_sweep::launch::{K8sOptions, SlurmOptions, expand, k8s_manifest, slurm_script};
 use stagewise_sweep::{Outcome, Root, RunOptions, State, Sweep, SweepFile, run_task, state};
 
@@ -35,7 +35,9 @@ impl SweepSource {
             .file_stem()
             .map_or("sweep".into(), |s| s.to_string_lossy().into_owned());
         let origin = self.file.display().to_string();
-        Sweep::new(SweepFile::parse(&text, &origin, &stem, self.count, self.seed)?)
+        Sweep::new(SweepFile::parse(
+            &text, &origin, &stem, self.count, self.seed,
+        )?)
     }
 }
 
@@ -209,7 +211,12 @@ pub fn run(cmd: &SweepCommand) -> Result<()> {
                 .unwrap_or_else(|| PathBuf::from(format!("{}.k8s.yaml", sweep.name())));
             stagewise_io::atomic::write_atomic(&out, manifest.as_bytes())
                 .with_context(|| format!("{}: cannot write", out.display()))?;
-            println!("{}: Indexed Job of {} task(s); kubectl apply -f {}", out.display(), sweep.len(), out.display());
+            println!(
+                "{}: Indexed Job of {} task(s); kubectl apply -f {}",
+                out.display(),
+                sweep.len(),
+                out.display()
+            );
             Ok(())
         }
     }
@@ -407,7 +414,10 @@ fn slurm(a: &SlurmArgs) -> Result<()> {
                 String::from_utf8_lossy(&o.stderr).trim()
             );
         }
-        println!("submitted job {}", String::from_utf8_lossy(&o.stdout).trim());
+        println!(
+            "submitted job {}",
+            String::from_utf8_lossy(&o.stdout).trim()
+        );
     }
     Ok(())
 }

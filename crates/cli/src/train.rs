@@ -73,8 +73,8 @@ pub fn print(r: &TrainResult) {
 fn run_agent(a: &TrainArgs, agent: &[String], device: Backend) -> Result<()> {
     let mut doc = match &a.config {
         Some(p) => {
-            let text = std::fs::read_to_string(p)
-                .map_err(|e| anyhow::anyhow!("{}: {e}", p.display()))?;
+            let text =
+                std::fs::read_to_string(p).map_err(|e| anyhow::anyhow!("{}: {e}", p.display()))?;
             stagewise_io::config::parse_yaml(&text)
                 .map_err(|e| anyhow::anyhow!("{}: invalid YAML: {e}", p.display()))?
         }
@@ -86,7 +86,8 @@ fn run_agent(a: &TrainArgs, agent: &[String], device: Backend) -> Result<()> {
     let given = stagewise_sweep::wandb::agent_args_document(agent)?;
     merge(&mut doc, given);
     let raw_task = doc.get("task_config").cloned().unwrap_or_default();
-    let cfg = stagewise_io::config::resolve(doc, "the W&B agent's arguments", &a.sets, None)?.config;
+    let cfg =
+        stagewise_io::config::resolve(doc, "the W&B agent's arguments", &a.sets, None)?.config;
     let run = match &a.out {
         Some(p) => RunDir::local(p.clone()),
         None => RunDir::local(

@@ -35,12 +35,21 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
     result
 }
 
-/// Whether process `pid` runs on this machine (`/proc`); `None` where that cannot be told.
+/// Whether process `pid` runs on this machine (`/proc`); `None` where that cannot be told. A
+/// zombie (killed, not yet reaped by its parent) is not running: it holds nothing any more.
 pub fn process_alive(pid: u32) -> Option<bool> {
     let proc = Path::new("/proc");
-    proc.join("self")
-        .exists()
-        .then(|| proc.join(pid.to_string()).exists())
+    if !proc.join("self").exists() {
+        return None;
+    }
+    let Ok(stat) = fs::read_to_string(proc.join(pid.to_string()).join("stat")) else {
+        return Some(false);
+    };
+    // "PID (COMMAND) STATE ...": the command may hold spaces and parentheses.
+    let state = stat
+        .rfind(')')
+        .and_then(|i| stat[i + 1..].split_whitespace().next());
+    Some(!matches!(state, Some("Z") | Some("X")))
 }
 
 /// Removes the temporaries `write_atomic` left in `dir` (and, with `below`, in its subfolders)
@@ -124,5 +133,26 @@ mod tests {
         assert_eq!(removed, [".3.csv.tmp-4294967"]);
         assert!(dir.join(&own).exists() && dir.join("c.tmp-4294967").exists());
         fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_zombie_is_not_alive() {
+        if process_alive(std::process::id()) != Some(true) {
+            eprintln!("no /proc: skipped");
+            return;
+        }
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        // Exited, not yet reaped: a zombie until `wait`.
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        assert_eq!(process_alive(child.id()), Some(false));
+        child.wait().unwrap();
+        assert_eq!(process_alive(child.id()), Some(false));
+        let mut sleeper = std::process::Command::new("sleep")
+            .arg("5")
+            .spawn()
+            .unwrap();
+        assert_eq!(process_alive(sleeper.id()), Some(true));
+        sleeper.kill().unwrap();
+        sleeper.wait().unwrap();
     }
 }

@@ -3,6 +3,7 @@
 //! ```text
 //! config.yaml                         resolved training config
 //! schedule.json                       checkpoint and logging steps
+//! complete.json                       written last, when training has run every step
 //! checkpoints/<step>.safetensors      model state dict (PyTorch names and shapes)
 //! optimizer/<step>.safetensors        Adam moments (the two newest checkpoints)
 //! metrics.csv, metrics.parquet        evaluations at the logging steps
@@ -39,6 +40,7 @@ pub use llc_dir::LlcDir;
 
 const CONFIG: &str = "config.yaml";
 const SCHEDULE: &str = "schedule.json";
+const COMPLETE: &str = "complete.json";
 const CHECKPOINTS: &str = "checkpoints";
 const OPTIMIZER: &str = "optimizer";
 const LLC: &str = "llc";
@@ -132,6 +134,19 @@ impl RunDir {
             folder.clean_interrupted(false)?;
         }
         Ok(())
+    }
+
+    /// Whether training ran to its last step (`complete.json`, written last).
+    pub fn is_complete(&self) -> bool {
+        self.root.exists(COMPLETE)
+    }
+
+    /// Marks the training as finished, after everything else is written.
+    pub fn mark_complete(&self, num_steps: u64) -> Result<()> {
+        self.root.put(
+            COMPLETE,
+            format!("{{\"num_steps\": {num_steps}}}\n").as_bytes(),
+        )
     }
 
     /// `schedule.json`: the checkpoint and logging steps of the run.

@@ -181,6 +181,20 @@ pub fn train(opts: &TrainOptions, obs: &dyn Observer) -> Result<TrainResult> {
     crate::memory::check_training(&cfg, opts.device.device().is_some())?;
     let _lock = Lock::take(run.root(), "lock", "stagewise train")?;
     run.clean_interrupted_training()?;
+    if opts.resume && run.is_complete() {
+        obs.message(&format!(
+            "{}: training is complete; nothing to resume",
+            run.display()
+        ));
+        return Ok(TrainResult {
+            checkpoints: run.checkpoint_steps()?.len(),
+            run,
+            num_steps: cfg.num_steps,
+            config: cfg,
+            resumed_at: None,
+            last_loss: f64::NAN,
+        });
+    }
     let checkpoint_steps = steps_reached(&cfg.checkpointer_config.checkpoint_steps, cfg.num_steps);
     let logging_steps = steps_reached(&cfg.logging_config.logging_steps, cfg.num_steps);
     // The trainer (its buffers, on the device too) first: if it cannot be made, nothing of the
@@ -306,6 +320,7 @@ pub fn train(opts: &TrainOptions, obs: &dyn Observer) -> Result<TrainResult> {
     }
     tb.sync()?;
     run.export_training_tables()?;
+    run.mark_complete(total)?;
     obs.finish();
     Ok(TrainResult {
         checkpoints: run.checkpoint_steps()?.len(),

@@ -60,15 +60,17 @@ fn training_state(run: &RunDir) -> Result<State> {
     if !run.has_config() {
         return Ok(State::NotStarted);
     }
+    if run.is_complete() {
+        return Ok(State::Done);
+    }
     let cfg = run.read_config()?;
     let last_due = checkpoint_schedule(&cfg).into_iter().next_back();
     let have = run.checkpoint_steps()?;
-    Ok(match (have.last(), last_due) {
-        (Some(a), Some(b)) if *a >= b => State::Done,
-        (Some(a), Some(b)) => State::Partial(format!("checkpoint {a} of {b}")),
-        (None, _) => State::Partial("config written, no checkpoint yet".into()),
-        (Some(_), None) => State::Done,
-    })
+    Ok(State::Partial(match (have.last(), last_due) {
+        (Some(a), Some(b)) => format!("checkpoint {a} of {b}, {} steps in all", cfg.num_steps),
+        (Some(a), None) => format!("checkpoint {a}, {} steps in all", cfg.num_steps),
+        (None, _) => "config written, no checkpoint yet".into(),
+    }))
 }
 
 /// The checkpoints an LLC task samples on its (finished) training run.
@@ -203,7 +205,10 @@ pub fn run_task(
             let config = task.sampler.clone().expect("LLC tasks have a sampler");
             let sgld = config.sgld()?;
             let sampler = Sampler {
-                name: task.sampler_name.clone().expect("LLC tasks have a sampler folder"),
+                name: task
+                    .sampler_name
+                    .clone()
+                    .expect("LLC tasks have a sampler folder"),
                 config,
                 sgld,
                 origin: format!("task {} of sweep {}", task.index, task.sweep),
@@ -237,7 +242,9 @@ pub const INDEX_VARIABLES: &[(&str, bool)] = &[
 
 /// The task index a scheduler gave this process: the first of [`INDEX_VARIABLES`] that is set,
 /// with its name; an error when it is not a valid index.
-pub fn index_from_env(get: impl Fn(&str) -> Option<String>) -> Result<Option<(usize, &'static str)>> {
+pub fn index_from_env(
+    get: impl Fn(&str) -> Option<String>,
+) -> Result<Option<(usize, &'static str)>> {
     for (var, one_based) in INDEX_VARIABLES {
         if let Some(v) = get(var) {
             let n: usize = v.trim().parse().map_err(|_| {

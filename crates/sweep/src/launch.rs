@@ -60,8 +60,11 @@ pub fn expand(sweep: &Sweep, out: &Path) -> Result<Manifest> {
         source: sweep.file.origin.clone(),
     };
     let path = out.join("manifest.json");
-    write_atomic(&path, (serde_json::to_string_pretty(&manifest)? + "\n").as_bytes())
-        .with_context(|| format!("{}: cannot write", path.display()))?;
+    write_atomic(
+        &path,
+        (serde_json::to_string_pretty(&manifest)? + "\n").as_bytes(),
+    )
+    .with_context(|| format!("{}: cannot write", path.display()))?;
     Ok(manifest)
 }
 
@@ -111,7 +114,11 @@ pub fn slurm_script(sweep: &Sweep, o: &SlurmOptions) -> String {
         "#SBATCH --output={}\n",
         sh_quote(&format!("{}/%A_%a.out", o.log_dir))
     );
-    for (key, v) in [("time", &o.time), ("partition", &o.partition), ("mem", &o.mem)] {
+    for (key, v) in [
+        ("time", &o.time),
+        ("partition", &o.partition),
+        ("mem", &o.mem),
+    ] {
         if let Some(v) = v {
             s += &format!("#SBATCH --{key}={}\n", sh_quote(v));
         }

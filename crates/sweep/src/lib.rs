@@ -6,9 +6,9 @@
 pub mod exec;
 pub mod launch;
 pub mod naming;
-pub mod wandb;
 pub mod spec;
 pub mod task;
+pub mod wandb;
 
 pub use exec::{Outcome, Root, RunOptions, State, run_task, state};
 pub use spec::SweepFile;

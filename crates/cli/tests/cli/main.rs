@@ -7,4 +7,5 @@ mod common;
 mod faults;
 mod llc;
 mod pipeline;
+mod sweeps;
 mod training;
