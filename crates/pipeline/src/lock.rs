@@ -108,10 +108,10 @@ impl Lock {
             let silent = beat_age.is_some_and(|a| a > stale_after().as_secs());
             let stale = silent
                 || match (h, pid) {
-                (Some(h), Some(pid)) if h == host() && pid != std::process::id() => {
-                    alive(pid) == Some(false)
-                        || started.is_some_and(|t| start_time(pid).is_some_and(|now| now != t))
-                }
+                    (Some(h), Some(pid)) if h == host() && pid != std::process::id() => {
+                        alive(pid) == Some(false)
+                            || started.is_some_and(|t| start_time(pid).is_some_and(|now| now != t))
+                    }
                     // Locks are written whole; an empty one is what an older, non-atomic
                     // version left when killed while taking it.
                     (None, _) => text.trim().is_empty(),
@@ -268,7 +268,10 @@ mod tests {
         )
         .unwrap();
         let e = Lock::take(&folder, "lock", "x").unwrap_err().to_string();
-        assert!(e.contains("heartbeat 1") && e.contains("on elsewhere"), "{e}");
+        assert!(
+            e.contains("heartbeat 1") && e.contains("on elsewhere"),
+            "{e}"
+        );
         std::fs::write(
             dir.join(".lock"),
             format!("elsewhere 1 stagewise llc\nbeat {}\n", now - 301),
@@ -284,18 +287,38 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir);
         let folder = Folder::local(&dir);
         let holder = holder_line("x");
-        folder.put(".lock", format!("{holder}beat 1\n").as_bytes()).unwrap();
-        let lock = Lock::held_every(folder.clone(), ".lock".into(), holder.clone(), Duration::from_millis(50));
+        folder
+            .put(".lock", format!("{holder}beat 1\n").as_bytes())
+            .unwrap();
+        let lock = Lock::held_every(
+            folder.clone(),
+            ".lock".into(),
+            holder.clone(),
+            Duration::from_millis(50),
+        );
         std::thread::sleep(Duration::from_millis(300));
         let text = std::fs::read_to_string(dir.join(".lock")).unwrap();
-        let beat: u64 = text.lines().nth(1).unwrap().strip_prefix("beat ").unwrap().parse().unwrap();
+        let beat: u64 = text
+            .lines()
+            .nth(1)
+            .unwrap()
+            .strip_prefix("beat ")
+            .unwrap()
+            .parse()
+            .unwrap();
         assert!(unix_now() - beat <= 2, "{text}");
         // Taken over by another writer: the heartbeat stops rewriting it.
         std::fs::write(dir.join(".lock"), "elsewhere 7 y\nbeat 5\n").unwrap();
         std::thread::sleep(Duration::from_millis(200));
-        assert_eq!(std::fs::read_to_string(dir.join(".lock")).unwrap(), "elsewhere 7 y\nbeat 5\n");
+        assert_eq!(
+            std::fs::read_to_string(dir.join(".lock")).unwrap(),
+            "elsewhere 7 y\nbeat 5\n"
+        );
         drop(lock);
-        assert!(dir.join(".lock").exists(), "released a lock another writer holds");
+        assert!(
+            dir.join(".lock").exists(),
+            "released a lock another writer holds"
+        );
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -34,14 +34,14 @@ pub fn write_config(dir: &Path) -> PathBuf {
     p
 }
 
-/// A small sampler config `dir/name` (2 chains of `draws` draws, minibatches of 8 from 64
-/// sequences, the paper's step).
+/// A small sampler config `dir/name` (2 chains of `draws` draws, minibatches of 8 from the 64
+/// sequences of the data set, the paper's step).
 pub fn write_sampler(dir: &Path, name: &str, draws: usize) -> PathBuf {
     let p = dir.join(name);
     std::fs::write(
         &p,
         format!(
-            "num_chains: 2\nnum_draws: {draws}\ngrad_batch_size: 8\neval_dataset_size: 64\n\
+            "num_chains: 2\nnum_draws: {draws}\ngrad_batch_origin: eval-dataset\ngrad_batch_size: 8\neval_dataset_size: 64\n\
              gradient_scale: 0.01\nlocalization_scale: 0.001\nnoise_scale: 0.0003\n"
         ),
     )

@@ -9,7 +9,7 @@ fn llc_over_checkpoints_resumes_and_rejects_bad_input() {
     let sampler = dir.join("tiny-sampler.yaml");
     std::fs::write(
         &sampler,
-        "num_chains: 2\nnum_draws: 10\nnum_burnin_steps: 2\ngrad_batch_size: 8\neval_dataset_size: 64\n\
+        "num_chains: 2\nnum_draws: 10\nnum_burnin_steps: 2\ngrad_batch_origin: eval-dataset\ngrad_batch_size: 8\neval_dataset_size: 64\n\
          gradient_scale: 0.01\nlocalization_scale: 0.001\nnoise_scale: 0.0003\ninit_seed: 3\n",
     )
     .unwrap();

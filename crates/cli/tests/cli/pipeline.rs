@@ -41,7 +41,10 @@ fn reproduce_runs_the_pipeline_and_resumes() {
     let out = stagewise(&args);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{err}");
-    assert!(err.contains("resuming"), "{err}");
+    assert!(
+        err.contains("training is complete; nothing to resume"),
+        "{err}"
+    );
     assert_eq!(list_steps(&run.join("checkpoints")).len(), n);
     assert!(
         err.contains(&"LLC at 0 checkpoints".to_string())
