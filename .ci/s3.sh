@@ -20,6 +20,7 @@ mkdir -p "$DATA/data"
 timeout "${STAGEWISE_S3_LIFETIME:-5400}" "$TOOLS/venv/bin/weed" mini -dir="$DATA/data" -ip=127.0.0.1 -ip.bind=127.0.0.1 \
   -master.port=$((PORT + 1000)) -volume.port=$((PORT - 253)) -filer.port=$((PORT + 555)) -s3.port="$PORT" \
   -s3.config="$DATA/s3.json" -admin.ui=false -bucket=stagewise > "$DATA/weed.log" 2>&1 &
+SERVER=$!
 # Ready when the bucket answers a signed request (at most 90 s).
 for _ in $(seq 90); do
   if curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$PORT/" 2>/dev/null | grep -q '^[2-4]'; then
@@ -28,10 +29,12 @@ for _ in $(seq 90); do
     echo "export STAGEWISE_TEST_S3_BUCKET=stagewise"
     echo "export STAGEWISE_TEST_S3_KEY=stagewise-test"
     echo "export STAGEWISE_TEST_S3_SECRET=stagewise-test-secret"
+    echo "export STAGEWISE_TEST_S3_PID=$SERVER"
     exit 0
   fi
   sleep 1
 done
 echo "SeaweedFS did not start; its log:" >&2
 tail -20 "$DATA/weed.log" >&2
+kill "$SERVER" 2>/dev/null || true
 exit 1

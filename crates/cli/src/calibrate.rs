@@ -4,7 +4,6 @@ use std::path::PathBuf;
 
 use anyhow::Result;
 use clap::Args;
-use stagewise_pipeline::RunDir;
 use stagewise_pipeline::calibrate::{CalibrateOptions, calibrate as run_grid};
 use stagewise_pipeline::llc::Sampler;
 
@@ -44,7 +43,7 @@ impl CalibrateArgs {
 }
 
 pub fn calibrate(a: &CalibrateArgs) -> Result<()> {
-    let run = RunDir::local(&a.run);
+    let run = crate::place::run_dir(&a.run)?;
     stagewise_pipeline::llc::Checkpoints::open(&run)?;
     let sampler = Sampler::load(&a.config, &a.sets)?;
     let (device, per_launch) = a.device.open()?;

@@ -4,8 +4,8 @@ use std::path::PathBuf;
 
 use anyhow::Result;
 use clap::{Args, ValueEnum};
+use stagewise_pipeline::Folder;
 use stagewise_pipeline::ed::{EdOptions, EdResult, Outputs, Smoothing, ed as run_ed};
-use stagewise_pipeline::{Folder, RunDir};
 
 use crate::console::Console;
 use crate::llc::SelectArgs;
@@ -80,8 +80,13 @@ impl EdArgs {
 }
 
 pub fn ed(a: &EdArgs) -> Result<()> {
-    let opts = a.options();
-    print(&run_ed(&RunDir::local(&a.run), &opts, &Console::default())?);
+    let mut opts = a.options();
+    opts.out = a.out.as_deref().map(crate::place::folder).transpose()?;
+    print(&run_ed(
+        &crate::place::run_dir(&a.run)?,
+        &opts,
+        &Console::default(),
+    )?);
     Ok(())
 }
 

@@ -4,7 +4,6 @@ use std::path::PathBuf;
 
 use anyhow::Result;
 use clap::Args;
-use stagewise_pipeline::RunDir;
 use stagewise_pipeline::indicators::{IndicatorsOptions, IndicatorsResult, indicators};
 
 use crate::console::Console;
@@ -53,7 +52,7 @@ impl IndicatorsArgs {
 pub fn run(a: &IndicatorsArgs) -> Result<()> {
     let opts = a.options();
     print(&indicators(
-        &RunDir::local(&a.run),
+        &crate::place::run_dir(&a.run)?,
         &opts,
         &Console::default(),
     )?);

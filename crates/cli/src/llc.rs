@@ -5,8 +5,8 @@ use std::path::PathBuf;
 
 use anyhow::{Result, bail};
 use clap::Args;
+use stagewise_pipeline::Backend;
 use stagewise_pipeline::llc::{LlcOptions, LlcResult, PerLaunch, Sampler, StepSelection, llc};
-use stagewise_pipeline::{Backend, RunDir};
 
 use crate::console::Console;
 
@@ -108,7 +108,7 @@ pub fn run(a: &RunArgs) -> Result<()> {
             "usage: stagewise llc RUN_DIR --config SAMPLER.yaml (or: stagewise llc check|calibrate ...)"
         );
     };
-    let run = RunDir::local(run);
+    let run = crate::place::run_dir(run)?;
     // The run, the sampler and the selection are checked before a device is opened.
     let ckpts = stagewise_pipeline::llc::Checkpoints::open(&run)?;
     let sampler = Sampler::load(config, &a.sets)?;

@@ -10,6 +10,7 @@ mod device;
 mod ed;
 mod indicators;
 mod llc;
+mod place;
 mod report;
 mod reproduce;
 mod stages;

@@ -5,7 +5,6 @@ use std::path::PathBuf;
 use anyhow::Result;
 use clap::Args;
 use stagewise_pipeline::report::{ReportOptions, ReportResult, report};
-use stagewise_pipeline::{Folder, RunDir};
 
 #[derive(Args)]
 pub struct ReportArgs {
@@ -22,9 +21,9 @@ pub struct ReportArgs {
 pub fn run(a: &ReportArgs) -> Result<()> {
     let opts = ReportOptions {
         llc: a.llc.clone(),
-        out: a.out.clone().map(Folder::local),
+        out: a.out.as_deref().map(crate::place::folder).transpose()?,
     };
-    print(&report(&RunDir::local(&a.run), &opts)?);
+    print(&report(&crate::place::run_dir(&a.run)?, &opts)?);
     Ok(())
 }
 

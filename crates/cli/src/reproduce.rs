@@ -5,8 +5,8 @@ use std::path::PathBuf;
 
 use anyhow::Result;
 use clap::Args;
+use stagewise_pipeline::Backend;
 use stagewise_pipeline::reproduce::{ReproduceOptions, reproduce};
-use stagewise_pipeline::{Backend, RunDir};
 
 use crate::console::Console;
 use crate::llc::SelectArgs;
@@ -55,7 +55,7 @@ pub fn run(a: &ReproduceArgs) -> Result<()> {
         quick: a.quick,
         sampler: a.sampler.clone(),
         sets: a.sets.clone(),
-        out: a.out.clone().map(RunDir::local),
+        out: a.out.as_deref().map(crate::place::run_dir).transpose()?,
         sweep_index: a.sweep_index,
         select: a.select.selection(),
         hessian: a.hessian,

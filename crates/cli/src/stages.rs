@@ -4,7 +4,6 @@ use std::path::PathBuf;
 
 use anyhow::Result;
 use clap::Args;
-use stagewise_pipeline::RunDir;
 use stagewise_pipeline::stages::{StagesOptions, StagesResult, stages};
 
 #[derive(Args)]
@@ -38,7 +37,7 @@ impl StagesArgs {
 }
 
 pub fn run(a: &StagesArgs) -> Result<()> {
-    print(&stages(&RunDir::local(&a.run), &a.options())?);
+    print(&stages(&crate::place::run_dir(&a.run)?, &a.options())?);
     Ok(())
 }
 

@@ -44,9 +44,25 @@ impl SweepSource {
 /// Where the runs live.
 #[derive(Args, Clone)]
 pub struct RootArg {
-    /// Folder of the sweep's runs, each named as the reference names it (`M-inf-seed-0-task-...`).
+    /// Folder (or `s3://bucket/prefix`) of the sweep's runs, each named as the reference names
+    /// it (`M-inf-seed-0-task-...`).
     #[arg(long, default_value = "runs", env = "STAGEWISE_ROOT")]
     pub root: PathBuf,
+}
+
+impl RootArg {
+    pub fn open(&self) -> Result<Root> {
+        Ok(Root(crate::place::folder(&self.root)?))
+    }
+
+    /// The root as the nodes of a cluster must see it: a URL as given, a path made absolute.
+    fn for_nodes(&self) -> Result<String> {
+        if crate::place::is_url(&self.root) {
+            Ok(self.root.to_string_lossy().into_owned())
+        } else {
+            absolute(&self.root)
+        }
+    }
 }
 
 #[derive(Subcommand)]
@@ -117,7 +133,8 @@ pub struct SlurmArgs {
     partition: Option<String>,
     #[arg(long)]
     mem: Option<String>,
-    /// Folder of the tasks' output files (default: ROOT/slurm-logs).
+    /// Folder of the tasks' output files (default: ROOT/slurm-logs, or ./slurm-logs when ROOT
+    /// is in an object store).
     #[arg(long)]
     log_dir: Option<PathBuf>,
 }
@@ -188,7 +205,7 @@ pub fn run(cmd: &SweepCommand) -> Result<()> {
             );
             Ok(())
         }
-        SweepCommand::Status(a) => status(&a.source.load()?, &Root(a.root.root.clone())),
+        SweepCommand::Status(a) => status(&a.source.load()?, &a.root.open()?),
         SweepCommand::Run(a) => pool(a),
         SweepCommand::Slurm(a) => slurm(a),
         SweepCommand::K8s(a) => {
@@ -273,7 +290,7 @@ pub fn run_one(a: &RunArgs) -> Result<()> {
     };
     let task = sweep.task(index)?;
     let device = Backend::open(a.device, crate::tf32())?;
-    let root = Root(a.root.root.clone());
+    let root = a.root.open()?;
     eprintln!(
         "task {index} (from {from}) of {} ({:?}): {}{}",
         sweep.name(),
@@ -298,7 +315,7 @@ pub fn run_one(a: &RunArgs) -> Result<()> {
 /// The local pool: every task not done, `jobs` processes at a time.
 fn pool(a: &PoolArgs) -> Result<()> {
     let sweep = a.source.load()?;
-    let root = Root(a.root.root.clone());
+    let root = a.root.open()?;
     let exe = std::env::current_exe().context("cannot find the stagewise binary")?;
     let cores = std::thread::available_parallelism().map_or(1, |c| c.get());
     let jobs = a.jobs.clamp(1, sweep.len().max(1));
@@ -374,10 +391,11 @@ fn pool(a: &PoolArgs) -> Result<()> {
 fn slurm(a: &SlurmArgs) -> Result<()> {
     let sweep = a.source.load()?;
     let exe = std::env::current_exe().context("cannot find the stagewise binary")?;
-    let log_dir = a
-        .log_dir
-        .clone()
-        .unwrap_or_else(|| a.root.root.join("slurm-logs"));
+    let log_dir = match (&a.log_dir, crate::place::is_url(&a.root.root)) {
+        (Some(d), _) => d.clone(),
+        (None, false) => a.root.root.join("slurm-logs"),
+        (None, true) => PathBuf::from("slurm-logs"),
+    };
     std::fs::create_dir_all(&log_dir)
         .with_context(|| format!("{}: cannot create the log folder", log_dir.display()))?;
     let script = slurm_script(
@@ -385,7 +403,7 @@ fn slurm(a: &SlurmArgs) -> Result<()> {
         &SlurmOptions {
             binary: exe.display().to_string(),
             sweep_file: absolute(&a.source.file)?,
-            root: absolute(&a.root.root)?,
+            root: a.root.for_nodes()?,
             parallel: a.parallel,
             cpus_per_task: a.cpus_per_task,
             time: a.time.clone(),

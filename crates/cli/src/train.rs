@@ -42,7 +42,7 @@ pub fn run(a: &TrainArgs) -> Result<()> {
     let opts = TrainOptions {
         config: a.config.clone(),
         sets: a.sets.clone(),
-        out: a.out.clone().map(RunDir::local),
+        out: a.out.as_deref().map(crate::place::run_dir).transpose()?,
         resume: a.resume,
         sweep_index: a.sweep_index,
         resolved: None,
@@ -89,7 +89,7 @@ fn run_agent(a: &TrainArgs, agent: &[String], device: Backend) -> Result<()> {
     let cfg =
         stagewise_io::config::resolve(doc, "the W&B agent's arguments", &a.sets, None)?.config;
     let run = match &a.out {
-        Some(p) => RunDir::local(p.clone()),
+        Some(p) => crate::place::run_dir(p)?,
         None => RunDir::local(
             PathBuf::from("runs").join(stagewise_sweep::naming::run_name(&raw_task, &cfg)),
         ),

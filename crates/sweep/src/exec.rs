@@ -3,26 +3,21 @@
 //! LLC sweep from its last complete row), and the run and sampler folders' locks refuse a second
 //! worker on the same task while the first holds them.
 
-use std::path::{Path, PathBuf};
-
 use anyhow::{Result, bail};
 use stagewise_pipeline::llc::{LlcOptions, PerLaunch, Sampler, StepSelection, llc};
 use stagewise_pipeline::train::{TrainOptions, checkpoint_schedule, train};
-use stagewise_pipeline::{Backend, Observer, RunDir};
+use stagewise_pipeline::{Backend, Folder, Observer, RunDir};
 
 use crate::task::{Kind, Task};
 
-/// Where a sweep's runs live: `ROOT/<run name>/`, the reference's run names.
+/// Where a sweep's runs live: `ROOT/<run name>/`, the reference's run names (a local folder or
+/// an object-store prefix).
 #[derive(Clone, Debug)]
-pub struct Root(pub PathBuf);
+pub struct Root(pub Folder);
 
 impl Root {
     pub fn run(&self, task: &Task) -> RunDir {
-        RunDir::local(self.0.join(&task.run))
-    }
-
-    pub fn path(&self) -> &Path {
-        &self.0
+        RunDir::new(self.0.sub(&task.run))
     }
 }
 

@@ -396,3 +396,111 @@ fn train_takes_the_arguments_wandb_agent_passes() {
     );
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// The S3 test server's environment for a child process, or `None` (skipped, said why).
+fn s3_env() -> Option<Vec<(String, String)>> {
+    let Ok(endpoint) = std::env::var("STAGEWISE_TEST_S3_ENDPOINT") else {
+        eprintln!(
+            "SKIPPED: no S3 test server (run `eval \"$(.ci/s3.sh)\"` first, as .ci/run does)"
+        );
+        return None;
+    };
+    let var = |k: &str| std::env::var(k).unwrap_or_default();
+    Some(vec![
+        ("AWS_ENDPOINT_URL".into(), endpoint),
+        ("AWS_ACCESS_KEY_ID".into(), var("STAGEWISE_TEST_S3_KEY")),
+        (
+            "AWS_SECRET_ACCESS_KEY".into(),
+            var("STAGEWISE_TEST_S3_SECRET"),
+        ),
+        ("AWS_DEFAULT_REGION".into(), "us-east-1".into()),
+        ("AWS_BUCKET_NAME".into(), var("STAGEWISE_TEST_S3_BUCKET")),
+    ])
+}
+
+/// A training and an LLC sweep with `--root s3:///PREFIX` (the bucket from AWS_BUCKET_NAME):
+/// run, status, a rerun that runs nothing; `stages` on a run in the bucket; a wrong secret and a
+/// missing bucket fail cleanly without printing the secret.
+#[test]
+fn sweeps_run_in_the_bucket() {
+    let Some(env) = s3_env() else { return };
+    let dir = scratch("sweep-s3");
+    let (train, llc) = write_sweeps(&dir);
+    let root = format!(
+        "s3:///sweeps-{}-{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis()
+    );
+    let run = |args: &[&str], extra: &[(&str, &str)]| {
+        let mut c = Command::new(BIN);
+        c.args(args).current_dir(&dir).env("STAGEWISE_THREADS", "2");
+        for (k, v) in &env {
+            c.env(k, v);
+        }
+        for (k, v) in extra {
+            c.env(k, v);
+        }
+        c.output().unwrap()
+    };
+    for f in [&train, &llc] {
+        let f = f.to_str().unwrap();
+        ok(&run(
+            &["sweep", "run", f, "--root", &root, "--jobs", "2"],
+            &[],
+        ));
+        let status = ok(&run(&["sweep", "status", f, "--root", &root], &[]));
+        assert!(status.contains("2 done, 0 partial"), "{status}");
+    }
+    let again = run(
+        &["sweep", "run", train.to_str().unwrap(), "--root", &root],
+        &[],
+    );
+    assert!(String::from_utf8_lossy(&again.stderr).contains("0 of 2 task(s) to run"));
+    // The per-run commands take the same URLs.
+    let status = ok(&run(
+        &["sweep", "status", train.to_str().unwrap(), "--root", &root],
+        &[],
+    ));
+    let name = status
+        .lines()
+        .nth(1)
+        .unwrap()
+        .split('\t')
+        .nth(2)
+        .unwrap()
+        .to_string();
+    let one = format!("{root}/{name}");
+    let out = ok(&run(&["stages", &one, "--llc", "l"], &[]));
+    let _ = out;
+    // Nothing of the sweep was written locally.
+    assert!(!dir.join("runs").exists());
+    let wrong = run(
+        &["sweep", "status", train.to_str().unwrap(), "--root", &root],
+        &[("AWS_SECRET_ACCESS_KEY", "wrong-secret-4242")],
+    );
+    let err = String::from_utf8_lossy(&wrong.stderr);
+    assert!(
+        !wrong.status.success() && err.contains("refused the credentials"),
+        "{err}"
+    );
+    assert!(!err.contains("wrong-secret-4242"), "{err}");
+    let missing = run(
+        &[
+            "sweep",
+            "status",
+            train.to_str().unwrap(),
+            "--root",
+            "s3://no-such-bucket-sw/x",
+        ],
+        &[],
+    );
+    let err = String::from_utf8_lossy(&missing.stderr);
+    assert!(
+        !missing.status.success() && err.contains("bucket does not exist"),
+        "{err}"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
