@@ -72,6 +72,9 @@ enum Command {
     /// One task of a sweep: `stagewise run --sweep FILE [--task-index N]` (the index defaults
     /// to the scheduler's: SLURM_ARRAY_TASK_ID, JOB_COMPLETION_INDEX, ...).
     Run(sweep::RunArgs),
+    /// Every run under ROOT in one long table (run, table, step, metric, value, and the run's
+    /// and sampler's config as columns): `stagewise collect ROOT --out results.parquet`.
+    Collect(sweep::CollectArgs),
 }
 
 #[derive(Args)]
@@ -224,6 +227,7 @@ fn main() {
         Command::CheckDevice(args) => device::check(&args),
         Command::Sweep(cmd) => sweep::run(&cmd),
         Command::Run(args) => sweep::run_one(&args),
+        Command::Collect(args) => sweep::collect(&args),
     };
     if let Err(e) = result {
         eprintln!("error: {e:#}");

@@ -439,3 +439,33 @@ fn slurm(a: &SlurmArgs) -> Result<()> {
     }
     Ok(())
 }
+
+/// `stagewise collect ROOT --out FILE`.
+#[derive(Args)]
+pub struct CollectArgs {
+    /// Folder (or `s3://bucket/prefix`) whose run folders to read.
+    root: PathBuf,
+    /// Output: Parquet, or CSV when the name ends in `.csv`.
+    #[arg(long, default_value = "results.parquet")]
+    out: PathBuf,
+}
+
+pub fn collect(a: &CollectArgs) -> Result<()> {
+    let root = crate::place::folder(&a.root)?;
+    let c = stagewise_sweep::collect::collect(&root)?;
+    if c.runs == 0 {
+        bail!(
+            "{}: no run folders (folders with a config.yaml) directly inside",
+            root.display()
+        );
+    }
+    stagewise_sweep::collect::write(&c.columns, &a.out)?;
+    println!(
+        "{}: {} rows from {} runs ({} columns)",
+        a.out.display(),
+        c.rows,
+        c.runs,
+        c.columns.len()
+    );
+    Ok(())
+}

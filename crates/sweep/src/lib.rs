@@ -3,6 +3,7 @@
 //! array index (Slurm, Kubernetes Indexed Jobs) picks the work, and each task writes only its
 //! own run or sampler folder.
 
+pub mod collect;
 pub mod exec;
 pub mod launch;
 pub mod naming;

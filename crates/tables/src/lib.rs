@@ -116,6 +116,138 @@ pub fn read_parquet(path: &Path) -> io::Result<(Vec<String>, Vec<Vec<f64>>)> {
     Ok((header, rows))
 }
 
+/// A column of a long table: text, integers or floats, each value possibly missing.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Column {
+    Text(Vec<Option<String>>),
+    Int(Vec<Option<i64>>),
+    Float(Vec<Option<f64>>),
+}
+
+impl Column {
+    pub fn len(&self) -> usize {
+        match self {
+            Column::Text(v) => v.len(),
+            Column::Int(v) => v.len(),
+            Column::Float(v) => v.len(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// The Parquet file of named columns (utf8, int64, float64; nullable), Snappy-compressed.
+pub fn columns_parquet_bytes(columns: &[(String, Column)]) -> io::Result<Vec<u8>> {
+    let rows = columns.first().map_or(0, |c| c.1.len());
+    if let Some((name, c)) = columns.iter().find(|c| c.1.len() != rows) {
+        return Err(other(format!(
+            "column {name} has {} values, not {rows}",
+            c.len()
+        )));
+    }
+    let fields: Vec<Field> = columns
+        .iter()
+        .map(|(name, c)| {
+            let t = match c {
+                Column::Text(_) => DataType::Utf8,
+                Column::Int(_) => DataType::Int64,
+                Column::Float(_) => DataType::Float64,
+            };
+            Field::new(name, t, true)
+        })
+        .collect();
+    let arrays: Vec<ArrayRef> = columns
+        .iter()
+        .map(|(_, c)| -> ArrayRef {
+            match c {
+                Column::Text(v) => Arc::new(arrow_array::StringArray::from(v.clone())),
+                Column::Int(v) => Arc::new(Int64Array::from(v.clone())),
+                Column::Float(v) => Arc::new(Float64Array::from(v.clone())),
+            }
+        })
+        .collect();
+    let batch = RecordBatch::try_new(Arc::new(Schema::new(fields)), arrays).map_err(other)?;
+    let props = WriterProperties::builder()
+        .set_compression(Compression::SNAPPY)
+        .build();
+    let mut buf = Vec::new();
+    let mut writer = ArrowWriter::try_new(&mut buf, batch.schema(), Some(props)).map_err(other)?;
+    writer.write(&batch).map_err(other)?;
+    writer.close().map_err(other)?;
+    Ok(buf)
+}
+
+/// Reads the columns of a Parquet file written by [`columns_parquet_bytes`].
+pub fn read_columns(path: &Path) -> io::Result<Vec<(String, Column)>> {
+    use arrow_array::{Array, StringArray};
+    let file = std::fs::File::open(path)?;
+    let reader = ParquetRecordBatchReaderBuilder::try_new(file)
+        .map_err(other)?
+        .build()
+        .map_err(other)?;
+    let mut out: Vec<(String, Column)> = Vec::new();
+    for batch in reader {
+        let batch = batch.map_err(other)?;
+        for (i, (f, col)) in batch
+            .schema()
+            .fields()
+            .iter()
+            .zip(batch.columns())
+            .enumerate()
+        {
+            let part = match f.data_type() {
+                DataType::Utf8 => {
+                    let a = col
+                        .as_any()
+                        .downcast_ref::<StringArray>()
+                        .ok_or_else(|| other("utf8"))?;
+                    Column::Text(
+                        (0..a.len())
+                            .map(|r| a.is_valid(r).then(|| a.value(r).to_string()))
+                            .collect(),
+                    )
+                }
+                DataType::Int64 => {
+                    let a = col
+                        .as_any()
+                        .downcast_ref::<Int64Array>()
+                        .ok_or_else(|| other("int64"))?;
+                    Column::Int(
+                        (0..a.len())
+                            .map(|r| a.is_valid(r).then(|| a.value(r)))
+                            .collect(),
+                    )
+                }
+                DataType::Float64 => {
+                    let a = col
+                        .as_any()
+                        .downcast_ref::<Float64Array>()
+                        .ok_or_else(|| other("float64"))?;
+                    Column::Float(
+                        (0..a.len())
+                            .map(|r| a.is_valid(r).then(|| a.value(r)))
+                            .collect(),
+                    )
+                }
+                t => return Err(other(format!("column {}: unexpected type {t}", f.name()))),
+            };
+            if out.len() <= i {
+                out.push((f.name().clone(), part));
+            } else {
+                match (&mut out[i].1, part) {
+                    (Column::Text(a), Column::Text(b)) => a.extend(b),
+                    (Column::Int(a), Column::Int(b)) => a.extend(b),
+                    (Column::Float(a), Column::Float(b)) => a.extend(b),
+                    _ => return Err(other("column types differ between batches")),
+                }
+            }
+        }
+    }
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -141,6 +273,32 @@ mod tests {
         assert!(r[1][1].is_nan());
         assert_eq!(r[1][2], 1e-300);
         assert_eq!(&std::fs::read(&p).unwrap()[..4], b"PAR1");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn columns_round_trip_with_missing_values() {
+        let dir = std::env::temp_dir().join(format!("sw-columns-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let p = dir.join("long.parquet");
+        let cols = vec![
+            (
+                "run".to_string(),
+                Column::Text(vec![Some("a".into()), None]),
+            ),
+            (
+                "step".to_string(),
+                Column::Int(vec![Some(3), Some(499_999)]),
+            ),
+            ("value".to_string(), Column::Float(vec![Some(0.25), None])),
+        ];
+        std::fs::write(&p, columns_parquet_bytes(&cols).unwrap()).unwrap();
+        assert_eq!(read_columns(&p).unwrap(), cols);
+        let ragged = vec![
+            ("a".to_string(), Column::Int(vec![Some(1)])),
+            ("b".to_string(), Column::Int(vec![])),
+        ];
+        assert!(columns_parquet_bytes(&ragged).is_err());
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

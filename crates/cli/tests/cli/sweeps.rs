@@ -129,6 +129,52 @@ fn a_sweep_killed_midway_and_rerun_equals_an_uninterrupted_one() {
         // Checkpoints hold the same tensors; their JSON header may order metadata alike.
         assert!(v == &b[k], "{k} differs after kills and reruns");
     }
+    // Both roots collect into the same long table, with the parameters as columns.
+    let (pc, pf) = (dir.join("clean.parquet"), dir.join("faulty.parquet"));
+    ok(&stagewise(&["collect", c, "--out", pc.to_str().unwrap()]));
+    ok(&stagewise(&["collect", f, "--out", pf.to_str().unwrap()]));
+    let cols = stagewise_tables::read_columns(&pc).unwrap();
+    assert_eq!(cols, stagewise_tables::read_columns(&pf).unwrap());
+    let col = |name: &str| {
+        &cols
+            .iter()
+            .find(|c| c.0 == name)
+            .unwrap_or_else(|| panic!("no column {name}"))
+            .1
+    };
+    let (
+        stagewise_tables::Column::Text(table),
+        stagewise_tables::Column::Float(seed),
+        stagewise_tables::Column::Float(draws),
+    ) = (
+        col("table"),
+        col("task_config.model_seed"),
+        col("sampler_config.num_draws"),
+    )
+    else {
+        panic!("column types")
+    };
+    let llc_rows: Vec<usize> = (0..table.len())
+        .filter(|&r| table[r].as_deref() == Some("llc/l"))
+        .collect();
+    assert!(!llc_rows.is_empty());
+    for &r in &llc_rows {
+        assert_eq!(draws[r], Some(150.0));
+    }
+    let seeds: std::collections::BTreeSet<i64> = seed.iter().map(|s| s.unwrap() as i64).collect();
+    assert_eq!(seeds, [5, 6].into());
+    // Rows: every metric of every row of every table of both runs.
+    let mut expect = 0;
+    for run in std::fs::read_dir(&clean).unwrap() {
+        let run = run.unwrap().path();
+        for t in ["metrics.csv", "train.csv", "llc/l/llc.csv"] {
+            let text = std::fs::read_to_string(run.join(t)).unwrap();
+            let mut lines = text.lines();
+            let width = lines.next().unwrap().split(',').count() - 1;
+            expect += width * lines.count();
+        }
+    }
+    assert_eq!(table.len(), expect);
     // A finished sweep runs nothing again.
     let again = stagewise(&["sweep", "run", t, "--root", f, "--jobs", "2"]);
     ok(&again);
