@@ -550,3 +550,77 @@ fn sweeps_run_in_the_bucket() {
     );
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// A real single-node Slurm (`.ci/slurm.sh`): `sweep slurm --submit` submits the array, every
+/// element runs its task (index from SLURM_ARRAY_TASK_ID), and `sweep status` then finds them
+/// all done; a second submission runs nothing again.
+#[test]
+fn slurm_runs_an_array_sweep() {
+    if std::env::var("STAGEWISE_TEST_SLURM").is_err() {
+        eprintln!(
+            "SKIPPED: no Slurm test cluster (run `eval \"$(.ci/slurm.sh)\"` as root first, as .ci/run does)"
+        );
+        return;
+    }
+    let dir = scratch("sweep-slurm");
+    let (train, _) = write_sweeps(&dir);
+    let t = train.to_str().unwrap();
+    let root = dir.join("runs");
+    let r = root.to_str().unwrap();
+    let script = dir.join("t.sbatch");
+    let submit = |what: &str| {
+        let out = ok(&stagewise(&[
+            "sweep",
+            "slurm",
+            t,
+            "--root",
+            r,
+            "--out",
+            script.to_str().unwrap(),
+            "--cpus-per-task",
+            "1",
+            "--submit",
+        ]));
+        let id = out
+            .lines()
+            .find_map(|l| l.strip_prefix("submitted job "))
+            .unwrap_or_else(|| panic!("{what}: no job id in {out}"))
+            .trim()
+            .to_string();
+        // Wait (at most 5 minutes) until the array has left the queue.
+        let t0 = Instant::now();
+        loop {
+            let q = Command::new("squeue")
+                .args(["-h", "-j", &id])
+                .output()
+                .unwrap();
+            if String::from_utf8_lossy(&q.stdout).trim().is_empty() {
+                break;
+            }
+            assert!(
+                t0.elapsed() < Duration::from_secs(300),
+                "{what}: job {id} still queued"
+            );
+            std::thread::sleep(Duration::from_millis(500));
+        }
+        id
+    };
+    let id = submit("first");
+    let status = ok(&stagewise(&["sweep", "status", t, "--root", r]));
+    assert!(status.contains("2 done, 0 partial"), "{status}");
+    for i in 0..2 {
+        let log = std::fs::read_to_string(root.join(format!("slurm-logs/{id}_{i}.out"))).unwrap();
+        assert!(
+            log.contains(&format!("task {i} (from SLURM_ARRAY_TASK_ID)")),
+            "{log}"
+        );
+        assert!(log.contains(&format!("task {i}: done")), "{log}");
+    }
+    let again = submit("second");
+    for i in 0..2 {
+        let log =
+            std::fs::read_to_string(root.join(format!("slurm-logs/{again}_{i}.out"))).unwrap();
+        assert!(log.contains("already done, nothing to run"), "{log}");
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}
