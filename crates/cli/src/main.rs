@@ -75,6 +75,9 @@ enum Command {
     /// Every run under ROOT in one long table (run, table, step, metric, value, and the run's
     /// and sampler's config as columns): `stagewise collect ROOT --out results.parquet`.
     Collect(sweep::CollectArgs),
+    /// Sends a run's config and tables (metrics, train, LLC) to an MLflow tracking server:
+    /// `stagewise mlflow RUN --mlflow URI` (only rows not sent before).
+    Mlflow(place::MlflowCommand),
 }
 
 #[derive(Args)]
@@ -228,6 +231,7 @@ fn main() {
         Command::Sweep(cmd) => sweep::run(&cmd),
         Command::Run(args) => sweep::run_one(&args),
         Command::Collect(args) => sweep::collect(&args),
+        Command::Mlflow(args) => place::mlflow(&args),
     };
     if let Err(e) = result {
         eprintln!("error: {e:#}");

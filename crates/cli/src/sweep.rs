@@ -180,6 +180,8 @@ pub struct RunArgs {
     /// Where to compute: cpu, cuda, cuda:N, emulator.
     #[arg(long, default_value = "cpu")]
     pub device: stagewise_cuda::DeviceSpec,
+    #[command(flatten)]
+    pub mlflow: crate::place::MlflowArg,
 }
 
 fn absolute(p: &Path) -> Result<String> {
@@ -309,7 +311,15 @@ pub fn run_one(a: &RunArgs) -> Result<()> {
         Outcome::Skipped => eprintln!("task {index}: already done, nothing to run"),
         Outcome::Ran => eprintln!("task {index}: done"),
     }
-    Ok(())
+    // The sweep's W&B `project` names the MLflow experiment unless one is given.
+    let mut mlflow = a.mlflow.clone();
+    if std::env::var("MLFLOW_EXPERIMENT_NAME").is_err()
+        && mlflow.experiment == "stagewise"
+        && let Some(p) = &sweep.file.project
+    {
+        mlflow.experiment = p.clone();
+    }
+    mlflow.export(&root.run(&task))
 }
 
 /// The local pool: every task not done, `jobs` processes at a time.

@@ -30,6 +30,8 @@ pub struct TrainArgs {
     /// the host, slow; for checks without a GPU).
     #[arg(long, default_value = "cpu")]
     pub device: stagewise_cuda::DeviceSpec,
+    #[command(flatten)]
+    pub mlflow: crate::place::MlflowArg,
 }
 
 pub fn run(a: &TrainArgs) -> Result<()> {
@@ -48,8 +50,9 @@ pub fn run(a: &TrainArgs) -> Result<()> {
         resolved: None,
         device,
     };
-    print(&train(&opts, &Console::default())?);
-    Ok(())
+    let done = train(&opts, &Console::default())?;
+    print(&done);
+    a.mlflow.export(&done.run)
 }
 
 pub fn print(r: &TrainResult) {
@@ -101,8 +104,9 @@ fn run_agent(a: &TrainArgs, agent: &[String], device: Backend) -> Result<()> {
         device,
         ..TrainOptions::default()
     };
-    print(&train(&opts, &Console::default())?);
-    Ok(())
+    let done = train(&opts, &Console::default())?;
+    print(&done);
+    a.mlflow.export(&done.run)
 }
 
 /// Sets every leaf of `from` in `into` (mappings merge; other values replace).

@@ -8,6 +8,7 @@
 //! never printed, logged or written.
 
 mod env;
+pub mod mlflow;
 mod s3;
 
 use std::path::PathBuf;

@@ -6,6 +6,7 @@ mod analysis;
 mod common;
 mod faults;
 mod llc;
+mod mlflow;
 mod pipeline;
 mod sweeps;
 mod training;
