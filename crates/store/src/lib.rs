@@ -4,7 +4,8 @@
 //! standard `AWS_*` variables (`AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`,
 //! `AWS_DEFAULT_REGION`, `AWS_ENDPOINT` or `AWS_ENDPOINT_URL`, ...) and the reference's
 //! `AWS_BUCKET_NAME` (the bucket of `s3:///prefix`, or of `s3://` alone) and `LOCAL_ROOT` (the
-//! folder that relative local roots are under). Credentials are passed to the client only:
+//! folder that relative local roots are under); `gs://bucket/prefix` with the `GOOGLE_*` and
+//! `az://container/prefix` with the `AZURE_*` variables of `object_store`. Credentials are passed to the client only:
 //! never printed, logged or written.
 
 mod env;
@@ -25,7 +26,14 @@ pub use s3::ObjectStorage;
 #[derive(Clone, Debug, PartialEq)]
 pub enum Location {
     Local(PathBuf),
-    S3 { bucket: String, prefix: String },
+    S3 {
+        bucket: String,
+        prefix: String,
+    },
+    /// `gs://bucket/prefix` (Google Cloud Storage).
+    Gcs(String, String),
+    /// `az://container/prefix` (Azure Blob Storage).
+    Azure(String, String),
 }
 
 /// Parses `location`: `s3://bucket/prefix`, `file:///path`, or a path (relative ones under
@@ -49,11 +57,28 @@ pub fn parse(location: &str, settings: &Settings) -> Result<Location> {
         }
         return Ok(Location::S3 { bucket, prefix });
     }
+    for (scheme, make) in [
+        ("gs://", Location::Gcs as fn(String, String) -> Location),
+        ("az://", Location::Azure),
+        ("azure://", Location::Azure),
+    ] {
+        if let Some(rest) = location.strip_prefix(scheme) {
+            let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+            if bucket.is_empty() {
+                bail!("{location}: no bucket (container) after {scheme}");
+            }
+            let prefix = prefix.trim_matches('/').to_string();
+            if prefix.split('/').any(|p| p == "." || p == "..") {
+                bail!("{location}: `.` and `..` cannot appear in an object-store prefix");
+            }
+            return Ok(make(bucket.to_string(), prefix));
+        }
+    }
     if let Some((scheme, _)) = location.split_once("://")
         && scheme != "file"
     {
         bail!(
-            "{location}: unsupported scheme `{scheme}://`; expected a path, file:// or s3:// (gs:// and az:// need a build with object_store's gcp / azure features)"
+            "{location}: unsupported scheme `{scheme}://`; expected a path, file://, s3://, gs:// or az://"
         );
     }
     let path = PathBuf::from(location.strip_prefix("file://").unwrap_or(location));
@@ -71,6 +96,16 @@ pub fn open(location: &str, settings: &Settings) -> Result<(Arc<dyn Storage>, St
         Location::Local(p) => Ok((Arc::new(LocalFs::new(p)), String::new())),
         Location::S3 { bucket, prefix } => {
             let store = ObjectStorage::s3(&bucket, settings)?;
+            store.check(&prefix)?;
+            Ok((Arc::new(store), prefix))
+        }
+        Location::Gcs(bucket, prefix) => {
+            let store = ObjectStorage::gcs(&bucket, settings)?;
+            store.check(&prefix)?;
+            Ok((Arc::new(store), prefix))
+        }
+        Location::Azure(container, prefix) => {
+            let store = ObjectStorage::azure(&container, settings)?;
             store.check(&prefix)?;
             Ok((Arc::new(store), prefix))
         }
@@ -116,12 +151,21 @@ mod tests {
                 .to_string()
                 .contains("AWS_BUCKET_NAME")
         );
+        assert_eq!(
+            parse("gs://b/x/", &none).unwrap(),
+            Location::Gcs("b".into(), "x".into())
+        );
+        assert_eq!(
+            parse("az://c/x", &none).unwrap(),
+            Location::Azure("c".into(), "x".into())
+        );
         assert!(
-            parse("gs://b/x", &none)
+            parse("hdfs://b/x", &none)
                 .unwrap_err()
                 .to_string()
                 .contains("unsupported scheme")
         );
+        assert!(parse("gs:///x", &none).is_err());
         assert!(parse("s3://b/a/../c", &none).is_err());
         let s = Settings::from_pairs(&[("AWS_BUCKET_NAME", "ref"), ("LOCAL_ROOT", "/data")]);
         assert_eq!(

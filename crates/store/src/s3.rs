@@ -7,6 +7,8 @@ use std::sync::Arc;
 use anyhow::{Context, Result, bail};
 use futures::TryStreamExt;
 use object_store::aws::{AmazonS3Builder, AmazonS3ConfigKey};
+use object_store::azure::{AzureConfigKey, MicrosoftAzureBuilder};
+use object_store::gcp::{GoogleCloudStorageBuilder, GoogleConfigKey};
 use object_store::path::Path as ObjPath;
 use object_store::{ObjectStore, PutMode, PutOptions, PutPayload};
 use stagewise_io::storage::Storage;
@@ -57,15 +59,49 @@ impl ObjectStorage {
         let store = b
             .build()
             .map_err(|e| anyhow::anyhow!("s3://{bucket}: {}", settings.redact(&e.to_string())))?;
+        Self::new(Arc::new(store), format!("s3://{bucket}"), settings)
+    }
+
+    /// The bucket `bucket` of Google Cloud Storage, configured by the `GOOGLE_*` settings
+    /// (`GOOGLE_SERVICE_ACCOUNT`, `GOOGLE_APPLICATION_CREDENTIALS`, ...).
+    pub fn gcs(bucket: &str, settings: &Settings) -> Result<Self> {
+        let mut b = GoogleCloudStorageBuilder::new().with_bucket_name(bucket);
+        for (k, v) in settings.with_prefix("GOOGLE_") {
+            if let Ok(key) = k.to_ascii_lowercase().parse::<GoogleConfigKey>() {
+                b = b.with_config(key, v);
+            }
+        }
+        let store = b
+            .build()
+            .map_err(|e| anyhow::anyhow!("gs://{bucket}: {}", settings.redact(&e.to_string())))?;
+        Self::new(Arc::new(store), format!("gs://{bucket}"), settings)
+    }
+
+    /// The container `container` of Azure Blob Storage, configured by the `AZURE_*` settings
+    /// (`AZURE_STORAGE_ACCOUNT_NAME`, `AZURE_STORAGE_ACCOUNT_KEY`, ...).
+    pub fn azure(container: &str, settings: &Settings) -> Result<Self> {
+        let mut b = MicrosoftAzureBuilder::new().with_container_name(container);
+        for (k, v) in settings.with_prefix("AZURE_") {
+            if let Ok(key) = k.to_ascii_lowercase().parse::<AzureConfigKey>() {
+                b = b.with_config(key, v);
+            }
+        }
+        let store = b.build().map_err(|e| {
+            anyhow::anyhow!("az://{container}: {}", settings.redact(&e.to_string()))
+        })?;
+        Self::new(Arc::new(store), format!("az://{container}"), settings)
+    }
+
+    fn new(store: Arc<dyn ObjectStore>, url: String, settings: &Settings) -> Result<Self> {
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .enable_all()
             .build()
             .context("cannot start the object-store client's runtime")?;
         Ok(ObjectStorage {
-            store: Arc::new(store),
+            store,
             rt,
-            url: format!("s3://{bucket}"),
+            url,
             settings: settings.clone(),
         })
     }

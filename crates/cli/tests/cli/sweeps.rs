@@ -519,8 +519,22 @@ fn sweeps_run_in_the_bucket() {
         .unwrap()
         .to_string();
     let one = format!("{root}/{name}");
-    let out = ok(&run(&["stages", &one, "--llc", "l"], &[]));
-    let _ = out;
+    ok(&run(&["stages", &one, "--llc", "l"], &[]));
+    // Collected from the bucket: both runs, LLC rows included.
+    let table = dir.join("bucket.csv");
+    ok(&run(
+        &["collect", &root, "--out", table.to_str().unwrap()],
+        &[],
+    ));
+    let text = std::fs::read_to_string(&table).unwrap();
+    let runs: std::collections::BTreeSet<&str> = text
+        .lines()
+        .skip(1)
+        .map(|l| l.split(',').next().unwrap())
+        .collect();
+    assert_eq!(runs.len(), 2, "{runs:?}");
+    assert!(text.lines().any(|l| l.contains(",llc/l,")));
+    std::fs::remove_file(&table).unwrap();
     // Nothing of the sweep was written locally.
     assert!(!dir.join("runs").exists());
     let wrong = run(
