@@ -173,6 +173,11 @@ pub struct SamplerConfig {
     /// The reference's device; here `--device` chooses, so no effect.
     #[serde(default)]
     pub device: Option<String>,
+    /// Not a field of the reference's `SamplerConfig`, which ignores it, so its sweeps that set
+    /// it (`num_burn_in: 1000` in the paper's) ran without burn-in; accepted and ignored the same
+    /// way (the burn-in is `num_burnin_steps`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub num_burn_in: Option<usize>,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq)]
@@ -424,6 +429,7 @@ mod tests {
             num_evals: 5,
             cores: 1,
             device: None,
+            num_burn_in: None,
             eval_batch_size: None,
             eval_loss_fn: "mse".into(),
             per_token: false,
@@ -586,8 +592,10 @@ mod tests {
         };
         fresh.sgld().unwrap();
         // The reference's names parse.
-        let doc = "grad_batch_origin: infinite-dataset\neval_online: true\ncores: 1\ndevice: cpu\nnum_evals: 5\ngradient_scale: 0.01\nlocalization_scale: 0.001\nnoise_scale: 0.0003\n";
+        let doc = "grad_batch_origin: infinite-dataset\neval_online: true\ncores: 1\ndevice: cpu\nnum_evals: 5\nnum_burn_in: 1000\ngradient_scale: 0.01\nlocalization_scale: 0.001\nnoise_scale: 0.0003\n";
         let c: SamplerConfig = serde_saphyr::from_str(doc).unwrap();
+        // The reference ignores `num_burn_in` (not its field): no burn-in.
+        assert_eq!((c.num_burn_in, c.chains().burnin), (Some(1000), 0));
         assert_eq!(c.grad_batch_origin, GradBatchOrigin::InfiniteDataset);
         assert!(serde_saphyr::from_str::<SamplerConfig>("grad_batch_origin: finite\n").is_err());
     }
