@@ -386,6 +386,24 @@ fn launch_files_and_scheduler_indices() {
     ] {
         assert!(text.contains(want), "{want} missing:\n{text}");
     }
+    // Valid YAML whose ConfigMap holds the sweep file itself (where Python has PyYAML).
+    let check = format!(
+        "import yaml\nd = list(yaml.safe_load_all(open({k:?})))\nassert [x['kind'] for x in d] == ['ConfigMap', 'Job']\n\
+         assert d[1]['spec']['completions'] == 2\nassert d[0]['data']['sweep.yaml'] == open({s:?}).read()\nprint('ok')\n",
+        k = k8s.to_str().unwrap(),
+        s = t
+    );
+    match Command::new("python3").args(["-c", &check]).output() {
+        Ok(o) if String::from_utf8_lossy(&o.stderr).contains("No module named 'yaml'") => {
+            eprintln!("SKIPPED: the manifest's YAML check (no PyYAML)")
+        }
+        Ok(o) => assert!(
+            String::from_utf8_lossy(&o.stdout).starts_with("ok"),
+            "{}",
+            String::from_utf8_lossy(&o.stderr)
+        ),
+        Err(e) => eprintln!("SKIPPED: the manifest's YAML check (no python3: {e})"),
+    }
     // The index from the scheduler's variable: Kubernetes' 0-based, LSF's 1-based.
     let run = |var: &str, val: &str| {
         Command::new(BIN)
