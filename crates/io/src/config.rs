@@ -37,7 +37,7 @@ pub struct LoadedConfig {
 }
 
 /// Top-level keys of a W&B sweep file that describe the sweep rather than the run.
-const SWEEP_KEYS: &[&str] = &[
+pub const SWEEP_KEYS: &[&str] = &[
     "name",
     "method",
     "command",
@@ -46,7 +46,32 @@ const SWEEP_KEYS: &[&str] = &[
     "entity",
     "description",
     "metric",
+    "run_cap",
+    "early_terminate",
 ];
+
+/// The leaves of a document as dotted keys (`task_config.model_seed`) with their values, in
+/// document order.
+pub fn leaves(v: &Value, prefix: &str) -> Vec<(String, Value)> {
+    let mut out = Vec::new();
+    fn walk(v: &Value, prefix: &str, out: &mut Vec<(String, Value)>) {
+        match v {
+            Value::Object(m) => {
+                for (k, x) in m {
+                    let key = if prefix.is_empty() {
+                        k.clone()
+                    } else {
+                        format!("{prefix}.{k}")
+                    };
+                    walk(x, &key, out);
+                }
+            }
+            other => out.push((prefix.to_string(), other.clone())),
+        }
+    }
+    walk(v, prefix, &mut out);
+    out
+}
 
 /// Reads `path`, expands a sweep grid (choosing `sweep_index`), applies `sets`
 /// (`dotted.key=yaml-value`), and validates the result.

@@ -121,23 +121,6 @@ fn now_ms() -> i64 {
         .map_or(0, |d| d.as_millis() as i64)
 }
 
-fn flatten(v: &Value, prefix: &str, out: &mut Vec<(String, String)>) {
-    match v {
-        Value::Object(m) => {
-            for (k, x) in m {
-                let key = if prefix.is_empty() {
-                    k.clone()
-                } else {
-                    format!("{prefix}.{k}")
-                };
-                flatten(x, &key, out);
-            }
-        }
-        Value::String(s) => out.push((prefix.to_string(), s.clone())),
-        other => out.push((prefix.to_string(), other.to_string())),
-    }
-}
-
 /// Sends what `run` holds and the server lacks to experiment `experiment` at `uri`.
 pub fn export(run: &RunDir, uri: &str, experiment: &str, settings: &Settings) -> Result<Exported> {
     let c = Client::new(uri, settings)?;
@@ -208,8 +191,14 @@ pub fn export(run: &RunDir, uri: &str, experiment: &str, settings: &Settings) ->
         };
     let mut params = 0;
     if fresh {
-        let mut all = Vec::new();
-        flatten(&serde_json::to_value(run.read_config()?)?, "", &mut all);
+        let all: Vec<(String, String)> =
+            stagewise_io::config::leaves(&serde_json::to_value(run.read_config()?)?, "")
+                .into_iter()
+                .map(|(k, v)| match v {
+                    Value::String(s) => (k, s),
+                    other => (k, other.to_string()),
+                })
+                .collect();
         for chunk in all.chunks(PARAMS_PER_BATCH) {
             let ps: Vec<Value> = chunk
                 .iter()
@@ -236,6 +225,14 @@ pub fn export(run: &RunDir, uri: &str, experiment: &str, settings: &Settings) ->
             tables.push((format!("llc/{s}"), format!("llc/{s}/"), t));
         }
     }
+    let record_sent = |sent: &BTreeMap<String, u64>| -> Result<()> {
+        let rec =
+            json!({"uri": c.base, "experiment_id": experiment_id, "run_id": run_id, "rows": sent});
+        run.put_file(
+            RECORD,
+            (serde_json::to_string_pretty(&rec)? + "\n").as_bytes(),
+        )
+    };
     let ts = now_ms();
     let mut metrics = 0;
     for (name, prefix, t) in &tables {
@@ -267,12 +264,7 @@ pub fn export(run: &RunDir, uri: &str, experiment: &str, settings: &Settings) ->
         flush(&mut batch)?;
         sent.insert(name.clone(), t.rows.len() as u64);
         // Recorded table by table: a kill loses at most one table's progress (sent again).
-        let rec =
-            json!({"uri": c.base, "experiment_id": experiment_id, "run_id": run_id, "rows": sent});
-        run.put_file(
-            RECORD,
-            (serde_json::to_string_pretty(&rec)? + "\n").as_bytes(),
-        )?;
+        record_sent(&sent)?;
     }
     let finished = run.is_complete();
     c.ok(
@@ -280,12 +272,7 @@ pub fn export(run: &RunDir, uri: &str, experiment: &str, settings: &Settings) ->
         "runs/update",
         &json!({"run_id": run_id, "status": if finished { "FINISHED" } else { "RUNNING" }, "end_time": now_ms()}),
     )?;
-    let rec =
-        json!({"uri": c.base, "experiment_id": experiment_id, "run_id": run_id, "rows": sent});
-    run.put_file(
-        RECORD,
-        (serde_json::to_string_pretty(&rec)? + "\n").as_bytes(),
-    )?;
+    record_sent(&sent)?;
     Ok(Exported {
         run_id,
         experiment_id,

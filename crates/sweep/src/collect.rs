@@ -17,25 +17,6 @@ pub struct Collected {
     pub rows: usize,
 }
 
-/// Leaves of a document as dotted keys (`task_config.model_seed`).
-fn flatten(v: &Value, prefix: &str, out: &mut BTreeMap<String, Value>) {
-    match v {
-        Value::Object(m) => {
-            for (k, x) in m {
-                let key = if prefix.is_empty() {
-                    k.clone()
-                } else {
-                    format!("{prefix}.{k}")
-                };
-                flatten(x, &key, out);
-            }
-        }
-        other => {
-            out.insert(prefix.to_string(), other.clone());
-        }
-    }
-}
-
 struct Long {
     run: Vec<Option<String>>,
     table: Vec<Option<String>>,
@@ -87,8 +68,10 @@ pub fn collect(root: &Folder) -> Result<Collected> {
     for name in &runs {
         let run = RunDir::new(root.sub(name));
         let cfg = run.read_config()?;
-        let mut params = BTreeMap::new();
-        flatten(&serde_json::to_value(&cfg)?, "", &mut params);
+        let params: BTreeMap<String, Value> =
+            stagewise_io::config::leaves(&serde_json::to_value(&cfg)?, "")
+                .into_iter()
+                .collect();
         let params = std::rc::Rc::new(params);
         if let Some(t) = run.metrics()? {
             long.add(name, "metrics", &t, &params);
@@ -104,7 +87,7 @@ pub fn collect(root: &Folder) -> Result<Collected> {
                 let text = String::from_utf8_lossy(&bytes);
                 let doc = stagewise_io::config::parse_yaml(&text)
                     .map_err(|e| anyhow::anyhow!("{}: {e}", dir.folder.describe("sampler.yaml")))?;
-                flatten(&doc, "sampler_config", &mut with_sampler);
+                with_sampler.extend(stagewise_io::config::leaves(&doc, "sampler_config"));
             }
             long.add(
                 name,

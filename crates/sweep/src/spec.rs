@@ -7,18 +7,7 @@ use serde_json::{Map, Value};
 use stagewise_engine::rng::Stream;
 
 /// Top-level keys of a sweep file other than `parameters`.
-const SWEEP_KEYS: &[&str] = &[
-    "name",
-    "method",
-    "command",
-    "project",
-    "program",
-    "entity",
-    "description",
-    "metric",
-    "run_cap",
-    "early_terminate",
-];
+use stagewise_io::config::SWEEP_KEYS;
 
 /// How runs are chosen.
 #[derive(Clone, Debug, PartialEq)]
