@@ -179,9 +179,15 @@ pub fn columns_parquet_bytes(columns: &[(String, Column)]) -> io::Result<Vec<u8>
     Ok(buf)
 }
 
+fn downcast<T: 'static>(col: &ArrayRef) -> io::Result<&T> {
+    col.as_any()
+        .downcast_ref::<T>()
+        .ok_or_else(|| other("a column's type does not match its schema"))
+}
+
 /// Reads the columns of a Parquet file written by [`columns_parquet_bytes`].
 pub fn read_columns(path: &Path) -> io::Result<Vec<(String, Column)>> {
-    use arrow_array::{Array, StringArray};
+    use arrow_array::StringArray;
     let file = std::fs::File::open(path)?;
     let reader = ParquetRecordBatchReaderBuilder::try_new(file)
         .map_err(other)?
@@ -198,39 +204,14 @@ pub fn read_columns(path: &Path) -> io::Result<Vec<(String, Column)>> {
             .enumerate()
         {
             let part = match f.data_type() {
-                DataType::Utf8 => {
-                    let a = col
-                        .as_any()
-                        .downcast_ref::<StringArray>()
-                        .ok_or_else(|| other("utf8"))?;
-                    Column::Text(
-                        (0..a.len())
-                            .map(|r| a.is_valid(r).then(|| a.value(r).to_string()))
-                            .collect(),
-                    )
-                }
-                DataType::Int64 => {
-                    let a = col
-                        .as_any()
-                        .downcast_ref::<Int64Array>()
-                        .ok_or_else(|| other("int64"))?;
-                    Column::Int(
-                        (0..a.len())
-                            .map(|r| a.is_valid(r).then(|| a.value(r)))
-                            .collect(),
-                    )
-                }
-                DataType::Float64 => {
-                    let a = col
-                        .as_any()
-                        .downcast_ref::<Float64Array>()
-                        .ok_or_else(|| other("float64"))?;
-                    Column::Float(
-                        (0..a.len())
-                            .map(|r| a.is_valid(r).then(|| a.value(r)))
-                            .collect(),
-                    )
-                }
+                DataType::Utf8 => Column::Text(
+                    downcast::<StringArray>(col)?
+                        .iter()
+                        .map(|v| v.map(String::from))
+                        .collect(),
+                ),
+                DataType::Int64 => Column::Int(downcast::<Int64Array>(col)?.iter().collect()),
+                DataType::Float64 => Column::Float(downcast::<Float64Array>(col)?.iter().collect()),
                 t => return Err(other(format!("column {}: unexpected type {t}", f.name()))),
             };
             if out.len() <= i {
