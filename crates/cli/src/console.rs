@@ -134,3 +134,19 @@ impl Observer for Console {
         }
     }
 }
+
+/// `--threads N`: the global thread pool. More threads than cores only adds overhead; thousands
+/// exhaust the machine, so at most max(64, 4 x cores).
+pub fn set_threads(n: usize) -> anyhow::Result<()> {
+    let cores = std::thread::available_parallelism().map_or(1, |c| c.get());
+    let most = (4 * cores).max(64);
+    if n == 0 || n > most {
+        anyhow::bail!(
+            "--threads {n} (or STAGEWISE_THREADS): expected 1 to {most} (this machine has {cores} cores)"
+        );
+    }
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(n)
+        .build_global()
+        .map_err(|e| anyhow::anyhow!("--threads {n}: cannot start the thread pool: {e}"))
+}

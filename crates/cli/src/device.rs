@@ -64,3 +64,23 @@ pub fn check(a: &CheckDeviceArgs) -> Result<()> {
     println!("device and CPU agree.");
     Ok(())
 }
+
+impl crate::Command {
+    /// Whether the command runs on a CUDA device (or its emulator), where `--tf32` acts.
+    pub(crate) fn on_device(&self) -> bool {
+        use crate::{BenchCommand, Command, LlcCommand};
+        use stagewise_cuda::DeviceSpec::Cpu;
+        match self {
+            Command::Train(a) => !matches!(a.device, Cpu),
+            Command::Reproduce(a) => !matches!(a.device(), Cpu),
+            Command::Llc(a) => match &a.command {
+                None => !matches!(a.run.device.device, Cpu),
+                Some(LlcCommand::Calibrate(c)) => !matches!(c.device(), Cpu),
+                Some(LlcCommand::Check(_)) => false,
+            },
+            Command::Bench(BenchCommand::Gpu(_)) | Command::CheckDevice(_) => true,
+            Command::Run(a) => !matches!(a.device, Cpu),
+            _ => false,
+        }
+    }
+}

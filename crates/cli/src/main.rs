@@ -9,12 +9,14 @@ mod defaults;
 mod device;
 mod ed;
 mod indicators;
+mod launch;
 mod llc;
 mod place;
 mod report;
 mod reproduce;
 mod stages;
 mod sweep;
+mod task;
 mod train;
 
 use clap::parser::ValueSource;
@@ -71,10 +73,10 @@ enum Command {
     Sweep(sweep::SweepCommand),
     /// One task of a sweep: `stagewise run --sweep FILE [--task-index N]` (the index defaults
     /// to the scheduler's: SLURM_ARRAY_TASK_ID, JOB_COMPLETION_INDEX, ...).
-    Run(sweep::RunArgs),
+    Run(task::RunArgs),
     /// Every run under ROOT in one long table (run, table, step, metric, value, and the run's
     /// and sampler's config as columns): `stagewise collect ROOT --out results.parquet`.
-    Collect(sweep::CollectArgs),
+    Collect(task::CollectArgs),
     /// Sends a run's config and tables (metrics, train, LLC) to an MLflow tracking server:
     /// `stagewise mlflow RUN --mlflow URI` (only rows not sent before).
     Mlflow(place::MlflowCommand),
@@ -116,31 +118,12 @@ pub fn tf32() -> bool {
     TF32.get().copied().unwrap_or(false)
 }
 
-impl Command {
-    /// Whether the command runs on a CUDA device (or its emulator), where `--tf32` acts.
-    fn on_device(&self) -> bool {
-        use stagewise_cuda::DeviceSpec::Cpu;
-        match self {
-            Command::Train(a) => !matches!(a.device, Cpu),
-            Command::Reproduce(a) => !matches!(a.device(), Cpu),
-            Command::Llc(a) => match &a.command {
-                None => !matches!(a.run.device.device, Cpu),
-                Some(LlcCommand::Calibrate(c)) => !matches!(c.device(), Cpu),
-                Some(LlcCommand::Check(_)) => false,
-            },
-            Command::Bench(BenchCommand::Gpu(_)) | Command::CheckDevice(_) => true,
-            Command::Run(a) => !matches!(a.device, Cpu),
-            _ => false,
-        }
-    }
-}
-
 /// `--key=value` arguments of `train` that are not its flags: what `wandb agent` passes for a
 /// sweep's `${args}` (taken out before parsing; see [`train::run`]).
 static AGENT_ARGS: std::sync::OnceLock<Vec<String>> = std::sync::OnceLock::new();
 
-/// Splits the command line into what clap parses and `train`'s agent arguments.
-fn split_agent_args(args: Vec<String>) -> (Vec<String>, Vec<String>) {
+fn main() {
+    // Flags of `train` that take `--flag=value`; any other `--key=value` is an agent argument.
     const TRAIN_FLAGS: &[&str] = &[
         "set",
         "out",
@@ -151,31 +134,11 @@ fn split_agent_args(args: Vec<String>) -> (Vec<String>, Vec<String>) {
         "tf32",
         "help",
         "version",
+        "mlflow",
+        "mlflow-experiment",
     ];
-    // The subcommand is the first argument that is neither a global flag nor its value.
-    let mut i = 1;
-    while i < args.len() && args[i].starts_with("--") {
-        i += if args[i] == "--threads" { 2 } else { 1 };
-    }
-    if args.get(i).map(String::as_str) != Some("train") {
-        return (args, Vec::new());
-    }
-    let (mut keep, mut agent) = (args[..=i].to_vec(), Vec::new());
-    for a in &args[i + 1..] {
-        let flag = a
-            .strip_prefix("--")
-            .and_then(|r| r.split_once('='))
-            .map(|(k, _)| k);
-        match flag {
-            Some(k) if !TRAIN_FLAGS.contains(&k) => agent.push(a.clone()),
-            _ => keep.push(a.clone()),
-        }
-    }
-    (keep, agent)
-}
-
-fn main() {
-    let (argv, agent) = split_agent_args(std::env::args().collect());
+    let (argv, agent) =
+        stagewise_sweep::wandb::split_agent_args(std::env::args().collect(), "train", TRAIN_FLAGS);
     let _ = AGENT_ARGS.set(agent);
     let matches = Cli::command().get_matches_from(argv);
     let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
@@ -188,23 +151,11 @@ fn main() {
         std::process::exit(2);
     }
     let _ = TF32.set(cli.tf32);
-    if let Some(n) = cli.threads {
-        // More threads than cores only adds overhead; thousands exhaust the machine.
-        let cores = std::thread::available_parallelism().map_or(1, |c| c.get());
-        let most = (4 * cores).max(64);
-        if n == 0 || n > most {
-            eprintln!(
-                "error: --threads {n} (or STAGEWISE_THREADS): expected 1 to {most} (this machine has {cores} cores)"
-            );
-            std::process::exit(2);
-        }
-        if let Err(e) = rayon::ThreadPoolBuilder::new()
-            .num_threads(n)
-            .build_global()
-        {
-            eprintln!("error: --threads {n}: cannot start the thread pool: {e}");
-            std::process::exit(2);
-        }
+    if let Some(n) = cli.threads
+        && let Err(e) = console::set_threads(n)
+    {
+        eprintln!("error: {e}");
+        std::process::exit(2);
     }
     let result = match cli.command {
         Command::Train(args) => train::run(&args),
@@ -229,8 +180,8 @@ fn main() {
         Command::Reproduce(args) => reproduce::run(&args),
         Command::CheckDevice(args) => device::check(&args),
         Command::Sweep(cmd) => sweep::run(&cmd),
-        Command::Run(args) => sweep::run_one(&args),
-        Command::Collect(args) => sweep::collect(&args),
+        Command::Run(args) => task::run_one(&args),
+        Command::Collect(args) => task::collect(&args),
         Command::Mlflow(args) => place::mlflow(&args),
     };
     if let Err(e) = result {

@@ -7,6 +7,7 @@ pub mod collect;
 pub mod exec;
 pub mod launch;
 pub mod naming;
+pub mod pool;
 pub mod spec;
 pub mod task;
 pub mod wandb;

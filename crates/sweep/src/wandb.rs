@@ -64,6 +64,35 @@ pub fn agent_args_document(args: &[String]) -> Result<Value> {
     Ok(doc)
 }
 
+/// Splits a command line into what the argument parser takes and the `--key=value` agent
+/// arguments of `subcommand` (those whose key is not one of its `flags`). The subcommand is the
+/// first argument that is neither a `--flag` nor the value of `--threads`.
+pub fn split_agent_args(
+    args: Vec<String>,
+    subcommand: &str,
+    flags: &[&str],
+) -> (Vec<String>, Vec<String>) {
+    let mut i = 1;
+    while i < args.len() && args[i].starts_with("--") {
+        i += if args[i] == "--threads" { 2 } else { 1 };
+    }
+    if args.get(i).map(String::as_str) != Some(subcommand) {
+        return (args, Vec::new());
+    }
+    let (mut keep, mut agent) = (args[..=i].to_vec(), Vec::new());
+    for a in &args[i + 1..] {
+        let key = a
+            .strip_prefix("--")
+            .and_then(|r| r.split_once('='))
+            .map(|(k, _)| k);
+        match key {
+            Some(k) if !flags.contains(&k) => agent.push(a.clone()),
+            _ => keep.push(a.clone()),
+        }
+    }
+    (keep, agent)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -90,5 +119,42 @@ mod tests {
             })
         );
         assert!(agent_args_document(&["--lr".into()]).is_err());
+    }
+
+    #[test]
+    fn agent_arguments_are_split_from_the_flags() {
+        let argv = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let (keep, agent) = split_agent_args(
+            argv(&[
+                "sw",
+                "--threads",
+                "2",
+                "train",
+                "--out=x",
+                "--lr=3",
+                "--mlflow=http://h",
+                "cfg.yaml",
+            ]),
+            "train",
+            &["out", "mlflow"],
+        );
+        assert_eq!(
+            keep,
+            argv(&[
+                "sw",
+                "--threads",
+                "2",
+                "train",
+                "--out=x",
+                "--mlflow=http://h",
+                "cfg.yaml"
+            ])
+        );
+        assert_eq!(agent, argv(&["--lr=3"]));
+        let other = argv(&["sw", "llc", "--x=1"]);
+        assert_eq!(
+            split_agent_args(other.clone(), "train", &[]),
+            (other, vec![])
+        );
     }
 }
