@@ -18,7 +18,7 @@ timeout "${STAGEWISE_MLFLOW_LIFETIME:-5400}" "$TOOLS/mlflow/bin/mlflow" server \
 SERVER=$!
 # Ready when /health answers (database migrations take a minute on a busy 2-core machine).
 for _ in $(seq 240); do
-  if curl -sf "http://127.0.0.1:$PORT/health" >/dev/null 2>&1; then
+  if python3 -c "import urllib.request as u; u.urlopen('http://127.0.0.1:$PORT/health', timeout=2)" 2>/dev/null; then
     echo "export STAGEWISE_TEST_MLFLOW=http://127.0.0.1:$PORT"
     echo "export STAGEWISE_TEST_MLFLOW_PID=$SERVER"
     echo "export STAGEWISE_TEST_MLFLOW_PYTHON=$TOOLS/mlflow/bin/python"

@@ -23,7 +23,9 @@ timeout "${STAGEWISE_S3_LIFETIME:-5400}" "$TOOLS/venv/bin/weed" mini -dir="$DATA
 SERVER=$!
 # Ready when the bucket answers a signed request (at most 90 s).
 for _ in $(seq 90); do
-  if curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$PORT/" 2>/dev/null | grep -q '^[2-4]'; then
+  if python3 -c "import urllib.request as u, sys
+try: u.urlopen('http://127.0.0.1:$PORT/', timeout=2)
+except Exception as e: sys.exit(0 if getattr(e, 'code', 0) else 1)" 2>/dev/null; then
     sleep 2
     echo "export STAGEWISE_TEST_S3_ENDPOINT=http://127.0.0.1:$PORT"
     echo "export STAGEWISE_TEST_S3_BUCKET=stagewise"
