@@ -1,10 +1,14 @@
 //! Benchmarks, each next to PyTorch on the same machine when asked: training steps/s
-//! ([`train`]) and SGLD chain-draws/s ([`sgld`]) on the CPU, and both on a CUDA device ([`gpu`]).
-//! They print their tables; the `stagewise bench` commands only parse arguments into the options.
+//! ([`train`], then a whole `stagewise train` run against the bare step rate) and SGLD
+//! chain-draws/s ([`sgld`]) on the CPU, with the CPU, code path and GEMM peak ([`machine`]);
+//! and both on a CUDA device ([`gpu`]). They print their tables; the `stagewise bench`
+//! commands only parse arguments into the options.
 
 mod gpu;
+pub mod machine;
 mod sgld;
 mod train;
+mod whole;
 
 pub use gpu::{BenchGpuOptions, flops_per_pass, gpu};
 pub use sgld::{BenchSgldOptions, sgld};

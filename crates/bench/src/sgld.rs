@@ -108,20 +108,29 @@ fn torch_sgld(a: &BenchSgldOptions, python: &PathBuf, threads: usize) -> Result<
 }
 
 pub fn sgld(a: &BenchSgldOptions) -> Result<()> {
+    let peaks = crate::machine::describe(&a.threads)?;
+    let cfg = TrainConfig::l2h4(a.examples, 0).model_config();
+    let t = 2 * a.examples;
+    let flop = crate::flops_per_pass(&cfg, a.batch * t, t);
     println!(
-        "SGLD on L2H4 (K={}), {} chains x batch {}, float32; chain-draws/s over {} draws per chain",
+        "SGLD on L2H4 (K={}), {} chains x batch {}, float32; chain-draws/s over {} draws per chain \
+         (GFLOP/s: a chain-draw is the full model's forward and backward over its batch)",
         a.examples, a.chains, a.batch, a.draws
     );
-    println!("| threads | stagewise (batched chains) | PyTorch (chains in sequence) | ratio |");
-    println!("|---:|---:|---:|---:|");
-    for &t in &a.threads {
+    println!(
+        "| threads | stagewise (batched chains) | GFLOP/s | of peak | PyTorch (chains in sequence) | ratio |"
+    );
+    println!("|---:|---:|---:|---:|---:|---:|");
+    for (&t, peak) in a.threads.iter().zip(&peaks) {
         let s = ours_sgld(a, t)?;
+        let g = s * flop / 1e9;
+        let row = format!("| {t} | {s:.2} | {g:.1} | {:.0} % |", 100.0 * g / peak);
         match &a.torch {
             Some(py) => {
                 let p = torch_sgld(a, py, t)?;
-                println!("| {t} | {s:.2} | {p:.2} | {:.2}x |", s / p);
+                println!("{row} {p:.2} | {:.2}x |", s / p);
             }
-            None => println!("| {t} | {s:.2} | - | - |"),
+            None => println!("{row} - | - |"),
         }
     }
     Ok(())

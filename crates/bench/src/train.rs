@@ -23,6 +23,10 @@ pub struct BenchTrainOptions {
     pub torch: Option<PathBuf>,
     /// Path of the PyTorch script.
     pub torch_script: PathBuf,
+    /// Then time a whole `stagewise train` of `whole_config` for this many steps (0: skip).
+    pub whole_steps: u64,
+    /// The config of that run (the paper's, by default).
+    pub whole_config: PathBuf,
 }
 
 impl Default for BenchTrainOptions {
@@ -34,6 +38,8 @@ impl Default for BenchTrainOptions {
             steps: 30,
             torch: None,
             torch_script: "bench/torch_train.py".into(),
+            whole_steps: 3000,
+            whole_config: "configs/l2h4-paper-k8.yaml".into(),
         }
     }
 }
@@ -93,31 +99,51 @@ fn torch(
 }
 
 pub fn train(args: &BenchTrainOptions) -> Result<()> {
+    let peaks = crate::machine::describe(&args.threads)?;
+    let cfg = TrainConfig::l2h4(args.examples, 0).model_config();
+    let t = 2 * args.examples;
     println!(
-        "L2H4 (D=4, K={}, C=64, H=4, L=2), Adam + OneCycle, float32; steps/s over {} steps",
+        "L2H4 (D=4, K={}, C=64, H=4, L=2), Adam + OneCycle, float32; steps/s over {} steps. \
+         GFLOP/s counts the full model's forward and backward (the work PyTorch does); \
+         'of peak' divides it by the GEMM peak above (the floor is 100 %)",
         args.examples, args.steps
     );
-    match &args.torch {
-        Some(_) => {
-            println!("| batch | threads | stagewise | PyTorch eager | ratio |");
-            println!("|---:|---:|---:|---:|---:|");
+    let with_torch = args.torch.is_some();
+    println!(
+        "| batch | threads | stagewise (steps/s) | GFLOP/s | of peak |{}",
+        if with_torch {
+            " PyTorch eager | ratio |"
+        } else {
+            ""
         }
-        None => {
-            println!("| batch | threads | stagewise |");
-            println!("|---:|---:|---:|");
-        }
-    }
+    );
+    println!(
+        "|---:|---:|---:|---:|---:|{}",
+        if with_torch { "---:|---:|" } else { "" }
+    );
     for &b in &args.batches {
-        for &t in &args.threads {
-            let s = ours(args.examples, b, t, args.steps)?;
+        let flop = crate::flops_per_pass(&cfg, b * t, t);
+        for (&th, peak) in args.threads.iter().zip(&peaks) {
+            let s = ours(args.examples, b, th, args.steps)?;
+            let g = s * flop / 1e9;
+            let row = format!(
+                "| {b} | {th} | {s:.2} | {g:.1} | {:.0} % |",
+                100.0 * g / peak
+            );
             match &args.torch {
                 Some(py) => {
-                    let p = torch(py, &args.torch_script, args.examples, b, t, args.steps)?;
-                    println!("| {b} | {t} | {s:.2} | {p:.2} | {:.2}x |", s / p);
+                    let p = torch(py, &args.torch_script, args.examples, b, th, args.steps)?;
+                    println!("{row} {p:.2} | {:.2}x |", s / p);
                 }
-                None => println!("| {b} | {t} | {s:.2} |"),
+                None => println!("{row}"),
             }
         }
+    }
+    if args.whole_steps > 0 {
+        crate::whole::whole(&crate::whole::WholeOptions {
+            config: args.whole_config.clone(),
+            steps: args.whole_steps,
+        })?;
     }
     Ok(())
 }

@@ -25,6 +25,12 @@ pub struct BenchTrainArgs {
     /// Path of the PyTorch script.
     #[arg(long, default_value = "bench/torch_train.py")]
     torch_script: PathBuf,
+    /// Then time a whole `stagewise train` of --whole-config for this many steps next to the
+    /// bare step rate (0: skip).
+    #[arg(long, default_value_t = 3000)]
+    whole: u64,
+    #[arg(long, default_value = "configs/l2h4-paper-k8.yaml")]
+    whole_config: PathBuf,
 }
 
 impl BenchTrainArgs {
@@ -36,6 +42,8 @@ impl BenchTrainArgs {
             steps: self.steps,
             torch: self.torch.clone(),
             torch_script: self.torch_script.clone(),
+            whole_steps: self.whole,
+            whole_config: self.whole_config.clone(),
         }
     }
 }

@@ -135,9 +135,15 @@ impl Observer for Console {
     }
 }
 
+/// Checks `STAGEWISE_SIMD` against this CPU and sets up the thread pool.
+pub fn setup(threads: Option<usize>) -> anyhow::Result<()> {
+    stagewise_engine::simd::from_env().map_err(anyhow::Error::msg)?;
+    threads.map_or(Ok(()), set_threads)
+}
+
 /// `--threads N`: the global thread pool. More threads than cores only adds overhead; thousands
 /// exhaust the machine, so at most max(64, 4 x cores).
-pub fn set_threads(n: usize) -> anyhow::Result<()> {
+fn set_threads(n: usize) -> anyhow::Result<()> {
     let cores = std::thread::available_parallelism().map_or(1, |c| c.get());
     let most = (4 * cores).max(64);
     if n == 0 || n > most {

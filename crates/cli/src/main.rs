@@ -151,9 +151,7 @@ fn main() {
         std::process::exit(2);
     }
     let _ = TF32.set(cli.tf32);
-    if let Some(n) = cli.threads
-        && let Err(e) = console::set_threads(n)
-    {
+    if let Err(e) = console::setup(cli.threads) {
         eprintln!("error: {e}");
         std::process::exit(2);
     }

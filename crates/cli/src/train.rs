@@ -26,6 +26,10 @@ pub struct TrainArgs {
     /// Which run of a sweep grid to train (0-based, grid in key order).
     #[arg(long)]
     pub sweep_index: Option<usize>,
+    /// Stop once this many steps of the run are done, as a pre-empted job would (a time slice
+    /// on a cluster); `--resume` continues it.
+    #[arg(long, value_name = "STEPS")]
+    pub stop_after: Option<u64>,
     /// Where to train: cpu, cuda, cuda:N (an NVIDIA GPU), or emulator (the CUDA kernels on
     /// the host, slow; for checks without a GPU).
     #[arg(long, default_value = "cpu")]
@@ -49,6 +53,7 @@ pub fn run(a: &TrainArgs) -> Result<()> {
         sweep_index: a.sweep_index,
         resolved: None,
         device,
+        stop_after: a.stop_after,
     };
     let done = train(&opts, &Console::default())?;
     print(&done);

@@ -1,5 +1,6 @@
 //! Micro-benchmarks of the engine's kernels at the L2H4 model's shapes (one 16-sequence chunk,
 //! T = 32, C = 64, H = 4): GEMM throughput, attention and LayerNorm times.
+//! Every code path this CPU supports is timed in turn (`STAGEWISE_SIMD` is ignored).
 //! Run with `cargo run --release -p stagewise-engine --example kernels`.
 
 use stagewise_engine::attention::{AttnShape, attention_backward, attention_forward};
@@ -24,6 +25,14 @@ fn gemm(m: usize, n: usize, k: usize, ta: bool, tb: bool) {
 }
 
 fn main() {
+    for level in stagewise_engine::simd::supported() {
+        stagewise_engine::simd::force(Some(level)).unwrap();
+        println!("== {level}");
+        kernels();
+    }
+}
+
+fn kernels() {
     gemm(1024, 1024, 1024, false, false);
     gemm(512, 192, 64, false, true); // QKV forward
     gemm(512, 64, 192, false, false); // its dX

@@ -7,8 +7,6 @@
 //! `probs[nseq, heads, na, tp]`: `na = ceil(t / stride)` active query rows (row `a` is position
 //! `a * stride`), `tp` = `t` rounded up to a multiple of 8, zero after the row's position.
 
-use crate::Float;
-
 /// Shapes of one attention call: `nseq` sequences of `t` tokens, width `c_model`, `heads` heads.
 #[derive(Clone, Copy, Debug)]
 pub struct AttnShape {
@@ -38,9 +36,10 @@ impl AttnShape {
     }
 }
 
+crate::multiversion! {
 /// `out[nseq,t,C]` (active query rows only; other rows untouched) and the softmax `probs`
 /// (layout in the module doc) from `qkv[nseq,t,3C]`. Scores are scaled by `1/sqrt(c)`.
-pub fn attention_forward<T: Float>(
+pub fn attention_forward<I, T: Float>(
     out: &mut [T],
     probs: &mut [T],
     qkv: &[T],
@@ -52,17 +51,19 @@ pub fn attention_forward<T: Float>(
         "attention: probs buffer too small"
     );
     match s.head_size() {
-        8 => fixed::forward::<T, 8>(out, probs, qkv, s, stride),
-        16 => fixed::forward::<T, 16>(out, probs, qkv, s, stride),
-        32 => fixed::forward::<T, 32>(out, probs, qkv, s, stride),
-        64 => fixed::forward::<T, 64>(out, probs, qkv, s, stride),
+        8 => fixed::forward::<I, T, 8>(out, probs, qkv, s, stride),
+        16 => fixed::forward::<I, T, 16>(out, probs, qkv, s, stride),
+        32 => fixed::forward::<I, T, 32>(out, probs, qkv, s, stride),
+        64 => fixed::forward::<I, T, 64>(out, probs, qkv, s, stride),
         _ => reference::forward(out, probs, qkv, s, stride),
     }
 }
+}
 
+crate::multiversion! {
 /// Backward of `attention_forward`: overwrites `dqkv[nseq,t,3C]` from `dout[nseq,t,C]`
 /// (only the active rows of `dout` are read).
-pub fn attention_backward<T: Float>(
+pub fn attention_backward<I, T: Float>(
     dqkv: &mut [T],
     dout: &[T],
     qkv: &[T],
@@ -71,12 +72,13 @@ pub fn attention_backward<T: Float>(
     stride: usize,
 ) {
     match s.head_size() {
-        8 => fixed::backward::<T, 8>(dqkv, dout, qkv, probs, s, stride),
-        16 => fixed::backward::<T, 16>(dqkv, dout, qkv, probs, s, stride),
-        32 => fixed::backward::<T, 32>(dqkv, dout, qkv, probs, s, stride),
-        64 => fixed::backward::<T, 64>(dqkv, dout, qkv, probs, s, stride),
+        8 => fixed::backward::<I, T, 8>(dqkv, dout, qkv, probs, s, stride),
+        16 => fixed::backward::<I, T, 16>(dqkv, dout, qkv, probs, s, stride),
+        32 => fixed::backward::<I, T, 32>(dqkv, dout, qkv, probs, s, stride),
+        64 => fixed::backward::<I, T, 64>(dqkv, dout, qkv, probs, s, stride),
         _ => reference::backward(dqkv, dout, qkv, probs, s, stride),
     }
+}
 }
 
 /// Plain loops for any head size: the path for unusual sizes and the tests' oracle.
@@ -189,11 +191,13 @@ mod reference {
 /// Kernels for a head size `H` known at compile time. Per (sequence, head) the attention is
 /// five small matrix products over the active query rows, each a register-blocked loop: `G`
 /// rows at a time, 8 keys (one SIMD vector) at a time, `[T; H]` rows in registers; blocks that
-/// the causal mask zeroes entirely are skipped. Q, K, V and dY rows are read in place.
+/// the causal mask zeroes entirely are skipped. Q, K, V and dY rows are read in place. All of
+/// it is inlined into the public kernels, so it compiles for each code path `I`.
 mod fixed {
     use super::{AttnShape, L};
     use crate::Float;
     use crate::reduce;
+    use crate::simd::{Isa, fma};
 
     /// Rows `off + j * stride .. + H` of a row-major buffer, as `[T; H]`.
     #[derive(Clone, Copy)]
@@ -226,6 +230,7 @@ mod fixed {
     }
 
     impl<T: Float, const H: usize> Head<T, H> {
+        #[inline(always)]
         fn new(s: AttnShape, stride: usize) -> Self {
             let (tp, na) = (s.tp(), s.active_rows(stride));
             Head {
@@ -240,11 +245,13 @@ mod fixed {
             }
         }
 
+        #[inline(always)]
         fn pos(&self, a: usize) -> usize {
             a * self.stride
         }
 
         /// `mt[e, j] = rows[j][e]` for the sequence's `t` rows.
+        #[inline(always)]
         fn transpose(&mut self, rows: Rows<'_, T, H>) {
             for j in 0..self.t {
                 let r = rows.get(j);
@@ -257,7 +264,7 @@ mod fixed {
 
     /// `out[a, 0..8 nb] = rows[a] . mt[:, 0..8 nb]` for the `G` rows `a0..a0+G`.
     #[inline(always)]
-    fn abt_block<T: Float, const H: usize, const G: usize>(
+    fn abt_block<I: Isa, T: Float, const H: usize, const G: usize>(
         out: &mut [T],
         rows: Rows<'_, T, H>,
         mt: &[T],
@@ -273,7 +280,7 @@ mod fixed {
                 for g in 0..G {
                     let xe = x[g][e];
                     for l in 0..L {
-                        acc[g][l] = xe.mul_add(m[l], acc[g][l]);
+                        acc[g][l] = fma::<I, T>(xe, m[l], acc[g][l]);
                     }
                 }
             }
@@ -285,7 +292,7 @@ mod fixed {
 
     /// `out[a] = sum_{j < ncols} w[a, j] x[j]` for the `G` rows `a0..a0+G`.
     #[inline(always)]
-    fn wx_block<T: Float, const H: usize, const G: usize>(
+    fn wx_block<I: Isa, T: Float, const H: usize, const G: usize>(
         out: &mut [[T; H]],
         w: &[T],
         x: Rows<'_, T, H>,
@@ -299,7 +306,7 @@ mod fixed {
             for g in 0..G {
                 let wv = w[(a0 + g) * tp + j];
                 for e in 0..H {
-                    acc[g][e] = wv.mul_add(xj[e], acc[g][e]);
+                    acc[g][e] = fma::<I, T>(wv, xj[e], acc[g][e]);
                 }
             }
         }
@@ -308,7 +315,7 @@ mod fixed {
 
     /// `out[j] = sum_{a >= a_start} w[a, j] x[a]` for the `G` keys `j0..j0+G`.
     #[inline(always)]
-    fn wtx_block<T: Float, const H: usize, const G: usize>(
+    fn wtx_block<I: Isa, T: Float, const H: usize, const G: usize>(
         out: &mut [[T; H]],
         w: &[T],
         x: Rows<'_, T, H>,
@@ -323,7 +330,7 @@ mod fixed {
             let wr: &[T; G] = w[a * tp + j0..a * tp + j0 + G].try_into().unwrap();
             for g in 0..G {
                 for e in 0..H {
-                    acc[g][e] = wr[g].mul_add(xa[e], acc[g][e]);
+                    acc[g][e] = fma::<I, T>(wr[g], xa[e], acc[g][e]);
                 }
             }
         }
@@ -345,16 +352,21 @@ mod fixed {
     macro_rules! by_block {
         ($g:expr, $f:ident, $($arg:expr),*) => {
             match $g {
-                1 => $f::<T, H, 1>($($arg),*),
-                2 => $f::<T, H, 2>($($arg),*),
-                3 => $f::<T, H, 3>($($arg),*),
-                _ => $f::<T, H, 4>($($arg),*),
+                1 => $f::<I, T, H, 1>($($arg),*),
+                2 => $f::<I, T, H, 2>($($arg),*),
+                3 => $f::<I, T, H, 3>($($arg),*),
+                _ => $f::<I, T, H, 4>($($arg),*),
             }
         };
     }
 
     /// Scores `s[a, :] = rows[a] . mt` for every active row, up to each row block's last key.
-    fn scores<T: Float, const H: usize>(hd: &Head<T, H>, rows: Rows<'_, T, H>, s: &mut [T]) {
+    #[inline(always)]
+    fn scores<I: Isa, T: Float, const H: usize>(
+        hd: &Head<T, H>,
+        rows: Rows<'_, T, H>,
+        s: &mut [T],
+    ) {
         let r = rows_per_block(H);
         let mut a0 = 0;
         while a0 < hd.na {
@@ -366,7 +378,8 @@ mod fixed {
     }
 
     /// `out[a] = sum_j w[a, j] x[j]` over the causal prefix of each row block.
-    fn weighted_rows<T: Float, const H: usize>(
+    #[inline(always)]
+    fn weighted_rows<I: Isa, T: Float, const H: usize>(
         hd: &Head<T, H>,
         w: &[T],
         x: Rows<'_, T, H>,
@@ -383,7 +396,8 @@ mod fixed {
     }
 
     /// `out[j] = sum_a w[a, j] x[a]` for every key `j < t` (rows with `pos(a) < j` hold zeros).
-    fn weighted_cols<T: Float, const H: usize>(
+    #[inline(always)]
+    fn weighted_cols<I: Isa, T: Float, const H: usize>(
         hd: &Head<T, H>,
         w: &[T],
         x: Rows<'_, T, H>,
@@ -399,7 +413,8 @@ mod fixed {
         }
     }
 
-    pub(super) fn forward<T: Float, const H: usize>(
+    #[inline(always)]
+    pub(super) fn forward<I: Isa, T: Float, const H: usize>(
         out: &mut [T],
         probs: &mut [T],
         qkv: &[T],
@@ -432,25 +447,25 @@ mod fixed {
                 };
                 hd.transpose(k);
                 let p_bh = &mut probs[(b * s.heads + h) * na * tp..(b * s.heads + h + 1) * na * tp];
-                scores(&hd, q, p_bh);
+                scores::<I, T, H>(&hd, q, p_bh);
                 // Softmax per active row over whole 8-lane blocks; keys after the row masked.
                 for a in 0..na {
                     let i = hd.pos(a);
                     let w = (i + 1).next_multiple_of(L);
                     let row = &mut p_bh[a * tp..(a + 1) * tp];
                     row[i + 1..w].fill(ninf);
-                    let mx = reduce::max(&row[..w]);
+                    let mx = reduce::max::<I, T>(&row[..w]);
                     for x in row[..w].iter_mut() {
                         *x = (*x - mx) * scale;
                     }
-                    T::exp_in_place(&mut row[..w]);
+                    T::exp_in_place::<I>(&mut row[..w]);
                     row[i + 1..].fill(T::ZERO);
-                    let inv = T::ONE / reduce::sum(&row[..w]);
+                    let inv = T::ONE / reduce::sum::<I, T>(&row[..w]);
                     for x in row[..w].iter_mut() {
                         *x *= inv;
                     }
                 }
-                weighted_rows(&hd, p_bh, v, &mut obuf);
+                weighted_rows::<I, T, H>(&hd, p_bh, v, &mut obuf);
                 for a in 0..na {
                     let o = (b * t + hd.pos(a)) * cm + h * H;
                     out[o..o + H].copy_from_slice(&obuf[a]);
@@ -459,7 +474,8 @@ mod fixed {
         }
     }
 
-    pub(super) fn backward<T: Float, const H: usize>(
+    #[inline(always)]
+    pub(super) fn backward<I: Isa, T: Float, const H: usize>(
         dqkv: &mut [T],
         dout: &[T],
         qkv: &[T],
@@ -501,18 +517,18 @@ mod fixed {
                 hd.transpose(v);
                 let p_bh = &probs[(b * s.heads + h) * na * tp..(b * s.heads + h + 1) * na * tp];
                 // dP = dy V^T ; dS = P (dP - sum_j P dP) / sqrt(c)
-                scores(&hd, dy, &mut dsbuf);
+                scores::<I, T, H>(&hd, dy, &mut dsbuf);
                 for a in 0..na {
                     let w = (hd.pos(a) + 1).next_multiple_of(L);
                     let (p, d) = (&p_bh[a * tp..a * tp + w], &mut dsbuf[a * tp..(a + 1) * tp]);
-                    let pdp = reduce::dot(p, &d[..w]);
+                    let pdp = reduce::dot::<I, T>(p, &d[..w]);
                     for (dv, pv) in d[..w].iter_mut().zip(p) {
                         *dv = *pv * (*dv - pdp) * scale;
                     }
                     d[w..].fill(T::ZERO);
                 }
                 // dQ = dS K (active rows; other rows get zero) ; dK = dS^T Q ; dV = P^T dy
-                weighted_rows(&hd, &dsbuf, k, &mut obuf);
+                weighted_rows::<I, T, H>(&hd, &dsbuf, k, &mut obuf);
                 for i in 0..t {
                     let d = &mut dqkv_b[i * c3 + h * 3 * H..i * c3 + h * 3 * H + H];
                     if i % stride == 0 {
@@ -521,8 +537,8 @@ mod fixed {
                         d.fill(T::ZERO);
                     }
                 }
-                weighted_cols(&hd, &dsbuf, q, &mut obuf);
-                weighted_cols(&hd, p_bh, dy, &mut obuf2);
+                weighted_cols::<I, T, H>(&hd, &dsbuf, q, &mut obuf);
+                weighted_cols::<I, T, H>(&hd, p_bh, dy, &mut obuf2);
                 for j in 0..t {
                     let base = j * c3 + h * 3 * H;
                     dqkv_b[base + H..base + 2 * H].copy_from_slice(&obuf[j]);
@@ -539,6 +555,12 @@ mod tests {
 
     #[test]
     fn specialised_kernels_equal_the_reference_path() {
+        for level in crate::simd::supported() {
+            crate::simd::with_level(level, specialised_equal_reference).unwrap();
+        }
+    }
+
+    fn specialised_equal_reference() {
         for (stride, t) in [(1usize, 13usize), (2, 16), (1, 32), (2, 7)] {
             let s = AttnShape {
                 nseq: 2,
@@ -567,14 +589,15 @@ mod tests {
             attention_forward(&mut o1, &mut p1, &qkv, s, stride);
             reference::forward(&mut o2, &mut p2, &qkv, s, stride);
             let close = |a: &[f64], b: &[f64]| a.iter().zip(b).all(|(x, y)| (x - y).abs() < 1e-12);
+            let level = crate::simd::active();
             assert!(
                 close(&o1, &o2) && close(&p1, &p2),
-                "forward, stride {stride} t {t}"
+                "forward, stride {stride} t {t}, {level}"
             );
             let (mut d1, mut d2) = (vec![1.0; n * 192], vec![1.0; n * 192]);
             attention_backward(&mut d1, &dout, &qkv, &p1, s, stride);
             reference::backward(&mut d2, &dout, &qkv, &p2, s, stride);
-            assert!(close(&d1, &d2), "backward, stride {stride} t {t}");
+            assert!(close(&d1, &d2), "backward, stride {stride} t {t}, {level}");
         }
     }
 

@@ -1,11 +1,12 @@
 //! LayerNorm over the last axis, torch semantics (biased variance, affine weight and bias).
 
-use crate::Float;
 use crate::reduce::{sum, sum_sq_dev};
+use crate::simd::fma;
 
+crate::multiversion! {
 /// `out[n,c] = (x - mean) * rstd * w + b` per row; saves `mean[n]`, `rstd[n]` for backward.
 #[allow(clippy::too_many_arguments)]
-pub fn layernorm_forward<T: Float>(
+pub fn layernorm_forward<I, T: Float>(
     out: &mut [T],
     mean: &mut [T],
     rstd: &mut [T],
@@ -21,22 +22,24 @@ pub fn layernorm_forward<T: Float>(
     let (w, b) = (&w[..c], &b[..c]);
     for i in 0..n {
         let xr = &x[i * c..(i + 1) * c];
-        let m = sum(xr) * inv_c;
-        let var = sum_sq_dev(xr, m) * inv_c;
+        let m = sum::<I, T>(xr) * inv_c;
+        let var = sum_sq_dev::<I, T>(xr, m) * inv_c;
         let r = T::ONE / (var + eps).sqrt();
         mean[i] = m;
         rstd[i] = r;
         let or = &mut out[i * c..(i + 1) * c];
         for j in 0..c {
-            or[j] = ((xr[j] - m) * r).mul_add(w[j], b[j]);
+            or[j] = fma::<I, T>((xr[j] - m) * r, w[j], b[j]);
         }
     }
 }
+}
 
+crate::multiversion! {
 /// Backward of `layernorm_forward`: overwrites `dx`, accumulates `dw += dout * xhat` and
 /// `db += dout`.
 #[allow(clippy::too_many_arguments)]
-pub fn layernorm_backward<T: Float>(
+pub fn layernorm_backward<I, T: Float>(
     dx: &mut [T],
     dw: &mut [T],
     db: &mut [T],
@@ -62,10 +65,10 @@ pub fn layernorm_backward<T: Float>(
             for l in 0..8 {
                 let dnorm = dv[l] * wv[l];
                 a1[l] += dnorm;
-                a2[l] = dnorm.mul_add((xv[l] - m) * r, a2[l]);
+                a2[l] = fma::<I, T>(dnorm, (xv[l] - m) * r, a2[l]);
             }
         }
-        let (mut s1, mut s2) = (sum(&a1), sum(&a2));
+        let (mut s1, mut s2) = (sum::<I, T>(&a1), sum::<I, T>(&a2));
         for ((xv, dv), wv) in xt.iter().zip(dt).zip(wt) {
             let dnorm = *dv * *wv;
             s1 += dnorm;
@@ -75,9 +78,10 @@ pub fn layernorm_backward<T: Float>(
         let dxr = &mut dx[i * c..(i + 1) * c];
         for j in 0..c {
             let norm = (xr[j] - m) * r;
-            dw[j] = dr[j].mul_add(norm, dw[j]);
+            dw[j] = fma::<I, T>(dr[j], norm, dw[j]);
             db[j] += dr[j];
             dxr[j] = (dr[j] * w[j] - mean_dnorm - norm * mean_dnorm_norm) * r;
         }
     }
+}
 }

@@ -13,5 +13,6 @@ pub mod matmul;
 pub mod reduce;
 pub mod relu;
 pub mod rng;
+pub mod simd;
 
 pub use float::Float;

@@ -2,6 +2,8 @@
 
 use crate::Float;
 use crate::matmul::matmul;
+use crate::reduce::dot;
+use crate::simd::fma;
 
 /// `y[n,dout] = x[n,din] @ w[dout,din]^T + b[dout]`.
 pub fn linear_forward<T: Float>(
@@ -52,4 +54,30 @@ pub fn linear_backward<T: Float>(
             }
         }
     }
+}
+
+crate::multiversion! {
+/// `y[r] = x[r,:] . w + b` for the rows of `x[n,c]`, `c = w.len()`: a linear layer with one
+/// output (the regression model's `y_hat` read-out).
+pub fn linear1_forward<I, T: Float>(y: &mut [T], x: &[T], w: &[T], b: T) {
+    for (yr, row) in y.iter_mut().zip(x.chunks_exact(w.len())) {
+        *yr = dot::<I, T>(row, w) + b;
+    }
+}
+}
+
+crate::multiversion! {
+/// Backward of `linear1_forward` from `dy[n]`: `dw += sum_r dy[r] x[r,:]`, `db += sum_r dy[r]`
+/// and `dx[r,:] = dy[r] w` (overwritten).
+pub fn linear1_backward<I, T: Float>(dx: &mut [T], dw: &mut [T], db: &mut T, dy: &[T], x: &[T], w: &[T]) {
+    let c = w.len();
+    let dw = &mut dw[..c];
+    for ((g, row), drow) in dy.iter().zip(x.chunks_exact(c)).zip(dx.chunks_exact_mut(c)) {
+        *db += *g;
+        for (((gwj, l), d), u) in dw.iter_mut().zip(row).zip(drow.iter_mut()).zip(w) {
+            *gwj = fma::<I, T>(*g, *l, *gwj);
+            *d = *g * *u;
+        }
+    }
+}
 }

@@ -42,12 +42,12 @@ pub fn matmul<T: Float>(
     };
     // SAFETY: the asserts above bound every index the strides can reach.
     unsafe {
-        gemm::gemm(
+        gemm_at::<T>(
+            crate::simd::active(),
             m,
             n,
             k,
             c.as_mut_ptr(),
-            1,
             n as isize,
             accumulate,
             a.as_ptr(),
@@ -56,6 +56,70 @@ pub fn matmul<T: Float>(
             b.as_ptr(),
             b_cs,
             b_rs,
+        );
+    }
+}
+
+/// `dst[m,n] (= or +=) lhs @ rhs` with `gemm`'s microkernels for `level` on x86-64 (`gemm`
+/// picks its own path once per process, the best the CPU has; calling the path's kernel here
+/// lets `STAGEWISE_SIMD` and tests select a lower one). Other targets and types: `gemm::gemm`.
+#[allow(clippy::too_many_arguments)]
+unsafe fn gemm_at<T: Float>(
+    level: crate::simd::Level,
+    m: usize,
+    n: usize,
+    k: usize,
+    dst: *mut T,
+    dst_rs: isize,
+    read_dst: bool,
+    lhs: *const T,
+    lhs_cs: isize,
+    lhs_rs: isize,
+    rhs: *const T,
+    rhs_cs: isize,
+    rhs_rs: isize,
+) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::any::TypeId;
+        // As `gemm::gemm`: the microkernels want a column-major destination, so a row-major
+        // product is computed as its transpose (all strides here are positive).
+        let (m, n, dst_cs, dst_rs, lhs, lhs_cs, lhs_rs, rhs, rhs_cs, rhs_rs) = if 1 < dst_rs {
+            (n, m, dst_rs, 1, rhs, rhs_rs, rhs_cs, lhs, lhs_rs, lhs_cs)
+        } else {
+            (m, n, 1, dst_rs, lhs, lhs_cs, lhs_rs, rhs, rhs_cs, rhs_rs)
+        };
+        let args = (
+            m, n, k, dst_cs, dst_rs, read_dst, lhs_cs, lhs_rs, rhs_cs, rhs_rs,
+        );
+        if TypeId::of::<T>() == TypeId::of::<f32>() {
+            let f = x86::f32_path(level);
+            // SAFETY: T is f32.
+            return unsafe { f(dst.cast(), lhs.cast(), rhs.cast(), args) };
+        }
+        if TypeId::of::<T>() == TypeId::of::<f64>() {
+            let f = x86::f64_path(level);
+            // SAFETY: T is f64.
+            return unsafe { f(dst.cast(), lhs.cast(), rhs.cast(), args) };
+        }
+    }
+    let _ = level;
+    // SAFETY: the caller's contract, as for `gemm_at`.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            dst,
+            1,
+            dst_rs,
+            read_dst,
+            lhs,
+            lhs_cs,
+            lhs_rs,
+            rhs,
+            rhs_cs,
+            rhs_rs,
             T::ONE,
             T::ONE,
             false,
@@ -63,6 +127,137 @@ pub fn matmul<T: Float>(
             false,
             gemm::Parallelism::None,
         );
+    }
+}
+
+/// `gemm`'s kernels per path, instantiated as `gemm_f32`/`gemm_f64` instantiate them.
+#[cfg(target_arch = "x86_64")]
+mod x86 {
+    use crate::simd::Level;
+    use gemm_common::simd::MixedSimd;
+
+    /// `(m, n, k, dst_cs, dst_rs, read_dst, lhs_cs, lhs_rs, rhs_cs, rhs_rs)`.
+    pub type Args = (
+        usize,
+        usize,
+        usize,
+        isize,
+        isize,
+        bool,
+        isize,
+        isize,
+        isize,
+        isize,
+    );
+
+    macro_rules! path {
+        ($fname:ident, $ty:ident, $n:expr, $simd:ty, $($ukr:ident)::+) => {
+            #[inline(never)]
+            pub unsafe fn $fname(dst: *mut $ty, lhs: *const $ty, rhs: *const $ty, a: Args) {
+                use $($ukr)::+ as u;
+                const N: usize = $n;
+                let (m, n, k, dst_cs, dst_rs, read_dst, lhs_cs, lhs_rs, rhs_cs, rhs_rs) = a;
+                // SAFETY: the level was checked against the CPU; the caller bounds the strides.
+                unsafe {
+                    gemm_common::gemm::gemm_basic_generic::<
+                        _,
+                        $ty,
+                        N,
+                        { u::MR_DIV_N * N },
+                        { u::NR },
+                        { u::MR_DIV_N },
+                        { u::H_M },
+                        { u::H_N },
+                    >(
+                        <$simd as MixedSimd<$ty, $ty, $ty, $ty>>::try_new().unwrap(),
+                        m,
+                        n,
+                        k,
+                        dst,
+                        dst_cs,
+                        dst_rs,
+                        read_dst,
+                        lhs,
+                        lhs_cs,
+                        lhs_rs,
+                        rhs,
+                        rhs_cs,
+                        rhs_rs,
+                        1.0,
+                        1.0,
+                        false,
+                        false,
+                        false,
+                        |a, b, c| a * b + c,
+                        &u::UKR,
+                        &u::H_UKR,
+                        false,
+                        gemm::Parallelism::None,
+                    )
+                }
+            }
+        };
+    }
+
+    path!(
+        f32_base,
+        f32,
+        1,
+        gemm_common::simd::Scalar,
+        gemm_f32::microkernel::scalar::f32
+    );
+    path!(
+        f32_avx2,
+        f32,
+        8,
+        gemm_common::simd::V3,
+        gemm_f32::microkernel::fma::f32
+    );
+    path!(
+        f32_avx512,
+        f32,
+        16,
+        gemm_common::simd::V4,
+        gemm_f32::microkernel::avx512f::f32
+    );
+    path!(
+        f64_base,
+        f64,
+        1,
+        gemm_common::simd::Scalar,
+        gemm_f64::microkernel::scalar::f64
+    );
+    path!(
+        f64_avx2,
+        f64,
+        4,
+        gemm_common::simd::V3,
+        gemm_f64::microkernel::fma::f64
+    );
+    path!(
+        f64_avx512,
+        f64,
+        8,
+        gemm_common::simd::V4,
+        gemm_f64::microkernel::avx512f::f64
+    );
+
+    type Path<T> = unsafe fn(*mut T, *const T, *const T, Args);
+
+    pub fn f32_path(l: Level) -> Path<f32> {
+        match l {
+            Level::Avx512 => f32_avx512,
+            Level::Avx2 => f32_avx2,
+            _ => f32_base,
+        }
+    }
+
+    pub fn f64_path(l: Level) -> Path<f64> {
+        match l {
+            Level::Avx512 => f64_avx512,
+            Level::Avx2 => f64_avx2,
+            _ => f64_base,
+        }
     }
 }
 

@@ -1,20 +1,22 @@
 //! Rectified linear unit.
 
-use crate::Float;
-
+crate::multiversion! {
 /// `out = max(x, 0)` elementwise; NaN stays NaN, as in PyTorch (`x <= 0 ? 0 : x`).
-pub fn relu_forward<T: Float>(out: &mut [T], x: &[T]) {
+pub fn relu_forward<I, T: Float>(out: &mut [T], x: &[T]) {
     for (o, v) in out.iter_mut().zip(x) {
         *o = if *v <= T::ZERO { T::ZERO } else { *v };
     }
 }
+}
 
+crate::multiversion! {
 /// `dx = dout * [x > 0]` elementwise, passing the gradient at NaN as PyTorch's
 /// `threshold_backward` does (`x <= 0 ? 0 : dout`; overwrites `dx`; `dx` may alias nothing).
-pub fn relu_backward<T: Float>(dx: &mut [T], dout: &[T], x: &[T]) {
+pub fn relu_backward<I, T: Float>(dx: &mut [T], dout: &[T], x: &[T]) {
     for ((d, g), v) in dx.iter_mut().zip(dout).zip(x) {
         *d = if *v <= T::ZERO { T::ZERO } else { *g };
     }
+}
 }
 
 #[cfg(test)]

@@ -9,7 +9,9 @@
 use stagewise_engine::Float;
 use stagewise_engine::attention::{AttnShape, attention_backward, attention_forward};
 use stagewise_engine::layernorm::{layernorm_backward, layernorm_forward};
-use stagewise_engine::linear::{linear_backward, linear_forward};
+use stagewise_engine::linear::{
+    linear_backward, linear_forward, linear1_backward, linear1_forward,
+};
 use stagewise_engine::relu::{relu_backward, relu_forward};
 use stagewise_engine::rng::{Stream, tag};
 
@@ -294,9 +296,7 @@ impl RegressionTransformer {
             }
             Readout::Predictions => {
                 // y_hat[r] = lnf[r] . Wu[0] + bu[0] over the compact x rows.
-                for (pr, row) in ws.pred.iter_mut().zip(lnf.chunks_exact(c)) {
-                    *pr = stagewise_engine::reduce::dot(row, &uw[..c]) + ub[0];
-                }
+                linear1_forward(&mut ws.pred, lnf, &uw[..c], ub[0]);
             }
         }
         Ok(())
@@ -430,18 +430,16 @@ impl RegressionTransformer {
             &ws.x[ll]
         };
         let dlnf = &mut ws.d_lnf;
-        for ((g, row), drow) in dpred[..rows]
-            .iter()
-            .zip(lnf.chunks_exact(c))
-            .zip(dlnf.chunks_exact_mut(c))
-        {
-            grad[self.unemb_b] += *g;
-            let gw = &mut grad[self.unemb_w..self.unemb_w + c];
-            for (((gwj, l), d), u) in gw.iter_mut().zip(row).zip(drow.iter_mut()).zip(uw) {
-                *gwj = g.mul_add(*l, *gwj);
-                *d = *g * *u;
-            }
-        }
+        let mut db = grad[self.unemb_b];
+        linear1_backward(
+            dlnf,
+            &mut grad[self.unemb_w..self.unemb_w + c],
+            &mut db,
+            &dpred[..rows],
+            lnf,
+            uw,
+        );
+        grad[self.unemb_b] = db;
         let dx = &mut ws.dx;
         match self.ln_f {
             Some((w, b)) => {

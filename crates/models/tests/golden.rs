@@ -1,7 +1,10 @@
 //! The regression transformer against the reference's float64 golden vectors
-//! (`testdata/reference/golden_vectors.json`, reference.md section 13) and finite differences.
+//! (`testdata/reference/golden_vectors.json`, reference.md section 13) and finite differences,
+//! on every code path this CPU supports (the only test here that runs kernels, so switching the
+//! process-wide path cannot disturb another).
 
 use serde_json::Value;
+use stagewise_engine::simd::{self, Level};
 use stagewise_models::batch::ChunkedRunner;
 use stagewise_models::golden::{golden_inputs, golden_params};
 use stagewise_models::{Readout, RegressionConfig, RegressionTransformer, Workspace};
@@ -34,6 +37,24 @@ fn as_f64s(v: &Value) -> Vec<f64> {
 }
 
 #[test]
+fn golden_vectors_and_finite_differences_hold_on_every_code_path() {
+    let supported = simd::supported();
+    for level in Level::ALL {
+        if !supported.contains(&level) {
+            println!(
+                "skipped {level} ({}): not supported by this CPU",
+                level.name()
+            );
+            continue;
+        }
+        simd::force(Some(level)).unwrap();
+        forward_loss_and_gradients_match_reference_float64();
+        gradients_match_central_finite_differences();
+        println!("checked {level} ({})", level.name());
+    }
+    simd::force(None).unwrap();
+}
+
 fn forward_loss_and_gradients_match_reference_float64() {
     let g = golden();
     let (b, k, d) = (2usize, 16usize, 4usize);
@@ -96,7 +117,8 @@ fn forward_loss_and_gradients_match_reference_float64() {
         runner.predict(&model, &p, &toks, b, t, &mut pred).unwrap();
         let want_pred = as_f64s(&case["ys_pred"]);
         for (i, ((got, full), want)) in pred.iter().zip(&full_pred).zip(&want_pred).enumerate() {
-            rel_close(*got, *want, 1e-9, 1e-12, &format!("{name} ys_pred[{i}]"));
+            let what = format!("{name} ys_pred[{i}] on {}", simd::active());
+            rel_close(*got, *want, 1e-9, 1e-12, &what);
             rel_close(
                 *full,
                 *want,
@@ -105,7 +127,8 @@ fn forward_loss_and_gradients_match_reference_float64() {
                 &format!("{name} full ys_pred[{i}]"),
             );
         }
-        rel_close(loss, case["mse_loss"].as_f64().unwrap(), 1e-9, 0.0, name);
+        let what = format!("{name} on {}", simd::active());
+        rel_close(loss, case["mse_loss"].as_f64().unwrap(), 1e-9, 0.0, &what);
         let norm = grad.iter().map(|v| v * v).sum::<f64>().sqrt();
         let want_norm = case["grad_global_l2"].as_f64().unwrap();
         rel_close(norm, want_norm, 1e-9, 0.0, name);
@@ -127,7 +150,6 @@ fn forward_loss_and_gradients_match_reference_float64() {
     }
 }
 
-#[test]
 fn gradients_match_central_finite_differences() {
     for (ln, out) in [(true, true), (true, false), (false, true)] {
         let cfg = RegressionConfig {
@@ -182,7 +204,8 @@ fn gradients_match_central_finite_differences() {
                 let fd = (lp - lm) / (2.0 * h);
                 assert!(
                     (fd - grad[i]).abs() <= 1e-6 * (1.0 + fd.abs()),
-                    "ln={ln} out={out} K'={kk} param {i} ({}): fd {fd:e} vs analytic {:e}",
+                    "{}: ln={ln} out={out} K'={kk} param {i} ({}): fd {fd:e} vs analytic {:e}",
+                    simd::active(),
                     model
                         .layout
                         .params

@@ -72,6 +72,7 @@ pub fn reproduce(a: &ReproduceOptions, obs: &dyn Observer) -> Result<RunDir> {
             sweep_index: a.sweep_index,
             resolved: None,
             device: a.device.clone(),
+            stop_after: None,
         },
         obs,
     )?;

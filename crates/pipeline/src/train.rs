@@ -47,6 +47,9 @@ pub struct TrainOptions {
     pub resolved: Option<TrainConfig>,
     /// Where to train.
     pub device: Backend,
+    /// Stop once this many steps of the run are done, as a pre-empted job would: the tables
+    /// and checkpoints so far are kept, the run is not marked complete, `resume` continues it.
+    pub stop_after: Option<u64>,
 }
 
 /// What a training call did.
@@ -257,20 +260,21 @@ pub fn train(opts: &TrainOptions, obs: &dyn Observer) -> Result<TrainResult> {
     obs.start(start, total, "steps");
     let mut last_loss = f64::NAN;
     let mut tables_changed = true;
+    let end = opts.stop_after.map_or(total, |s| s.min(total));
     let mut next = start;
-    while next < total {
+    while next < end {
         // Run up to the next step that logs, evaluates or checkpoints in one call, so that a
         // device engine runs those steps without a host round trip each.
         let t = [
             Some(next.max(1).next_multiple_of(TRAIN_LOG_EVERY)),
             logging_steps.range(next..).next().copied(),
             checkpoint_steps.range(next..).next().copied(),
-            Some(total - 1),
+            Some(end - 1),
         ]
         .into_iter()
         .flatten()
         .min()
-        .unwrap_or(total - 1);
+        .unwrap_or(end - 1);
         let losses = trainer
             .run_to(t + 1)
             .with_context(|| format!("training {}", run.display()))?;
@@ -320,7 +324,9 @@ pub fn train(opts: &TrainOptions, obs: &dyn Observer) -> Result<TrainResult> {
     }
     tb.sync()?;
     run.export_training_tables()?;
-    run.mark_complete(total)?;
+    if end == total {
+        run.mark_complete(total)?;
+    }
     obs.finish();
     Ok(TrainResult {
         checkpoints: run.checkpoint_steps()?.len(),
