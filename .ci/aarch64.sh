@@ -13,8 +13,8 @@ if ! rustup target list --installed 2>/dev/null | grep -qx "$TARGET"; then
     exit 0
   fi
 fi
-if ! command -v aarch64-linux-gnu-gcc >/dev/null 2>&1 || ! command -v qemu-aarch64 >/dev/null 2>&1; then
-  PKGS="gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user"
+if ! command -v aarch64-linux-gnu-g++ >/dev/null 2>&1 || ! command -v qemu-aarch64 >/dev/null 2>&1; then
+  PKGS="g++-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user"
   if ! { [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 \
       && { DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $PKGS >/dev/null 2>&1 \
         || { apt-get update -qq >/dev/null 2>&1 \
