@@ -36,7 +36,7 @@ pub fn gemm_peak(threads: usize, n: usize) -> Result<f64> {
     let flop = 2.0 * (n * n * n) as f64 * threads as f64;
     let mut best = 0.0f64;
     pool.install(|| {
-        for _ in 0..4 {
+        for _ in 0..8 {
             let t0 = Instant::now();
             cs.par_iter_mut()
                 .for_each(|c| matmul(c, &a, &b, n, n, n, false, false, false));

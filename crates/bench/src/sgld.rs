@@ -21,6 +21,8 @@ pub struct BenchSgldOptions {
     pub threads: Vec<usize>,
     /// Draws per chain timed.
     pub draws: usize,
+    /// Measurements per row, alternating stagewise and PyTorch; the best is shown.
+    pub repeat: usize,
     /// In-context examples K.
     pub examples: usize,
     /// Python interpreter with torch: also run bench/torch_sgld.py and print the ratio.
@@ -35,6 +37,7 @@ impl Default for BenchSgldOptions {
             batch: 1024,
             threads: vec![1, 2],
             draws: 5,
+            repeat: 3,
             examples: 16,
             torch: None,
             torch_script: "bench/torch_sgld.py".into(),
@@ -113,23 +116,31 @@ pub fn sgld(a: &BenchSgldOptions) -> Result<()> {
     let t = 2 * a.examples;
     let flop = crate::flops_per_pass(&cfg, a.batch * t, t);
     println!(
-        "SGLD on L2H4 (K={}), {} chains x batch {}, float32; chain-draws/s over {} draws per chain \
-         (GFLOP/s: a chain-draw is the full model's forward and backward over its batch)",
-        a.examples, a.chains, a.batch, a.draws
+        "SGLD on L2H4 (K={}), {} chains x batch {}, float32; chain-draws/s over {} draws per chain, \
+         best of {} runs alternating with PyTorch's (GFLOP/s: a chain-draw is the full model's forward and backward over its batch)",
+        a.examples,
+        a.chains,
+        a.batch,
+        a.draws,
+        a.repeat.max(1)
     );
     println!(
         "| threads | stagewise (batched chains) | GFLOP/s | of peak | PyTorch (chains in sequence) | ratio |"
     );
     println!("|---:|---:|---:|---:|---:|---:|");
     for (&t, peak) in a.threads.iter().zip(&peaks) {
-        let s = ours_sgld(a, t)?;
+        // Best of `repeat` alternating runs, as in `bench train`.
+        let (mut s, mut p) = (0.0f64, 0.0f64);
+        for _ in 0..a.repeat.max(1) {
+            s = s.max(ours_sgld(a, t)?);
+            if let Some(py) = &a.torch {
+                p = p.max(torch_sgld(a, py, t)?);
+            }
+        }
         let g = s * flop / 1e9;
         let row = format!("| {t} | {s:.2} | {g:.1} | {:.0} % |", 100.0 * g / peak);
         match &a.torch {
-            Some(py) => {
-                let p = torch_sgld(a, py, t)?;
-                println!("{row} {p:.2} | {:.2}x |", s / p);
-            }
+            Some(_) => println!("{row} {p:.2} | {:.2}x |", s / p),
             None => println!("{row} - | - |"),
         }
     }

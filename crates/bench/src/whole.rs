@@ -17,9 +17,18 @@ pub struct WholeOptions {
     pub config: PathBuf,
     /// Steps to run.
     pub steps: u64,
+    /// Threads (a pool of its own, so what ran before cannot change it).
+    pub threads: usize,
 }
 
 pub fn whole(o: &WholeOptions) -> Result<()> {
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(o.threads)
+        .build()?
+        .install(|| run(o))
+}
+
+fn run(o: &WholeOptions) -> Result<()> {
     let dir = std::env::temp_dir().join(format!("stagewise-bench-whole-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     let run = RunDir::local(&dir);
@@ -53,9 +62,10 @@ pub fn whole(o: &WholeOptions) -> Result<()> {
     let bare_s = t0.elapsed().as_secs_f64();
     println!(
         "Whole run: `stagewise train {}` (first run of the file), its first {steps} of {} steps, \
-         next to the bare training steps of the same config",
+         next to the bare training steps of the same config, {} threads",
         o.config.display(),
-        done.num_steps
+        done.num_steps,
+        o.threads
     );
     println!(
         "| steps | checkpoints | evaluations | whole run (steps/s) | bare steps (steps/s) | cost of the rest |"

@@ -19,6 +19,9 @@ pub struct BenchTrainArgs {
     /// Timed steps per measurement (after 3 warm-up steps).
     #[arg(long, default_value_t = 30)]
     steps: usize,
+    /// Measurements per cell, alternating stagewise and PyTorch; the best is shown.
+    #[arg(long, default_value_t = 3)]
+    repeat: usize,
     /// Python interpreter with torch: also run bench/torch_train.py and print the ratio.
     #[arg(long)]
     torch: Option<PathBuf>,
@@ -40,6 +43,7 @@ impl BenchTrainArgs {
             threads: self.threads.clone(),
             examples: self.examples,
             steps: self.steps,
+            repeat: self.repeat,
             torch: self.torch.clone(),
             torch_script: self.torch_script.clone(),
             whole_steps: self.whole,
@@ -62,6 +66,9 @@ pub struct BenchSgldArgs {
     /// Draws per chain timed.
     #[arg(long, default_value_t = 5)]
     draws: usize,
+    /// Measurements per row, alternating stagewise and PyTorch; the best is shown.
+    #[arg(long, default_value_t = 3)]
+    repeat: usize,
     /// In-context examples K.
     #[arg(long, default_value_t = 16)]
     examples: usize,
@@ -79,6 +86,7 @@ impl BenchSgldArgs {
             batch: self.batch,
             threads: self.threads.clone(),
             draws: self.draws,
+            repeat: self.repeat,
             examples: self.examples,
             torch: self.torch.clone(),
             torch_script: self.torch_script.clone(),
