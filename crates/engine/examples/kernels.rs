@@ -1,7 +1,9 @@
 //! Micro-benchmarks of the engine's kernels at the L2H4 model's shapes (one 16-sequence chunk,
 //! T = 32, C = 64, H = 4): GEMM throughput, attention and LayerNorm times.
-//! Every code path this CPU supports is timed in turn (`STAGEWISE_SIMD` is ignored).
-//! Run with `cargo run --release -p stagewise-engine --example kernels`.
+//! Every code path this CPU supports is timed in turn (`STAGEWISE_SIMD` is ignored); each time
+//! is the best of several trials, as a noisy machine only ever makes a trial slower.
+//! Run with `cargo run --release -p stagewise-engine --example kernels [attention]` (the
+//! argument times attention alone).
 
 use stagewise_engine::attention::{AttnShape, attention_backward, attention_forward};
 use stagewise_engine::layernorm::{layernorm_backward, layernorm_forward};
@@ -25,18 +27,34 @@ fn gemm(m: usize, n: usize, k: usize, ta: bool, tb: bool) {
 }
 
 fn main() {
+    let only_attention = std::env::args().nth(1).as_deref() == Some("attention");
     for level in stagewise_engine::simd::supported() {
         stagewise_engine::simd::force(Some(level)).unwrap();
         println!("== {level}");
-        kernels();
+        kernels(only_attention);
     }
 }
 
-fn kernels() {
-    gemm(1024, 1024, 1024, false, false);
-    gemm(512, 192, 64, false, true); // QKV forward
-    gemm(512, 64, 192, false, false); // its dX
-    gemm(192, 64, 512, true, false); // its dW
+/// Seconds per call of `f`: the best of 10 trials of `reps` calls.
+fn best_time(reps: usize, mut f: impl FnMut()) -> f64 {
+    (0..10)
+        .map(|_| {
+            let t0 = std::time::Instant::now();
+            for _ in 0..reps {
+                f();
+            }
+            t0.elapsed().as_secs_f64() / reps as f64
+        })
+        .fold(f64::INFINITY, f64::min)
+}
+
+fn kernels(only_attention: bool) {
+    if !only_attention {
+        gemm(1024, 1024, 1024, false, false);
+        gemm(512, 192, 64, false, true); // QKV forward
+        gemm(512, 64, 192, false, false); // its dX
+        gemm(192, 64, 512, true, false); // its dW
+    }
     let s = AttnShape {
         nseq: 16,
         t: 32,
@@ -51,41 +69,34 @@ fn kernels() {
     let mut o = vec![0.0f32; n * 64];
     let mut p = vec![0.0f32; 16 * 4 * 32 * 32];
     let mut d = vec![0.0f32; n * 192];
-    let reps = 400;
+    let reps = 50;
     for stride in [1, 2] {
-        let t0 = std::time::Instant::now();
-        for _ in 0..reps {
-            attention_forward(&mut o, &mut p, &qkv, s, stride);
-        }
-        let f = t0.elapsed().as_secs_f64() / reps as f64;
-        let t0 = std::time::Instant::now();
-        for _ in 0..reps {
-            attention_backward(&mut d, &dout, &qkv, &p, s, stride);
-        }
-        let b = t0.elapsed().as_secs_f64() / reps as f64;
+        let f = best_time(reps, || attention_forward(&mut o, &mut p, &qkv, s, stride));
+        let b = best_time(reps, || {
+            attention_backward(&mut d, &dout, &qkv, &p, s, stride)
+        });
         println!(
             "attention query stride {stride}: forward {:.1} us, backward {:.1} us",
             f * 1e6,
             b * 1e6
         );
     }
+    if only_attention {
+        return;
+    }
     let (mut out, mut mean, mut rstd) = (vec![0.0f32; n * 64], vec![0.0f32; n], vec![0.0f32; n]);
     let (w, bias) = (vec![1.1f32; 64], vec![0.1f32; 64]);
-    let t0 = std::time::Instant::now();
-    for _ in 0..reps {
+    let f = best_time(reps, || {
         layernorm_forward(
             &mut out, &mut mean, &mut rstd, &dout, &w, &bias, n, 64, 1e-5,
-        );
-    }
-    let f = t0.elapsed().as_secs_f64() / reps as f64;
+        )
+    });
     let (mut dx, mut dw, mut db) = (vec![0.0f32; n * 64], vec![0.0f32; 64], vec![0.0f32; 64]);
-    let t0 = std::time::Instant::now();
-    for _ in 0..reps {
+    let b = best_time(reps, || {
         layernorm_backward(
             &mut dx, &mut dw, &mut db, &out, &dout, &mean, &rstd, &w, n, 64,
-        );
-    }
-    let b = t0.elapsed().as_secs_f64() / reps as f64;
+        )
+    });
     println!(
         "layernorm 512 x 64: forward {:.1} us, backward {:.1} us",
         f * 1e6,
