@@ -14,5 +14,6 @@ pub mod reduce;
 pub mod relu;
 pub mod rng;
 pub mod simd;
+pub mod softmax;
 
 pub use float::Float;

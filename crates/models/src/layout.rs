@@ -1,5 +1,8 @@
 //! Flat parameter storage: one contiguous vector, described by named, shaped slices.
 
+use stagewise_engine::Float;
+use stagewise_engine::rng::{Stream, tag};
+
 /// How a parameter is initialised (PyTorch defaults).
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum Init {
@@ -7,6 +10,8 @@ pub enum Init {
     Uniform { fan_in: usize },
     /// Constant (LayerNorm weight 1, bias 0).
     Const(f64),
+    /// `N(0, std^2)` (TransformerLens' "gpt2" init of weight matrices).
+    Normal { std: f64 },
 }
 
 /// One named tensor inside the flat parameter vector.
@@ -32,7 +37,10 @@ impl ParamInfo {
     }
     /// True for LayerNorm weights and biases.
     pub fn is_layer_norm(&self) -> bool {
-        self.name.contains("layer_norms") || self.name.contains("unembedding.0.")
+        self.name.contains("layer_norms")
+            || self.name.contains("unembedding.0.")
+            || self.name.contains(".ln1.")
+            || self.name.starts_with("ln_final.")
     }
 }
 
@@ -64,6 +72,33 @@ impl ParamLayout {
         self.len += info.len();
         self.params.push(info);
         offset
+    }
+
+    /// Fresh parameters: tensor `q`'s random draws come from stream `(seed, MODEL_INIT, q)`.
+    pub fn init_params<T: Float>(&self, seed: u64) -> Vec<T> {
+        let mut p = vec![T::ZERO; self.len];
+        for (q, info) in self.params.iter().enumerate() {
+            let dst = &mut p[info.range()];
+            let stream = Stream::new(seed, tag::MODEL_INIT, q as u32, 0);
+            let mut draws = vec![0.0; dst.len()];
+            match info.init {
+                Init::Const(v) => dst.fill(T::from_f64(v)),
+                Init::Uniform { fan_in } => {
+                    let bound = 1.0 / (fan_in as f64).sqrt();
+                    stream.fill_uniform(&mut draws);
+                    for (d, u) in dst.iter_mut().zip(draws) {
+                        *d = T::from_f64((2.0 * u - 1.0) * bound);
+                    }
+                }
+                Init::Normal { std } => {
+                    stream.fill_normal(&mut draws);
+                    for (d, z) in dst.iter_mut().zip(draws) {
+                        *d = T::from_f64(z * std);
+                    }
+                }
+            }
+        }
+        p
     }
 
     pub fn get(&self, name: &str) -> Option<&ParamInfo> {

@@ -1,10 +1,12 @@
-//! Models of stagewise, each with an explicit forward and backward pass over a flat parameter
+//! Models of stagewise (the in-context regression transformer, the language model), each with an explicit forward and backward pass over a flat parameter
 //! vector whose layout (names, shapes, offsets) matches the reference PyTorch `state_dict()`.
 
 pub mod batch;
 pub mod golden;
+pub mod language;
 pub mod layout;
 pub mod regression;
 
+pub use language::{LanguageConfig, LanguageModel, LmRunner};
 pub use layout::{ParamInfo, ParamLayout};
 pub use regression::{ModelError, Readout, RegressionConfig, RegressionTransformer, Workspace};

@@ -11,7 +11,6 @@ use stagewise_engine::attention::{AttnShape, attention_forward};
 use stagewise_engine::layernorm::layernorm_forward;
 use stagewise_engine::linear::{linear_forward, linear1_forward};
 use stagewise_engine::relu::relu_forward;
-use stagewise_engine::rng::{Stream, tag};
 
 use crate::layout::{Init, ParamLayout};
 
@@ -150,22 +149,7 @@ impl RegressionTransformer {
 
     /// Torch-default initialisation; parameter `q`'s draws come from stream `(seed, MODEL_INIT, q)`.
     pub fn init_params<T: Float>(&self, seed: u64) -> Vec<T> {
-        let mut p = vec![T::ZERO; self.layout.len];
-        for (q, info) in self.layout.params.iter().enumerate() {
-            let dst = &mut p[info.range()];
-            match info.init {
-                Init::Const(v) => dst.fill(T::from_f64(v)),
-                Init::Uniform { fan_in } => {
-                    let bound = 1.0 / (fan_in as f64).sqrt();
-                    let mut u = vec![0.0; dst.len()];
-                    Stream::new(seed, tag::MODEL_INIT, q as u32, 0).fill_uniform(&mut u);
-                    for (d, u) in dst.iter_mut().zip(u) {
-                        *d = T::from_f64((2.0 * u - 1.0) * bound);
-                    }
-                }
-            }
-        }
-        p
+        self.layout.init_params(seed)
     }
 
     /// Non-parameter state-dict entries: each block's `attention.causal_mask` buffer,
