@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 
 use safetensors::SafeTensors;
 use safetensors::tensor::{Dtype, TensorView};
-use stagewise_models::RegressionTransformer;
+use stagewise_models::StateDict;
 use stagewise_train::trainer::TrainState;
 
 use crate::atomic::write_atomic;
@@ -128,7 +128,7 @@ pub fn save_f32_tensors(
 /// Writes the model state dict (float32) atomically.
 pub fn save_model(
     path: &Path,
-    model: &RegressionTransformer,
+    model: &dyn StateDict,
     params: &[f32],
     meta: &CheckpointMeta,
 ) -> Result<(), CheckpointError> {
@@ -138,12 +138,12 @@ pub fn save_model(
 /// The model state dict (float32) as safetensors bytes; `path` names the file in errors.
 pub fn model_to_bytes(
     path: &Path,
-    model: &RegressionTransformer,
+    model: &dyn StateDict,
     params: &[f32],
     meta: &CheckpointMeta,
 ) -> Result<Vec<u8>, CheckpointError> {
     let mut tensors: Vec<(String, Vec<usize>, Vec<u8>)> = model
-        .layout
+        .layout()
         .params
         .iter()
         .map(|p| {
@@ -227,7 +227,7 @@ fn tensor_f32(
 /// shape and no other key may appear.
 pub fn load_model(
     path: &Path,
-    model: &RegressionTransformer,
+    model: &dyn StateDict,
 ) -> Result<(Vec<f32>, CheckpointMeta), CheckpointError> {
     model_from_bytes(&read(path)?, path, model)
 }
@@ -236,11 +236,11 @@ pub fn load_model(
 pub fn model_from_bytes(
     bytes: &[u8],
     path: &Path,
-    model: &RegressionTransformer,
+    model: &dyn StateDict,
 ) -> Result<(Vec<f32>, CheckpointMeta), CheckpointError> {
     let (st, meta) = parse(path, bytes)?;
     let mut params = vec![0.0f32; model.num_params()];
-    for p in &model.layout.params {
+    for p in &model.layout().params {
         let t = tensor_f32(path, &st, &p.name, &p.shape)?;
         // Weights with NaN or infinity give NaN losses and meaningless analyses: refuse them.
         if let Some(i) = t.iter().position(|v| !v.is_finite()) {
@@ -255,7 +255,7 @@ pub fn model_from_bytes(
         params[p.range()].copy_from_slice(&t);
     }
     let expected: std::collections::HashSet<String> = model
-        .layout
+        .layout()
         .params
         .iter()
         .map(|p| p.name.clone())
@@ -283,7 +283,7 @@ pub fn model_from_bytes(
 /// Writes Adam's state (moments and update count) atomically.
 pub fn save_optimizer(
     path: &Path,
-    model: &RegressionTransformer,
+    model: &dyn StateDict,
     state: &TrainState<f32>,
 ) -> Result<(), CheckpointError> {
     write_file(path, &optimizer_to_bytes(path, model, state)?)
@@ -292,11 +292,11 @@ pub fn save_optimizer(
 /// Adam's state as safetensors bytes; `path` names the file in errors.
 pub fn optimizer_to_bytes(
     path: &Path,
-    model: &RegressionTransformer,
+    model: &dyn StateDict,
     state: &TrainState<f32>,
 ) -> Result<Vec<u8>, CheckpointError> {
     let mut tensors = Vec::new();
-    for p in &model.layout.params {
+    for p in &model.layout().params {
         tensors.push((
             format!("state.{}.exp_avg", p.name),
             p.shape.clone(),
@@ -315,7 +315,7 @@ pub fn optimizer_to_bytes(
 /// Reads Adam's state; returns `(exp_avg, exp_avg_sq, steps_done)`.
 pub fn load_optimizer(
     path: &Path,
-    model: &RegressionTransformer,
+    model: &dyn StateDict,
 ) -> Result<(Vec<f32>, Vec<f32>, u64), CheckpointError> {
     optimizer_from_bytes(&read(path)?, path, model)
 }
@@ -324,12 +324,12 @@ pub fn load_optimizer(
 pub fn optimizer_from_bytes(
     bytes: &[u8],
     path: &Path,
-    model: &RegressionTransformer,
+    model: &dyn StateDict,
 ) -> Result<(Vec<f32>, Vec<f32>, u64), CheckpointError> {
     let (st, meta) = parse(path, bytes)?;
     let n = model.num_params();
     let (mut m, mut v) = (vec![0.0f32; n], vec![0.0f32; n]);
-    for p in &model.layout.params {
+    for p in &model.layout().params {
         m[p.range()].copy_from_slice(&tensor_f32(
             path,
             &st,

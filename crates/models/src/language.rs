@@ -21,7 +21,7 @@ use stagewise_engine::matmul::matmul;
 use stagewise_engine::softmax::{NO_TARGET, cross_entropy_rows};
 
 use crate::ModelError;
-use crate::layout::{Init, ParamLayout};
+use crate::layout::{Init, ParamLayout, StateDict};
 
 mod backward;
 mod config;
@@ -319,5 +319,13 @@ impl LanguageModel {
             &mut ws.losses,
             dscale,
         );
+    }
+}
+
+/// TransformerLens' state dict without its `attn.mask` and `attn.IGNORE` buffers (constants a
+/// module rebuilds; load with `strict=False`).
+impl StateDict for LanguageModel {
+    fn layout(&self) -> &ParamLayout {
+        &self.layout
     }
 }

@@ -105,3 +105,15 @@ impl ParamLayout {
         self.params.iter().find(|p| p.name == name)
     }
 }
+
+/// A model whose parameters are saved as a PyTorch `state_dict`: its flat layout plus any
+/// non-parameter buffers the reference's module registers (name, shape, float32 values).
+pub trait StateDict {
+    fn layout(&self) -> &ParamLayout;
+    fn buffers(&self) -> Vec<(String, Vec<usize>, Vec<f32>)> {
+        Vec::new()
+    }
+    fn num_params(&self) -> usize {
+        self.layout().len
+    }
+}

@@ -8,5 +8,5 @@ pub mod layout;
 pub mod regression;
 
 pub use language::{LanguageConfig, LanguageModel, LmRunner};
-pub use layout::{ParamInfo, ParamLayout};
+pub use layout::{ParamInfo, ParamLayout, StateDict};
 pub use regression::{ModelError, Readout, RegressionConfig, RegressionTransformer, Workspace};

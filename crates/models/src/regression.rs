@@ -12,7 +12,7 @@ use stagewise_engine::layernorm::layernorm_forward;
 use stagewise_engine::linear::{linear_forward, linear1_forward};
 use stagewise_engine::relu::relu_forward;
 
-use crate::layout::{Init, ParamLayout};
+use crate::layout::{Init, ParamLayout, StateDict};
 
 mod backward;
 mod config;
@@ -402,5 +402,14 @@ fn gather_even_rows<T: Float>(dst: &mut [T], src: &[T], nseq: usize, t: usize, c
             dst[(b * k + e) * c..(b * k + e + 1) * c]
                 .copy_from_slice(&src[(b * t + 2 * e) * c..(b * t + 2 * e + 1) * c]);
         }
+    }
+}
+
+impl StateDict for RegressionTransformer {
+    fn layout(&self) -> &ParamLayout {
+        &self.layout
+    }
+    fn buffers(&self) -> Vec<(String, Vec<usize>, Vec<f32>)> {
+        RegressionTransformer::buffers(self)
     }
 }
