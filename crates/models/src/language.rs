@@ -30,7 +30,7 @@ mod workspace;
 
 pub use backward::PackedGrad;
 pub use config::LanguageConfig;
-pub use runner::LmRunner;
+pub use runner::{LmRunner, RowSource};
 pub use workspace::LmWorkspace;
 
 /// LayerNorm epsilon (TransformerLens' default `eps`).

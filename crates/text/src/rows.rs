@@ -257,3 +257,12 @@ impl TokenRows {
         Ok(())
     }
 }
+
+impl stagewise_models::language::RowSource for TokenRows {
+    fn len(&self) -> usize {
+        TokenRows::len(self)
+    }
+    fn row_into(&self, i: usize, out: &mut [u32]) {
+        TokenRows::row_into(self, i, out)
+    }
+}

@@ -1,4 +1,5 @@
-//! Adam exactly as `torch.optim.Adam` (bias-corrected, `amsgrad=False`, L2 `weight_decay`).
+//! Adam exactly as `torch.optim.Adam` (bias-corrected, `amsgrad=False`, L2 `weight_decay`),
+//! and AdamW as `torch.optim.AdamW` (the weight decay decoupled from the gradient).
 
 use stagewise_engine::Float;
 
@@ -8,6 +9,9 @@ pub struct Adam<T> {
     pub beta2: f64,
     pub eps: f64,
     pub weight_decay: f64,
+    /// AdamW: `p *= 1 - lr * weight_decay` before the update, instead of adding
+    /// `weight_decay * p` to the gradient.
+    pub decoupled: bool,
     /// First and second moment estimates (`exp_avg`, `exp_avg_sq`).
     pub m: Vec<T>,
     pub v: Vec<T>,
@@ -22,9 +26,18 @@ impl<T: Float> Adam<T> {
             beta2,
             eps,
             weight_decay,
+            decoupled: false,
             m: vec![T::ZERO; n],
             v: vec![T::ZERO; n],
             steps: 0,
+        }
+    }
+
+    /// `torch.optim.AdamW` with these settings.
+    pub fn adamw(n: usize, beta1: f64, beta2: f64, eps: f64, weight_decay: f64) -> Self {
+        Adam {
+            decoupled: true,
+            ..Self::new(n, beta1, beta2, eps, weight_decay)
         }
     }
 
@@ -39,8 +52,13 @@ impl<T: Float> Adam<T> {
         let (one_b1, one_b2) = (T::from_f64(1.0 - self.beta1), T::from_f64(1.0 - self.beta2));
         let eps = T::from_f64(self.eps);
         let wd = T::from_f64(self.weight_decay);
-        let decay = self.weight_decay != 0.0;
+        let decay = self.weight_decay != 0.0 && !self.decoupled;
+        let shrink = T::from_f64(1.0 - lr * self.weight_decay);
+        let decoupled = self.decoupled && self.weight_decay != 0.0;
         for i in 0..params.len() {
+            if decoupled {
+                params[i] *= shrink;
+            }
             let g = if decay {
                 grad[i] + wd * params[i]
             } else {
@@ -68,6 +86,18 @@ mod tests {
         assert!((p[0] - (1.0 - 1e-2)).abs() < 1e-9);
         assert!((p[1] - (-2.0 + 1e-2)).abs() < 1e-9);
         assert!((p[2] - (0.5 - 1e-2 * 1e-3 / (1e-3 + 1e-8))).abs() < 1e-12);
+    }
+
+    #[test]
+    fn adamw_decays_the_weights_apart_from_the_gradient() {
+        // torch.optim.AdamW: p *= 1 - lr*wd, then the plain Adam update (here lr * sign(g)).
+        let mut a = Adam::<f64>::adamw(2, 0.9, 0.999, 1e-8, 0.05);
+        let mut p = vec![2.0, -1.0];
+        a.step(&mut p, &[0.5, 0.0], 0.1);
+        assert!((p[0] - (2.0 * (1.0 - 0.1 * 0.05) - 0.1 * 0.5 / (0.5 + 1e-8))).abs() < 1e-12);
+        assert!((p[1] - (-1.0 * (1.0 - 0.1 * 0.05))).abs() < 1e-15);
+        // The moments saw the bare gradient.
+        assert!((a.m[0] - 0.05).abs() < 1e-15 && a.m[1] == 0.0);
     }
 
     #[test]

@@ -16,7 +16,7 @@ pub struct ConfigError {
     pub expected: String,
 }
 
-fn invalid(field: &str, value: impl ToString, expected: impl ToString) -> ConfigError {
+pub(crate) fn invalid(field: &str, value: impl ToString, expected: impl ToString) -> ConfigError {
     ConfigError {
         field: field.into(),
         value: value.to_string(),
@@ -110,10 +110,10 @@ fn d_batch_size() -> usize {
 fn d_eval_batch_size() -> usize {
     2048
 }
-fn d_lr() -> f64 {
+pub(crate) fn d_lr() -> f64 {
     1e-3
 }
-fn d_betas() -> [f64; 2] {
+pub(crate) fn d_betas() -> [f64; 2] {
     [0.9, 0.999]
 }
 fn d_adam() -> String {

@@ -1,12 +1,14 @@
 //! Training the in-context regression transformer as the reference does: task distributions
 //! and batches, Adam, the OneCycle learning-rate schedule, log+linear step sets, evaluation
-//! against the ridge and dMMSE baselines, and a resumable trainer.
+//! against the ridge and dMMSE baselines, and a resumable trainer; and the language model's
+//! training (`lm`).
 
 pub mod adam;
 pub mod baselines;
 pub mod config;
 pub mod data;
 pub mod eval;
+pub mod lm;
 pub mod schedule;
 pub mod steps;
 pub mod trainer;

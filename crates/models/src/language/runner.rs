@@ -170,3 +170,22 @@ impl<T: Float> LmRunner<T> {
         Ok(total / (nseq * (t - 1)) as f64)
     }
 }
+
+/// Rows of `n_ctx` token ids to train or evaluate on (the text crate's rows; `(ids, n_ctx)` for rows in memory).
+pub trait RowSource: Sync {
+    fn len(&self) -> usize;
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+    /// Copies row `i` into `out[..n_ctx]`.
+    fn row_into(&self, i: usize, out: &mut [u32]);
+}
+
+impl RowSource for (Vec<u32>, usize) {
+    fn len(&self) -> usize {
+        self.0.len() / self.1
+    }
+    fn row_into(&self, i: usize, out: &mut [u32]) {
+        out[..self.1].copy_from_slice(&self.0[i * self.1..(i + 1) * self.1]);
+    }
+}
