@@ -11,6 +11,7 @@ mod ed;
 mod indicators;
 mod launch;
 mod llc;
+mod lm;
 mod place;
 mod report;
 mod reproduce;

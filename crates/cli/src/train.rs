@@ -11,8 +11,12 @@ use crate::console::Console;
 
 #[derive(Args)]
 pub struct TrainArgs {
-    /// Config file; omitted: the built-in quick default.
+    /// Config file (a regression or a language-model config, told apart by its
+    /// `transformer_config`); omitted: the built-in quick default.
     pub config: Option<PathBuf>,
+    /// Without CONFIG: the built-in quick language-model config (Shakespeare).
+    #[arg(long)]
+    pub lm: bool,
     /// Override a field: `--set task_config.model_seed=1` (repeatable; YAML values).
     #[arg(long = "set", value_name = "KEY=VALUE")]
     pub sets: Vec<String>,
@@ -41,6 +45,9 @@ pub struct TrainArgs {
 pub fn run(a: &TrainArgs) -> Result<()> {
     // A missing GPU is reported before anything is written.
     let device = Backend::open(a.device, crate::tf32())?;
+    if crate::lm::is_language_run(a)? {
+        return crate::lm::train(a);
+    }
     let agent = crate::AGENT_ARGS.get().cloned().unwrap_or_default();
     if !agent.is_empty() {
         return run_agent(a, &agent, device);

@@ -158,9 +158,18 @@ pub fn plain_from_text<C: serde::de::DeserializeOwned>(
     })
 }
 
-fn typed(mut doc: Value, origin: &str) -> Result<TrainConfig, ConfigLoadError> {
+fn typed(doc: Value, origin: &str) -> Result<TrainConfig, ConfigLoadError> {
+    typed_as(doc, origin, TrainConfig::validate)
+}
+
+/// A resolved document as config type `C`, checked by `validate`; errors name the field.
+pub fn typed_as<C: serde::de::DeserializeOwned>(
+    mut doc: Value,
+    origin: &str,
+    validate: impl Fn(&C) -> Result<(), stagewise_train::ConfigError>,
+) -> Result<C, ConfigLoadError> {
     normalize_numbers(&mut doc);
-    let config: TrainConfig = serde_path_to_error::deserialize(&doc).map_err(|e| {
+    let config: C = serde_path_to_error::deserialize(&doc).map_err(|e| {
         let field = e.path().to_string();
         ConfigLoadError::Field {
             origin: origin.into(),
@@ -168,7 +177,7 @@ fn typed(mut doc: Value, origin: &str) -> Result<TrainConfig, ConfigLoadError> {
             msg: e.into_inner().to_string(),
         }
     })?;
-    config.validate().map_err(|e| ConfigLoadError::Field {
+    validate(&config).map_err(|e| ConfigLoadError::Field {
         origin: origin.into(),
         field: e.field.clone(),
         msg: format!("{} = {}: {}", e.field, e.value, e.expected),
@@ -183,6 +192,23 @@ pub fn resolve(
     sets: &[String],
     sweep_index: Option<usize>,
 ) -> Result<LoadedConfig, ConfigLoadError> {
+    let (doc, sweep_name, grid_size) = resolve_document(raw, origin, sets, sweep_index)?;
+    let config = typed(doc, origin)?;
+    Ok(LoadedConfig {
+        config,
+        sweep_name,
+        grid_size,
+    })
+}
+
+/// One run's plain document from a parsed config: the sweep grid expanded (choosing
+/// `sweep_index`) and `sets` applied. Returns it with the sweep's name and grid size.
+pub fn resolve_document(
+    raw: Value,
+    origin: &str,
+    sets: &[String],
+    sweep_index: Option<usize>,
+) -> Result<(Value, Option<String>, usize), ConfigLoadError> {
     let other = |msg: String| ConfigLoadError::Other {
         origin: origin.into(),
         msg,
@@ -260,12 +286,7 @@ pub fn resolve(
             .map_err(|e| other(format!("--set {key}: invalid value {val:?}: {e}")))?;
         set_path(&mut doc, key.trim(), v, "--set")?;
     }
-    let config = typed(doc, origin)?;
-    Ok(LoadedConfig {
-        config,
-        sweep_name,
-        grid_size,
-    })
+    Ok((doc, sweep_name, grid_size))
 }
 
 /// Turns a sweep `parameters` tree into a plain document, collecting `values` lists as axes.

@@ -20,6 +20,7 @@ pub mod ed;
 pub mod indicators;
 pub mod known;
 pub mod llc;
+pub mod lm;
 pub mod lock;
 pub mod memory;
 pub mod observe;

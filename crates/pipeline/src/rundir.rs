@@ -28,7 +28,7 @@ use anyhow::{Context, Result};
 use stagewise_io::checkpoint::{self, CheckpointMeta};
 use stagewise_io::table::{CsvTable, Table};
 use stagewise_io::tensorboard::EventWriter;
-use stagewise_models::RegressionTransformer;
+use stagewise_models::StateDict;
 use stagewise_train::TrainConfig;
 use stagewise_train::trainer::TrainState;
 
@@ -118,6 +118,24 @@ impl RunDir {
         Ok(stagewise_io::config::parse_plain(&text, &path)?)
     }
 
+    /// The text of `config.yaml`, if the folder has one.
+    pub fn config_text(&self) -> Result<Option<String>> {
+        self.root.text(CONFIG)
+    }
+
+    /// Whether the run is a language-model run (its config has a `transformer_config`).
+    pub fn is_language_run(&self) -> bool {
+        self.config_text()
+            .ok()
+            .flatten()
+            .is_some_and(|t| t.lines().any(|l| l.starts_with("transformer_config:")))
+    }
+
+    /// Writes `config.yaml` from YAML text (a language-model run's config).
+    pub fn write_config_text(&self, yaml: &str) -> Result<()> {
+        self.root.put(CONFIG, yaml.as_bytes())
+    }
+
     pub fn write_config(&self, cfg: &TrainConfig) -> Result<()> {
         self.root
             .put(CONFIG, stagewise_io::config::to_yaml(cfg).as_bytes())
@@ -193,7 +211,7 @@ impl RunDir {
     /// A model checkpoint written for `model`.
     pub fn read_checkpoint(
         &self,
-        model: &RegressionTransformer,
+        model: &dyn StateDict,
         step: u64,
     ) -> Result<(Vec<f32>, CheckpointMeta)> {
         let (bytes, path) = self.step_bytes(CHECKPOINTS, step)?;
@@ -201,13 +219,13 @@ impl RunDir {
     }
 
     /// The weights of checkpoint `step`.
-    pub fn weights(&self, model: &RegressionTransformer, step: u64) -> Result<Vec<f32>> {
+    pub fn weights(&self, model: &dyn StateDict, step: u64) -> Result<Vec<f32>> {
         Ok(self.read_checkpoint(model, step)?.0)
     }
 
     pub fn write_checkpoint(
         &self,
-        model: &RegressionTransformer,
+        model: &dyn StateDict,
         params: &[f32],
         meta: &CheckpointMeta,
     ) -> Result<()> {
@@ -226,7 +244,7 @@ impl RunDir {
     /// Adam's state saved with checkpoint `step`: `(exp_avg, exp_avg_sq, steps_done)`.
     pub fn read_optimizer(
         &self,
-        model: &RegressionTransformer,
+        model: &dyn StateDict,
         step: u64,
     ) -> Result<(Vec<f32>, Vec<f32>, u64)> {
         let (bytes, path) = self.step_bytes(OPTIMIZER, step)?;
@@ -235,7 +253,7 @@ impl RunDir {
 
     pub fn write_optimizer(
         &self,
-        model: &RegressionTransformer,
+        model: &dyn StateDict,
         step: u64,
         state: &TrainState<f32>,
     ) -> Result<()> {

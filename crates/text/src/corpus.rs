@@ -1,4 +1,5 @@
-//! Reading a corpus: plain text (a file is a document; a folder's `.txt` files in name order),
+//! Reading a corpus: plain text (a file is a document), a folder of such files (its `.txt`,
+//! `.jsonl` and `.parquet` files in name order),
 //! JSONL (one document per line, field `text` or the reference's `contents`, or a named one),
 //! Parquet as Hugging Face datasets write it (a text column, or a pre-tokenised `tokens` column
 //! of id lists), and pre-tokenised `.bin` shards (memory-mapped token streams).
@@ -29,22 +30,59 @@ pub enum Corpus {
 /// Text fields a JSONL line or a Parquet file is read from when none is named.
 pub const TEXT_FIELDS: [&str; 2] = ["text", "contents"];
 
-/// Reads the corpus at `path` by its extension: `.txt` (or a folder of them), `.jsonl`,
+/// Reads the corpus at `path` by its extension: `.txt`, `.jsonl` (or a folder of these and Parquet files),
 /// `.parquet`, `.bin`. `field` names the text (or `tokens`) column; by default `text`, then
 /// `contents`, and for Parquet a `tokens` column if neither exists.
 pub fn read_corpus(path: &Path, field: Option<&str>) -> Result<Corpus, TextError> {
     let corpus = if path.is_dir() {
+        // Every .txt, .jsonl and .parquet file of the folder, in name order (a Hugging Face
+        // dataset's `data/train-0000N-of-0000M.parquet` files, or a folder of texts).
         let mut files: Vec<PathBuf> = std::fs::read_dir(path)
             .map_err(|e| TextError::io(path, e))?
             .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| p.extension().is_some_and(|x| x == "txt"))
+            .filter(|p| {
+                p.extension()
+                    .is_some_and(|x| x == "txt" || x == "jsonl" || x == "parquet")
+            })
             .collect();
         files.sort();
-        let docs = files
-            .iter()
-            .map(|f| read_text(f))
-            .collect::<Result<Vec<_>, _>>()?;
-        Corpus::Documents(docs)
+        if files.is_empty() {
+            return Err(TextError::content(
+                path,
+                "the folder has no .txt, .jsonl or .parquet files",
+            ));
+        }
+        let mut docs = Vec::new();
+        let mut rows: Option<(Vec<u32>, usize)> = None;
+        for f in &files {
+            match read_corpus(f, field) {
+                Ok(Corpus::Documents(d)) => docs.extend(d),
+                Ok(Corpus::TokenRows { ids, row_len }) => {
+                    let (all, len) = rows.get_or_insert((Vec::new(), row_len));
+                    if *len != row_len {
+                        return Err(TextError::content(
+                            f,
+                            format!("rows of {row_len} tokens; earlier files have {len}"),
+                        ));
+                    }
+                    all.extend(ids);
+                }
+                Ok(Corpus::Shard(_)) => unreachable!("no .bin files are listed"),
+                // An empty file among others is skipped; every other error stops.
+                Err(TextError::Content { msg, .. }) if msg.contains("is empty") => {}
+                Err(e) => return Err(e),
+            }
+        }
+        match rows {
+            Some(_) if !docs.is_empty() => {
+                return Err(TextError::content(
+                    path,
+                    "the folder mixes text and pre-tokenised files",
+                ));
+            }
+            Some((ids, row_len)) => Corpus::TokenRows { ids, row_len },
+            None => Corpus::Documents(docs),
+        }
     } else {
         match path.extension().and_then(|e| e.to_str()) {
             Some("txt") | Some("text") | Some("md") => Corpus::Documents(vec![read_text(path)?]),

@@ -59,9 +59,19 @@ impl TextTokenizer {
     /// tokens spelled as [`END_OF_TEXT`], `<s>`/`</s>`, `[BOS]`/`[EOS]` or Llama 3's.
     pub fn load(path: &Path) -> Result<Self, TextError> {
         let bytes = std::fs::read(path).map_err(|e| TextError::io(path, e))?;
-        let tok = Tokenizer::from_bytes(&bytes)
+        Self::from_json(&bytes, path)
+    }
+
+    /// As [`Self::load`], from the file's bytes; `path` names it in errors.
+    pub fn from_json(bytes: &[u8], path: &Path) -> Result<Self, TextError> {
+        let tok = Tokenizer::from_bytes(bytes)
             .map_err(|e| TextError::content(path, format!("not a tokenizer.json: {e}")))?;
         Self::from_tokenizer(tok, path)
+    }
+
+    /// The `tokenizer.json` text.
+    pub fn to_json(&self) -> Result<String, TextError> {
+        self.inner.to_string(false).map_err(tok_err)
     }
 
     fn from_tokenizer(inner: Tokenizer, path: &Path) -> Result<Self, TextError> {
@@ -79,7 +89,7 @@ impl TextTokenizer {
 
     /// Writes `tokenizer.json` (through a temporary file, so that it is never half-written).
     pub fn save(&self, path: &Path) -> Result<(), TextError> {
-        let json = self.inner.to_string(false).map_err(tok_err)?;
+        let json = self.to_json()?;
         let tmp = path.with_extension("json.tmp");
         std::fs::write(&tmp, json).map_err(|e| TextError::io(&tmp, e))?;
         std::fs::rename(&tmp, path).map_err(|e| TextError::io(path, e))

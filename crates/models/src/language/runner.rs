@@ -1,5 +1,6 @@
-//! Data-parallel evaluation of a language-model batch: the sequences are cut into chunks (about
-//! [`LmRunner::CHUNK_TOKENS`] tokens each) and the chunks into at most [`LmRunner::GROUPS`]
+//! Data-parallel evaluation of a language-model batch: the sequences are cut into chunks (at
+//! most [`LmRunner::CHUNK_TOKENS`] tokens, and small enough that every group gets one when the
+//! batch has enough sequences) and the chunks into at most [`LmRunner::GROUPS`]
 //! contiguous groups. Groups run on rayon's pool, each accumulating into its own gradient, and
 //! are reduced in group order; the grouping depends only on the batch shape, so results are
 //! bitwise identical for any thread count.
@@ -76,7 +77,10 @@ impl<T: Float> LmRunner<T> {
         }
         let with_grad = grad.is_some();
         let packed = model.pack(p);
-        let chunk = (Self::CHUNK_TOKENS / t).max(1);
+        // Enough chunks for every group when the batch allows, each at most CHUNK_TOKENS.
+        let chunk = (Self::CHUNK_TOKENS / t)
+            .min(nseq.div_ceil(Self::GROUPS))
+            .max(1);
         let nchunks = nseq.div_ceil(chunk);
         let ngroups = nchunks.min(Self::GROUPS);
         // Group g runs chunks [g*nchunks/ngroups, (g+1)*nchunks/ngroups).

@@ -1,0 +1,171 @@
+//! Training a language-model run end to end on a small synthetic corpus: the run folder's
+//! files, resuming to the files of an uninterrupted run, and bad input.
+
+use std::path::{Path, PathBuf};
+
+use stagewise_models::language::LanguageModel;
+use stagewise_pipeline::lm::{LmTrainOptions, train_lm};
+use stagewise_pipeline::{Quiet, RunDir};
+
+fn scratch(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("stagewise-lm-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+/// A corpus of sentences from a small grammar: two training texts and one test text.
+fn corpus(dir: &Path) {
+    let subj = ["the cat", "a dog", "the old king", "my friend", "the queen"];
+    let verb = ["sees", "loves", "follows", "greets", "fears"];
+    let obj = [
+        "the moon",
+        "a bird",
+        "the river",
+        "her brother",
+        "the crown",
+    ];
+    let text = |salt: usize, n: usize| -> String {
+        (0..n)
+            .map(|s| {
+                let k = s * 7 + salt;
+                format!(
+                    "{} {} {}.\n",
+                    subj[k % 5],
+                    verb[(k / 5) % 5],
+                    obj[(k / 3) % 5]
+                )
+            })
+            .collect()
+    };
+    for (sub, name, salt, n) in [
+        ("train", "a.txt", 1, 400),
+        ("train", "b.txt", 2, 400),
+        ("test", "c.txt", 3, 100),
+    ] {
+        std::fs::create_dir_all(dir.join(sub)).unwrap();
+        std::fs::write(dir.join(sub).join(name), text(salt, n)).unwrap();
+    }
+}
+
+fn config(dir: &Path) -> PathBuf {
+    let yaml = format!(
+        "num_steps: 40
+batch_size: 6
+transformer_config: {{n_layers: 2, d_model: 16, d_head: 8, n_heads: 2, n_ctx: 24, d_vocab: 300, seed: 3}}
+optimizer_config: {{optimizer_type: AdamW, lr: 0.003, weight_decay: 0.05}}
+checkpointer_config: {{checkpoint_steps: {{log_space: 5, linear_space: 4}}}}
+logger_config: {{logging_steps: {{linear_space: 5}}}}
+trainset: {}
+testset: {}
+num_test_rows: 10
+",
+        dir.join("train").display(),
+        dir.join("test").display()
+    );
+    let p = dir.join("lm.yaml");
+    std::fs::write(&p, yaml).unwrap();
+    p
+}
+
+fn opts(cfg: &Path, run: &RunDir, stop_after: Option<u64>, resume: bool) -> LmTrainOptions {
+    LmTrainOptions {
+        config: (!resume).then(|| cfg.to_path_buf()),
+        out: Some(run.clone()),
+        resume,
+        stop_after,
+        ..LmTrainOptions::default()
+    }
+}
+
+#[test]
+fn a_language_run_trains_writes_its_files_and_resumes_exactly() {
+    let dir = scratch("train");
+    corpus(&dir);
+    let cfg = config(&dir);
+    let whole = RunDir::local(dir.join("whole"));
+    let r = train_lm(&opts(&cfg, &whole, None, false), &Quiet).unwrap();
+    assert!(whole.is_complete() && whole.is_language_run());
+    assert!(r.last_test_loss < (300f64).ln(), "{}", r.last_test_loss);
+    let root = dir.join("whole");
+    for f in [
+        "config.yaml",
+        "schedule.json",
+        "tokenizer.json",
+        "metrics.csv",
+        "train.csv",
+    ] {
+        assert!(root.join(f).exists(), "{f}");
+    }
+    let metrics = std::fs::read_to_string(root.join("metrics.csv")).unwrap();
+    assert!(
+        metrics.starts_with("step,test/loss,weight/norm\n"),
+        "{metrics}"
+    );
+    // linspace(0, 40, 5) below 40: steps 0, 10, 20, 30.
+    assert_eq!(metrics.lines().count(), 1 + 4, "{metrics}");
+    // log_space 5 + linear_space 4 over 40 steps, below 40.
+    let steps = whole.checkpoint_steps().unwrap();
+    assert_eq!(steps, [0, 1, 2, 6, 13, 15, 26]);
+    let model = LanguageModel::new(r.config.transformer_config.model()).unwrap();
+    let w = whole.weights(&model, 26).unwrap();
+    assert_eq!(w.len(), model.num_params());
+
+    // Stopped at step 17, then resumed: the same checkpoints and tables.
+    let sliced = RunDir::local(dir.join("sliced"));
+    train_lm(&opts(&cfg, &sliced, Some(17), false), &Quiet).unwrap();
+    assert!(!sliced.is_complete());
+    let again = train_lm(&opts(&cfg, &sliced, None, true), &Quiet).unwrap();
+    assert!(again.resumed_at.is_some_and(|s| s < 17));
+    assert!(sliced.is_complete());
+    assert_eq!(sliced.weights(&model, 26).unwrap(), w);
+    assert_eq!(sliced.checkpoint_steps().unwrap(), steps);
+    for f in ["metrics.csv", "train.csv", "tokenizer.json"] {
+        assert_eq!(
+            std::fs::read(dir.join("sliced").join(f)).unwrap(),
+            std::fs::read(root.join(f)).unwrap(),
+            "{f}"
+        );
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn bad_language_inputs_are_errors_that_name_the_problem() {
+    let dir = scratch("bad");
+    corpus(&dir);
+    let cfg = config(&dir);
+    let run = |sets: &[&str], name: &str| {
+        let o = LmTrainOptions {
+            config: Some(cfg.clone()),
+            sets: sets.iter().map(|s| s.to_string()).collect(),
+            out: Some(RunDir::local(dir.join(name))),
+            ..LmTrainOptions::default()
+        };
+        format!("{:#}", train_lm(&o, &Quiet).unwrap_err())
+    };
+    let e = run(&["trainset=nowhere/at/all"], "r1");
+    assert!(e.contains("trainset nowhere/at/all: no such file"), "{e}");
+    // The grammar corpus cannot fill 5,000 BPE ids.
+    let e = run(&["transformer_config.d_vocab=5000"], "r2");
+    assert!(
+        e.contains("d_vocab = 5000") && e.contains("lower d_vocab"),
+        "{e}"
+    );
+    let e = run(
+        &["transformer_config.positional_embedding_type=rotary"],
+        "r3",
+    );
+    assert!(
+        e.contains("positional_embedding_type") && e.contains("shortformer"),
+        "{e}"
+    );
+    std::fs::write(dir.join("tok.json"), "{}").unwrap();
+    let tok = format!("tokenizer={}", dir.join("tok.json").display());
+    let e = run(&[tok.as_str()], "r4");
+    assert!(
+        e.contains("tok.json") && e.contains("not a tokenizer.json"),
+        "{e}"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
