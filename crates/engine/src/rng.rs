@@ -45,6 +45,7 @@ pub mod tag {
     pub const SGLD_EVAL_BATCH: u32 = 11;
     pub const ED_DATA: u32 = 12;
     pub const HESSIAN_PROBE: u32 = 13;
+    pub const LM_EVAL: u32 = 14;
 }
 
 /// A random stream addressed by `(seed, tag, a, b)`; element `i` is a pure function of those.

@@ -10,7 +10,7 @@ use anyhow::{Context, Result, bail};
 use stagewise_io::checkpoint::CheckpointMeta;
 use stagewise_io::config::{parse_yaml, resolve_document, typed_as};
 use stagewise_text::{TextTokenizer, TokenRows, read_corpus};
-use stagewise_train::lm::{LmTrainConfig, LmTrainer};
+use stagewise_train::lm::{LmEvaluator, LmTrainConfig, LmTrainer};
 use stagewise_train::trainer::TrainState;
 
 use crate::lock::Lock;
@@ -20,6 +20,11 @@ use crate::train::OPTIMIZER_STATES_KEPT;
 
 /// The built-in quick language-model config (`configs/lm-quick.yaml`).
 pub const LM_QUICK_YAML: &str = include_str!("../../../configs/lm-quick.yaml");
+
+/// Training tokens the n-gram tables of the evaluations are counted on (at most).
+pub const NGRAM_TOKENS: usize = 2_000_000;
+/// Trigrams and skip-trigrams the n-gram scores look at: the most frequent this many.
+pub const TOP_NGRAMS: usize = 1000;
 
 /// The tokenizer a run trained for itself, kept in its folder.
 pub const TOKENIZER_FILE: &str = "tokenizer.json";
@@ -283,7 +288,28 @@ pub fn train_lm(opts: &LmTrainOptions, obs: &dyn Observer) -> Result<LmTrainResu
     } else {
         None
     };
-    let metric_names = vec!["test/loss".to_string(), "weight/norm".to_string()];
+    let mut bos = [0u32; 1];
+    if let Some(first) = (!test_rows.is_empty()).then(|| {
+        let mut row = vec![0u32; cfg.transformer_config.n_ctx];
+        test_rows.row_into(0, &mut row);
+        row[0]
+    }) {
+        bos[0] = first;
+    }
+    obs.note("counting the training data's n-grams");
+    let evaluator = LmEvaluator::new(
+        &model,
+        &train_rows,
+        &test_rows,
+        cfg.num_test_rows,
+        (NGRAM_TOKENS / cfg.transformer_config.n_ctx).max(1),
+        TOP_NGRAMS,
+        cfg.batch_size,
+        cfg.transformer_config.seed,
+        bos[0],
+    );
+    let mut metric_names = LmEvaluator::metric_names(&model);
+    metric_names.push("weight/norm".to_string());
     let train_names = vec!["batch/loss".to_string()];
     let header = |names: &[String]| -> Vec<String> {
         std::iter::once("step".to_string())
@@ -321,7 +347,8 @@ pub fn train_lm(opts: &LmTrainOptions, obs: &dyn Observer) -> Result<LmTrainResu
             tb.scalars(t, &[("batch/loss", loss as f32)])?;
         }
         if logging_steps.contains(&t) {
-            let test = trainer.evaluate(&test_rows, cfg.num_test_rows, None)?;
+            let mut values = trainer.evaluate_all(&evaluator)?;
+            let test = values[0];
             last_test = test;
             let norm = trainer
                 .params()
@@ -329,11 +356,14 @@ pub fn train_lm(opts: &LmTrainOptions, obs: &dyn Observer) -> Result<LmTrainResu
                 .map(|x| (*x as f64) * (*x as f64))
                 .sum::<f64>()
                 .sqrt();
-            metrics.append(t, &[test, norm])?;
-            tb.scalars(
-                t,
-                &[("test/loss", test as f32), ("weight/norm", norm as f32)],
-            )?;
+            values.push(norm);
+            metrics.append(t, &values)?;
+            let tags: Vec<(&str, f32)> = metric_names
+                .iter()
+                .map(String::as_str)
+                .zip(values.iter().map(|v| *v as f32))
+                .collect();
+            tb.scalars(t, &tags)?;
             obs.note(&format!("eval step {t}: test/loss {test:.4}"));
         }
         if checkpoint_steps.contains(&t) {

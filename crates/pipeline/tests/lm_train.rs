@@ -98,9 +98,11 @@ fn a_language_run_trains_writes_its_files_and_resumes_exactly() {
         assert!(root.join(f).exists(), "{f}");
     }
     let metrics = std::fs::read_to_string(root.join("metrics.csv")).unwrap();
+    let header = metrics.lines().next().unwrap();
     assert!(
-        metrics.starts_with("step,test/loss,weight/norm\n"),
-        "{metrics}"
+        header.starts_with("step,test/loss,test/loss_no_pos,bigram/score,")
+            && header.ends_with(",heads/prev/L1H1,weight/norm"),
+        "{header}"
     );
     // linspace(0, 40, 5) below 40: steps 0, 10, 20, 30.
     assert_eq!(metrics.lines().count(), 1 + 4, "{metrics}");

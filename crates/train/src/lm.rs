@@ -9,8 +9,10 @@ use stagewise_models::language::LanguageConfig;
 use crate::config::{CheckpointerConfig, ConfigError, LoggingConfig, OptimizerConfig, invalid};
 use crate::steps::StepsSpec;
 
+pub mod eval;
 mod trainer;
 
+pub use eval::{LmEvaluator, NgramTables};
 pub use stagewise_models::language::RowSource;
 pub use trainer::{LmState, LmTrainer, evaluate_rows};
 

@@ -56,6 +56,49 @@ impl<T: Float> LmRunner<T> {
         &self.position_losses
     }
 
+    /// Forward passes only, for evaluations: runs each chunk of `tokens[B, T]` and calls
+    /// `visit(first_sequence, sequences, workspace)` with its logits `[n, V]` and attention
+    /// patterns in the workspace (before any loss), in parallel; results in chunk order.
+    pub fn inspect<R: Send>(
+        &mut self,
+        model: &LanguageModel,
+        p: &[T],
+        tokens: &[u32],
+        nseq: usize,
+        t: usize,
+        visit: &(dyn Fn(usize, usize, &LmWorkspace<T>) -> R + Sync),
+    ) -> Result<Vec<R>, ModelError> {
+        model.check_tokens(tokens, nseq, t)?;
+        let packed = model.pack(p);
+        let chunk = (Self::CHUNK_TOKENS / t)
+            .min(nseq.div_ceil(Self::GROUPS))
+            .max(1);
+        let nchunks = nseq.div_ceil(chunk);
+        let ngroups = nchunks.min(Self::GROUPS);
+        while self.groups.len() < ngroups {
+            self.groups.push(Group {
+                ws: LmWorkspace::default(),
+                grad: Vec::new(),
+                pg: None,
+            });
+        }
+        let per_group: Vec<Vec<R>> = self.groups[..ngroups]
+            .par_iter_mut()
+            .enumerate()
+            .map(|(g, grp)| {
+                let (c0, c1) = (g * nchunks / ngroups, (g + 1) * nchunks / ngroups);
+                (c0..c1)
+                    .map(|c| {
+                        let (s, e) = (c * chunk, ((c + 1) * chunk).min(nseq));
+                        model.forward(p, &packed, &tokens[s * t..e * t], e - s, t, &mut grp.ws);
+                        visit(s, e - s, &grp.ws)
+                    })
+                    .collect()
+            })
+            .collect();
+        Ok(per_group.into_iter().flatten().collect())
+    }
+
     /// Mean next-token cross-entropy over the `B*(T-1)` predictions of `tokens[B, T]`; with
     /// `grad`, its gradient overwrites `grad`.
     pub fn run(

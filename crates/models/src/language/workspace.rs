@@ -49,9 +49,10 @@ pub struct LmWorkspace<T> {
     pub(super) sqk: Vec<T>,
     /// dLoss/d(block input) through its LayerNorm `[N, C]`.
     pub(super) dtmp: Vec<T>,
-    /// B and T of the last forward pass.
+    /// B and T of the last forward pass, and the model's head count.
     pub nseq: usize,
     pub t: usize,
+    pub heads: usize,
 }
 
 fn ensure<T: Float>(v: &mut Vec<T>, len: usize) {
@@ -92,6 +93,20 @@ impl<T: Float> LmWorkspace<T> {
         self.losses.resize(n, 0.0);
         self.nseq = nseq;
         self.t = t;
+        self.heads = cfg.n_heads;
+    }
+
+    /// Attention weight of query `q` on key `k` in head `h` of layer `l`, sequence `b` of the
+    /// last forward pass.
+    pub fn attention(&self, l: usize, b: usize, h: usize, q: usize, k: usize) -> T {
+        let tp = self.t.next_multiple_of(8);
+        self.acts[l].probs[((b * self.heads + h) * self.t + q) * tp + k]
+    }
+
+    /// Logits `[V]` of position `i` of sequence `b` of the last forward pass.
+    pub fn logits_at(&self, b: usize, i: usize, v: usize) -> &[T] {
+        let r = b * self.t + i;
+        &self.logits[r * v..(r + 1) * v]
     }
 
     /// Sizes the backward scratch.

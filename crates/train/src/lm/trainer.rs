@@ -108,6 +108,24 @@ impl<T: Float> LmTrainer<T> {
         )
     }
 
+    /// Every evaluation of `ev` on the current weights.
+    pub fn evaluate_all(&mut self, ev: &super::LmEvaluator) -> Result<Vec<f64>, TrainError> {
+        ev.evaluate(&self.model, &self.params, &mut self.runner)
+    }
+
+    /// Replaces the weights (keeping AdamW's state); for tests and conversions.
+    pub fn set_params(&mut self, params: Vec<T>) -> Result<(), TrainError> {
+        if params.len() != self.params.len() {
+            return Err(TrainError::State(format!(
+                "{} parameters for a model of {}",
+                params.len(),
+                self.params.len()
+            )));
+        }
+        self.params = params;
+        Ok(())
+    }
+
     pub fn state(&self) -> LmState<T> {
         TrainState {
             params: self.params.clone(),
