@@ -5,11 +5,13 @@
 //! commands only parse arguments into the options.
 
 mod gpu;
+mod lm;
 pub mod machine;
 mod sgld;
 mod train;
 mod whole;
 
 pub use gpu::{BenchGpuOptions, flops_per_pass, gpu};
+pub use lm::{BenchLmOptions, lm, lm_step_flops};
 pub use sgld::{BenchSgldOptions, sgld};
 pub use train::{BenchTrainOptions, train};

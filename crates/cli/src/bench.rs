@@ -149,3 +149,42 @@ impl BenchGpuArgs {
         }
     }
 }
+
+#[derive(Args)]
+pub struct BenchLmArgs {
+    /// Model size: reference (2 layers, d_model 256, 8 x 32 heads, n_ctx 1024, vocabulary
+    /// 5,000) or quick (configs/lm-quick.yaml's sizes).
+    #[arg(long, default_value = "reference")]
+    model: String,
+    /// Sequences per batch (default: 4 for reference, 16 for quick).
+    #[arg(long)]
+    batch: Option<usize>,
+    /// Thread counts.
+    #[arg(long, value_delimiter = ',', default_value = "1,2")]
+    threads: Vec<usize>,
+    /// Timed steps per measurement (after 2 warm-up steps).
+    #[arg(long, default_value_t = 3)]
+    steps: usize,
+    /// Measurements per cell, alternating stagewise and PyTorch; the best is shown.
+    #[arg(long, default_value_t = 2)]
+    repeat: usize,
+    /// Python interpreter with torch: also run bench/torch_lm.py and print the ratio.
+    #[arg(long)]
+    torch: Option<PathBuf>,
+    #[arg(long, default_value = "bench/torch_lm.py")]
+    torch_script: PathBuf,
+}
+
+impl BenchLmArgs {
+    pub fn options(&self) -> stagewise_bench::BenchLmOptions {
+        stagewise_bench::BenchLmOptions {
+            model: self.model.clone(),
+            batch: self.batch,
+            threads: self.threads.clone(),
+            steps: self.steps,
+            repeat: self.repeat,
+            torch: self.torch.clone(),
+            torch_script: self.torch_script.clone(),
+        }
+    }
+}

@@ -110,6 +110,8 @@ enum BenchCommand {
     /// Training steps/s and batched SGLD chain-draws/s on a CUDA device, optionally next to
     /// PyTorch on the same card.
     Gpu(bench::BenchGpuArgs),
+    /// Training steps per second of the language model, optionally next to PyTorch.
+    Lm(bench::BenchLmArgs),
 }
 
 /// `--tf32` (global): GEMMs on a CUDA device may use TF32 tensor cores.
@@ -159,6 +161,7 @@ fn main() {
     let result = match cli.command {
         Command::Train(args) => train::run(&args),
         Command::Bench(BenchCommand::Train(args)) => stagewise_bench::train(&args.options()),
+        Command::Bench(BenchCommand::Lm(args)) => stagewise_bench::lm(&args.options()),
         Command::Bench(BenchCommand::Sgld(args)) => stagewise_bench::sgld(&args.options()),
         Command::Bench(BenchCommand::Gpu(args)) => stagewise_bench::gpu(&args.options()),
         Command::Llc(args) => match *args {
