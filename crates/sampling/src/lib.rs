@@ -12,6 +12,7 @@ pub mod chains;
 pub mod config;
 pub mod engine;
 pub mod estimator;
+pub mod language;
 pub mod mala;
 pub mod mask;
 pub mod potential;
