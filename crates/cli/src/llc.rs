@@ -109,10 +109,13 @@ pub fn run(a: &RunArgs) -> Result<()> {
         );
     };
     let run = crate::place::run_dir(run)?;
-    // The run, the sampler and the selection are checked before a device is opened.
-    let ckpts = stagewise_pipeline::llc::Checkpoints::open(&run)?;
+    // The run, the sampler and the selection are checked before a device is opened (a
+    // language-model run checks them in `llc`, which runs on the CPU).
     let sampler = Sampler::load(config, &a.sets)?;
-    ckpts.select(&a.select.selection())?;
+    if !run.is_language_run() {
+        let ckpts = stagewise_pipeline::llc::Checkpoints::open(&run)?;
+        ckpts.select(&a.select.selection())?;
+    }
     let (device, per_launch) = a.device.open()?;
     let opts = LlcOptions {
         sampler,

@@ -77,52 +77,12 @@ impl Checkpoints {
     /// checkpoints among `int_logspace(1, num_steps, log)` and `int_linspace(0, num_steps,
     /// lin)`), or by default every checkpoint.
     pub fn select(&self, sel: &StepSelection) -> Result<Vec<u64>> {
-        let (steps, log, lin) = (&sel.steps, sel.log_space, sel.linear_space);
-        let steps: Vec<u64> = if log.is_some() || lin.is_some() {
-            // Expanding the spaces holds every point: as much memory as training's step sets.
-            let points = log.unwrap_or(0) as u128 + lin.unwrap_or(0) as u128;
-            crate::memory::check(
-                "the step selection",
-                64 * points,
-                "--log-space or --linear-space",
-            )?;
-            let spec = StepsSpec::Spaces(Spaces {
-                log_space: log.map(SpaceSpec::Count),
-                linear_space: lin.map(SpaceSpec::Count),
-                ..Spaces::default()
-            });
-            spec.expand(self.config.num_steps)
-                .into_iter()
-                .filter(|s| self.available.contains(s))
-                .collect()
-        } else if steps.is_empty() {
-            self.available.clone()
-        } else {
-            steps.to_vec()
-        };
-        let mut sorted = steps.clone();
-        sorted.sort_unstable();
-        if let Some(w) = sorted.windows(2).find(|w| w[0] == w[1]) {
-            bail!("--steps: step {} is given twice", w[0]);
-        }
-        if steps.is_empty() {
-            bail!(
-                "{}: the step selection contains no checkpoint of the run",
-                self.run.checkpoints_location()
-            );
-        }
-        let missing: Vec<u64> = steps
-            .iter()
-            .copied()
-            .filter(|s| !self.available.contains(s))
-            .collect();
-        if !missing.is_empty() {
-            bail!(
-                "{}: no checkpoint for steps {missing:?}",
-                self.run.checkpoints_location()
-            );
-        }
-        Ok(steps)
+        select_steps(
+            sel,
+            self.config.num_steps,
+            &self.available,
+            &self.run.checkpoints_location(),
+        )
     }
 
     pub fn weights(&self, step: u64) -> Result<Vec<f32>> {
@@ -172,6 +132,61 @@ impl Checkpoints {
             }),
         }
     }
+}
+
+/// Checkpoint steps of a run of `num_steps` steps with checkpoints `available`: an explicit
+/// list, the reference's log/linear selection (the run's checkpoints among `int_logspace(1,
+/// num_steps, log)` and `int_linspace(0, num_steps, lin)`), or by default every checkpoint.
+/// `location` names the checkpoints folder in errors.
+pub fn select_steps(
+    sel: &StepSelection,
+    num_steps: u64,
+    available: &[u64],
+    location: &str,
+) -> Result<Vec<u64>> {
+    let (steps, log, lin) = (&sel.steps, sel.log_space, sel.linear_space);
+    let steps: Vec<u64> = if log.is_some() || lin.is_some() {
+        // Expanding the spaces holds every point: as much memory as training's step sets.
+        let points = log.unwrap_or(0) as u128 + lin.unwrap_or(0) as u128;
+        crate::memory::check(
+            "the step selection",
+            64 * points,
+            "--log-space or --linear-space",
+        )?;
+        let spec = StepsSpec::Spaces(Spaces {
+            log_space: log.map(SpaceSpec::Count),
+            linear_space: lin.map(SpaceSpec::Count),
+            ..Spaces::default()
+        });
+        spec.expand(num_steps)
+            .into_iter()
+            .filter(|s| available.contains(s))
+            .collect()
+    } else if steps.is_empty() {
+        available.to_vec()
+    } else {
+        steps.to_vec()
+    };
+    let mut sorted = steps.clone();
+    sorted.sort_unstable();
+    if let Some(w) = sorted.windows(2).find(|w| w[0] == w[1]) {
+        bail!("--steps: step {} is given twice", w[0]);
+    }
+    if steps.is_empty() {
+        bail!(
+            "{}: the step selection contains no checkpoint of the run",
+            location
+        );
+    }
+    let missing: Vec<u64> = steps
+        .iter()
+        .copied()
+        .filter(|s| !available.contains(s))
+        .collect();
+    if !missing.is_empty() {
+        bail!("{}: no checkpoint for steps {missing:?}", location);
+    }
+    Ok(steps)
 }
 
 /// How a device batches a sweep's work.
@@ -310,118 +325,157 @@ pub struct LlcResult {
     pub estimates: Vec<(u64, LlcEstimate)>,
 }
 
-/// Estimates the LLC at a run's checkpoints; see the module documentation.
+/// Estimates the LLC at a run's checkpoints; see the module documentation. A language-model
+/// run (its config has a `transformer_config`) goes to [`crate::lm::llc_lm`].
 pub fn llc(run: &RunDir, opts: &LlcOptions, obs: &dyn Observer) -> Result<LlcResult> {
+    if run.is_language_run() {
+        return crate::lm::llc_lm(run, opts, obs);
+    }
     let ckpts = Checkpoints::open(run)?;
     let sampler = &opts.sampler;
     let steps = ckpts.select(&opts.select)?;
     let on_device = opts.device.device().map(|_| opts.per_launch.checkpoints);
     crate::memory::check_sampling(&ckpts.model.config, &sampler.config, on_device)?;
     let mask = ckpts.mask(sampler)?;
-    let chains = sampler.config.chains();
     let engine = ckpts.chain_engine(&opts.device, &sampler.config, &opts.per_launch);
-    let explain = |e: EngineError| opts.per_launch.explain(e, chains.chains);
-    engine
-        .check_fits(steps.len(), &sampler.sgld, mask.as_deref(), &chains)
-        .map_err(explain)?;
-    let out = run.llc(&sampler.name);
-    let _lock = Lock::take(&out.folder, "lock", "stagewise llc")?;
-    out.folder.clean_interrupted(true)?;
-    out.claim(&sampler.config)?;
-    let sgld = &sampler.sgld;
-    let c = sampler.config.num_chains;
-    let k = ckpts.config.task_config.max_examples;
-    let per_token = sampler.config.per_token;
-    let header = table_header(c, per_token.then_some(k));
-    let done: Vec<u64> = out
-        .complete_rows(LlcDir::TABLE, header.len())?
-        .iter()
-        .map(|r| r[0] as u64)
-        .collect();
-    let mut table = out.append_table(LlcDir::TABLE, &header)?;
-    if let Some(line) = table.torn_line() {
-        obs.message(&format!(
-            "{}: dropped the torn last line {line:?} (a write cut short); that checkpoint is estimated again",
-            table.location()
-        ));
-    }
-    let todo: Vec<u64> = steps.into_iter().filter(|s| !done.contains(s)).collect();
-    obs.message(&format!(
-        "LLC at {} checkpoints of {} ({} already done): {} chains x {} draws, {}, nbeta {:.4}, eps {}, gamma {:.4}, batch {} of n = {}",
-        todo.len(),
-        run.display(),
-        done.len(),
-        c,
-        sampler.config.num_draws,
-        sampler.config.sampling_method,
-        sgld.nbeta,
-        sgld.epsilon,
-        sgld.gamma,
-        sampler.config.grad_batch_size,
-        sampler.config.eval_dataset_size
-    ));
-    let per_ckpt = chains.total_steps() as u64;
-    obs.start(0, per_ckpt * todo.len() as u64, "SGLD steps");
-    let mut finished = 0u64;
-    let mut estimates = Vec::new();
-    for group in todo.chunks(engine.centres_per_call()) {
-        let weights = group
-            .iter()
-            .map(|s| ckpts.weights(*s))
-            .collect::<Result<Vec<_>>>()?;
-        let label = match group {
-            [one] => format!("checkpoint {one}"),
-            many => format!("checkpoints {}-{}", many[0], many[many.len() - 1]),
-        };
-        obs.note(&format!("{label}: initial loss"));
-        let base = per_ckpt * finished;
-        let inits = engine.full_losses(&weights).map_err(explain)?;
-        let tick = |d: usize| obs.tick(base + (d * group.len()) as u64, &|| label.clone());
-        let all_traces = engine
-            .sample(&weights, sgld, mask.as_deref(), &chains, &tick)
+    let sweep = Sweep {
+        run,
+        engine: engine.as_ref(),
+        steps,
+        mask,
+        positions: ckpts.config.task_config.max_examples,
+        weights: &|s| ckpts.weights(s),
+    };
+    sweep.run(opts, obs)
+}
+
+/// One LLC sweep, whatever the model: the chain engine, the checkpoints to estimate and how to
+/// read their weights, the restriction mask and the number of per-token parts.
+pub struct Sweep<'a> {
+    pub run: &'a RunDir,
+    pub engine: &'a dyn ChainEngine,
+    pub steps: Vec<u64>,
+    pub mask: Option<Vec<bool>>,
+    /// Per-token parts of the loss (K for the regression model, n_ctx - 1 for the LM).
+    pub positions: usize,
+    pub weights: &'a dyn Fn(u64) -> Result<Vec<f32>>,
+}
+
+impl Sweep<'_> {
+    /// Runs the sweep, writing and resuming `llc/<sampler>/`.
+    pub fn run(self, opts: &LlcOptions, obs: &dyn Observer) -> Result<LlcResult> {
+        let Sweep {
+            run,
+            engine,
+            steps,
+            mask,
+            positions: k,
+            weights: read_weights,
+        } = self;
+        let sampler = &opts.sampler;
+        let chains = sampler.config.chains();
+        let explain = |e: EngineError| opts.per_launch.explain(e, chains.chains);
+        engine
+            .check_fits(steps.len(), &sampler.sgld, mask.as_deref(), &chains)
             .map_err(explain)?;
-        finished += group.len() as u64;
-        for ((step, (init, init_parts)), traces) in group.iter().zip(inits).zip(all_traces) {
-            if !init.is_finite() {
-                bail!("checkpoint {step}: the initial loss is {init}");
-            }
-            let e = LlcEstimate::from_traces(
-                &traces,
-                init,
-                &init_parts,
-                sgld.nbeta,
-                Some(sampler.config.eval_dataset_size as f64),
-            );
-            for f in &e.failures {
-                obs.message(&format!("warning: checkpoint {step}: {f}"));
-            }
-            out.write_traces(
-                *step,
-                &traces_csv(&traces, init, sgld.nbeta, per_token.then_some(k)),
-            )?;
-            table.append(*step, &table_row(&e, per_token))?;
-            table.sync()?;
-            out.parquet_copy(LlcDir::TABLE)?;
+        let out = run.llc(&sampler.name);
+        let _lock = Lock::take(&out.folder, "lock", "stagewise llc")?;
+        out.folder.clean_interrupted(true)?;
+        out.claim(&sampler.config)?;
+        let sgld = &sampler.sgld;
+        let c = sampler.config.num_chains;
+        let per_token = sampler.config.per_token;
+        let header = table_header(c, per_token.then_some(k));
+        let done: Vec<u64> = out
+            .complete_rows(LlcDir::TABLE, header.len())?
+            .iter()
+            .map(|r| r[0] as u64)
+            .collect();
+        let mut table = out.append_table(LlcDir::TABLE, &header)?;
+        if let Some(line) = table.torn_line() {
             obs.message(&format!(
-                "step {step}: llc {:.3} +- {:.3} (init loss {init:.4}, R-hat {:.3}{})",
-                e.mean,
-                e.std,
-                e.rhat,
-                if e.mala_accept.is_finite() {
-                    format!(", MALA acceptance {:.3}", e.mala_accept)
-                } else {
-                    String::new()
-                }
+                "{}: dropped the torn last line {line:?} (a write cut short); that checkpoint is estimated again",
+                table.location()
             ));
-            estimates.push((*step, e));
         }
+        let todo: Vec<u64> = steps.into_iter().filter(|s| !done.contains(s)).collect();
+        obs.message(&format!(
+            "LLC at {} checkpoints of {} ({} already done): {} chains x {} draws, {}, nbeta {:.4}, eps {}, gamma {:.4}, batch {} of n = {}",
+            todo.len(),
+            run.display(),
+            done.len(),
+            c,
+            sampler.config.num_draws,
+            sampler.config.sampling_method,
+            sgld.nbeta,
+            sgld.epsilon,
+            sgld.gamma,
+            sampler.config.grad_batch_size,
+            sampler.config.eval_dataset_size
+        ));
+        let per_ckpt = chains.total_steps() as u64;
+        obs.start(0, per_ckpt * todo.len() as u64, "SGLD steps");
+        let mut finished = 0u64;
+        let mut estimates = Vec::new();
+        for group in todo.chunks(engine.centres_per_call()) {
+            let weights = group
+                .iter()
+                .map(|s| read_weights(*s))
+                .collect::<Result<Vec<_>>>()?;
+            let label = match group {
+                [one] => format!("checkpoint {one}"),
+                many => format!("checkpoints {}-{}", many[0], many[many.len() - 1]),
+            };
+            obs.note(&format!("{label}: initial loss"));
+            let base = per_ckpt * finished;
+            let inits = engine.full_losses(&weights).map_err(explain)?;
+            let tick = |d: usize| obs.tick(base + (d * group.len()) as u64, &|| label.clone());
+            let all_traces = engine
+                .sample(&weights, sgld, mask.as_deref(), &chains, &tick)
+                .map_err(explain)?;
+            finished += group.len() as u64;
+            for ((step, (init, init_parts)), traces) in group.iter().zip(inits).zip(all_traces) {
+                if !init.is_finite() {
+                    bail!("checkpoint {step}: the initial loss is {init}");
+                }
+                let e = LlcEstimate::from_traces(
+                    &traces,
+                    init,
+                    &init_parts,
+                    sgld.nbeta,
+                    Some(sampler.config.eval_dataset_size as f64),
+                );
+                for f in &e.failures {
+                    obs.message(&format!("warning: checkpoint {step}: {f}"));
+                }
+                out.write_traces(
+                    *step,
+                    &traces_csv(&traces, init, sgld.nbeta, per_token.then_some(k)),
+                )?;
+                table.append(*step, &table_row(&e, per_token))?;
+                table.sync()?;
+                out.parquet_copy(LlcDir::TABLE)?;
+                obs.message(&format!(
+                    "step {step}: llc {:.3} +- {:.3} (init loss {init:.4}, R-hat {:.3}{})",
+                    e.mean,
+                    e.std,
+                    e.rhat,
+                    if e.mala_accept.is_finite() {
+                        format!(", MALA acceptance {:.3}", e.mala_accept)
+                    } else {
+                        String::new()
+                    }
+                ));
+                estimates.push((*step, e));
+            }
+        }
+        obs.finish();
+        Ok(LlcResult {
+            table: out.table_location(),
+            done_before: done.len(),
+            estimates,
+        })
     }
-    obs.finish();
-    Ok(LlcResult {
-        table: out.table_location(),
-        done_before: done.len(),
-        estimates,
-    })
 }
 
 /// Columns of `llc.csv`: the estimate (devinterp's names for the chain mean and spread, the

@@ -18,6 +18,9 @@ use crate::observe::Observer;
 use crate::rundir::{RunDir, check_name};
 use crate::train::OPTIMIZER_STATES_KEPT;
 
+mod llc;
+pub use llc::llc_lm;
+
 /// The built-in quick language-model config (`configs/lm-quick.yaml`).
 pub const LM_QUICK_YAML: &str = include_str!("../../../configs/lm-quick.yaml");
 

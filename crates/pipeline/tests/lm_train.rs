@@ -129,6 +129,33 @@ fn a_language_run_trains_writes_its_files_and_resumes_exactly() {
             "{f}"
         );
     }
+
+    // The LLC at every checkpoint, through the common sweep (table, traces, resume).
+    let sampler = stagewise_pipeline::llc::Sampler::from_text(
+        "lm-tiny",
+        "num_chains: 2\nnum_draws: 6\ngrad_batch_size: 4\neval_dataset_size: 32\n\
+         gradient_scale: 0.015\nlocalization_scale: 0.1\nnoise_scale: 0.001\nper_token: true\n",
+        "test sampler",
+        &[],
+    )
+    .unwrap();
+    let opts = stagewise_pipeline::llc::LlcOptions {
+        sampler,
+        ..Default::default()
+    };
+    let r = stagewise_pipeline::llc::llc(&whole, &opts, &Quiet).unwrap();
+    assert_eq!(r.estimates.len(), steps.len());
+    assert!(r.estimates.iter().all(|(_, e)| e.mean.is_finite()));
+    let table = std::fs::read_to_string(root.join("llc/lm-tiny/llc.csv")).unwrap();
+    assert_eq!(table.lines().count(), 1 + steps.len());
+    // Per-token LLCs: one column per predicting position (n_ctx - 1 = 23).
+    let header = table.lines().next().unwrap();
+    assert!(
+        header.contains(",llc/mean/22,") && !header.contains("llc/mean/23"),
+        "{header}"
+    );
+    let again = stagewise_pipeline::llc::llc(&whole, &opts, &Quiet).unwrap();
+    assert!(again.estimates.is_empty() && again.done_before == steps.len());
     std::fs::remove_dir_all(&dir).unwrap();
 }
 

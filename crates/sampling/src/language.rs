@@ -58,7 +58,9 @@ impl<T: Float> LmDatasetWorker<'_, T> {
         let mut m = 0;
         for i in idx {
             self.tokens.resize((m + 1) * t, 0);
-            self.data.rows.row_into(i, &mut self.tokens[m * t..(m + 1) * t]);
+            self.data
+                .rows
+                .row_into(i, &mut self.tokens[m * t..(m + 1) * t]);
             m += 1;
         }
         m

@@ -44,7 +44,11 @@ fn rows(n: usize) -> (Vec<u32>, usize) {
         let mut x = (r % 12 + 1) as u32;
         for j in 1..12 {
             ids.push(x);
-            x = if (r + j) % 3 == 0 { x % 12 + 1 } else { x * 5 % 12 + 1 };
+            x = if (r + j) % 3 == 0 {
+                x % 12 + 1
+            } else {
+                x * 5 % 12 + 1
+            };
         }
     }
     (ids, 12)
@@ -99,7 +103,10 @@ fn sgld_at_a_trained_checkpoint_gives_a_positive_llc() {
     let traces = stagewise_sampling::sample(&pot, &w, &sgld, None, &cfg);
     let (init, parts) = Potential::<f32>::full_loss(&pot, &w);
     let e = LlcEstimate::from_traces(&traces, init, &parts, sgld.nbeta, Some(64.0));
-    eprintln!("llc {} +- {} (init loss {init:.4}, nbeta {})", e.mean, e.std, sgld.nbeta);
+    eprintln!(
+        "llc {} +- {} (init loss {init:.4}, nbeta {})",
+        e.mean, e.std, sgld.nbeta
+    );
     assert!(e.mean.is_finite() && e.mean > 0.0, "{}", e.mean);
     assert!(e.mean < model.num_params() as f64 / 2.0);
 }

@@ -1,0 +1,72 @@
+//! The LLC over a language-model run's checkpoints: the sampler's data set is the first
+//! `eval_dataset_size` training rows (its minibatches `grad_batch_size` rows), the loss the
+//! mean next-token cross-entropy, per-token parts the n_ctx - 1 positions; the sweep itself
+//! (table, traces, resume) is the regression runs'.
+
+use anyhow::{Context, Result, bail};
+use stagewise_models::language::LanguageModel;
+use stagewise_sampling::config::GradBatchOrigin;
+use stagewise_sampling::language::LmDataset;
+use stagewise_sampling::mask::build_mask;
+
+use super::{lm_data, load_lm_config};
+use crate::llc::{LlcOptions, LlcResult, Sweep, select_steps};
+use crate::observe::Observer;
+use crate::rundir::RunDir;
+
+/// Estimates the LLC at a language-model run's checkpoints (CPU only).
+pub fn llc_lm(run: &RunDir, opts: &LlcOptions, obs: &dyn Observer) -> Result<LlcResult> {
+    if opts.device.device().is_some() {
+        bail!("the language model's LLC runs on the CPU only (--device cpu)");
+    }
+    let text = run
+        .config_text()?
+        .with_context(|| format!("cannot read {}", run.config_location()))?;
+    let (cfg, _) = load_lm_config(&text, &run.config_location(), &[], None)?;
+    let model = LanguageModel::new(cfg.transformer_config.model())?;
+    let available = run.checkpoint_steps()?;
+    if available.is_empty() {
+        bail!(
+            "{}: no checkpoints (files <step>.safetensors); train the run first",
+            run.checkpoints_location()
+        );
+    }
+    let steps = select_steps(
+        &opts.select,
+        cfg.num_steps,
+        &available,
+        &run.checkpoints_location(),
+    )?;
+    let sampler = &opts.sampler;
+    let mask = build_mask(
+        &model.layout.named_sizes(),
+        &sampler.config.include,
+        &sampler.config.exclude,
+    )
+    .map_err(|e| anyhow::anyhow!("{}: {e}", sampler.origin))?;
+    let (_tok, train_rows, _test) = lm_data(&cfg, run, obs)?;
+    let mut pot = LmDataset::new(
+        &model,
+        &train_rows,
+        sampler.config.eval_dataset_size,
+        sampler.config.grad_batch_size,
+        sampler.config.init_seed,
+    );
+    pot.infinite = sampler.config.grad_batch_origin == GradBatchOrigin::InfiniteDataset;
+    if pot.n < sampler.config.eval_dataset_size {
+        obs.message(&format!(
+            "the training set has {} rows: the sampler's data set is all of them (eval_dataset_size {})",
+            pot.n, sampler.config.eval_dataset_size
+        ));
+    }
+    let weights = |s: u64| run.weights(&model, s);
+    Sweep {
+        run,
+        engine: &pot,
+        steps,
+        mask,
+        positions: model.config.n_ctx - 1,
+        weights: &weights,
+    }
+    .run(opts, obs)
+}
