@@ -130,6 +130,9 @@ pub struct EdResult {
 
 /// Runs essential dynamics on a run; see the module documentation.
 pub fn ed(run: &RunDir, a: &EdOptions, obs: &dyn Observer) -> Result<EdResult> {
+    if run.is_language_run() {
+        return crate::lm::ed_lm(run, a, obs);
+    }
     let ckpts = Checkpoints::open(run)?;
     let mut steps = ckpts.select(&a.select)?;
     steps.sort_unstable();
@@ -194,6 +197,27 @@ pub fn ed(run: &RunDir, a: &EdOptions, obs: &dyn Observer) -> Result<EdResult> {
             Outputs::Ys => "prediction",
         }
     ));
+    let meta = HashMap::from([
+        ("steps".to_string(), format!("{steps:?}")),
+        ("outputs".to_string(), a.outputs.name().to_string()),
+        ("sequences".to_string(), n.to_string()),
+        ("seed".to_string(), a.seed.to_string()),
+    ]);
+    analyse(&out, steps, x, features, a, sigma, meta)
+}
+
+/// PCA of the `(checkpoints x features)` matrix `x`, smoothing, evolutes, vertices and forms,
+/// written to `out` (what every model's essential dynamics shares).
+pub fn analyse(
+    out: &Folder,
+    steps: Vec<u64>,
+    x: Vec<f32>,
+    features: usize,
+    a: &EdOptions,
+    sigma: Option<Vec<f64>>,
+    meta: HashMap<String, String>,
+) -> Result<EdResult> {
+    let rows = steps.len();
     let pca = Pca::fit(&x, rows, features, a.components)?;
     drop(x);
     let kk = pca.k();
@@ -223,12 +247,6 @@ pub fn ed(run: &RunDir, a: &EdOptions, obs: &dyn Observer) -> Result<EdResult> {
     };
     let comps: Vec<f32> = pca.components.iter().map(|v| *v as f32).collect();
     let mean: Vec<f32> = pca.mean.iter().map(|v| *v as f32).collect();
-    let meta = HashMap::from([
-        ("steps".to_string(), format!("{steps:?}")),
-        ("outputs".to_string(), a.outputs.name().to_string()),
-        ("sequences".to_string(), n.to_string()),
-        ("seed".to_string(), a.seed.to_string()),
-    ]);
     let components_name = "components.safetensors";
     let bytes = f32_tensors_to_bytes(
         Path::new(&out.describe(components_name)),

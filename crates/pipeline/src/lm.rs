@@ -18,7 +18,9 @@ use crate::observe::Observer;
 use crate::rundir::{RunDir, check_name};
 use crate::train::OPTIMIZER_STATES_KEPT;
 
+mod ed;
 mod llc;
+pub use ed::ed_lm;
 pub use llc::llc_lm;
 
 /// The built-in quick language-model config (`configs/lm-quick.yaml`).

@@ -156,6 +156,22 @@ fn a_language_run_trains_writes_its_files_and_resumes_exactly() {
     );
     let again = stagewise_pipeline::llc::llc(&whole, &opts, &Quiet).unwrap();
     assert!(again.estimates.is_empty() && again.done_before == steps.len());
+
+    // Essential dynamics on the per-token losses of 4 test rows (4 x 23 features).
+    let ed_opts = stagewise_pipeline::ed::EdOptions {
+        sequences: 4,
+        components: 3,
+        ..Default::default()
+    };
+    let e = stagewise_pipeline::ed::ed(&whole, &ed_opts, &Quiet).unwrap();
+    assert_eq!(e.steps, steps);
+    let ratio: f64 = e.explained_variance_ratio.iter().sum();
+    assert!(
+        e.explained_variance_ratio[0] > 0.5 && ratio <= 1.0 + 1e-9,
+        "{ratio}"
+    );
+    let scores = std::fs::read_to_string(root.join("ed/tokens/scores.csv")).unwrap();
+    assert_eq!(scores.lines().count(), 1 + steps.len());
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
