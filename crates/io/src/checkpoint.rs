@@ -373,7 +373,7 @@ pub fn list_steps(dir: &Path) -> Vec<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use stagewise_models::RegressionConfig;
+    use stagewise_models::{RegressionConfig, RegressionTransformer};
 
     #[test]
     fn checkpoints_are_byte_identical_and_round_trip() {

@@ -302,6 +302,9 @@ fn init_follows_torch_default_bounds_and_norm() {
                 let bound = 1.0 / (fan_in as f64).sqrt();
                 assert!(v.iter().all(|x| x.abs() < bound), "{}", info.name);
             }
+            stagewise_models::layout::Init::Normal { .. } => {
+                panic!("{}: the reference initialises no tensor from a normal", info.name)
+            }
         }
     }
     // The reference's step-0 weight norms for K = 8 are 24.90-24.97 across seeds; the expected

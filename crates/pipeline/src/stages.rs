@@ -41,7 +41,8 @@ impl Default for StagesOptions {
 pub struct Stage {
     pub start: u64,
     pub end: u64,
-    /// Change in `pretrain/mse` (at the logged steps nearest to start and end).
+    /// Change in the loss, `pretrain/mse` (regression) or `test/loss` (language model), at the
+    /// logged steps nearest to start and end.
     pub delta_loss: f64,
     /// Change in the fitted LLC.
     pub delta_llc: f64,
@@ -170,8 +171,12 @@ pub fn stages(run: &RunDir, a: &StagesOptions) -> Result<StagesResult> {
     let cands = critical_points(&slope, max_slope);
     let found = find_stages(&fit, &slope, &cands, a.min_change);
 
+    // The loss of a regression run is `pretrain/mse`; of a language-model run `test/loss`.
     let metrics: Vec<(u64, f64)> = match run.metrics()? {
-        Some(t) => match t.position("pretrain/mse") {
+        Some(t) => match t
+            .position("pretrain/mse")
+            .or_else(|| t.position("test/loss"))
+        {
             Some(i) => t.rows.iter().map(|row| (row[0] as u64, row[i])).collect(),
             None => vec![],
         },
