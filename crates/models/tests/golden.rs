@@ -303,7 +303,10 @@ fn init_follows_torch_default_bounds_and_norm() {
                 assert!(v.iter().all(|x| x.abs() < bound), "{}", info.name);
             }
             stagewise_models::layout::Init::Normal { .. } => {
-                panic!("{}: the reference initialises no tensor from a normal", info.name)
+                panic!(
+                    "{}: the reference initialises no tensor from a normal",
+                    info.name
+                )
             }
         }
     }
