@@ -11,7 +11,6 @@ use stagewise_io::checkpoint::CheckpointMeta;
 use stagewise_io::config::{parse_yaml, resolve_document, typed_as};
 use stagewise_text::{TextTokenizer, TokenRows, read_corpus};
 use stagewise_train::lm::{LmEvaluator, LmTrainConfig, LmTrainer};
-use stagewise_train::trainer::TrainState;
 
 use crate::lock::Lock;
 use crate::observe::Observer;
@@ -412,38 +411,9 @@ fn restore_newest(
     obs: &dyn Observer,
 ) -> Result<Option<u64>> {
     let model = trainer.model.clone();
-    let Some(&step) = run.checkpoint_steps()?.last() else {
-        obs.message(&format!(
-            "no checkpoint in {}; starting from step 0",
-            run.checkpoints_location()
-        ));
+    let Some((step, state)) = crate::train::newest_state(run, &model, obs)? else {
         return Ok(None);
     };
-    let hint = || {
-        format!(
-            "cannot resume from checkpoint {step}; move {} away to resume from an earlier one",
-            run.checkpoint_location(step)
-        )
-    };
-    let (params, meta) = run.read_checkpoint(&model, step).with_context(hint)?;
-    let (m, v, steps_done) = run.read_optimizer(&model, step).with_context(hint)?;
-    if meta.step != step || steps_done != step + 1 {
-        bail!(
-            "{}: metadata says step {} after {steps_done} updates, but the file name says step {step}",
-            run.checkpoint_location(step),
-            meta.step
-        );
-    }
-    trainer.restore(TrainState {
-        params,
-        exp_avg: m,
-        exp_avg_sq: v,
-        steps_done,
-    })?;
-    obs.message(&format!(
-        "resuming {} after step {step} ({} updates done)",
-        run.display(),
-        step + 1
-    ));
+    trainer.restore(state)?;
     Ok(Some(step))
 }

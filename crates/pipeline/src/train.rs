@@ -347,6 +347,20 @@ fn restore_newest(
     obs: &dyn Observer,
 ) -> Result<Option<u64>> {
     let model = trainer.model.clone();
+    let Some((step, state)) = newest_state(run, &model, obs)? else {
+        return Ok(None);
+    };
+    trainer.restore(state)?;
+    Ok(Some(step))
+}
+
+/// The newest checkpoint's weights and optimizer state, checked against each other, for any
+/// model; `None` (and a message) when the run has no checkpoint.
+pub(crate) fn newest_state(
+    run: &RunDir,
+    model: &dyn stagewise_models::StateDict,
+    obs: &dyn Observer,
+) -> Result<Option<(u64, TrainState<f32>)>> {
     let Some(&step) = run.checkpoint_steps()?.last() else {
         obs.message(&format!(
             "no checkpoint in {}; starting from step 0",
@@ -370,8 +384,8 @@ fn restore_newest(
             "cannot resume from checkpoint {step}, and no earlier checkpoint has its optimizer state (the newest {OPTIMIZER_STATES_KEPT} are kept): this run cannot resume; train it again from step 0 into a new folder"
         ),
     };
-    let (params, meta) = run.read_checkpoint(&model, step).with_context(hint)?;
-    let (m, v, steps_done) = run.read_optimizer(&model, step).with_context(hint)?;
+    let (params, meta) = run.read_checkpoint(model, step).with_context(hint)?;
+    let (m, v, steps_done) = run.read_optimizer(model, step).with_context(hint)?;
     if meta.step != step || steps_done != step + 1 {
         bail!(
             "{}: metadata says step {} after {steps_done} updates, but the file name says step {step}",
@@ -379,18 +393,20 @@ fn restore_newest(
             meta.step
         );
     }
-    trainer.restore(TrainState {
-        params,
-        exp_avg: m,
-        exp_avg_sq: v,
-        steps_done,
-    })?;
     obs.message(&format!(
         "resuming {} after step {step} ({} updates done)",
         run.display(),
         step + 1
     ));
-    Ok(Some(step))
+    Ok(Some((
+        step,
+        TrainState {
+            params,
+            exp_avg: m,
+            exp_avg_sq: v,
+            steps_done,
+        },
+    )))
 }
 
 /// The checkpoint at step `s` implies every table row through `s`: a row missing there is lost

@@ -45,6 +45,27 @@ pub trait ChainEngine {
     }
 }
 
+/// The CPU engine of any potential: each centre's chains in lockstep, one centre after another.
+pub fn cpu_sample<P: Potential<f32>>(
+    pot: &P,
+    centres: &[Vec<f32>],
+    sgld: &Sgld,
+    mask: Option<&[bool]>,
+    cfg: &ChainConfig,
+    progress: &dyn Fn(usize),
+) -> Vec<Vec<ChainTrace>> {
+    let q = centres.len().max(1);
+    let total = cfg.total_steps();
+    centres
+        .iter()
+        .enumerate()
+        .map(|(i, w)| {
+            let tick = |d: usize| progress((i * total + d) / q);
+            sample_with_progress(pot, w, sgld, mask, cfg, &tick)
+        })
+        .collect()
+}
+
 /// The CPU: each centre's chains in lockstep, one centre after another.
 impl ChainEngine for Dataset<'_, f32> {
     fn full_losses(&self, centres: &[Vec<f32>]) -> Result<Vec<(f64, Vec<f64>)>, EngineError> {
@@ -59,15 +80,6 @@ impl ChainEngine for Dataset<'_, f32> {
         cfg: &ChainConfig,
         progress: &dyn Fn(usize),
     ) -> Result<Vec<Vec<ChainTrace>>, EngineError> {
-        let q = centres.len().max(1);
-        let total = cfg.total_steps();
-        Ok(centres
-            .iter()
-            .enumerate()
-            .map(|(i, w)| {
-                let tick = |d: usize| progress((i * total + d) / q);
-                sample_with_progress(self, w, sgld, mask, cfg, &tick)
-            })
-            .collect())
+        Ok(cpu_sample(self, centres, sgld, mask, cfg, progress))
     }
 }

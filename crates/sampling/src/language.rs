@@ -7,8 +7,8 @@ use stagewise_engine::Float;
 use stagewise_engine::rng::{Stream, tag};
 use stagewise_models::language::{LanguageModel, LmRunner, RowSource};
 
-use crate::chains::{ChainConfig, ChainTrace, sample_with_progress};
-use crate::engine::{ChainEngine, EngineError};
+use crate::chains::{ChainConfig, ChainTrace};
+use crate::engine::{ChainEngine, EngineError, cpu_sample};
 use crate::potential::{BatchKey, Potential, PotentialWorker};
 use crate::sgld::Sgld;
 
@@ -171,15 +171,6 @@ impl ChainEngine for LmDataset<'_> {
         cfg: &ChainConfig,
         progress: &dyn Fn(usize),
     ) -> Result<Vec<Vec<ChainTrace>>, EngineError> {
-        let q = centres.len().max(1);
-        let total = cfg.total_steps();
-        Ok(centres
-            .iter()
-            .enumerate()
-            .map(|(i, w)| {
-                let tick = |d: usize| progress((i * total + d) / q);
-                sample_with_progress(self, w, sgld, mask, cfg, &tick)
-            })
-            .collect())
+        Ok(cpu_sample(self, centres, sgld, mask, cfg, progress))
     }
 }

@@ -192,6 +192,38 @@ impl Default for OptimizerConfig {
     }
 }
 
+impl OptimizerConfig {
+    /// The checks every optimizer config gets: lr positive and finite, betas in [0, 1),
+    /// weight decay >= 0.
+    pub fn validate_numbers(&self) -> Result<(), ConfigError> {
+        let o = self;
+        if !(o.lr > 0.0 && o.lr.is_finite()) {
+            return Err(invalid(
+                "optimizer_config.lr",
+                o.lr,
+                "expected a positive number",
+            ));
+        }
+        for (i, b) in o.betas.iter().enumerate() {
+            if !(0.0..1.0).contains(b) {
+                return Err(invalid(
+                    &format!("optimizer_config.betas[{i}]"),
+                    b,
+                    "expected a value in [0, 1)",
+                ));
+            }
+        }
+        if !(o.weight_decay >= 0.0) {
+            return Err(invalid(
+                "optimizer_config.weight_decay",
+                o.weight_decay,
+                "expected a value >= 0",
+            ));
+        }
+        Ok(())
+    }
+}
+
 /// `OneCycleLR` settings; unset values take the reference's derived defaults
 /// (`max_lr` = optimizer lr, `total_steps` = num_steps, both div factors = num_steps/2 - 1).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -353,29 +385,7 @@ impl TrainConfig {
                 "only \"Adam\" is supported",
             ));
         }
-        if !(o.lr > 0.0 && o.lr.is_finite()) {
-            return Err(invalid(
-                "optimizer_config.lr",
-                o.lr,
-                "expected a positive number",
-            ));
-        }
-        for (i, b) in o.betas.iter().enumerate() {
-            if !(0.0..1.0).contains(b) {
-                return Err(invalid(
-                    &format!("optimizer_config.betas[{i}]"),
-                    b,
-                    "expected a value in [0, 1)",
-                ));
-            }
-        }
-        if !(o.weight_decay >= 0.0) {
-            return Err(invalid(
-                "optimizer_config.weight_decay",
-                o.weight_decay,
-                "expected a value >= 0",
-            ));
-        }
+        o.validate_numbers()?;
         if let Some(s) = &self.scheduler_config {
             if s.scheduler_type != "OneCycleLR" {
                 return Err(invalid(

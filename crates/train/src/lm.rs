@@ -227,29 +227,7 @@ impl LmTrainConfig {
                 "\"AdamW\" (the reference's) or \"Adam\"",
             ));
         }
-        if !(o.lr > 0.0 && o.lr.is_finite()) {
-            return Err(invalid(
-                "optimizer_config.lr",
-                o.lr,
-                "expected a positive number",
-            ));
-        }
-        for (i, b) in o.betas.iter().enumerate() {
-            if !(0.0..1.0).contains(b) {
-                return Err(invalid(
-                    &format!("optimizer_config.betas[{i}]"),
-                    b,
-                    "expected a value in [0, 1)",
-                ));
-            }
-        }
-        if !(o.weight_decay >= 0.0 && o.weight_decay.is_finite()) {
-            return Err(invalid(
-                "optimizer_config.weight_decay",
-                o.weight_decay,
-                "expected a value >= 0",
-            ));
-        }
+        o.validate_numbers()?;
         if self.trainset.is_empty() {
             return Err(invalid("trainset", "\"\"", "a corpus path"));
         }
