@@ -80,7 +80,6 @@ fn ours(cfg: &LanguageConfig, batch: usize, threads: usize, steps: usize) -> Res
         .build()?;
     pool.install(|| {
         let tc = LmTrainConfig {
-            run_name: None,
             num_steps: 1_000,
             batch_size: batch,
             transformer_config: TransformerConfig {
@@ -98,13 +97,7 @@ fn ours(cfg: &LanguageConfig, batch: usize, threads: usize, steps: usize) -> Res
                 betas: [0.9, 0.999],
                 weight_decay: 0.05,
             },
-            checkpointer_config: Default::default(),
-            logger_config: Default::default(),
-            trainset: "-".into(),
-            testset: "-".into(),
-            tokenizer: "train".into(),
-            text_field: None,
-            num_test_rows: None,
+            ..LmTrainConfig::new(TransformerConfig::default(), "-", "-")
         };
         let mut tr = LmTrainer::<f32>::new(&tc)?;
         // Random token rows (as the PyTorch script's), enough for every step to differ.

@@ -7,7 +7,6 @@ use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
-use stagewise_io::checkpoint::CheckpointMeta;
 use stagewise_io::config::{parse_yaml, resolve_document, typed_as};
 use stagewise_text::{TextTokenizer, TokenRows, read_corpus};
 use stagewise_train::lm::{LmEvaluator, LmTrainConfig, LmTrainer};
@@ -15,7 +14,7 @@ use stagewise_train::lm::{LmEvaluator, LmTrainConfig, LmTrainer};
 use crate::lock::Lock;
 use crate::observe::Observer;
 use crate::rundir::{RunDir, check_name};
-use crate::train::OPTIMIZER_STATES_KEPT;
+use crate::train::{mirror_to_tensorboard, open_training_tables, save_checkpoint};
 
 mod ed;
 mod llc;
@@ -315,27 +314,9 @@ pub fn train_lm(opts: &LmTrainOptions, obs: &dyn Observer) -> Result<LmTrainResu
     let mut metric_names = LmEvaluator::metric_names(&model);
     metric_names.push("weight/norm".to_string());
     let train_names = vec!["batch/loss".to_string()];
-    let header = |names: &[String]| -> Vec<String> {
-        std::iter::once("step".to_string())
-            .chain(names.iter().cloned())
-            .collect()
-    };
-    let mut metrics = run.metrics_log(&header(&metric_names), resumed_at)?;
-    let mut train_table = run.train_log(&header(&train_names), resumed_at)?;
-    let mut tb = run.fresh_events()?;
-    for (table, names) in [
-        (run.metrics()?, &metric_names),
-        (run.train_table()?, &train_names),
-    ] {
-        for row in table.map(|t| t.rows).unwrap_or_default() {
-            let tags: Vec<(&str, f32)> = names
-                .iter()
-                .map(String::as_str)
-                .zip(row[1..].iter().map(|v| *v as f32))
-                .collect();
-            tb.scalars(row[0] as u64, &tags)?;
-        }
-    }
+    let (mut metrics, mut train_table) =
+        open_training_tables(&run, &metric_names, &train_names, resumed_at, obs)?;
+    let mut tb = mirror_to_tensorboard(&run, &metric_names, &train_names)?;
     let total = cfg.num_steps;
     let start = trainer.steps_done();
     let end = opts.stop_after.map_or(total, |s| s.min(total));
@@ -375,13 +356,7 @@ pub fn train_lm(opts: &LmTrainOptions, obs: &dyn Observer) -> Result<LmTrainResu
             metrics.sync()?;
             train_table.sync()?;
             let state = trainer.state();
-            run.write_optimizer(&model, t, &state)?;
-            let meta = CheckpointMeta {
-                step: t,
-                config_json: serde_json::to_string(&cfg)?,
-            };
-            run.write_checkpoint(&model, &state.params, &meta)?;
-            run.prune_optimizer_states(OPTIMIZER_STATES_KEPT)?;
+            save_checkpoint(&run, &model, t, &state, serde_json::to_string(&cfg)?)?;
             run.export_training_tables()?;
         }
         obs.tick(t + 1, &|| format!("loss {loss:.4}"));

@@ -17,7 +17,8 @@ use stagewise_train::trainer::TrainState;
 use crate::device::Backend;
 use crate::lock::Lock;
 use crate::observe::Observer;
-use crate::rundir::{RunDir, check_name};
+use crate::rundir::{Events, RunDir, check_name};
+use stagewise_io::table::CsvTable;
 
 /// The built-in default config (`configs/quick.yaml`).
 pub const QUICK_YAML: &str = include_str!("../../../configs/quick.yaml");
@@ -220,40 +221,13 @@ pub fn train(opts: &TrainOptions, obs: &dyn Observer) -> Result<TrainResult> {
     let evaluator = trainer.evaluator();
     let mut metric_names = evaluator.metric_names();
     metric_names.push("weight/norm".into());
-    let header = |names: &[String]| -> Vec<String> {
-        std::iter::once("step".to_string())
-            .chain(names.iter().cloned())
-            .collect()
-    };
     let train_names = vec!["batch/loss".to_string(), "lr".to_string()];
-    let mut metrics = run.metrics_log(&header(&metric_names), resumed_at)?;
-    let mut train_table = run.train_log(&header(&train_names), resumed_at)?;
-    for t in [&metrics, &train_table] {
-        if let Some(line) = t.torn_line() {
-            obs.message(&format!(
-                "{}: dropped the torn last line {line:?} (a write cut short)",
-                t.location()
-            ));
-        }
-    }
+    let (mut metrics, mut train_table) =
+        open_training_tables(&run, &metric_names, &train_names, resumed_at, obs)?;
     if let Some(s) = resumed_at {
         check_rows_through(&run, s, &logging_steps)?;
     }
-    // A fresh TensorBoard file mirroring the (possibly cut back) tables.
-    let mut tb = run.fresh_events()?;
-    for (table, names) in [
-        (run.metrics()?, &metric_names),
-        (run.train_table()?, &train_names),
-    ] {
-        for row in table.map(|t| t.rows).unwrap_or_default() {
-            let tags: Vec<(&str, f32)> = names
-                .iter()
-                .map(String::as_str)
-                .zip(row[1..].iter().map(|v| *v as f32))
-                .collect();
-            tb.scalars(row[0] as u64, &tags)?;
-        }
-    }
+    let mut tb = mirror_to_tensorboard(&run, &metric_names, &train_names)?;
 
     let start = trainer.steps_done();
     let total = cfg.num_steps;
@@ -309,13 +283,7 @@ pub fn train(opts: &TrainOptions, obs: &dyn Observer) -> Result<TrainResult> {
             metrics.sync()?;
             train_table.sync()?;
             let state = trainer.state()?;
-            run.write_optimizer(&model, t, &state)?;
-            let meta = CheckpointMeta {
-                step: t,
-                config_json: serde_json::to_string(&cfg)?,
-            };
-            run.write_checkpoint(&model, &state.params, &meta)?;
-            run.prune_optimizer_states(OPTIMIZER_STATES_KEPT)?;
+            save_checkpoint(&run, &model, t, &state, serde_json::to_string(&cfg)?)?;
             if std::mem::take(&mut tables_changed) {
                 run.export_training_tables()?;
             }
@@ -336,6 +304,71 @@ pub fn train(opts: &TrainOptions, obs: &dyn Observer) -> Result<TrainResult> {
         num_steps: total,
         last_loss,
     })
+}
+
+/// The metrics and batch-loss tables (`step` then `names`) opened for appending, cut back to
+/// `resumed_at`; a torn last line (a write cut short) is dropped and reported.
+pub(crate) fn open_training_tables(
+    run: &RunDir,
+    metric_names: &[String],
+    train_names: &[String],
+    resumed_at: Option<u64>,
+    obs: &dyn Observer,
+) -> Result<(CsvTable, CsvTable)> {
+    let header = |names: &[String]| -> Vec<String> {
+        std::iter::once("step".to_string())
+            .chain(names.iter().cloned())
+            .collect()
+    };
+    let metrics = run.metrics_log(&header(metric_names), resumed_at)?;
+    let train_table = run.train_log(&header(train_names), resumed_at)?;
+    for t in [&metrics, &train_table] {
+        if let Some(line) = t.torn_line() {
+            obs.message(&format!(
+                "{}: dropped the torn last line {line:?} (a write cut short)",
+                t.location()
+            ));
+        }
+    }
+    Ok((metrics, train_table))
+}
+
+/// A fresh TensorBoard file mirroring the (possibly cut back) tables.
+pub(crate) fn mirror_to_tensorboard(
+    run: &RunDir,
+    metric_names: &[String],
+    train_names: &[String],
+) -> Result<Events> {
+    let mut tb = run.fresh_events()?;
+    for (table, names) in [
+        (run.metrics()?, metric_names),
+        (run.train_table()?, train_names),
+    ] {
+        for row in table.map(|t| t.rows).unwrap_or_default() {
+            let tags: Vec<(&str, f32)> = names
+                .iter()
+                .map(String::as_str)
+                .zip(row[1..].iter().map(|v| *v as f32))
+                .collect();
+            tb.scalars(row[0] as u64, &tags)?;
+        }
+    }
+    Ok(tb)
+}
+
+/// Checkpoint `step`: the optimizer state first, then the weights (whose presence marks the
+/// step resumable), then older optimizer states pruned.
+pub(crate) fn save_checkpoint(
+    run: &RunDir,
+    model: &dyn stagewise_models::StateDict,
+    step: u64,
+    state: &TrainState<f32>,
+    config_json: String,
+) -> Result<()> {
+    run.write_optimizer(model, step, state)?;
+    let meta = CheckpointMeta { step, config_json };
+    run.write_checkpoint(model, &state.params, &meta)?;
+    run.prune_optimizer_states(OPTIMIZER_STATES_KEPT)
 }
 
 /// Restores the newest checkpoint and its optimizer state; `None` when there is none. The newest

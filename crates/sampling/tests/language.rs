@@ -8,7 +8,6 @@ use stagewise_train::lm::{LmTrainConfig, LmTrainer, TransformerConfig};
 
 fn config() -> LmTrainConfig {
     LmTrainConfig {
-        run_name: None,
         num_steps: 200,
         batch_size: 8,
         transformer_config: TransformerConfig {
@@ -26,13 +25,7 @@ fn config() -> LmTrainConfig {
             betas: [0.9, 0.999],
             weight_decay: 0.0,
         },
-        checkpointer_config: Default::default(),
-        logger_config: Default::default(),
-        trainset: "x".into(),
-        testset: "x".into(),
-        tokenizer: "train".into(),
-        text_field: None,
-        num_test_rows: None,
+        ..LmTrainConfig::new(TransformerConfig::default(), "x", "x")
     }
 }
 

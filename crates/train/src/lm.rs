@@ -173,6 +173,24 @@ pub struct LmTrainConfig {
 }
 
 impl LmTrainConfig {
+    /// The reference's settings for a model and the corpora at `trainset` and `testset`.
+    pub fn new(transformer_config: TransformerConfig, trainset: &str, testset: &str) -> Self {
+        LmTrainConfig {
+            run_name: None,
+            num_steps: d_lm_steps(),
+            batch_size: d_lm_batch(),
+            transformer_config,
+            optimizer_config: d_adamw(),
+            checkpointer_config: d_lm_checkpoints(),
+            logger_config: d_lm_logging(),
+            trainset: trainset.into(),
+            testset: testset.into(),
+            tokenizer: d_tokenizer(),
+            text_field: None,
+            num_test_rows: None,
+        }
+    }
+
     pub fn validate(&self) -> Result<(), ConfigError> {
         let t = &self.transformer_config;
         for (field, want, got) in [

@@ -4,7 +4,6 @@ use stagewise_train::lm::{LmTrainConfig, LmTrainer, TransformerConfig};
 
 fn config(steps: u64) -> LmTrainConfig {
     LmTrainConfig {
-        run_name: None,
         num_steps: steps,
         batch_size: 8,
         transformer_config: TransformerConfig {
@@ -22,13 +21,7 @@ fn config(steps: u64) -> LmTrainConfig {
             betas: [0.9, 0.999],
             weight_decay: 0.05,
         },
-        checkpointer_config: Default::default(),
-        logger_config: Default::default(),
-        trainset: "train".into(),
-        testset: "test".into(),
-        tokenizer: "train".into(),
-        text_field: None,
-        num_test_rows: None,
+        ..LmTrainConfig::new(TransformerConfig::default(), "train", "test")
     }
 }
 

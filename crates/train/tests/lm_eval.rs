@@ -6,7 +6,6 @@ use stagewise_train::lm::{LmEvaluator, LmTrainConfig, LmTrainer, NgramTables, Tr
 
 fn config(v: usize, n_ctx: usize, d_model: usize) -> LmTrainConfig {
     LmTrainConfig {
-        run_name: None,
         num_steps: 1,
         batch_size: 16,
         transformer_config: TransformerConfig {
@@ -24,13 +23,7 @@ fn config(v: usize, n_ctx: usize, d_model: usize) -> LmTrainConfig {
             betas: [0.9, 0.999],
             weight_decay: 0.0,
         },
-        checkpointer_config: Default::default(),
-        logger_config: Default::default(),
-        trainset: "x".into(),
-        testset: "x".into(),
-        tokenizer: "train".into(),
-        text_field: None,
-        num_test_rows: None,
+        ..LmTrainConfig::new(TransformerConfig::default(), "x", "x")
     }
 }
 
