@@ -30,26 +30,49 @@ pub fn indicators(
             .find(|p| p.name.ends_with(name))
             .map(|p| (p.shape.clone(), &params[p.offset..p.offset + p.len()]))
     };
-    // LayerNorms: every `*.weight` with a matching `*.bias` of the same length and 1-D shape
-    // whose name says layer_norms / unembedding.0.
+    // LayerNorms: 1-D weights named layer_norms / unembedding.0 `*.weight` (the regression
+    // transformer) or `*ln*.w` (TransformerLens: blocks.L.ln1.w, ln_final.w), with their biases.
     for p in &layout.params {
-        let is_ln = p.shape.len() == 1
-            && p.name.ends_with(".weight")
-            && (p.name.contains("layer_norms") || p.name.ends_with("unembedding.0.weight"));
-        if !is_ln {
+        let (base, bias) = if let Some(b) = p.name.strip_suffix(".weight")
+            && (p.name.contains("layer_norms") || p.name.ends_with("unembedding.0.weight"))
+        {
+            (b, ".bias")
+        } else if let Some(b) = p.name.strip_suffix(".w")
+            && b.rsplit('.')
+                .next()
+                .is_some_and(|last| last.starts_with("ln"))
+        {
+            (b, ".b")
+        } else {
+            continue;
+        };
+        if p.shape.len() != 1 {
             continue;
         }
-        let base = p.name.trim_end_matches(".weight");
         let short = base.trim_start_matches("token_sequence_transformer.");
         let weight = &params[p.offset..p.offset + p.len()];
         for (kind, values) in [
             ("weight", Some(weight)),
-            ("bias", tensor(&format!("{base}.bias")).map(|t| t.1)),
+            ("bias", tensor(&format!("{base}{bias}")).map(|t| t.1)),
         ] {
             let Some(v) = values else { continue };
             for (stat, x) in ln_stats(v) {
                 out.push((format!("ln/{short}/{kind}/{stat}"), x));
             }
+        }
+    }
+    // TransformerLens' embeddings are [d_vocab, d_model] and [n_ctx, d_model]: their spectra
+    // (the per-token span fractions would be one column per vocabulary entry: left out).
+    for (name, short) in [("embed.W_E", "embed"), ("pos_embed.W_pos", "postn")] {
+        if let Some(p) = layout.params.iter().find(|p| p.name == name)
+            && p.shape.len() == 2
+        {
+            let m = to_mat(
+                &params[p.offset..p.offset + p.len()],
+                p.shape[0],
+                p.shape[1],
+            );
+            push_spectrum(&mut out, short, &singular_values(&m, name)?);
         }
     }
     if let Some((shape, w)) = tensor("token_embedding.weight") {
@@ -194,5 +217,41 @@ mod tests {
             err.contains("postn_embedding.weight") && err.contains("index 3"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn indicators_of_a_transformer_lens_model() {
+        use stagewise_models::language::{LanguageConfig, LanguageModel};
+        let model = LanguageModel::new(LanguageConfig {
+            n_layers: 2,
+            d_model: 8,
+            n_heads: 2,
+            d_head: 4,
+            n_ctx: 6,
+            d_vocab: 10,
+        })
+        .unwrap();
+        let layout = &model.layout;
+        let mut p: Vec<f32> = layout.init_params(2);
+        let info = |n: &str| layout.params.iter().find(|q| q.name == n).unwrap().clone();
+        // W_E (10 x 8) = diag(4, 3) in its top-left corner: singular values 4, 3, 0...
+        let we = info("embed.W_E");
+        p[we.offset..we.offset + we.len()].fill(0.0);
+        p[we.offset] = 4.0;
+        p[we.offset + 8 + 1] = 3.0;
+        let ln = info("blocks.1.ln1.w");
+        for i in 0..2 {
+            p[ln.offset + i] = 0.05;
+        }
+        let ind: std::collections::HashMap<String, f64> =
+            indicators(&p, layout).unwrap().into_iter().collect();
+        assert!((ind["embed/S/0"] - 4.0).abs() < 1e-12 && (ind["embed/S/1"] - 3.0).abs() < 1e-12);
+        assert!((ind["embed/S_normed/1"] - 9.0 / 25.0).abs() < 1e-12);
+        assert_eq!(ind.keys().filter(|k| k.starts_with("postn/S/")).count(), 6);
+        assert_eq!(ind["ln/blocks.1.ln1/weight/collapsed"], 0.25);
+        assert_eq!(ind["ln/blocks.0.ln1/weight/collapsed"], 0.0);
+        assert_eq!(ind["ln/ln_final/weight/mean"], 1.0);
+        assert_eq!(ind["ln/ln_final/bias/norm"], 0.0);
+        assert!(!ind.keys().any(|k| k.contains("in_postn_span")));
     }
 }

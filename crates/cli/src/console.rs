@@ -126,6 +126,7 @@ impl Observer for Console {
     fn result(&self, result: StageOutput<'_>) {
         match result {
             StageOutput::Train(r) => crate::train::print(r),
+            StageOutput::TrainLm(r) => crate::lm::print(r),
             StageOutput::Llc(r) => crate::llc::print(r),
             StageOutput::Ed(r) => crate::ed::print(r),
             StageOutput::Stages(r) => crate::stages::print(r),

@@ -1,7 +1,7 @@
 //! `stagewise train` of a language-model config.
 
 use anyhow::Result;
-use stagewise_pipeline::lm::{LmTrainOptions, is_language_config, train_lm};
+use stagewise_pipeline::lm::{LmTrainOptions, LmTrainResult, is_language_config, train_lm};
 
 use crate::console::Console;
 use crate::train::TrainArgs;
@@ -45,6 +45,12 @@ pub fn train(a: &TrainArgs) -> Result<()> {
         stop_after: a.stop_after,
     };
     let r = train_lm(&opts, &Console::default())?;
+    print(&r);
+    a.mlflow.export(&r.run)
+}
+
+/// What a language-model training call did, in one line.
+pub fn print(r: &LmTrainResult) {
     let last = if r.last_loss.is_finite() {
         format!(
             "last batch loss {:.4}, last test loss {:.4}",
@@ -60,5 +66,4 @@ pub fn train(a: &TrainArgs) -> Result<()> {
         r.run.checkpoints_location(),
         r.run.metrics_location()
     );
-    a.mlflow.export(&r.run)
 }

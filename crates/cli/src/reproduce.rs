@@ -13,14 +13,20 @@ use crate::llc::SelectArgs;
 
 #[derive(Args)]
 pub struct ReproduceArgs {
-    /// Training config (plain or W&B sweep YAML); omitted: the built-in quick config.
+    /// Training config (plain or W&B sweep YAML; a regression or a language-model config);
+    /// omitted: the built-in quick config.
     config: Option<PathBuf>,
     /// The small pipeline: the built-in quick config and the tiny sampler (2 chains x 50 draws)
     /// at every checkpoint: a few minutes on 2 cores.
     #[arg(long)]
     quick: bool,
+    /// The small language-model pipeline: the built-in quick LM config (Shakespeare; fetch it
+    /// with scripts/fetch-shakespeare.sh) and the quick LM sampler at every checkpoint.
+    #[arg(long, conflicts_with = "config")]
+    quick_lm: bool,
     /// Sampler config of the LLC sweep (default: configs/sampler-tiny.yaml with --quick,
-    /// configs/sampler-paper.yaml otherwise; both built in).
+    /// configs/sampler-paper.yaml otherwise; for a language model sampler-lm-quick.yaml and
+    /// sampler-lm-paper.yaml; all built in).
     #[arg(long)]
     sampler: Option<PathBuf>,
     /// Override a training field (repeatable).
@@ -52,7 +58,8 @@ impl ReproduceArgs {
 pub fn run(a: &ReproduceArgs) -> Result<()> {
     let opts = ReproduceOptions {
         config: a.config.clone(),
-        quick: a.quick,
+        quick: a.quick || a.quick_lm,
+        lm: a.quick_lm,
         sampler: a.sampler.clone(),
         sets: a.sets.clone(),
         out: a.out.as_deref().map(crate::place::run_dir).transpose()?,

@@ -8,6 +8,7 @@ use anyhow::{Context, Result, bail};
 use stagewise_analysis::hessian::Hessian;
 use stagewise_analysis::structure::indicators as structure;
 use stagewise_engine::rng::tag;
+use stagewise_sampling::Potential;
 use stagewise_sampling::regression::FixedBatch;
 use stagewise_train::data::Batch;
 
@@ -62,14 +63,17 @@ pub fn indicators(
     a: &IndicatorsOptions,
     obs: &dyn Observer,
 ) -> Result<IndicatorsResult> {
+    if a.hessian && (a.hessian_sequences == 0 || a.top == 0 || a.lanczos_steps < a.top) {
+        bail!("--hessian-sequences and --top must be positive and --lanczos-steps at least --top");
+    }
+    if run.is_language_run() {
+        return crate::lm::indicators_lm(run, a, obs);
+    }
     let ckpts = Checkpoints::open(run)?;
     let mut steps = ckpts.select(&a.select)?;
     steps.sort_unstable();
     let _lock = Lock::take(run.root(), "indicators.lock", "stagewise indicators")?;
     run.root().clean_interrupted(false)?;
-    if a.hessian && (a.hessian_sequences == 0 || a.top == 0 || a.lanczos_steps < a.top) {
-        bail!("--hessian-sequences and --top must be positive and --lanczos-steps at least --top");
-    }
     let model = &ckpts.model;
     let dist = ckpts.config.pretrain_distribution();
     let mut batch = Batch::<f64>::default();
@@ -88,37 +92,64 @@ pub fn indicators(
         nseq: a.hessian_sequences,
         t: 2 * dist.k,
     };
+    tabulate(run, steps, obs, |step| {
+        let w = ckpts.weights(step)?;
+        let mut row = structure(&w, &model.layout)
+            .with_context(|| format!("indicators of the checkpoint at step {step}"))?;
+        if a.hessian {
+            row.extend(hessian_row(&fixed, &w, a, step)?);
+        }
+        Ok(row)
+    })
+}
+
+/// The Hessian trace (Hutchinson, with its standard error) and top eigenvalues (Lanczos) of
+/// `potential`'s full-batch loss at `w`.
+pub(crate) fn hessian_row<P: Potential<f64>>(
+    potential: &P,
+    w: &[f32],
+    a: &IndicatorsOptions,
+    step: u64,
+) -> Result<Vec<(String, f64)>> {
+    let w64: Vec<f64> = w.iter().map(|v| *v as f64).collect();
+    let h = Hessian::new(potential, &w64);
+    let samples = h.trace_samples(a.seed, 1e-3, a.hutchinson_samples);
+    let sum: f64 = samples.iter().sum();
+    let m = sum / samples.len() as f64;
+    let var = samples.iter().map(|x| (x - m).powi(2)).sum::<f64>()
+        / (samples.len() as f64 - 1.0).max(1.0);
+    let mut row = vec![
+        ("hessian/trace".into(), m),
+        (
+            "hessian/trace_se".into(),
+            (var / samples.len() as f64).sqrt(),
+        ),
+        ("hessian/trace_sum".into(), sum),
+        ("hessian/trace_samples".into(), samples.len() as f64),
+    ];
+    for (k, e) in h
+        .top_eigenvalues(a.top, a.lanczos_steps, a.seed)
+        .with_context(|| format!("Hessian eigenvalues at step {step}"))?
+        .iter()
+        .enumerate()
+    {
+        row.push((format!("hessian/evals/{k}"), *e));
+    }
+    Ok(row)
+}
+
+/// One row of named indicators per step, written as the run's indicator table.
+pub(crate) fn tabulate(
+    run: &RunDir,
+    steps: Vec<u64>,
+    obs: &dyn Observer,
+    mut row_at: impl FnMut(u64) -> Result<Vec<(String, f64)>>,
+) -> Result<IndicatorsResult> {
     let mut header: Vec<String> = vec![];
     let mut text = String::new();
     obs.start(0, steps.len() as u64, "checkpoints");
     for (i, step) in steps.iter().enumerate() {
-        let w = ckpts.weights(*step)?;
-        let mut row = structure(&w, &model.layout)
-            .with_context(|| format!("indicators of the checkpoint at step {step}"))?;
-        if a.hessian {
-            let w64: Vec<f64> = w.iter().map(|v| *v as f64).collect();
-            let h = Hessian::new(&fixed, &w64);
-            let samples = h.trace_samples(a.seed, 1e-3, a.hutchinson_samples);
-            let sum: f64 = samples.iter().sum();
-            let m = sum / samples.len() as f64;
-            let var = samples.iter().map(|x| (x - m).powi(2)).sum::<f64>()
-                / (samples.len() as f64 - 1.0).max(1.0);
-            row.push(("hessian/trace".into(), m));
-            row.push((
-                "hessian/trace_se".into(),
-                (var / samples.len() as f64).sqrt(),
-            ));
-            row.push(("hessian/trace_sum".into(), sum));
-            row.push(("hessian/trace_samples".into(), samples.len() as f64));
-            for (k, e) in h
-                .top_eigenvalues(a.top, a.lanczos_steps, a.seed)
-                .with_context(|| format!("Hessian eigenvalues at step {step}"))?
-                .iter()
-                .enumerate()
-            {
-                row.push((format!("hessian/evals/{k}"), *e));
-            }
-        }
+        let row = row_at(*step)?;
         if header.is_empty() {
             header = row.iter().map(|(n, _)| n.clone()).collect();
             text.push_str("step");

@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 use stagewise_io::config::{parse_yaml, resolve_document, typed_as};
+use stagewise_models::language::LanguageModel;
 use stagewise_text::{TextTokenizer, TokenRows, read_corpus};
 use stagewise_train::lm::{LmEvaluator, LmTrainConfig, LmTrainer};
 
@@ -17,8 +18,10 @@ use crate::rundir::{RunDir, check_name};
 use crate::train::{mirror_to_tensorboard, open_training_tables, save_checkpoint};
 
 mod ed;
+mod indicators;
 mod llc;
 pub use ed::ed_lm;
+pub use indicators::indicators_lm;
 pub use llc::llc_lm;
 
 /// The built-in quick language-model config (`configs/lm-quick.yaml`).
@@ -81,6 +84,33 @@ pub fn load_lm_config(
     let doc = parse_yaml(text).map_err(|e| anyhow::anyhow!("{origin}: invalid YAML: {e}"))?;
     let (doc, _, grid) = resolve_document(doc, origin, sets, sweep_index)?;
     Ok((typed_as(doc, origin, LmTrainConfig::validate)?, grid))
+}
+
+/// A trained language-model run: its config and model, and the steps of `select` among its
+/// checkpoints (an error when it has none).
+pub(crate) fn open_lm_run(
+    run: &RunDir,
+    select: &crate::llc::StepSelection,
+) -> Result<(LmTrainConfig, LanguageModel, Vec<u64>)> {
+    let text = run
+        .config_text()?
+        .with_context(|| format!("cannot read {}", run.config_location()))?;
+    let (cfg, _) = load_lm_config(&text, &run.config_location(), &[], None)?;
+    let model = LanguageModel::new(cfg.transformer_config.model())?;
+    let available = run.checkpoint_steps()?;
+    if available.is_empty() {
+        bail!(
+            "{}: no checkpoints (files <step>.safetensors); train the run first",
+            run.checkpoints_location()
+        );
+    }
+    let steps = crate::llc::select_steps(
+        select,
+        cfg.num_steps,
+        &available,
+        &run.checkpoints_location(),
+    )?;
+    Ok((cfg, model, steps))
 }
 
 /// The batch losses the reference logs (`batch/loss` to W&B): every step below 100, every

@@ -27,6 +27,7 @@ impl Observer for Quiet {}
 #[derive(Clone, Copy, Debug)]
 pub enum StageOutput<'a> {
     Train(&'a crate::train::TrainResult),
+    TrainLm(&'a crate::lm::LmTrainResult),
     Llc(&'a crate::llc::LlcResult),
     Ed(&'a crate::ed::EdResult),
     Stages(&'a crate::stages::StagesResult),

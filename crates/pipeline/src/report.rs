@@ -14,6 +14,8 @@ use crate::lock::Lock;
 use crate::rundir::{Folder, RunDir, check_name};
 use crate::stages::{Stage, read_stages};
 
+mod lm;
+
 #[derive(Clone, Debug, Default)]
 pub struct ReportOptions {
     /// LLC sweep to show (folder under the run's `llc/`; default: the only one, or the one
@@ -125,76 +127,29 @@ pub fn report(run: &RunDir, a: &ReportOptions) -> Result<ReportResult> {
     let run_name = run.display();
     let mut sections = Vec::new();
 
-    // Test loss per token with the baselines.
-    let steps: Vec<f64> = metrics.rows.iter().map(|r| r[0] + 1.0).collect();
-    let mut loss = chart(
-        "Test loss (pretraining distribution)",
-        "step + 1",
-        "MSE",
-        true,
-    );
-    loss.spans = spans(&stages);
-    let k = (0..)
-        .take_while(|t| {
-            metrics
-                .position(&format!("pretrain/mse/token/{t}"))
-                .is_some()
-        })
-        .count();
-    for (i, t) in [0, k / 2, k.saturating_sub(1)].into_iter().enumerate() {
-        if let Some(v) = metrics.column(&format!("pretrain/mse/token/{t}")) {
-            loss.series.push(Series::line(
-                format!("token {t}"),
-                steps.iter().copied().zip(v).collect(),
-                palette(i + 1),
-            ));
-        }
-    }
-    if let Some(mse) = metrics.column("pretrain/mse") {
-        loss.series.push(Series::line(
-            "mean over tokens",
-            steps.iter().copied().zip(mse.iter().copied()).collect(),
-            palette(0),
-        ));
-        // The baselines' risks on the same fixed evaluation batch (recomputed from the config).
-        if run.has_config() {
-            let cfg = run.read_config()?;
-            let dist = cfg.pretrain_distribution();
-            let ev = Evaluator::<f32>::new(&dist, cfg.eval_batch_size, cfg.seeds().eval);
-            let finite_m = dist.tasks.tasks().is_some();
-            for (name, risk) in ev.baseline_risks() {
-                let (label, color) = match name.as_str() {
-                    "pretrain/ridge" => ("ridge (Bayes for M = inf)", RGBColor(90, 90, 90)),
-                    "pretrain/dmmse" if finite_m => {
-                        ("dMMSE (Bayes for finite M)", RGBColor(0, 0, 0))
-                    }
-                    _ => continue,
-                };
-                let mean = risk.iter().sum::<f64>() / risk.len() as f64;
-                let (x0, x1) = (steps[0], steps[steps.len() - 1]);
-                let mut s = Series::line(
-                    format!("{label}: {mean:.3}"),
-                    vec![(x0, mean), (x1, mean)],
-                    color,
-                );
-                s.dashed = true;
-                loss.series.push(s);
-            }
-        }
-    }
-    sections.push(Section {
-        title: "Loss".into(),
-        blocks: vec![figure(
-            &out,
-            "loss",
-            &loss,
-            "Test MSE of the first, middle and last token and the mean over tokens, with the Bayes-optimal baselines' MSE on the same batch (dashed: ridge, and dMMSE for finite M); stages shaded",
-        )?],
-    });
-
+    let (sections_first, sampler_hint, description) = if run.is_language_run() {
+        (
+            lm::sections(&out, &metrics, &stages)?,
+            "configs/sampler-lm-quick.yaml",
+            "Developmental stages of a small attention-only language model: loss and n-gram scores, attention-head scores, local learning coefficient, essential dynamics and structural indicators over training. Steps are shown as step + 1 on log axes.",
+        )
+    } else {
+        (
+            vec![regression_loss(run, &out, &metrics, &stages)?],
+            "configs/sampler-quick.yaml",
+            "Developmental stages of an in-context linear regression transformer: loss, local learning coefficient, essential dynamics and structural indicators over training. Steps are shown as step + 1 on log axes.",
+        )
+    };
+    sections.extend(sections_first);
     sections.push(Section {
         title: "LLC and stages".into(),
-        blocks: llc_blocks(run, &out, sweep.as_deref(), &stages, &run_name)?,
+        blocks: llc_blocks(
+            run,
+            &out,
+            sweep.as_deref(),
+            &stages,
+            &format!("stagewise llc {run_name} --config {sampler_hint}"),
+        )?,
     });
     sections.push(Section {
         title: "Essential dynamics".into(),
@@ -207,7 +162,7 @@ pub fn report(run: &RunDir, a: &ReportOptions) -> Result<ReportResult> {
 
     let page = render(
         &format!("stagewise report: {}", run.name()),
-        "Developmental stages of an in-context linear regression transformer: loss, local learning coefficient, essential dynamics and structural indicators over training. Steps are shown as step + 1 on log axes.",
+        description,
         &sections,
     );
     out.put("index.html", page.as_bytes())?;
@@ -222,16 +177,14 @@ fn llc_blocks(
     out: &Folder,
     sweep: Option<&str>,
     stages: &[Stage],
-    run_name: &str,
+    llc_command: &str,
 ) -> Result<Vec<Block>> {
     let mut blocks = Vec::new();
     let Some(s) = sweep else {
-        blocks.push(missing(
-            "LLC sweep",
-            &format!("stagewise llc {run_name} --config configs/sampler-quick.yaml"),
-        ));
+        blocks.push(missing("LLC sweep", llc_command));
         return Ok(blocks);
     };
+    let run_name = run.display();
     let dir = run.llc(s);
     let t = dir
         .table()?
@@ -337,7 +290,7 @@ fn llc_blocks(
 /// PC scores over time, PC-pair trajectories and the explained variance.
 fn ed_blocks(run: &RunDir, out: &Folder, stages: &[Stage], run_name: &str) -> Result<Vec<Block>> {
     let mut blocks = Vec::new();
-    let ed = ["full", "ys"]
+    let ed = ["full", "ys", "tokens"]
         .iter()
         .map(|o| run.ed(o))
         .find(|f| f.exists("scores.csv"));
@@ -381,7 +334,7 @@ fn ed_blocks(run: &RunDir, out: &Folder, stages: &[Stage], run_name: &str) -> Re
             palette(j),
         ));
     }
-    blocks.push(figure(out, "ed_scores", &c, "Principal-component scores of the model's outputs on a fixed evaluation set, per checkpoint; dashed lines: forms (a vertex in every PC pair); stages shaded")?);
+    blocks.push(figure(out, "ed_scores", &c, "Principal-component scores of the model's behaviour on a fixed evaluation set (its outputs; per-token losses for a language model), per checkpoint; dashed lines: forms (a vertex in every PC pair); stages shaded")?);
     for (i, j) in [(1, 2), (1, 3), (2, 3)] {
         if j > kk {
             continue;
@@ -534,4 +487,78 @@ fn indicator_blocks(
         blocks.push(figure(out, name, &c, title)?);
     }
     Ok(blocks)
+}
+
+/// Test loss per token of the regression transformer with the Bayes baselines.
+fn regression_loss(
+    run: &RunDir,
+    out: &Folder,
+    metrics: &Table,
+    stages: &[Stage],
+) -> Result<Section> {
+    let steps: Vec<f64> = metrics.rows.iter().map(|r| r[0] + 1.0).collect();
+    let mut loss = chart(
+        "Test loss (pretraining distribution)",
+        "step + 1",
+        "MSE",
+        true,
+    );
+    loss.spans = spans(stages);
+    let k = (0..)
+        .take_while(|t| {
+            metrics
+                .position(&format!("pretrain/mse/token/{t}"))
+                .is_some()
+        })
+        .count();
+    for (i, t) in [0, k / 2, k.saturating_sub(1)].into_iter().enumerate() {
+        if let Some(v) = metrics.column(&format!("pretrain/mse/token/{t}")) {
+            loss.series.push(Series::line(
+                format!("token {t}"),
+                steps.iter().copied().zip(v).collect(),
+                palette(i + 1),
+            ));
+        }
+    }
+    if let Some(mse) = metrics.column("pretrain/mse") {
+        loss.series.push(Series::line(
+            "mean over tokens",
+            steps.iter().copied().zip(mse.iter().copied()).collect(),
+            palette(0),
+        ));
+        // The baselines' risks on the same fixed evaluation batch (recomputed from the config).
+        if run.has_config() {
+            let cfg = run.read_config()?;
+            let dist = cfg.pretrain_distribution();
+            let ev = Evaluator::<f32>::new(&dist, cfg.eval_batch_size, cfg.seeds().eval);
+            let finite_m = dist.tasks.tasks().is_some();
+            for (name, risk) in ev.baseline_risks() {
+                let (label, color) = match name.as_str() {
+                    "pretrain/ridge" => ("ridge (Bayes for M = inf)", RGBColor(90, 90, 90)),
+                    "pretrain/dmmse" if finite_m => {
+                        ("dMMSE (Bayes for finite M)", RGBColor(0, 0, 0))
+                    }
+                    _ => continue,
+                };
+                let mean = risk.iter().sum::<f64>() / risk.len() as f64;
+                let (x0, x1) = (steps[0], steps[steps.len() - 1]);
+                let mut s = Series::line(
+                    format!("{label}: {mean:.3}"),
+                    vec![(x0, mean), (x1, mean)],
+                    color,
+                );
+                s.dashed = true;
+                loss.series.push(s);
+            }
+        }
+    }
+    Ok(Section {
+        title: "Loss".into(),
+        blocks: vec![figure(
+            out,
+            "loss",
+            &loss,
+            "Test MSE of the first, middle and last token and the mean over tokens, with the Bayes-optimal baselines' MSE on the same batch (dashed: ridge, and dMMSE for finite M); stages shaded",
+        )?],
+    })
 }

@@ -4,12 +4,17 @@
 
 use std::path::PathBuf;
 
-use anyhow::Result;
+use anyhow::{Context, Result, bail};
+use stagewise_io::config::parse_yaml;
 
 use crate::device::Backend;
 use crate::ed::{EdOptions, ed};
 use crate::indicators::{IndicatorsOptions, indicators};
-use crate::llc::{LlcOptions, SAMPLER_PAPER, SAMPLER_TINY, Sampler, StepSelection, llc};
+use crate::llc::{
+    LlcOptions, SAMPLER_LM_PAPER, SAMPLER_LM_QUICK, SAMPLER_PAPER, SAMPLER_TINY, Sampler,
+    StepSelection, llc,
+};
+use crate::lm::{LmTrainOptions, is_language_config, train_lm};
 use crate::observe::{Observer, StageOutput};
 use crate::report::{ReportOptions, report};
 use crate::rundir::{RunDir, check_name};
@@ -18,12 +23,17 @@ use crate::train::{TrainOptions, train};
 
 #[derive(Clone, Debug, Default)]
 pub struct ReproduceOptions {
-    /// Training config (plain or W&B sweep YAML); `None`: the built-in quick config.
+    /// Training config (plain or W&B sweep YAML; a regression or a language-model config);
+    /// `None`: the built-in quick config (the quick language-model config with `lm`).
     pub config: Option<PathBuf>,
-    /// The small pipeline: the tiny sampler (2 chains x 50 draws) unless `sampler` is given.
+    /// Without `config`: the built-in quick language-model config.
+    pub lm: bool,
+    /// The small pipeline: the tiny sampler (2 chains x 50 draws; for a language model the quick
+    /// LM sampler) unless `sampler` is given.
     pub quick: bool,
     /// Sampler config file of the LLC sweep (default: the built-in tiny sampler with `quick`
-    /// or the built-in quick config, the paper's otherwise; written into the run folder).
+    /// or the built-in quick config, the paper's otherwise, and their language-model
+    /// counterparts for a language model; written into the run folder).
     pub sampler: Option<PathBuf>,
     /// Training field overrides.
     pub sets: Vec<String>,
@@ -51,7 +61,18 @@ pub fn reproduce(a: &ReproduceOptions, obs: &dyn Observer) -> Result<RunDir> {
                 None => stem,
             }
         }
+        None if a.lm => "lm-quick".into(),
         None => "quick".into(),
+    };
+    let language = match &a.config {
+        Some(p) => {
+            let text = std::fs::read_to_string(p)
+                .with_context(|| format!("cannot read {}", p.display()))?;
+            let doc = parse_yaml(&text)
+                .map_err(|e| anyhow::anyhow!("{}: invalid YAML: {e}", p.display()))?;
+            is_language_config(&doc)
+        }
+        None => a.lm,
     };
     let run = match &a.out {
         Some(out) => out.clone(),
@@ -63,30 +84,49 @@ pub fn reproduce(a: &ReproduceOptions, obs: &dyn Observer) -> Result<RunDir> {
     let shown = run.display();
 
     obs.message(&format!("[1/6] train -> {shown}"));
-    let trained = train(
-        &TrainOptions {
-            config: a.config.clone(),
-            sets: a.sets.clone(),
-            out: Some(run.clone()),
-            resume: run.has_config(),
-            sweep_index: a.sweep_index,
-            resolved: None,
-            device: a.device.clone(),
-            stop_after: None,
-        },
-        obs,
-    )?;
-    obs.result(StageOutput::Train(&trained));
+    if language {
+        if a.device.device().is_some() {
+            bail!("the language model trains on the CPU only (--device cpu)");
+        }
+        let trained = train_lm(
+            &LmTrainOptions {
+                config: a.config.clone(),
+                sets: a.sets.clone(),
+                out: Some(run.clone()),
+                resume: run.has_config(),
+                sweep_index: a.sweep_index,
+                stop_after: None,
+            },
+            obs,
+        )?;
+        obs.result(StageOutput::TrainLm(&trained));
+    } else {
+        let trained = train(
+            &TrainOptions {
+                config: a.config.clone(),
+                sets: a.sets.clone(),
+                out: Some(run.clone()),
+                resume: run.has_config(),
+                sweep_index: a.sweep_index,
+                resolved: None,
+                device: a.device.clone(),
+                stop_after: None,
+            },
+            obs,
+        )?;
+        obs.result(StageOutput::Train(&trained));
+    }
 
     let (sampler, sampler_shown) = match &a.sampler {
         Some(p) => (Sampler::load(p, &[])?, p.display().to_string()),
         None => {
             // The built-in config is written into the run folder (once; an edited copy there
             // is what later calls use).
-            let (stem, text) = if a.quick || a.config.is_none() {
-                ("sampler-tiny", SAMPLER_TINY)
-            } else {
-                ("sampler-paper", SAMPLER_PAPER)
+            let (stem, text) = match (language, a.quick || a.config.is_none()) {
+                (true, true) => ("sampler-lm-quick", SAMPLER_LM_QUICK),
+                (true, false) => ("sampler-lm-paper", SAMPLER_LM_PAPER),
+                (false, true) => ("sampler-tiny", SAMPLER_TINY),
+                (false, false) => ("sampler-paper", SAMPLER_PAPER),
             };
             let file = format!("{stem}.yaml");
             if run.file(&file)?.is_none() {

@@ -214,3 +214,85 @@ fn bad_language_inputs_are_errors_that_name_the_problem() {
     );
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// `reproduce` on a language-model config: train, LLC, ED, stages, indicators and the report
+/// with its language-model sections.
+#[test]
+fn the_whole_pipeline_runs_on_a_language_model_config() {
+    use stagewise_pipeline::reproduce::{ReproduceOptions, reproduce};
+    let dir = scratch("reproduce");
+    corpus(&dir);
+    let cfg = config(&dir);
+    let sampler = dir.join("lm-tiny.yaml");
+    std::fs::write(
+        &sampler,
+        "num_chains: 2\nnum_draws: 5\ngrad_batch_size: 4\neval_dataset_size: 32\n\
+         gradient_scale: 0.015\nlocalization_scale: 0.1\nnoise_scale: 0.001\n",
+    )
+    .unwrap();
+    let run = RunDir::local(dir.join("run"));
+    let opts = ReproduceOptions {
+        config: Some(cfg),
+        sampler: Some(sampler),
+        out: Some(run.clone()),
+        ..ReproduceOptions::default()
+    };
+    reproduce(&opts, &Quiet).unwrap();
+    let root = dir.join("run");
+    let steps = run.checkpoint_steps().unwrap();
+    let lines = |f: &str| {
+        std::fs::read_to_string(root.join(f))
+            .unwrap_or_else(|e| panic!("{f}: {e}"))
+            .lines()
+            .map(String::from)
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(lines("llc/lm-tiny/llc.csv").len(), 1 + steps.len());
+    assert_eq!(lines("ed/tokens/scores.csv").len(), 1 + steps.len());
+    // The indicators read TransformerLens' names: both blocks' ln1 and ln_final, W_E's spectrum.
+    let ind = lines("indicators.csv");
+    assert_eq!(ind.len(), 1 + steps.len());
+    for col in [
+        "weight/norm",
+        "ln/blocks.0.ln1/weight/collapsed",
+        "ln/blocks.1.ln1/bias/norm",
+        "ln/ln_final/weight/mean",
+        "embed/S/15",
+        "postn/S/15",
+    ] {
+        assert!(ind[0].split(',').any(|c| c == col), "{col}: {}", ind[0]);
+    }
+    assert!(root.join("stages/lm-tiny/stages.csv").exists());
+    let page = std::fs::read_to_string(root.join("report/index.html")).unwrap();
+    for part in [
+        "Test loss and n-gram losses",
+        "In-context learning score",
+        "Previous-token score per head",
+        "Prefix-matching score per head",
+        "L1H1",
+        "Local learning coefficient (lm-tiny)",
+        "Essential dynamics: PC scores over training",
+        "LayerNorm collapse",
+    ] {
+        assert!(page.contains(part), "report lacks {part:?}");
+    }
+    assert!(!page.contains("No LLC sweep yet") && !page.contains("No essential dynamics yet"));
+    for png in [
+        "loss",
+        "icl",
+        "heads_prev",
+        "heads_prefix",
+        "llc",
+        "ed_scores",
+    ] {
+        assert!(root.join(format!("report/{png}.png")).exists(), "{png}.png");
+    }
+    // Run again: everything is found done and the report is the same.
+    let before = std::fs::read(root.join("report/index.html")).unwrap();
+    reproduce(&opts, &Quiet).unwrap();
+    assert_eq!(
+        std::fs::read(root.join("report/index.html")).unwrap(),
+        before
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}

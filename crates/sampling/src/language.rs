@@ -66,8 +66,12 @@ impl<T: Float> LmDatasetWorker<'_, T> {
         m
     }
 
+    /// The rows of minibatch `key`; [`BatchKey::FULL`] is the whole data set, in order.
     fn fill_minibatch(&mut self, key: BatchKey) -> usize {
         let d = self.data;
+        if key == BatchKey::FULL {
+            return self.fill_rows(0..d.n);
+        }
         let tg = if key.eval {
             tag::SGLD_EVAL_BATCH
         } else {

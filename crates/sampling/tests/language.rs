@@ -103,3 +103,23 @@ fn sgld_at_a_trained_checkpoint_gives_a_positive_llc() {
     assert!(e.mean.is_finite() && e.mean > 0.0, "{}", e.mean);
     assert!(e.mean < model.num_params() as f64 / 2.0);
 }
+
+/// `BatchKey::FULL` is the whole data set in order: its loss is `full_loss`, so a Hessian on
+/// the potential sees one fixed batch.
+#[test]
+fn the_full_batch_key_is_the_whole_data_set() {
+    let model = stagewise_models::language::LanguageModel::new(config().transformer_config.model())
+        .unwrap();
+    let data = rows(24);
+    let pot = LmDataset::new(&model, &data, 20, 3, 1);
+    let w: Vec<f64> = model.layout.init_params(5);
+    let (full, parts) = Potential::<f64>::full_loss(&pot, &w);
+    let mut g = vec![0.0; w.len()];
+    let mut wk = Potential::<f64>::worker(&pot);
+    let keyed = wk.loss_and_grad(&w, BatchKey::FULL, &mut g);
+    assert!((full - keyed).abs() < 1e-12 * full, "{full} vs {keyed}");
+    assert_eq!(wk.parts().len(), parts.len());
+    // A minibatch of 3 rows is not the whole set.
+    let mb = wk.loss(&w, BatchKey::grad(0, 0));
+    assert!((mb - full).abs() > 1e-9);
+}

@@ -4,13 +4,12 @@
 
 use std::collections::HashMap;
 
-use anyhow::{Context, Result, bail};
-use stagewise_models::language::{LanguageModel, LmRunner};
+use anyhow::{Result, bail};
+use stagewise_models::language::LmRunner;
 use stagewise_train::lm::evaluate_rows;
 
-use super::{lm_data, load_lm_config};
+use super::{lm_data, open_lm_run};
 use crate::ed::{EdOptions, EdResult, Smoothing, analyse};
-use crate::llc::select_steps;
 use crate::lock::Lock;
 use crate::observe::Observer;
 use crate::rundir::RunDir;
@@ -18,18 +17,7 @@ use crate::rundir::RunDir;
 /// Essential dynamics of an LM run: the features are the next-token losses of the first
 /// `a.sequences` test rows (`sequences x (n_ctx - 1)` tokens); written to `ed/tokens`.
 pub fn ed_lm(run: &RunDir, a: &EdOptions, obs: &dyn Observer) -> Result<EdResult> {
-    let text = run
-        .config_text()?
-        .with_context(|| format!("cannot read {}", run.config_location()))?;
-    let (cfg, _) = load_lm_config(&text, &run.config_location(), &[], None)?;
-    let model = LanguageModel::new(cfg.transformer_config.model())?;
-    let available = run.checkpoint_steps()?;
-    let mut steps = select_steps(
-        &a.select,
-        cfg.num_steps,
-        &available,
-        &run.checkpoints_location(),
-    )?;
+    let (cfg, model, mut steps) = open_lm_run(run, &a.select)?;
     steps.sort_unstable();
     steps.dedup();
     if steps.len() < 3 {

@@ -3,14 +3,13 @@
 //! mean next-token cross-entropy, per-token parts the n_ctx - 1 positions; the sweep itself
 //! (table, traces, resume) is the regression runs'.
 
-use anyhow::{Context, Result, bail};
-use stagewise_models::language::LanguageModel;
+use anyhow::{Result, bail};
 use stagewise_sampling::config::GradBatchOrigin;
 use stagewise_sampling::language::LmDataset;
 use stagewise_sampling::mask::build_mask;
 
-use super::{lm_data, load_lm_config};
-use crate::llc::{LlcOptions, LlcResult, Sweep, select_steps};
+use super::{lm_data, open_lm_run};
+use crate::llc::{LlcOptions, LlcResult, Sweep};
 use crate::observe::Observer;
 use crate::rundir::RunDir;
 
@@ -19,24 +18,7 @@ pub fn llc_lm(run: &RunDir, opts: &LlcOptions, obs: &dyn Observer) -> Result<Llc
     if opts.device.device().is_some() {
         bail!("the language model's LLC runs on the CPU only (--device cpu)");
     }
-    let text = run
-        .config_text()?
-        .with_context(|| format!("cannot read {}", run.config_location()))?;
-    let (cfg, _) = load_lm_config(&text, &run.config_location(), &[], None)?;
-    let model = LanguageModel::new(cfg.transformer_config.model())?;
-    let available = run.checkpoint_steps()?;
-    if available.is_empty() {
-        bail!(
-            "{}: no checkpoints (files <step>.safetensors); train the run first",
-            run.checkpoints_location()
-        );
-    }
-    let steps = select_steps(
-        &opts.select,
-        cfg.num_steps,
-        &available,
-        &run.checkpoints_location(),
-    )?;
+    let (cfg, model, steps) = open_lm_run(run, &opts.select)?;
     let sampler = &opts.sampler;
     let mask = build_mask(
         &model.layout.named_sizes(),
