@@ -302,6 +302,9 @@ pub fn train_lm(opts: &LmTrainOptions, obs: &dyn Observer) -> Result<LmTrainResu
             test_rows: 0,
         });
     }
+    // The data first: a missing or bad corpus leaves no config behind that would make the
+    // next call a resume.
+    let (_tok, train_rows, test_rows) = lm_data(&cfg, &run, obs)?;
     if !opts.resume {
         let yaml = serde_saphyr::to_string(&cfg).context("serialising the config")?;
         run.write_config_text(&yaml)?;
@@ -309,7 +312,6 @@ pub fn train_lm(opts: &LmTrainOptions, obs: &dyn Observer) -> Result<LmTrainResu
         let l: Vec<u64> = logging_steps.iter().copied().collect();
         run.write_schedule(&c, &l)?;
     }
-    let (_tok, train_rows, test_rows) = lm_data(&cfg, &run, obs)?;
     obs.message(&format!(
         "{} training rows and {} test rows of {} tokens",
         train_rows.len(),

@@ -251,3 +251,27 @@ fn device_runs_follow_the_cpu_runs() {
     let o = stagewise(&["train", c, "--device", "tpu"]);
     assert!(String::from_utf8_lossy(&o.stderr).contains("expected cpu, cuda, cuda:N"));
 }
+
+/// `reproduce --quick-lm` before the corpus is fetched: an error naming the corpus and the
+/// script that fetches it, and no run folder that a later call would take for a started run;
+/// `--quick-lm` with a config is refused.
+#[test]
+fn reproduce_quick_lm_without_the_corpus_says_how_to_fetch_it() {
+    let dir = scratch("quick-lm");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_stagewise"))
+        .args(["reproduce", "--quick-lm"])
+        .current_dir(&dir)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("data/shakespeare/train") && err.contains("scripts/fetch-shakespeare.sh"),
+        "{err}"
+    );
+    assert!(!dir.join("runs/lm-quick/config.yaml").exists());
+    let out = stagewise(&["reproduce", "x.yaml", "--quick-lm"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot be used with"));
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -97,13 +97,11 @@ pub fn sections(out: &Folder, metrics: &Table, stages: &[Stage]) -> Result<Vec<S
             c.spans = spans(stages);
             c.y_range = Some((-0.02, 1.02));
             c.legend = Corner::UpperLeft;
-            for (l, h) in &heads {
+            for (i, (l, h)) in heads.iter().enumerate() {
                 if let Some(pts) = series(&format!("heads/{kind}/L{l}H{h}")) {
-                    let mut s = Series::line(format!("L{l}H{h}"), pts, palette(*h));
+                    // Palette colours for the first 8 heads, darker shades after.
+                    let mut s = Series::line(format!("L{l}H{h}"), pts, shade(palette(i), i / 8));
                     s.dashed = *l == 0;
-                    if *l > 1 {
-                        s.color = shade(s.color, *l);
-                    }
                     c.series.push(s);
                 }
             }
@@ -130,9 +128,9 @@ fn head_names(metrics: &Table) -> Vec<(usize, usize)> {
         .collect()
 }
 
-/// Darker colours for layers beyond the second, so that 3+ layers stay apart.
-fn shade(c: RGBColor, layer: usize) -> RGBColor {
-    let f = 1.0 / layer as f64;
+/// The `round`-th darker shade of `c` (round 0: `c`), so that more than 8 heads stay apart.
+fn shade(c: RGBColor, round: usize) -> RGBColor {
+    let f = 1.0 / (1 + round) as f64;
     let d = |x: u8| (x as f64 * f) as u8;
     RGBColor(d(c.0), d(c.1), d(c.2))
 }
