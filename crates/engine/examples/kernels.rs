@@ -5,7 +5,9 @@
 //! Run with `cargo run --release -p stagewise-engine --example kernels [attention]` (the
 //! argument times attention alone).
 
-use stagewise_engine::attention::{AttnShape, attention_backward, attention_forward};
+use stagewise_engine::attention::{
+    AttnShape, attention_backward, attention_forward, set_long_from,
+};
 use stagewise_engine::layernorm::{layernorm_backward, layernorm_forward};
 use stagewise_engine::matmul::matmul;
 
@@ -81,6 +83,7 @@ fn kernels(only_attention: bool) {
             b * 1e6
         );
     }
+    long_attention();
     if only_attention {
         return;
     }
@@ -102,4 +105,44 @@ fn kernels(only_attention: bool) {
         f * 1e6,
         b * 1e6
     );
+}
+
+/// A language model's attention (C = 256, 8 heads of 32, every query row) at growing lengths,
+/// through the short kernels and the blocked-GEMM ones; GFLOP/s counts the causal half only.
+fn long_attention() {
+    for t in [64, 128, 256, 1024] {
+        let s = AttnShape {
+            nseq: 1,
+            t,
+            c_model: 256,
+            heads: 8,
+        };
+        let qkv: Vec<f32> = (0..t * 768)
+            .map(|i| ((i * 37 % 101) as f32 / 50.0 - 1.0) * 0.8)
+            .collect();
+        let dout: Vec<f32> = (0..t * 256).map(|i| (i as f32 * 0.13).sin()).collect();
+        let (mut o, mut p, mut d) = (
+            vec![0.0f32; t * 256],
+            vec![0.0f32; s.probs_len(1)],
+            vec![0.0f32; t * 768],
+        );
+        // Two products forward, four backward, each 2 (t^2 / 2) 32 FLOPs per head.
+        let flop = (t * t * 32 * 8) as f64;
+        let reps = (2e8 / flop).max(2.0) as usize;
+        let mut line = format!("attention t={t:4} C=256 8x32:");
+        for (name, from) in [("short", usize::MAX), ("blocked", 0)] {
+            set_long_from(from);
+            let f = best_time(reps, || attention_forward(&mut o, &mut p, &qkv, s, 1));
+            let b = best_time(reps, || attention_backward(&mut d, &dout, &qkv, &p, s, 1));
+            line += &format!(
+                "  {name} fwd {:.0} us ({:.0} GFLOP/s) bwd {:.0} us ({:.0} GFLOP/s)",
+                f * 1e6,
+                2.0 * flop / f / 1e9,
+                b * 1e6,
+                4.0 * flop / b / 1e9
+            );
+        }
+        set_long_from(stagewise_engine::attention::LONG_T);
+        println!("{line}");
+    }
 }

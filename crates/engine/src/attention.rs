@@ -50,6 +50,9 @@ pub fn attention_forward<I, T: Float>(
         probs.len() >= s.probs_len(stride),
         "attention: probs buffer too small"
     );
+    if blocked(s, stride) {
+        return long::forward::<I, T>(out, probs, qkv, s);
+    }
     match s.head_size() {
         8 => fixed::forward::<I, T, 8>(out, probs, qkv, s, stride),
         16 => fixed::forward::<I, T, 16>(out, probs, qkv, s, stride),
@@ -71,6 +74,9 @@ pub fn attention_backward<I, T: Float>(
     s: AttnShape,
     stride: usize,
 ) {
+    if blocked(s, stride) {
+        return long::backward::<I, T>(dqkv, dout, qkv, probs, s);
+    }
     match s.head_size() {
         8 => fixed::backward::<I, T, 8>(dqkv, dout, qkv, probs, s, stride),
         16 => fixed::backward::<I, T, 16>(dqkv, dout, qkv, probs, s, stride),
@@ -83,6 +89,28 @@ pub fn attention_backward<I, T: Float>(
 
 /// Plain loops for any head size: the path for unusual sizes and the tests' oracle.
 mod reference;
+
+/// Sequences at least this long (every query row) take the blocked-GEMM kernels of [`long`]
+/// by default: the crossover `examples/kernels.rs attention` measures with AVX2 and AVX-512.
+/// On the x86-64 baseline `gemm`'s scalar kernels lose to the short ones at every length.
+pub const LONG_T: usize = 128;
+
+static LONG_FROM: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(LONG_T);
+
+/// Sets the sequence length from which the blocked-GEMM kernels run (for benchmarks that
+/// time both kernels; results agree to rounding either way).
+pub fn set_long_from(t: usize) {
+    LONG_FROM.store(t, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// Whether a call of this shape takes the blocked-GEMM kernels.
+fn blocked(s: AttnShape, stride: usize) -> bool {
+    stride == 1
+        && s.t >= LONG_FROM.load(std::sync::atomic::Ordering::Relaxed)
+        && crate::simd::active() != crate::simd::Level::Baseline
+}
+
+mod long;
 
 /// Kernels for a head size `H` known at compile time. Per (sequence, head) the attention is
 /// five small matrix products over the active query rows, each a register-blocked loop: `G`
@@ -457,7 +485,14 @@ mod tests {
     }
 
     fn specialised_equal_reference() {
-        for (stride, t) in [(1usize, 13usize), (2, 16), (1, 32), (2, 7)] {
+        for (stride, t) in [
+            (1usize, 13usize),
+            (2, 16),
+            (1, 32),
+            (2, 7),
+            (1, LONG_T + 77),
+            (1, 2 * LONG_T + 3),
+        ] {
             let s = AttnShape {
                 nseq: 2,
                 t,

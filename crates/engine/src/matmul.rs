@@ -18,27 +18,85 @@ pub fn matmul<T: Float>(
     trans_b: bool,
     accumulate: bool,
 ) {
-    assert!(c.len() >= m * n, "matmul: c has {} < {}x{}", c.len(), m, n);
-    assert!(a.len() >= m * k, "matmul: a has {} < {}x{}", a.len(), m, k);
-    assert!(b.len() >= k * n, "matmul: b has {} < {}x{}", b.len(), k, n);
+    let a_rs = if trans_a { m } else { k };
+    let b_rs = if trans_b { k } else { n };
+    matmul_strided(
+        Strided { data: c, rs: n },
+        Strided { data: a, rs: a_rs },
+        Strided { data: b, rs: b_rs },
+        (m, n, k),
+        trans_a,
+        trans_b,
+        accumulate,
+    );
+}
+
+/// A row-major matrix whose rows lie `rs` elements apart in `data` (a block of a wider
+/// matrix, e.g. one head's columns of a fused QKV activation).
+pub struct Strided<S> {
+    pub data: S,
+    pub rs: usize,
+}
+
+/// `matmul` on strided operands: `c` holds `m` rows of `n`, `a` holds `m` rows of `k` (`k` rows
+/// of `m` when `trans_a`), `b` holds `k` rows of `n` (`n` rows of `k` when `trans_b`).
+pub fn matmul_strided<T: Float>(
+    c: Strided<&mut [T]>,
+    a: Strided<&[T]>,
+    b: Strided<&[T]>,
+    (m, n, k): (usize, usize, usize),
+    trans_a: bool,
+    trans_b: bool,
+    accumulate: bool,
+) {
+    // Elements a (rows x cols) view with row stride rs reaches.
+    let span = |rows: usize, cols: usize, rs: usize| {
+        if rows == 0 || cols == 0 {
+            0
+        } else {
+            (rows - 1) * rs + cols
+        }
+    };
+    let (ar, ac) = if trans_a { (k, m) } else { (m, k) };
+    let (br, bc) = if trans_b { (n, k) } else { (k, n) };
+    assert!(
+        c.rs >= n && c.data.len() >= span(m, n, c.rs),
+        "matmul: c has {} < {m}x{n} (row stride {})",
+        c.data.len(),
+        c.rs
+    );
+    assert!(
+        a.rs >= ac && a.data.len() >= span(ar, ac, a.rs),
+        "matmul: a has {} < {ar}x{ac} (row stride {})",
+        a.data.len(),
+        a.rs
+    );
+    assert!(
+        b.rs >= bc && b.data.len() >= span(br, bc, b.rs),
+        "matmul: b has {} < {br}x{bc} (row stride {})",
+        b.data.len(),
+        b.rs
+    );
     if m == 0 || n == 0 {
         return;
     }
     if k == 0 {
         if !accumulate {
-            c[..m * n].fill(T::ZERO);
+            for r in 0..m {
+                c.data[r * c.rs..r * c.rs + n].fill(T::ZERO);
+            }
         }
         return;
     }
     let (a_rs, a_cs) = if trans_a {
-        (1, m as isize)
+        (1, a.rs as isize)
     } else {
-        (k as isize, 1)
+        (a.rs as isize, 1)
     };
     let (b_rs, b_cs) = if trans_b {
-        (1, k as isize)
+        (1, b.rs as isize)
     } else {
-        (n as isize, 1)
+        (b.rs as isize, 1)
     };
     // SAFETY: the asserts above bound every index the strides can reach.
     unsafe {
@@ -47,13 +105,13 @@ pub fn matmul<T: Float>(
             m,
             n,
             k,
-            c.as_mut_ptr(),
-            n as isize,
+            c.data.as_mut_ptr(),
+            c.rs as isize,
             accumulate,
-            a.as_ptr(),
+            a.data.as_ptr(),
             a_cs,
             a_rs,
-            b.as_ptr(),
+            b.data.as_ptr(),
             b_cs,
             b_rs,
         );
