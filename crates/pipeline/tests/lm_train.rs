@@ -235,6 +235,7 @@ fn the_whole_pipeline_runs_on_a_language_model_config() {
         config: Some(cfg),
         sampler: Some(sampler),
         out: Some(run.clone()),
+        hessian: true,
         ..ReproduceOptions::default()
     };
     reproduce(&opts, &Quiet).unwrap();
@@ -259,9 +260,27 @@ fn the_whole_pipeline_runs_on_a_language_model_config() {
         "ln/ln_final/weight/mean",
         "embed/S/15",
         "postn/S/15",
+        "hessian/trace",
+        "hessian/evals/2",
     ] {
         assert!(ind[0].split(',').any(|c| c == col), "{col}: {}", ind[0]);
     }
+    // The Hessian of the last checkpoint: eigenvalues in decreasing order, the largest above
+    // the mean eigenvalue (trace / d) and every value finite.
+    let header: Vec<&str> = ind[0].split(',').collect();
+    let last: Vec<f64> = ind[ind.len() - 1]
+        .split(',')
+        .map(|v| v.parse().unwrap())
+        .collect();
+    let at = |c: &str| last[header.iter().position(|h| *h == c).unwrap()];
+    // Parameters: W_E 4,800 + W_pos 384 + 2 blocks x 1,120 + ln_final 32 + W_U 4,800 + b_U 300.
+    let d = 12_556.0;
+    assert!(last.iter().all(|v| v.is_finite()));
+    assert!(
+        at("hessian/evals/0") >= at("hessian/evals/1")
+            && at("hessian/evals/1") >= at("hessian/evals/2")
+    );
+    assert!(at("hessian/evals/0") > at("hessian/trace") / d, "{last:?}");
     assert!(root.join("stages/lm-tiny/stages.csv").exists());
     let page = std::fs::read_to_string(root.join("report/index.html")).unwrap();
     for part in [
