@@ -46,6 +46,9 @@ pub mod tag {
     pub const ED_DATA: u32 = 12;
     pub const HESSIAN_PROBE: u32 = 13;
     pub const LM_EVAL: u32 = 14;
+    pub const PARITY_TASKS: u32 = 15;
+    pub const PARITY_TRAIN: u32 = 16;
+    pub const PARITY_EVAL: u32 = 17;
 }
 
 /// A random stream addressed by `(seed, tag, a, b)`; element `i` is a pure function of those.
@@ -103,8 +106,9 @@ impl Stream {
     }
 }
 
+/// A 32-bit word as a uniform draw in the open interval (0, 1).
 #[inline]
-fn unit(x: u32) -> f64 {
+pub fn unit(x: u32) -> f64 {
     (x as f64 + 0.5) * (1.0 / 4_294_967_296.0)
 }
 
