@@ -24,6 +24,7 @@ pub mod lm;
 pub mod lock;
 pub mod memory;
 pub mod observe;
+pub mod parity;
 pub mod report;
 pub mod reproduce;
 pub mod rundir;

@@ -9,6 +9,7 @@ use stagewise_models::parity::{ParityMlp, ParityWorkspace};
 use super::{ParityTrainConfig, SparseParity};
 use crate::adam::Adam;
 use crate::config::{ConfigError, invalid};
+use crate::trainer::{TrainError, TrainState};
 
 /// One run: its config, data, weights and Adam state, and its fixed evaluation sets.
 pub struct ParityRun<T> {
@@ -75,6 +76,28 @@ impl<T: Float> ParityRun<T> {
             ws: ParityWorkspace::default(),
             grad: vec![T::ZERO; n],
         })
+    }
+
+    /// Weights and Adam moments (the state a checkpoint keeps).
+    pub fn state(&self) -> TrainState<T> {
+        TrainState {
+            params: self.params.clone(),
+            exp_avg: self.adam.m.clone(),
+            exp_avg_sq: self.adam.v.clone(),
+            steps_done: self.adam.steps,
+        }
+    }
+
+    /// Continues from a saved state: the next step is `state.steps_done` (the data of a step
+    /// depends only on its index, so nothing else is needed).
+    pub fn restore(&mut self, state: TrainState<T>) -> Result<(), TrainError> {
+        state.check_fits(self.params.len())?;
+        self.params = state.params;
+        self.adam.m = state.exp_avg;
+        self.adam.v = state.exp_avg_sq;
+        self.adam.steps = state.steps_done;
+        self.step = state.steps_done;
+        Ok(())
     }
 
     /// One update on the batch of step `self.step`; returns the batch loss.
@@ -145,6 +168,18 @@ impl<T: Float> ParityRuns<T> {
             .map(|c| ParityRun::new(c, &model))
             .collect::<Result<_, _>>()?;
         Ok(ParityRuns { model, runs })
+    }
+
+    /// One update of the runs marked in `active` (in parallel); the batch loss of each (NaN for
+    /// a run left out).
+    pub fn train_step_where(&mut self, active: &[bool]) -> Vec<f64> {
+        assert_eq!(active.len(), self.runs.len(), "one flag per run");
+        let model = &self.model;
+        self.runs
+            .par_iter_mut()
+            .zip(active)
+            .map(|(r, a)| if *a { r.train_step(model) } else { f64::NAN })
+            .collect()
     }
 
     /// One update of every run that has steps left (step <= its num_steps: the reference

@@ -1,0 +1,161 @@
+//! Training parity runs from a sweep grid: one folder per run named by the reference's model
+//! id, runs of the same shapes trained together, checkpoints loadable by name, and a stopped
+//! and resumed sweep equal to an uninterrupted one.
+
+use std::path::{Path, PathBuf};
+
+use stagewise_models::parity::{ParityConfig, ParityMlp};
+use stagewise_pipeline::parity::{ParityTrainOptions, model_id, train_parity};
+use stagewise_pipeline::{Quiet, RunDir};
+use stagewise_train::parity::{ParityRuns, ParityTrainConfig};
+
+fn scratch(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("stagewise-parity-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+/// The reference's sweep file format, small: 2 x 2 runs of 40 steps.
+fn sweep(dir: &Path) -> PathBuf {
+    let p = dir.join("parity.yaml");
+    std::fs::write(
+        &p,
+        "name: parity\nmethod: grid\ncommand: [\"python\", \"src/icl/other/parity.py\"]\n\
+         project: multitask-parity\nparameters:\n  num_tasks:\n    values: [2, 3]\n\
+         num_features:\n    value: 6\n  num_task_bits:\n    value: 2\n  hidden_dim:\n    value: 8\n\
+         alpha:\n    values: [0.5, 2.0]\n  num_steps:\n    value: 40\n  batch_size:\n    value: 64\n\
+         eval_batch_size:\n    value: 32\n  num_checkpoints:\n    value: 9\n  lr:\n    value: 0.003\n\
+         seed:\n    value: 0\n  log_wandb:\n    value: True\n"
+            .replace("\nnum_features", "\n  num_features")
+            .replace("\nalpha", "\n  alpha")
+            .replace("\neval_batch_size", "\n  eval_batch_size")
+            .replace("\nseed", "\n  seed"),
+    )
+    .unwrap();
+    p
+}
+
+fn opts(cfg: &Path, root: &Path) -> ParityTrainOptions {
+    ParityTrainOptions {
+        config: Some(cfg.to_path_buf()),
+        root: Some(root.to_path_buf()),
+        ..ParityTrainOptions::default()
+    }
+}
+
+#[test]
+fn a_parity_sweep_trains_every_run_together_and_resumes_exactly() {
+    let dir = scratch("sweep");
+    let cfg = sweep(&dir);
+    let whole = dir.join("whole");
+    let results = train_parity(&opts(&cfg, &whole), &Quiet).unwrap();
+    assert_eq!(results.len(), 4);
+    let mut names: Vec<String> = results.iter().map(|r| model_id(&r.config)).collect();
+    names.sort();
+    assert_eq!(
+        names,
+        [
+            "multitask-parity-2-6-2-8-0.5-40-0.003-0",
+            "multitask-parity-2-6-2-8-2.0-40-0.003-0",
+            "multitask-parity-3-6-2-8-0.5-40-0.003-0",
+            "multitask-parity-3-6-2-8-2.0-40-0.003-0",
+        ]
+    );
+    // linspace(0, 40, 9) = 0, 5, ..., 40: nine checkpoints, the last after step 40's update.
+    for r in &results {
+        assert!(r.run.is_complete());
+        assert_eq!(
+            r.run.checkpoint_steps().unwrap(),
+            [0, 5, 10, 15, 20, 25, 30, 35, 40]
+        );
+        let metrics =
+            std::fs::read_to_string(whole.join(model_id(&r.config)).join("metrics.csv")).unwrap();
+        let header = metrics.lines().next().unwrap();
+        let want = if r.config.num_tasks == 2 {
+            "step,Loss,Accuracy,Loss/0,Accuracy/0,Loss/1,Accuracy/1"
+        } else {
+            "step,Loss,Accuracy,Loss/0,Accuracy/0,Loss/1,Accuracy/1,Loss/2,Accuracy/2"
+        };
+        assert_eq!(header, want);
+        assert_eq!(metrics.lines().count(), 10);
+    }
+    // A checkpoint is the run trained alone, read back by its PyTorch names.
+    let c = &results[0].config;
+    let mut alone = ParityRuns::<f32>::new(std::slice::from_ref(c)).unwrap();
+    for _ in 0..=40 {
+        let m = alone.model.clone();
+        alone.runs[0].train_step(&m);
+    }
+    let model = ParityMlp::new(ParityConfig {
+        num_tasks: c.num_tasks,
+        num_features: 6,
+        hidden_dim: 8,
+    })
+    .unwrap();
+    assert_eq!(
+        results[0].run.weights(&model, 40).unwrap(),
+        alone.runs[0].params
+    );
+
+    // Stopped after 17 steps, then resumed: the same files.
+    let sliced = dir.join("sliced");
+    let mut o = opts(&cfg, &sliced);
+    o.stop_after = Some(17);
+    for r in train_parity(&o, &Quiet).unwrap() {
+        assert!(!r.run.is_complete());
+    }
+    o.stop_after = None;
+    o.resume = true;
+    let again = train_parity(&o, &Quiet).unwrap();
+    assert!(again.iter().all(|r| r.resumed_at == Some(15)));
+    for name in &names {
+        for f in ["metrics.csv", "checkpoints/40.safetensors", "config.yaml"] {
+            assert_eq!(
+                std::fs::read(sliced.join(name).join(f)).unwrap(),
+                std::fs::read(whole.join(name).join(f)).unwrap(),
+                "{name}/{f}"
+            );
+        }
+    }
+    // Training into a folder that has the run, without --resume, is refused.
+    let e = train_parity(&opts(&cfg, &whole), &Quiet)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("--resume"), "{e}");
+    // One run of the grid.
+    let one = ParityTrainOptions {
+        sweep_index: Some(3),
+        out: Some(RunDir::local(dir.join("one"))),
+        ..opts(&cfg, &whole)
+    };
+    let r = train_parity(&one, &Quiet).unwrap();
+    assert_eq!(r.len(), 1);
+    assert_eq!(
+        std::fs::read(dir.join("one/metrics.csv")).unwrap(),
+        std::fs::read(whole.join(model_id(&r[0].config)).join("metrics.csv")).unwrap()
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn bad_parity_configs_name_the_field() {
+    let dir = scratch("bad");
+    let p = dir.join("bad.yaml");
+    std::fs::write(&p, "num_tasks: 4\nnum_features: 3\nnum_task_bits: 5\n").unwrap();
+    let e = train_parity(&opts(&p, &dir), &Quiet).unwrap_err();
+    let msg = format!("{e:#}");
+    assert!(
+        msg.contains("num_task_bits") && msg.contains("num_features = 3"),
+        "{msg}"
+    );
+    std::fs::write(&p, "num_task_bits: 2\nnum_taks: 4\n").unwrap();
+    let msg = format!("{:#}", train_parity(&opts(&p, &dir), &Quiet).unwrap_err());
+    assert!(msg.contains("num_taks"), "{msg}");
+    assert!(
+        std::fs::read_dir(&dir).unwrap().count() == 1,
+        "nothing written"
+    );
+    let _ = ParityTrainConfig::default();
+    std::fs::remove_dir_all(&dir).unwrap();
+}
