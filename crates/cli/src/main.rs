@@ -12,6 +12,7 @@ mod indicators;
 mod launch;
 mod llc;
 mod lm;
+mod parity;
 mod place;
 mod report;
 mod reproduce;

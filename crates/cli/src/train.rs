@@ -11,12 +11,15 @@ use crate::console::Console;
 
 #[derive(Args)]
 pub struct TrainArgs {
-    /// Config file (a regression or a language-model config, told apart by its
-    /// `transformer_config`); omitted: the built-in quick default.
+    /// Config file (a regression, a language-model or a sparse parity config, told apart by
+    /// `transformer_config` and `num_task_bits`); omitted: the built-in quick default.
     pub config: Option<PathBuf>,
     /// Without CONFIG: the built-in quick language-model config (Shakespeare).
     #[arg(long)]
     pub lm: bool,
+    /// Without CONFIG: the built-in quick multitask sparse parity config.
+    #[arg(long)]
+    pub parity: bool,
     /// Override a field: `--set task_config.model_seed=1` (repeatable; YAML values).
     #[arg(long = "set", value_name = "KEY=VALUE")]
     pub sets: Vec<String>,
@@ -45,6 +48,9 @@ pub struct TrainArgs {
 pub fn run(a: &TrainArgs) -> Result<()> {
     // A missing GPU is reported before anything is written.
     let device = Backend::open(a.device, crate::tf32())?;
+    if crate::parity::is_parity_run(a)? {
+        return crate::parity::train(a);
+    }
     if crate::lm::is_language_run(a)? {
         return crate::lm::train(a);
     }

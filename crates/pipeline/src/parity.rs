@@ -35,7 +35,8 @@ pub struct ParityTrainOptions {
     pub out: Option<RunDir>,
     /// Which run of a sweep grid to train (default: all of them, together).
     pub sweep_index: Option<usize>,
-    /// Continue runs that have checkpoints (runs already complete are left alone).
+    /// Continue runs that have checkpoints (runs already complete are left alone); without
+    /// `config`, the config saved in `out`.
     pub resume: bool,
     /// Stop each run once this many of its steps are done, as a pre-empted job would.
     pub stop_after: Option<u64>,
@@ -105,12 +106,26 @@ pub fn train_parity(
     opts: &ParityTrainOptions,
     obs: &dyn Observer,
 ) -> Result<Vec<ParityTrainResult>> {
-    let (text, origin) = match &opts.config {
-        Some(p) => (
+    let saved = match (&opts.config, &opts.out, opts.resume) {
+        (None, Some(out), true) => Some((
+            out.config_text()?.with_context(|| {
+                format!(
+                    "--resume: cannot read {}; is {} a stagewise run folder?",
+                    out.config_location(),
+                    out.display()
+                )
+            })?,
+            out.config_location(),
+        )),
+        _ => None,
+    };
+    let (text, origin) = match (&opts.config, saved) {
+        (_, Some(saved)) => saved,
+        (Some(p), None) => (
             std::fs::read_to_string(p).with_context(|| format!("cannot read {}", p.display()))?,
             p.display().to_string(),
         ),
-        None => (
+        (None, None) => (
             PARITY_QUICK_YAML.to_string(),
             "built-in quick parity config".to_string(),
         ),

@@ -131,6 +131,14 @@ impl RunDir {
             .is_some_and(|t| t.lines().any(|l| l.starts_with("transformer_config:")))
     }
 
+    /// Whether the run is a multitask sparse parity run (its config has `num_task_bits`).
+    pub fn is_parity_run(&self) -> bool {
+        self.config_text()
+            .ok()
+            .flatten()
+            .is_some_and(|t| t.lines().any(|l| l.starts_with("num_task_bits:")))
+    }
+
     /// Writes `config.yaml` from YAML text (a language-model run's config).
     pub fn write_config_text(&self, yaml: &str) -> Result<()> {
         self.root.put(CONFIG, yaml.as_bytes())

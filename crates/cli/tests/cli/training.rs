@@ -412,3 +412,46 @@ fn built_in_default_trains_and_writes_every_artifact() {
     assert_eq!(list_steps(&run.join("checkpoints")), ckpts);
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// The reference's parity sweep file, unchanged but shortened with `--set`: 18 run folders
+/// named by the reference's model ids, each with its checkpoints; `--resume` finds them done.
+#[test]
+fn the_reference_parity_sweep_trains_all_its_runs() {
+    let dir = scratch("parity-sweep");
+    let sweep = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../sweeps/parity/parity.yaml"
+    );
+    let args = [
+        "train",
+        sweep,
+        "--set",
+        "num_steps=12",
+        "--set",
+        "num_checkpoints=4",
+        "--out",
+        dir.to_str().unwrap(),
+    ];
+    let out = stagewise(&args);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    let mut runs: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    runs.sort();
+    assert_eq!(runs.len(), 18, "{runs:?}");
+    assert_eq!(runs[0], "multitask-parity-16-16-3-50-0.5-12-0.003-0");
+    for r in &runs {
+        assert_eq!(
+            list_steps(&dir.join(r).join("checkpoints")),
+            [0, 4, 8, 12],
+            "{r}"
+        );
+    }
+    let out = stagewise(&[&args[..], &["--resume"]].concat());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert_eq!(err.matches("training is complete").count(), 18, "{err}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
