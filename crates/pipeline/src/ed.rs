@@ -133,6 +133,9 @@ pub fn ed(run: &RunDir, a: &EdOptions, obs: &dyn Observer) -> Result<EdResult> {
     if run.is_language_run() {
         return crate::lm::ed_lm(run, a, obs);
     }
+    if run.is_parity_run() {
+        return crate::parity::ed_parity(run, a, obs);
+    }
     let ckpts = Checkpoints::open(run)?;
     let mut steps = ckpts.select(&a.select)?;
     steps.sort_unstable();
@@ -217,6 +220,19 @@ pub fn analyse(
     sigma: Option<Vec<f64>>,
     meta: HashMap<String, String>,
 ) -> Result<EdResult> {
+    Ok(analyse_with_pca(out, steps, x, features, a, sigma, meta)?.0)
+}
+
+/// [`analyse`], also returning the fitted PCA (to project other points into its space).
+pub fn analyse_with_pca(
+    out: &Folder,
+    steps: Vec<u64>,
+    x: Vec<f32>,
+    features: usize,
+    a: &EdOptions,
+    sigma: Option<Vec<f64>>,
+    meta: HashMap<String, String>,
+) -> Result<(EdResult, Pca)> {
     let rows = steps.len();
     let pca = Pca::fit(&x, rows, features, a.components)?;
     drop(x);
@@ -316,14 +332,15 @@ pub fn analyse(
         writeln!(form_text, "{}", steps[*t])?;
     }
     out.put("forms.csv", form_text.as_bytes())?;
-    Ok(EdResult {
+    let result = EdResult {
         out: out.display(),
         explained_variance_ratio: pca.explained_variance_ratio.clone(),
         pairs: lists.len(),
         form_window: a.form_window,
         forms: found.iter().map(|t| steps[*t]).collect(),
         steps,
-    })
+    };
+    Ok((result, pca))
 }
 
 /// `step, pc1, ..., pck`.

@@ -12,12 +12,46 @@ use std::path::PathBuf;
 use anyhow::{Context, Result, bail};
 use stagewise_io::config::{parse_yaml, resolve_document, typed_as};
 use stagewise_io::table::CsvTable;
+use stagewise_models::parity::ParityMlp;
 use stagewise_train::parity::{ParityRuns, ParityTrainConfig};
 
 use crate::lock::Lock;
 use crate::observe::Observer;
 use crate::rundir::RunDir;
 use crate::train::{mirror_to_tensorboard, newest_state, open_training_tables, save_checkpoint};
+
+mod ed;
+pub use ed::{ed_parity, task_references};
+
+/// A trained parity run: its config and model, and the steps of `select` among its
+/// checkpoints (an error when it has none).
+pub(crate) fn open_parity_run(
+    run: &RunDir,
+    select: &crate::llc::StepSelection,
+) -> Result<(ParityTrainConfig, ParityMlp, Vec<u64>)> {
+    let text = run
+        .config_text()?
+        .with_context(|| format!("cannot read {}", run.config_location()))?;
+    let cfg = load_parity_configs(&text, &run.config_location(), &[], None)?
+        .into_iter()
+        .next()
+        .context("no config")?;
+    let model = ParityMlp::new(cfg.model())?;
+    let available = run.checkpoint_steps()?;
+    if available.is_empty() {
+        bail!(
+            "{}: no checkpoints (files <step>.safetensors); train the run first",
+            run.checkpoints_location()
+        );
+    }
+    let steps = crate::llc::select_steps(
+        select,
+        cfg.num_steps,
+        &available,
+        &run.checkpoints_location(),
+    )?;
+    Ok((cfg, model, steps))
+}
 
 /// The built-in quick parity config (`configs/parity-quick.yaml`).
 pub const PARITY_QUICK_YAML: &str = include_str!("../../../configs/parity-quick.yaml");

@@ -159,3 +159,93 @@ fn bad_parity_configs_name_the_field() {
     let _ = ParityTrainConfig::default();
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn task_references_are_the_reference_vectors() {
+    let l = std::f32::consts::LN_2;
+    let r = stagewise_pipeline::parity::task_references(3, 2);
+    assert_eq!(
+        r,
+        [[0.0, 0.0, l, l, l, l], [0.0, 0.0, 0.0, 0.0, l, l], [0.0; 6]].concat()
+    );
+}
+
+/// Essential dynamics of a trained parity run: the potentials against a hand computation from
+/// the checkpoint's losses, tasks learned in frequency order, the last task's reference
+/// nearest at the end.
+#[test]
+fn parity_essential_dynamics_has_the_task_references_and_potentials() {
+    use stagewise_models::StateDict;
+    use stagewise_train::parity::ParityRun;
+    let dir = scratch("ed");
+    let p = dir.join("p.yaml");
+    std::fs::write(
+        &p,
+        "num_tasks: 3\nnum_features: 10\nnum_task_bits: 2\nhidden_dim: 32\nalpha: 2.0\n\
+         num_steps: 1500\nbatch_size: 256\neval_batch_size: 64\nnum_checkpoints: 31\n\
+         num_components: 3\n",
+    )
+    .unwrap();
+    let run = RunDir::local(dir.join("run"));
+    let o = ParityTrainOptions {
+        config: Some(p),
+        out: Some(run.clone()),
+        ..ParityTrainOptions::default()
+    };
+    let r = train_parity(&o, &Quiet).unwrap().remove(0);
+    let e = stagewise_pipeline::ed::ed(&run, &Default::default(), &Quiet).unwrap();
+    assert_eq!(e.explained_variance_ratio.len(), 3);
+    let root = dir.join("run/ed/losses");
+    let read = |f: &str| std::fs::read_to_string(root.join(f)).unwrap();
+    let potentials = read("potentials.csv");
+    let lines: Vec<&str> = potentials.lines().collect();
+    assert_eq!(lines[0], "step,task_0,task_1,task_2");
+    assert_eq!(lines.len(), 32);
+    // Row of step 50 by hand.
+    let row: Vec<f64> = lines
+        .iter()
+        .find(|l| l.starts_with("50,"))
+        .unwrap()
+        .split(',')
+        .map(|v| v.parse().unwrap())
+        .collect();
+    let model = stagewise_models::ParityMlp::new(r.config.model()).unwrap();
+    assert_eq!(model.num_params(), model.layout().len);
+    let w = run.weights(&model, 50).unwrap();
+    let mut fresh = ParityRun::<f32>::new(&r.config, &model).unwrap();
+    let losses = fresh.sample_losses(&model, &w);
+    let refs = stagewise_pipeline::parity::task_references(3, 64);
+    for t in 0..3 {
+        let want: f64 = losses
+            .iter()
+            .zip(&refs[t * 192..(t + 1) * 192])
+            .map(|(a, b)| ((*a as f32) as f64 - *b as f64).powi(2))
+            .sum();
+        assert!((row[1 + t] - want).abs() < 1e-9 * want, "task {t}");
+    }
+    assert_eq!(read("task_references.csv").lines().count(), 4);
+    let tasks = read("tasks.csv");
+    let learned: Vec<u64> = tasks
+        .lines()
+        .skip(1)
+        .map(|l| {
+            l.split(',')
+                .nth(2)
+                .unwrap()
+                .parse()
+                .expect("every task learned")
+        })
+        .collect();
+    assert!(learned.windows(2).all(|w| w[0] <= w[1]), "{tasks}");
+    let nearest_last: u64 = tasks
+        .lines()
+        .nth(3)
+        .unwrap()
+        .split(',')
+        .nth(3)
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(nearest_last >= 1000, "{tasks}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
