@@ -329,10 +329,14 @@ pub struct LlcResult {
 }
 
 /// Estimates the LLC at a run's checkpoints; see the module documentation. A language-model
-/// run (its config has a `transformer_config`) goes to [`crate::lm::llc_lm`].
+/// run (its config has a `transformer_config`) goes to [`crate::lm::llc_lm`], a parity run
+/// (`num_task_bits`) to [`crate::parity::llc_parity`].
 pub fn llc(run: &RunDir, opts: &LlcOptions, obs: &dyn Observer) -> Result<LlcResult> {
     if run.is_language_run() {
         return crate::lm::llc_lm(run, opts, obs);
+    }
+    if run.is_parity_run() {
+        return crate::parity::llc_parity(run, opts, obs);
     }
     let ckpts = Checkpoints::open(run)?;
     let sampler = &opts.sampler;

@@ -41,8 +41,8 @@ impl Default for StagesOptions {
 pub struct Stage {
     pub start: u64,
     pub end: u64,
-    /// Change in the loss, `pretrain/mse` (regression) or `test/loss` (language model), at the
-    /// logged steps nearest to start and end.
+    /// Change in the loss, `pretrain/mse` (regression), `test/loss` (language model) or `Loss`
+    /// (sparse parity), at the logged steps nearest to start and end.
     pub delta_loss: f64,
     /// Change in the fitted LLC.
     pub delta_llc: f64,
@@ -171,11 +171,13 @@ pub fn stages(run: &RunDir, a: &StagesOptions) -> Result<StagesResult> {
     let cands = critical_points(&slope, max_slope);
     let found = find_stages(&fit, &slope, &cands, a.min_change);
 
-    // The loss of a regression run is `pretrain/mse`; of a language-model run `test/loss`.
+    // The loss of a regression run is `pretrain/mse`; of a language-model run `test/loss`;
+    // of a parity run `Loss` (the frequency-weighted task losses).
     let metrics: Vec<(u64, f64)> = match run.metrics()? {
         Some(t) => match t
             .position("pretrain/mse")
             .or_else(|| t.position("test/loss"))
+            .or_else(|| t.position("Loss"))
         {
             Some(i) => t.rows.iter().map(|row| (row[0] as u64, row[i])).collect(),
             None => vec![],

@@ -249,3 +249,57 @@ fn parity_essential_dynamics_has_the_task_references_and_potentials() {
     assert!(nearest_last >= 1000, "{tasks}");
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// The LLC over a parity run's checkpoints through the common sweep, and the stage table with
+/// the change of `Loss` per stage.
+#[test]
+fn parity_llc_and_stages_run_on_a_trained_run() {
+    let dir = scratch("llc");
+    let p = dir.join("p.yaml");
+    std::fs::write(
+        &p,
+        "num_tasks: 3\nnum_features: 8\nnum_task_bits: 2\nhidden_dim: 16\nalpha: 1.0\n\
+         num_steps: 300\nbatch_size: 128\neval_batch_size: 32\nnum_checkpoints: 16\n",
+    )
+    .unwrap();
+    let run = RunDir::local(dir.join("run"));
+    let o = ParityTrainOptions {
+        config: Some(p),
+        out: Some(run.clone()),
+        ..ParityTrainOptions::default()
+    };
+    train_parity(&o, &Quiet).unwrap();
+    let sampler = stagewise_pipeline::llc::Sampler::from_text(
+        "parity-tiny",
+        "num_chains: 2\nnum_draws: 20\ngrad_batch_size: 64\neval_dataset_size: 2048\n\
+         gradient_scale: 0.05\nlocalization_scale: 0.05\nnoise_scale: 0.001\n",
+        "test sampler",
+        &[],
+    )
+    .unwrap();
+    let opts = stagewise_pipeline::llc::LlcOptions {
+        sampler,
+        ..Default::default()
+    };
+    let r = stagewise_pipeline::llc::llc(&run, &opts, &Quiet).unwrap();
+    assert_eq!(r.estimates.len(), 16);
+    // Half the parameter count bounds the LLC (d / 2 = 113 for 226 parameters).
+    for (step, e) in &r.estimates {
+        assert!(
+            e.mean.is_finite() && e.mean < 219.0,
+            "step {step}: {}",
+            e.mean
+        );
+    }
+    let s = stagewise_pipeline::stages::stages(
+        &run,
+        &stagewise_pipeline::stages::StagesOptions {
+            llc: Some("parity-tiny".into()),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    assert!(!s.stages.is_empty());
+    assert!(s.stages.iter().all(|st| st.delta_loss.is_finite()));
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -15,6 +15,7 @@ pub mod estimator;
 pub mod language;
 pub mod mala;
 pub mod mask;
+pub mod parity;
 pub mod potential;
 pub mod regression;
 pub mod sgld;
