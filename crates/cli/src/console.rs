@@ -127,6 +127,7 @@ impl Observer for Console {
         match result {
             StageOutput::Train(r) => crate::train::print(r),
             StageOutput::TrainLm(r) => crate::lm::print(r),
+            StageOutput::TrainParity(r) => crate::parity::print(r),
             StageOutput::Llc(r) => crate::llc::print(r),
             StageOutput::Ed(r) => crate::ed::print(r),
             StageOutput::Stages(r) => crate::stages::print(r),

@@ -110,9 +110,9 @@ pub fn run(a: &RunArgs) -> Result<()> {
     };
     let run = crate::place::run_dir(run)?;
     // The run, the sampler and the selection are checked before a device is opened (a
-    // language-model run checks them in `llc`, which runs on the CPU).
+    // language-model or parity run checks them in `llc`, which runs on the CPU).
     let sampler = Sampler::load(config, &a.sets)?;
-    if !run.is_language_run() {
+    if !run.is_language_run() && !run.is_parity_run() {
         let ckpts = stagewise_pipeline::llc::Checkpoints::open(&run)?;
         ckpts.select(&a.select.selection())?;
     }

@@ -24,6 +24,10 @@ pub struct ReproduceArgs {
     /// with scripts/fetch-shakespeare.sh) and the quick LM sampler at every checkpoint.
     #[arg(long, conflicts_with = "config")]
     quick_lm: bool,
+    /// The small sparse parity pipeline: the built-in quick parity config and the parity
+    /// sampler at every checkpoint (under a minute on 2 cores).
+    #[arg(long, conflicts_with_all = ["config", "quick_lm"])]
+    quick_parity: bool,
     /// Sampler config of the LLC sweep (default: configs/sampler-tiny.yaml with --quick,
     /// configs/sampler-paper.yaml otherwise; for a language model sampler-lm-quick.yaml and
     /// sampler-lm-paper.yaml; all built in).
@@ -58,8 +62,9 @@ impl ReproduceArgs {
 pub fn run(a: &ReproduceArgs) -> Result<()> {
     let opts = ReproduceOptions {
         config: a.config.clone(),
-        quick: a.quick || a.quick_lm,
+        quick: a.quick || a.quick_lm || a.quick_parity,
         lm: a.quick_lm,
+        parity: a.quick_parity,
         sampler: a.sampler.clone(),
         sets: a.sets.clone(),
         out: a.out.as_deref().map(crate::place::run_dir).transpose()?,

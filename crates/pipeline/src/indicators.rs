@@ -69,6 +69,9 @@ pub fn indicators(
     if run.is_language_run() {
         return crate::lm::indicators_lm(run, a, obs);
     }
+    if run.is_parity_run() {
+        return crate::parity::indicators_parity(run, a, obs);
+    }
     let ckpts = Checkpoints::open(run)?;
     let mut steps = ckpts.select(&a.select)?;
     steps.sort_unstable();

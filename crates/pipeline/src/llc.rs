@@ -24,11 +24,12 @@ use crate::observe::Observer;
 use crate::rundir::{LlcDir, RunDir, check_name};
 
 /// The built-in sampler configs: the tiny one of the quick pipeline and the paper's, and
-/// those of the quick and the reference language model.
+/// those of the quick and the reference language model and of sparse parity runs.
 pub const SAMPLER_TINY: &str = include_str!("../../../configs/sampler-tiny.yaml");
 pub const SAMPLER_PAPER: &str = include_str!("../../../configs/sampler-paper.yaml");
 pub const SAMPLER_LM_QUICK: &str = include_str!("../../../configs/sampler-lm-quick.yaml");
 pub const SAMPLER_LM_PAPER: &str = include_str!("../../../configs/sampler-lm-paper.yaml");
+pub const SAMPLER_PARITY: &str = include_str!("../../../configs/sampler-parity.yaml");
 
 /// Which checkpoints a stage works on: an explicit list, or the reference's log/linear
 /// selection; none of them: every checkpoint.

@@ -28,6 +28,7 @@ impl Observer for Quiet {}
 pub enum StageOutput<'a> {
     Train(&'a crate::train::TrainResult),
     TrainLm(&'a crate::lm::LmTrainResult),
+    TrainParity(&'a crate::parity::ParityTrainResult),
     Llc(&'a crate::llc::LlcResult),
     Ed(&'a crate::ed::EdResult),
     Stages(&'a crate::stages::StagesResult),

@@ -21,8 +21,10 @@ use crate::rundir::RunDir;
 use crate::train::{mirror_to_tensorboard, newest_state, open_training_tables, save_checkpoint};
 
 mod ed;
+mod indicators;
 mod llc;
 pub use ed::{ed_parity, task_references};
+pub use indicators::indicators_parity;
 pub use llc::llc_parity;
 
 /// A trained parity run: its config and model, and the steps of `select` among its

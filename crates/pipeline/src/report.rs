@@ -15,6 +15,7 @@ use crate::rundir::{Folder, RunDir, check_name};
 use crate::stages::{Stage, read_stages};
 
 mod lm;
+mod parity;
 
 #[derive(Clone, Debug, Default)]
 pub struct ReportOptions {
@@ -127,7 +128,13 @@ pub fn report(run: &RunDir, a: &ReportOptions) -> Result<ReportResult> {
     let run_name = run.display();
     let mut sections = Vec::new();
 
-    let (sections_first, sampler_hint, description) = if run.is_language_run() {
+    let (sections_first, sampler_hint, description) = if run.is_parity_run() {
+        (
+            vec![parity::loss_section(&out, &metrics, &stages)?],
+            "SAMPLER.yaml",
+            "Multitask sparse parity: loss and accuracy per task, local learning coefficient, essential dynamics with the task references and form potentials over training. Steps are shown as step + 1 on log axes.",
+        )
+    } else if run.is_language_run() {
         (
             lm::sections(&out, &metrics, &stages)?,
             "configs/sampler-lm-quick.yaml",
@@ -151,9 +158,13 @@ pub fn report(run: &RunDir, a: &ReportOptions) -> Result<ReportResult> {
             &format!("stagewise llc {run_name} --config {sampler_hint}"),
         )?,
     });
+    let mut ed = ed_blocks(run, &out, &stages, &run_name)?;
+    if run.is_parity_run() {
+        ed.extend(parity::task_blocks(run, &out, &stages)?);
+    }
     sections.push(Section {
         title: "Essential dynamics".into(),
-        blocks: ed_blocks(run, &out, &stages, &run_name)?,
+        blocks: ed,
     });
     sections.push(Section {
         title: "Structural indicators".into(),
@@ -290,7 +301,7 @@ fn llc_blocks(
 /// PC scores over time, PC-pair trajectories and the explained variance.
 fn ed_blocks(run: &RunDir, out: &Folder, stages: &[Stage], run_name: &str) -> Result<Vec<Block>> {
     let mut blocks = Vec::new();
-    let ed = ["full", "ys", "tokens"]
+    let ed = ["full", "ys", "tokens", "losses"]
         .iter()
         .map(|o| run.ed(o))
         .find(|f| f.exists("scores.csv"));

@@ -11,11 +11,12 @@ use crate::device::Backend;
 use crate::ed::{EdOptions, ed};
 use crate::indicators::{IndicatorsOptions, indicators};
 use crate::llc::{
-    LlcOptions, SAMPLER_LM_PAPER, SAMPLER_LM_QUICK, SAMPLER_PAPER, SAMPLER_TINY, Sampler,
-    StepSelection, llc,
+    LlcOptions, SAMPLER_LM_PAPER, SAMPLER_LM_QUICK, SAMPLER_PAPER, SAMPLER_PARITY, SAMPLER_TINY,
+    Sampler, StepSelection, llc,
 };
 use crate::lm::{LmTrainOptions, is_language_config, train_lm};
 use crate::observe::{Observer, StageOutput};
+use crate::parity::{ParityTrainOptions, is_parity_config, train_parity};
 use crate::report::{ReportOptions, report};
 use crate::rundir::{RunDir, check_name};
 use crate::stages::{StagesOptions, stages};
@@ -28,6 +29,8 @@ pub struct ReproduceOptions {
     pub config: Option<PathBuf>,
     /// Without `config`: the built-in quick language-model config.
     pub lm: bool,
+    /// Without `config`: the built-in quick sparse parity config.
+    pub parity: bool,
     /// The small pipeline: the tiny sampler (2 chains x 50 draws; for a language model the quick
     /// LM sampler) unless `sampler` is given.
     pub quick: bool,
@@ -62,17 +65,18 @@ pub fn reproduce(a: &ReproduceOptions, obs: &dyn Observer) -> Result<RunDir> {
             }
         }
         None if a.lm => "lm-quick".into(),
+        None if a.parity => "parity-quick".into(),
         None => "quick".into(),
     };
-    let language = match &a.config {
+    let (language, parity) = match &a.config {
         Some(p) => {
             let text = std::fs::read_to_string(p)
                 .with_context(|| format!("cannot read {}", p.display()))?;
             let doc = parse_yaml(&text)
                 .map_err(|e| anyhow::anyhow!("{}: invalid YAML: {e}", p.display()))?;
-            is_language_config(&doc)
+            (is_language_config(&doc), is_parity_config(&doc))
         }
-        None => a.lm,
+        None => (a.lm, a.parity),
     };
     let run = match &a.out {
         Some(out) => out.clone(),
@@ -84,7 +88,23 @@ pub fn reproduce(a: &ReproduceOptions, obs: &dyn Observer) -> Result<RunDir> {
     let shown = run.display();
 
     obs.message(&format!("[1/6] train -> {shown}"));
-    if language {
+    if parity {
+        if a.device.device().is_some() {
+            bail!("sparse parity trains on the CPU only (--device cpu)");
+        }
+        let opts = ParityTrainOptions {
+            config: a.config.clone(),
+            sets: a.sets.clone(),
+            root: None,
+            out: Some(run.clone()),
+            sweep_index: a.sweep_index,
+            resume: run.has_config(),
+            stop_after: None,
+        };
+        for trained in train_parity(&opts, obs)? {
+            obs.result(StageOutput::TrainParity(&trained));
+        }
+    } else if language {
         if a.device.device().is_some() {
             bail!("the language model trains on the CPU only (--device cpu)");
         }
@@ -123,6 +143,7 @@ pub fn reproduce(a: &ReproduceOptions, obs: &dyn Observer) -> Result<RunDir> {
             // The built-in config is written into the run folder (once; an edited copy there
             // is what later calls use).
             let (stem, text) = match (language, a.quick || a.config.is_none()) {
+                _ if parity => ("sampler-parity", SAMPLER_PARITY),
                 (true, true) => ("sampler-lm-quick", SAMPLER_LM_QUICK),
                 (true, false) => ("sampler-lm-paper", SAMPLER_LM_PAPER),
                 (false, true) => ("sampler-tiny", SAMPLER_TINY),

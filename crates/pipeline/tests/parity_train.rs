@@ -303,3 +303,52 @@ fn parity_llc_and_stages_run_on_a_trained_run() {
     assert!(s.stages.iter().all(|st| st.delta_loss.is_finite()));
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// `reproduce` on a parity config: every stage, and the report's parity panels.
+#[test]
+fn the_whole_pipeline_runs_on_a_parity_config() {
+    use stagewise_pipeline::reproduce::{ReproduceOptions, reproduce};
+    let dir = scratch("reproduce");
+    let p = dir.join("p.yaml");
+    std::fs::write(
+        &p,
+        "num_tasks: 3\nnum_features: 8\nnum_task_bits: 2\nhidden_dim: 16\nalpha: 1.0\n\
+         num_steps: 200\nbatch_size: 128\neval_batch_size: 32\nnum_checkpoints: 21\n",
+    )
+    .unwrap();
+    let sampler = dir.join("s.yaml");
+    std::fs::write(
+        &sampler,
+        "num_chains: 2\nnum_draws: 10\ngrad_batch_size: 64\neval_dataset_size: 512\n\
+         gradient_scale: 0.05\nlocalization_scale: 0.05\nnoise_scale: 0.001\n",
+    )
+    .unwrap();
+    let run = RunDir::local(dir.join("run"));
+    let opts = ReproduceOptions {
+        config: Some(p),
+        sampler: Some(sampler),
+        out: Some(run.clone()),
+        ..ReproduceOptions::default()
+    };
+    reproduce(&opts, &Quiet).unwrap();
+    let page = std::fs::read_to_string(dir.join("run/report/index.html")).unwrap();
+    for part in [
+        "Loss per task",
+        "Accuracy per task",
+        "Local learning coefficient (s)",
+        "PC1 vs PC2 with the task references",
+        "Form potentials",
+        "first step at 95 % accuracy",
+    ] {
+        assert!(page.contains(part), "report lacks {part:?}");
+    }
+    assert!(!page.contains("No LLC sweep yet") && !page.contains("No essential dynamics yet"));
+    for f in [
+        "stages/s/stages.csv",
+        "indicators.csv",
+        "report/ed_potentials.png",
+    ] {
+        assert!(dir.join("run").join(f).exists(), "{f}");
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}

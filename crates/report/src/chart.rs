@@ -113,22 +113,28 @@ pub fn palette(i: usize) -> RGBColor {
 }
 
 fn bounds(c: &LineChart) -> Option<((f64, f64), (f64, f64))> {
+    // Circled points (`dots`) count too, so that none falls outside the axes.
     let xs = c
         .series
         .iter()
         .flat_map(|s| s.points.iter().map(|p| p.0))
+        .chain(c.dots.iter().map(|p| p.0))
         .filter(|x| x.is_finite() && (!c.log_x || *x > 0.0));
     let (mut x0, mut x1) = (f64::INFINITY, f64::NEG_INFINITY);
     for x in xs {
         x0 = x0.min(x);
         x1 = x1.max(x);
     }
-    let ys = c.series.iter().flat_map(|s| {
-        s.points
-            .iter()
-            .map(|p| p.1)
-            .chain(s.band.iter().flat_map(|b| [b.1, b.2]))
-    });
+    let ys = c
+        .series
+        .iter()
+        .flat_map(|s| {
+            s.points
+                .iter()
+                .map(|p| p.1)
+                .chain(s.band.iter().flat_map(|b| [b.1, b.2]))
+        })
+        .chain(c.dots.iter().map(|p| p.1));
     let (mut y0, mut y1) = (f64::INFINITY, f64::NEG_INFINITY);
     for y in ys.filter(|y| y.is_finite()) {
         y0 = y0.min(y);

@@ -130,7 +130,7 @@ pub fn ed_parity(run: &RunDir, a: &EdOptions, obs: &dyn Observer) -> Result<EdRe
     for t in 0..nt {
         let learned = (0..rows)
             .find(|r| accuracy[r * nt + t] >= LEARNED_ACCURACY)
-            .map_or(String::new(), |r| steps[r].to_string());
+            .map_or("NaN".to_string(), |r| steps[r].to_string());
         let nearest = (0..rows)
             .min_by(|p, q| potentials[p * nt + t].total_cmp(&potentials[q * nt + t]))
             .map_or(0, |r| steps[r]);
