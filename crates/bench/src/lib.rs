@@ -7,11 +7,13 @@
 mod gpu;
 mod lm;
 pub mod machine;
+pub mod parity;
 mod sgld;
 mod train;
 mod whole;
 
 pub use gpu::{BenchGpuOptions, flops_per_pass, gpu};
 pub use lm::{BenchLmOptions, lm, lm_step_flops};
+pub use parity::{BenchParityOptions, parity};
 pub use sgld::{BenchSgldOptions, sgld};
 pub use train::{BenchTrainOptions, train};

@@ -113,6 +113,8 @@ enum BenchCommand {
     Gpu(bench::BenchGpuArgs),
     /// Training steps per second of the language model, optionally next to PyTorch.
     Lm(bench::BenchLmArgs),
+    /// Sparse parity runs trained together vs one by one (and PyTorch).
+    Parity(parity::BenchParityArgs),
 }
 
 /// `--tf32` (global): GEMMs on a CUDA device may use TF32 tensor cores.
@@ -163,6 +165,7 @@ fn main() {
         Command::Train(args) => train::run(&args),
         Command::Bench(BenchCommand::Train(args)) => stagewise_bench::train(&args.options()),
         Command::Bench(BenchCommand::Lm(args)) => stagewise_bench::lm(&args.options()),
+        Command::Bench(BenchCommand::Parity(args)) => stagewise_bench::parity(&args.options()),
         Command::Bench(BenchCommand::Sgld(args)) => stagewise_bench::sgld(&args.options()),
         Command::Bench(BenchCommand::Gpu(args)) => stagewise_bench::gpu(&args.options()),
         Command::Llc(args) => match *args {

@@ -83,3 +83,38 @@ pub fn print(r: &ParityTrainResult) {
         r.run.checkpoints_location(),
     );
 }
+
+/// `stagewise bench parity`.
+#[derive(clap::Args)]
+pub struct BenchParityArgs {
+    /// Runs trained together (and one by one).
+    #[arg(long, default_value_t = 16)]
+    runs: usize,
+    /// Timed steps per run.
+    #[arg(long, default_value_t = 200)]
+    steps: usize,
+    /// Thread counts.
+    #[arg(long, value_delimiter = ',', default_value = "1,2")]
+    threads: Vec<usize>,
+    /// Measurements per cell; the best is shown.
+    #[arg(long, default_value_t = 2)]
+    repeat: usize,
+    /// Python interpreter with torch: also run bench/torch_parity.py and print the ratio.
+    #[arg(long)]
+    torch: Option<std::path::PathBuf>,
+    #[arg(long, default_value = "bench/torch_parity.py")]
+    torch_script: std::path::PathBuf,
+}
+
+impl BenchParityArgs {
+    pub fn options(&self) -> stagewise_bench::BenchParityOptions {
+        stagewise_bench::BenchParityOptions {
+            runs: self.runs,
+            steps: self.steps,
+            threads: self.threads.clone(),
+            repeat: self.repeat,
+            torch: self.torch.clone(),
+            torch_script: self.torch_script.clone(),
+        }
+    }
+}

@@ -270,9 +270,22 @@ impl SparseParity {
         j: u32,
     ) -> (usize, u8) {
         let st = Stream::new(self.seed, stream.0, stream.1, j);
-        let word = |w: usize| st.block((w / 4) as u32)[w % 4];
+        // Words 0 (the task) and 1.. (the bits, 32 per word), four per Philox block.
+        let nwords = 1 + self.num_features.div_ceil(32);
+        let mut words = [0u32; 8];
+        let mut heap = Vec::new();
+        let words: &mut [u32] = if nwords <= 8 {
+            &mut words[..nwords]
+        } else {
+            heap.resize(nwords, 0);
+            &mut heap
+        };
+        for (b, chunk) in words.chunks_mut(4).enumerate() {
+            let blk = st.block(b as u32);
+            chunk.copy_from_slice(&blk[..chunk.len()]);
+        }
         let t = task.unwrap_or_else(|| {
-            let u = unit(word(0));
+            let u = unit(words[0]);
             self.cumulative
                 .iter()
                 .position(|c| u < *c)
@@ -281,12 +294,12 @@ impl SparseParity {
         let nt = self.num_tasks();
         x[..nt].fill(T::ZERO);
         x[t] = T::ONE;
-        let mut bits = vec![0u8; self.num_features];
-        for (i, b) in bits.iter_mut().enumerate() {
-            *b = ((word(1 + i / 32) >> (i % 32)) & 1) as u8;
-            x[nt + i] = if *b == 1 { T::ONE } else { T::ZERO };
+        let bit = |i: usize| ((words[1 + i / 32] >> (i % 32)) & 1) as u8;
+        for i in 0..self.num_features {
+            x[nt + i] = if bit(i) == 1 { T::ONE } else { T::ZERO };
         }
-        (t, self.label(t, &bits))
+        let label = self.tasks[t].iter().map(|&i| bit(i)).sum::<u8>() % 2;
+        (t, label)
     }
 
     /// `count` samples of stream `(tag, a)` (task drawn, or fixed): inputs `[count, input_dim]`
