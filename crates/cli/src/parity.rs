@@ -60,6 +60,7 @@ pub fn train(a: &TrainArgs) -> Result<()> {
         sweep_index: a.sweep_index,
         resume: a.resume,
         stop_after: a.stop_after,
+        resolved: None,
     };
     for r in train_parity(&opts, &Console::default())? {
         print(&r);

@@ -78,6 +78,8 @@ pub struct ParityTrainOptions {
     pub resume: bool,
     /// Stop each run once this many of its steps are done, as a pre-empted job would.
     pub stop_after: Option<u64>,
+    /// An already resolved config (a sweep task's), used in place of `config` and `sets`.
+    pub resolved: Option<ParityTrainConfig>,
 }
 
 /// What a call did for one run.
@@ -168,7 +170,13 @@ pub fn train_parity(
             "built-in quick parity config".to_string(),
         ),
     };
-    let configs = load_parity_configs(&text, &origin, &opts.sets, opts.sweep_index)?;
+    let configs = match &opts.resolved {
+        Some(c) => {
+            c.validate().map_err(|e| anyhow::anyhow!("{origin}: {e}"))?;
+            vec![c.clone()]
+        }
+        None => load_parity_configs(&text, &origin, &opts.sets, opts.sweep_index)?,
+    };
     if opts.out.is_some() && configs.len() > 1 {
         bail!(
             "--out names one run, but {origin} is a sweep of {} runs: give --sweep-index, or --root for all of them",

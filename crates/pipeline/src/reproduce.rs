@@ -100,6 +100,7 @@ pub fn reproduce(a: &ReproduceOptions, obs: &dyn Observer) -> Result<RunDir> {
             sweep_index: a.sweep_index,
             resume: run.has_config(),
             stop_after: None,
+            resolved: None,
         };
         for trained in train_parity(&opts, obs)? {
             obs.result(StageOutput::TrainParity(&trained));

@@ -5,6 +5,7 @@
 
 use anyhow::{Result, bail};
 use stagewise_pipeline::llc::{LlcOptions, PerLaunch, Sampler, StepSelection, llc};
+use stagewise_pipeline::parity::{ParityTrainOptions, train_parity};
 use stagewise_pipeline::train::{TrainOptions, checkpoint_schedule, train};
 use stagewise_pipeline::{Backend, Folder, Observer, RunDir};
 
@@ -58,9 +59,15 @@ fn training_state(run: &RunDir) -> Result<State> {
     if run.is_complete() {
         return Ok(State::Done);
     }
+    let have = run.checkpoint_steps()?;
+    if run.is_parity_run() {
+        return Ok(State::Partial(match have.last() {
+            Some(a) => format!("checkpoint {a}"),
+            None => "config written, no checkpoint yet".into(),
+        }));
+    }
     let cfg = run.read_config()?;
     let last_due = checkpoint_schedule(&cfg).into_iter().next_back();
-    let have = run.checkpoint_steps()?;
     Ok(State::Partial(match (have.last(), last_due) {
         (Some(a), Some(b)) => format!("checkpoint {a} of {b}, {} steps in all", cfg.num_steps),
         (Some(a), None) => format!("checkpoint {a}, {} steps in all", cfg.num_steps),
@@ -100,7 +107,7 @@ fn llc_steps(task: &Task, run: &RunDir) -> Result<(Vec<u64>, usize)> {
 pub fn state(root: &Root, task: &Task) -> Result<State> {
     let run = root.run(task);
     let trained = training_state(&run)?;
-    if task.kind == Kind::Train {
+    if matches!(task.kind, Kind::Train | Kind::Parity) {
         return Ok(trained);
     }
     if trained != State::Done {
@@ -164,9 +171,24 @@ pub fn run_task(
                 &TrainOptions {
                     out: Some(run.clone()),
                     resume: run.has_config(),
-                    resolved: Some(task.train.clone()),
+                    resolved: task.train.clone(),
                     device: opts.device.clone(),
                     ..TrainOptions::default()
+                },
+                obs,
+            )?;
+            Ok(Outcome::Ran)
+        }
+        Kind::Parity => {
+            if training_state(&run)? == State::Done {
+                return Ok(Outcome::Skipped);
+            }
+            train_parity(
+                &ParityTrainOptions {
+                    out: Some(run.clone()),
+                    resume: run.has_config(),
+                    resolved: task.parity.clone(),
+                    ..ParityTrainOptions::default()
                 },
                 obs,
             )?;

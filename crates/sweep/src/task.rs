@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use stagewise_sampling::config::SamplerConfig;
 use stagewise_train::TrainConfig;
+use stagewise_train::parity::ParityTrainConfig;
 use stagewise_train::steps::StepsSpec;
 
 use crate::naming::{hash6, run_name};
@@ -26,6 +27,9 @@ pub enum Kind {
     /// W&B run; here a task is one setting at all its steps (its chains at every checkpoint
     /// share one sampler folder and, on a device, one launch).
     Calibrate,
+    /// `sweeps/parity/parity.yaml` (a config with `num_task_bits`): one multitask sparse
+    /// parity run per task.
+    Parity,
 }
 
 /// Top-level keys of an analysis sweep that are not training config.
@@ -41,7 +45,10 @@ pub struct Task {
     pub params: Map<String, Value>,
     /// The training run's folder name (the reference's run name).
     pub run: String,
-    pub train: TrainConfig,
+    /// Regression tasks: the training config (`None` for a parity task).
+    pub train: Option<TrainConfig>,
+    /// Parity tasks: the run's config.
+    pub parity: Option<ParityTrainConfig>,
     /// `task_config` as the sweep gave it (what the run name hashes).
     pub raw_task_config: Value,
     /// LLC tasks: the sampler and the name of its folder under `RUN/llc/`.
@@ -66,7 +73,14 @@ impl Sweep {
     pub fn new(mut file: SweepFile) -> Result<Self> {
         let origin = file.origin.clone();
         let top = file.template.as_object().cloned().unwrap_or_default();
-        let kind = if top.contains_key("sampler_config") {
+        let kind = if top.contains_key("num_task_bits") {
+            for k in ANALYSIS_KEYS {
+                if top.contains_key(*k) {
+                    bail!("{origin}: `{k}` in a parity sweep: parity sweeps train runs only");
+                }
+            }
+            Kind::Parity
+        } else if top.contains_key("sampler_config") {
             match (top.contains_key("steps"), top.contains_key("step")) {
                 (true, true) => bail!(
                     "{origin}: give `steps` (LLC over time) or `step` (calibration), not both"
@@ -135,6 +149,24 @@ impl Sweep {
         let origin = format!("{} (task {index})", self.file.origin);
         let doc = self.file.resolve(index)?;
         let params: Map<String, Value> = self.file.choice(index).into_iter().collect();
+        if self.kind == Kind::Parity {
+            let config = stagewise_io::config::typed_as(doc, &origin, ParityTrainConfig::validate)?;
+            let run = stagewise_pipeline::parity::model_id(&config);
+            stagewise_pipeline::rundir::check_name(&format!("{origin}: the run name"), &run)?;
+            return Ok(Task {
+                index,
+                sweep: self.name().to_string(),
+                kind: self.kind,
+                params,
+                run,
+                train: None,
+                parity: Some(config),
+                raw_task_config: Value::Null,
+                sampler: None,
+                sampler_name: None,
+                steps: None,
+            });
+        }
         let Value::Object(mut top) = doc else {
             unreachable!("a sweep's parameters are a mapping")
         };
@@ -147,7 +179,7 @@ impl Sweep {
         let train = loaded.config;
         let run = run_name(&raw_task_config, &train);
         let (sampler, sampler_name, steps) = match self.kind {
-            Kind::Train => (None, None, None),
+            Kind::Train | Kind::Parity => (None, None, None),
             Kind::Llc | Kind::Calibrate => {
                 let doc = sampler_doc.unwrap_or(Value::Object(Map::new()));
                 let config = sampler_config(&doc, &origin)?;
@@ -182,7 +214,8 @@ impl Sweep {
             kind: self.kind,
             params,
             run,
-            train,
+            train: Some(train),
+            parity: None,
             raw_task_config,
             sampler,
             sampler_name,

@@ -29,9 +29,12 @@ fn the_training_sweep_expands_to_its_11_runs_with_the_reference_names() {
             t.run,
             format!("M-inf-seed-{seed}-task-{hash}-opt-4f4cb7-sched-4bcc54")
         );
-        assert_eq!(t.train.task_config.model_seed, Some(seed as u64));
-        assert_eq!(t.train.eval_batch_size, 1024);
-        assert_eq!(t.train.num_steps, 500_000);
+        assert_eq!(
+            t.train.as_ref().unwrap().task_config.model_seed,
+            Some(seed as u64)
+        );
+        assert_eq!(t.train.as_ref().unwrap().eval_batch_size, 1024);
+        assert_eq!(t.train.as_ref().unwrap().num_steps, 500_000);
     }
     assert!(
         sweep
@@ -57,7 +60,11 @@ fn the_analysis_sweep_is_one_llc_task_per_seed_on_the_training_runs() {
             (8, 500, 500)
         );
         assert_eq!(t.sampler_name.as_deref(), Some("L2H4Minf-llcs-over-time"));
-        let steps = t.steps.as_ref().unwrap().expand(t.train.num_steps);
+        let steps = t
+            .steps
+            .as_ref()
+            .unwrap()
+            .expand(t.train.as_ref().unwrap().num_steps);
         assert!(steps.contains(&0) && steps.contains(&499_999) && steps.len() > 250);
     }
 }
@@ -94,5 +101,29 @@ fn the_calibration_grid_is_216_settings_each_at_the_8_checkpoints() {
     assert_eq!(
         a.params["sampler_config.gradient_scale"],
         b.params["sampler_config.gradient_scale"]
+    );
+}
+
+#[test]
+fn the_parity_sweep_expands_to_its_18_runs_with_the_reference_model_ids() {
+    let rel = "parity/parity.yaml";
+    let path = format!("{}/../../sweeps/{rel}", env!("CARGO_MANIFEST_DIR"));
+    let text = std::fs::read_to_string(&path).unwrap();
+    let sweep = Sweep::new(SweepFile::parse(&text, rel, "parity", None, 0).unwrap()).unwrap();
+    assert_eq!((sweep.kind, sweep.len()), (Kind::Parity, 18));
+    let runs: BTreeSet<String> = (0..18).map(|i| sweep.task(i).unwrap().run).collect();
+    assert_eq!(runs.len(), 18);
+    for tasks in [4, 8, 16] {
+        for alpha in ["0.5", "0.8", "1.0", "2.0", "3.0", "4.0"] {
+            let id = format!("multitask-parity-{tasks}-16-3-50-{alpha}-10000-0.003-0");
+            assert!(runs.contains(&id), "{id}");
+        }
+    }
+    let t = sweep.task(0).unwrap();
+    let c = t.parity.unwrap();
+    assert!(t.train.is_none());
+    assert_eq!(
+        (c.num_checkpoints(), c.batch_size, c.eval_batch_size, c.lr),
+        (1000, 1024, 256, 0.003)
     );
 }

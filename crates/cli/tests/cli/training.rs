@@ -455,3 +455,56 @@ fn the_reference_parity_sweep_trains_all_its_runs() {
     assert_eq!(err.matches("training is complete").count(), 18, "{err}");
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// A parity sweep through the sweep machinery (`sweep run`: one process per task, 2 at a time)
+/// gives the same files as `train` of the same file (all runs in one computation), and
+/// `sweep status` reads every task back as done.
+#[test]
+fn a_parity_sweep_runs_through_the_sweep_machinery() {
+    let dir = scratch("parity-pool");
+    let file = dir.join("p.yaml");
+    std::fs::write(
+        &file,
+        "name: p\nmethod: grid\nparameters:\n  num_tasks:\n    values: [2, 3]\n  num_features:\n    value: 6\n  \
+         num_task_bits:\n    value: 2\n  hidden_dim:\n    value: 8\n  alpha:\n    values: [0.5, 2.0]\n  \
+         num_steps:\n    value: 30\n  batch_size:\n    value: 64\n  eval_batch_size:\n    value: 16\n  \
+         num_checkpoints:\n    value: 4\n",
+    )
+    .unwrap();
+    let (f, pool, one) = (
+        file.to_str().unwrap(),
+        dir.join("pool"),
+        dir.join("together"),
+    );
+    let run = |args: &[&str]| {
+        let out = stagewise(args);
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(out.status.success(), "{err}");
+        String::from_utf8_lossy(&out.stdout).into_owned() + &err
+    };
+    run(&[
+        "sweep",
+        "run",
+        f,
+        "--root",
+        pool.to_str().unwrap(),
+        "--jobs",
+        "2",
+    ]);
+    run(&["train", f, "--out", one.to_str().unwrap()]);
+    let status = run(&["sweep", "status", f, "--root", pool.to_str().unwrap()]);
+    assert!(status.contains("p: 4 done, 0 partial"), "{status}");
+    for name in [
+        "multitask-parity-2-6-2-8-0.5-30-0.003-0",
+        "multitask-parity-3-6-2-8-2.0-30-0.003-0",
+    ] {
+        for f in ["metrics.csv", "checkpoints/30.safetensors"] {
+            assert_eq!(
+                std::fs::read(pool.join(name).join(f)).unwrap(),
+                std::fs::read(one.join(name).join(f)).unwrap(),
+                "{name}/{f}"
+            );
+        }
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}
