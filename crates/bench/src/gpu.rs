@@ -3,11 +3,10 @@
 //! floors and to PyTorch on the same card, and where a step's time goes.
 
 use std::path::PathBuf;
-use std::process::Command;
 use std::sync::Arc;
 use std::time::Instant;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use stagewise_cuda::Device;
 use stagewise_cuda::meter::Counts;
 use stagewise_pipeline::Backend;
@@ -174,19 +173,7 @@ pub fn flops_per_pass(cfg: &stagewise_models::RegressionConfig, rows: usize, t: 
 }
 
 fn torch_json(python: &PathBuf, script: &str, args: &[String], key: &str) -> Result<f64> {
-    let out = Command::new(python)
-        .arg(script)
-        .args(args)
-        .output()
-        .with_context(|| format!("cannot run {} {script}", python.display()))?;
-    if !out.status.success() {
-        bail!("{script} failed: {}", String::from_utf8_lossy(&out.stderr));
-    }
-    let text = String::from_utf8_lossy(&out.stdout);
-    let line = text.lines().last().unwrap_or("");
-    let v: serde_json::Value =
-        serde_json::from_str(line.trim()).with_context(|| format!("unexpected output {text:?}"))?;
-    v[key].as_f64().with_context(|| format!("{key} missing"))
+    crate::machine::torch_json(python, std::path::Path::new(script), args, key)
 }
 
 /// Runs the benchmark; see the module documentation.

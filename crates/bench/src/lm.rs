@@ -3,10 +3,9 @@
 //! machine, with the step's FLOP count and its distance from this CPU's GEMM peak.
 
 use std::path::PathBuf;
-use std::process::Command;
 use std::time::Instant;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Result, bail};
 use stagewise_models::language::LanguageConfig;
 use stagewise_train::lm::{LmTrainConfig, LmTrainer, TransformerConfig};
 
@@ -130,33 +129,21 @@ fn torch(
     batch: usize,
     threads: usize,
 ) -> Result<f64> {
-    let arg = |v: usize| v.to_string();
-    let out = Command::new(python)
-        .arg(&o.torch_script)
-        .args(["--layers", &arg(c.n_layers), "--d-model", &arg(c.d_model)])
-        .args(["--heads", &arg(c.n_heads), "--d-head", &arg(c.d_head)])
-        .args(["--ctx", &arg(c.n_ctx), "--vocab", &arg(c.d_vocab)])
-        .args(["--batch", &arg(batch), "--threads", &arg(threads)])
-        .args(["--steps", &arg(o.steps)])
-        .output()
-        .with_context(|| {
-            format!(
-                "cannot run {} {}",
-                python.display(),
-                o.torch_script.display()
-            )
-        })?;
-    if !out.status.success() {
-        bail!(
-            "{} failed: {}",
-            o.torch_script.display(),
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-    let line = String::from_utf8_lossy(&out.stdout);
-    let v: serde_json::Value =
-        serde_json::from_str(line.trim()).with_context(|| format!("unexpected output {line:?}"))?;
-    v["steps_per_s"].as_f64().context("steps_per_s missing")
+    let args: Vec<String> = [
+        ("--layers", c.n_layers),
+        ("--d-model", c.d_model),
+        ("--heads", c.n_heads),
+        ("--d-head", c.d_head),
+        ("--ctx", c.n_ctx),
+        ("--vocab", c.d_vocab),
+        ("--batch", batch),
+        ("--threads", threads),
+        ("--steps", o.steps),
+    ]
+    .iter()
+    .flat_map(|(k, v)| [k.to_string(), v.to_string()])
+    .collect();
+    crate::machine::torch_json(python, &o.torch_script, &args, "steps_per_s")
 }
 
 pub fn lm(o: &BenchLmOptions) -> Result<()> {

@@ -86,3 +86,31 @@ fn gemm_kernels(l: Level) -> &'static str {
         Level::Neon => "NEON",
     }
 }
+
+/// Runs a PyTorch baseline script (`python script args...`) and reads `key` from the JSON
+/// object on its last line of output.
+pub fn torch_json(
+    python: &std::path::Path,
+    script: &std::path::Path,
+    args: &[String],
+    key: &str,
+) -> anyhow::Result<f64> {
+    use anyhow::Context;
+    let out = std::process::Command::new(python)
+        .arg(script)
+        .args(args)
+        .output()
+        .with_context(|| format!("cannot run {} {}", python.display(), script.display()))?;
+    if !out.status.success() {
+        anyhow::bail!(
+            "{} failed: {}",
+            script.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let text = String::from_utf8_lossy(&out.stdout);
+    let line = text.lines().last().unwrap_or("");
+    let v: serde_json::Value =
+        serde_json::from_str(line.trim()).with_context(|| format!("unexpected output {text:?}"))?;
+    v[key].as_f64().with_context(|| format!("{key} missing"))
+}

@@ -4,10 +4,9 @@
 //! trains a sweep), on the same machine; throughput in run-steps per second.
 
 use std::path::PathBuf;
-use std::process::Command;
 use std::time::Instant;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Result, bail};
 use stagewise_train::parity::{ParityRuns, ParityTrainConfig};
 
 #[derive(Clone, Debug, PartialEq)]
@@ -78,36 +77,15 @@ fn ours(o: &BenchParityOptions, threads: usize, together: bool) -> Result<f64> {
 }
 
 fn torch(o: &BenchParityOptions, python: &PathBuf, threads: usize) -> Result<f64> {
-    let out = Command::new(python)
-        .arg(&o.torch_script)
-        .args([
-            "--runs",
-            &o.runs.to_string(),
-            "--steps",
-            &o.steps.to_string(),
-        ])
-        .args(["--threads", &threads.to_string()])
-        .output()
-        .with_context(|| {
-            format!(
-                "cannot run {} {}",
-                python.display(),
-                o.torch_script.display()
-            )
-        })?;
-    if !out.status.success() {
-        bail!(
-            "{} failed: {}",
-            o.torch_script.display(),
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-    let line = String::from_utf8_lossy(&out.stdout);
-    let v: serde_json::Value =
-        serde_json::from_str(line.trim()).with_context(|| format!("unexpected output {line:?}"))?;
-    v["run_steps_per_s"]
-        .as_f64()
-        .context("run_steps_per_s missing")
+    let args: Vec<String> = [
+        ("--runs", o.runs),
+        ("--steps", o.steps),
+        ("--threads", threads),
+    ]
+    .iter()
+    .flat_map(|(k, v)| [k.to_string(), v.to_string()])
+    .collect();
+    crate::machine::torch_json(python, &o.torch_script, &args, "run_steps_per_s")
 }
 
 pub fn parity(o: &BenchParityOptions) -> Result<()> {

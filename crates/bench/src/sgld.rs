@@ -2,10 +2,9 @@
 //! next to the PyTorch script `bench/torch_sgld.py` on the same machine.
 
 use std::path::PathBuf;
-use std::process::Command;
 use std::time::Instant;
 
-use anyhow::{Context, Result, bail};
+use anyhow::Result;
 use stagewise_train::TrainConfig;
 
 /// `stagewise bench sgld`: SGLD chain-draws per second of the L2H4 model (all chains of a
@@ -71,43 +70,17 @@ fn ours_sgld(a: &BenchSgldOptions, threads: usize) -> Result<f64> {
 }
 
 fn torch_sgld(a: &BenchSgldOptions, python: &PathBuf, threads: usize) -> Result<f64> {
-    let out = Command::new(python)
-        .arg(&a.torch_script)
-        .args([
-            "--chains",
-            &a.chains.to_string(),
-            "--batch",
-            &a.batch.to_string(),
-        ])
-        .args([
-            "--threads",
-            &threads.to_string(),
-            "--draws",
-            &a.draws.to_string(),
-            "--k",
-            &a.examples.to_string(),
-        ])
-        .output()
-        .with_context(|| {
-            format!(
-                "cannot run {} {}",
-                python.display(),
-                a.torch_script.display()
-            )
-        })?;
-    if !out.status.success() {
-        bail!(
-            "{} failed: {}",
-            a.torch_script.display(),
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-    let line = String::from_utf8_lossy(&out.stdout);
-    let v: serde_json::Value =
-        serde_json::from_str(line.trim()).with_context(|| format!("unexpected output {line:?}"))?;
-    v["chain_draws_per_s"]
-        .as_f64()
-        .context("chain_draws_per_s missing")
+    let args: Vec<String> = [
+        ("--chains", a.chains),
+        ("--batch", a.batch),
+        ("--threads", threads),
+        ("--draws", a.draws),
+        ("--k", a.examples),
+    ]
+    .iter()
+    .flat_map(|(k, v)| [k.to_string(), v.to_string()])
+    .collect();
+    crate::machine::torch_json(python, &a.torch_script, &args, "chain_draws_per_s")
 }
 
 pub fn sgld(a: &BenchSgldOptions) -> Result<()> {

@@ -3,10 +3,9 @@
 //! optionally next to the PyTorch script `bench/torch_train.py` on the same machine.
 
 use std::path::PathBuf;
-use std::process::Command;
 use std::time::Instant;
 
-use anyhow::{Context, Result, bail};
+use anyhow::Result;
 use stagewise_train::{TrainConfig, Trainer};
 
 #[derive(Clone, Debug, PartialEq)]
@@ -75,31 +74,16 @@ fn torch(
     threads: usize,
     steps: usize,
 ) -> Result<f64> {
-    let out = Command::new(python)
-        .arg(script)
-        .args([
-            "--k",
-            &k.to_string(),
-            "--batch",
-            &batch.to_string(),
-            "--threads",
-            &threads.to_string(),
-            "--steps",
-            &steps.to_string(),
-        ])
-        .output()
-        .with_context(|| format!("cannot run {} {}", python.display(), script.display()))?;
-    if !out.status.success() {
-        bail!(
-            "{} failed: {}",
-            script.display(),
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-    let line = String::from_utf8_lossy(&out.stdout);
-    let v: serde_json::Value =
-        serde_json::from_str(line.trim()).with_context(|| format!("unexpected output {line:?}"))?;
-    v["steps_per_s"].as_f64().context("steps_per_s missing")
+    let args: Vec<String> = [
+        ("--k", k),
+        ("--batch", batch),
+        ("--threads", threads),
+        ("--steps", steps),
+    ]
+    .iter()
+    .flat_map(|(k, v)| [k.to_string(), v.to_string()])
+    .collect();
+    crate::machine::torch_json(python, script, &args, "steps_per_s")
 }
 
 pub fn train(args: &BenchTrainOptions) -> Result<()> {

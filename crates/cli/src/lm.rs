@@ -18,11 +18,7 @@ pub fn is_language_run(a: &TrainArgs) -> Result<bool> {
         return Ok(true);
     }
     if let Some(p) = &a.config {
-        let text =
-            std::fs::read_to_string(p).map_err(|e| anyhow::anyhow!("{}: {e}", p.display()))?;
-        let doc = stagewise_io::config::parse_yaml(&text)
-            .map_err(|e| anyhow::anyhow!("{}: invalid YAML: {e}", p.display()))?;
-        return Ok(is_language_config(&doc));
+        return Ok(is_language_config(&config_doc(p)?));
     }
     if a.resume
         && let Some(out) = &a.out
@@ -30,6 +26,13 @@ pub fn is_language_run(a: &TrainArgs) -> Result<bool> {
         return Ok(crate::place::run_dir(out)?.is_language_run());
     }
     Ok(false)
+}
+
+/// A config file's YAML document (to tell which kind of run it configures).
+pub fn config_doc(p: &std::path::Path) -> Result<serde_json::Value> {
+    let text = std::fs::read_to_string(p).map_err(|e| anyhow::anyhow!("{}: {e}", p.display()))?;
+    stagewise_io::config::parse_yaml(&text)
+        .map_err(|e| anyhow::anyhow!("{}: invalid YAML: {e}", p.display()))
 }
 
 pub fn train(a: &TrainArgs) -> Result<()> {

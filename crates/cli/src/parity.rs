@@ -20,11 +20,7 @@ pub fn is_parity_run(a: &TrainArgs) -> Result<bool> {
         return Ok(true);
     }
     if let Some(p) = &a.config {
-        let text =
-            std::fs::read_to_string(p).map_err(|e| anyhow::anyhow!("{}: {e}", p.display()))?;
-        let doc = stagewise_io::config::parse_yaml(&text)
-            .map_err(|e| anyhow::anyhow!("{}: invalid YAML: {e}", p.display()))?;
-        return Ok(is_parity_config(&doc));
+        return Ok(is_parity_config(&crate::lm::config_doc(p)?));
     }
     if a.resume
         && let Some(out) = &a.out

@@ -138,6 +138,23 @@ impl Checkpoints {
     }
 }
 
+/// The steps of `sel` among a run's checkpoints (`num_steps` its training length); an error
+/// when the run has no checkpoint.
+pub(crate) fn selected_checkpoints(
+    run: &RunDir,
+    num_steps: u64,
+    sel: &StepSelection,
+) -> Result<Vec<u64>> {
+    let available = run.checkpoint_steps()?;
+    if available.is_empty() {
+        bail!(
+            "{}: no checkpoints (files <step>.safetensors); train the run first",
+            run.checkpoints_location()
+        );
+    }
+    select_steps(sel, num_steps, &available, &run.checkpoints_location())
+}
+
 /// Checkpoint steps of a run of `num_steps` steps with checkpoints `available`: an explicit
 /// list, the reference's log/linear selection (the run's checkpoints among `int_logspace(1,
 /// num_steps, log)` and `int_linspace(0, num_steps, lin)`), or by default every checkpoint.

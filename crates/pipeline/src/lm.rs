@@ -97,19 +97,7 @@ pub(crate) fn open_lm_run(
         .with_context(|| format!("cannot read {}", run.config_location()))?;
     let (cfg, _) = load_lm_config(&text, &run.config_location(), &[], None)?;
     let model = LanguageModel::new(cfg.transformer_config.model())?;
-    let available = run.checkpoint_steps()?;
-    if available.is_empty() {
-        bail!(
-            "{}: no checkpoints (files <step>.safetensors); train the run first",
-            run.checkpoints_location()
-        );
-    }
-    let steps = crate::llc::select_steps(
-        select,
-        cfg.num_steps,
-        &available,
-        &run.checkpoints_location(),
-    )?;
+    let steps = crate::llc::selected_checkpoints(run, cfg.num_steps, select)?;
     Ok((cfg, model, steps))
 }
 

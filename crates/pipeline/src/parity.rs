@@ -41,19 +41,7 @@ pub(crate) fn open_parity_run(
         .next()
         .context("no config")?;
     let model = ParityMlp::new(cfg.model())?;
-    let available = run.checkpoint_steps()?;
-    if available.is_empty() {
-        bail!(
-            "{}: no checkpoints (files <step>.safetensors); train the run first",
-            run.checkpoints_location()
-        );
-    }
-    let steps = crate::llc::select_steps(
-        select,
-        cfg.num_steps,
-        &available,
-        &run.checkpoints_location(),
-    )?;
+    let steps = crate::llc::selected_checkpoints(run, cfg.num_steps, select)?;
     Ok((cfg, model, steps))
 }
 
