@@ -92,6 +92,21 @@ impl ParityMlp {
         self.layout.init_params(seed)
     }
 
+    /// The logits `[b, 2]` of `b` samples `x [b, input_dim]` at parameters `p`.
+    pub fn logits<T: Float>(&self, p: &[T], x: &[T], b: usize) -> Vec<T> {
+        let (i, h) = (self.config.input_dim(), self.config.hidden_dim);
+        assert_eq!(x.len(), b * i, "parity MLP: inputs are [{b}, {i}]");
+        let (w1, rest) = p.split_at(h * i);
+        let (b1, rest) = rest.split_at(h);
+        let (w2, b2) = rest.split_at(CLASSES * h);
+        let (mut pre, mut hidden) = (vec![T::ZERO; b * h], vec![T::ZERO; b * h]);
+        let mut out = vec![T::ZERO; b * CLASSES];
+        linear_forward(&mut pre, x, w1, Some(b1), b, i, h);
+        relu_forward(&mut hidden, &pre);
+        linear_forward(&mut out, &hidden, w2, Some(b2), b, h, CLASSES);
+        out
+    }
+
     /// Mean cross-entropy of the `b = labels.len()` samples `x [b, input_dim]` (0/1 values) at
     /// parameters `p`; with `grad`, its gradient is written there (overwritten). Per-sample
     /// losses and predictions are left in `ws`.
