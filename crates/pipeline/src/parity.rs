@@ -129,13 +129,15 @@ pub fn load_parity_configs(
     (0..grid).map(|i| Ok(one(Some(i))?.0)).collect()
 }
 
-/// Trains every run of the config (see the module documentation).
-pub fn train_parity(
-    opts: &ParityTrainOptions,
-    obs: &dyn Observer,
-) -> Result<Vec<ParityTrainResult>> {
-    let saved = match (&opts.config, &opts.out, opts.resume) {
-        (None, Some(out), true) => Some((
+/// The config text to train and where it came from: `opts.config`, the config saved in
+/// `opts.out` when resuming without one, or the built-in quick config.
+fn config_text(opts: &ParityTrainOptions) -> Result<(String, String)> {
+    Ok(match (&opts.config, &opts.out, opts.resume) {
+        (Some(p), _, _) => (
+            std::fs::read_to_string(p).with_context(|| format!("cannot read {}", p.display()))?,
+            p.display().to_string(),
+        ),
+        (None, Some(out), true) => (
             out.config_text()?.with_context(|| {
                 format!(
                     "--resume: cannot read {}; is {} a stagewise run folder?",
@@ -144,30 +146,33 @@ pub fn train_parity(
                 )
             })?,
             out.config_location(),
-        )),
-        _ => None,
-    };
-    let (text, origin) = match (&opts.config, saved) {
-        (_, Some(saved)) => saved,
-        (Some(p), None) => (
-            std::fs::read_to_string(p).with_context(|| format!("cannot read {}", p.display()))?,
-            p.display().to_string(),
         ),
-        (None, None) => (
+        (None, _, _) => (
             PARITY_QUICK_YAML.to_string(),
             "built-in quick parity config".to_string(),
         ),
-    };
+    })
+}
+
+/// Trains every run of the config (see the module documentation).
+pub fn train_parity(
+    opts: &ParityTrainOptions,
+    obs: &dyn Observer,
+) -> Result<Vec<ParityTrainResult>> {
     let configs = match &opts.resolved {
         Some(c) => {
-            c.validate().map_err(|e| anyhow::anyhow!("{origin}: {e}"))?;
+            c.validate()
+                .map_err(|e| anyhow::anyhow!("the resolved parity config: {e}"))?;
             vec![c.clone()]
         }
-        None => load_parity_configs(&text, &origin, &opts.sets, opts.sweep_index)?,
+        None => {
+            let (text, origin) = config_text(opts)?;
+            load_parity_configs(&text, &origin, &opts.sets, opts.sweep_index)?
+        }
     };
     if opts.out.is_some() && configs.len() > 1 {
         bail!(
-            "--out names one run, but {origin} is a sweep of {} runs: give --sweep-index, or --root for all of them",
+            "--out names one run, but the config is a sweep of {} runs: give --sweep-index, or --root for all of them",
             configs.len()
         );
     }
@@ -183,7 +188,7 @@ pub fn train_parity(
             .any(|(r, _): &(RunDir, _)| r.display() == run.display())
         {
             bail!(
-                "{origin}: two runs of the grid have the same model id {} (the id leaves out eval_batch_size, batch_size and num_checkpoints)",
+                "two runs of the grid have the same model id {} (the id leaves out eval_batch_size, batch_size and num_checkpoints)",
                 model_id(c)
             );
         }

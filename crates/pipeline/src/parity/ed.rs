@@ -85,6 +85,10 @@ pub fn ed_parity(run: &RunDir, a: &EdOptions, obs: &dyn Observer) -> Result<EdRe
     obs.message(&format!(
         "PCA of {rows} checkpoints x {features} features (losses of {per} samples of each of {nt} tasks)"
     ));
+    obs.message(&format!(
+        "a parity run's ED uses its config's num_components ({}) and smoothing ({} -> {}), as the reference does",
+        cfg.num_components, cfg.init_smoothing, cfg.final_smoothing
+    ));
     let opts = EdOptions {
         components: cfg.num_components,
         ..a.clone()
