@@ -1,8 +1,7 @@
 //! A sparse parity checkpoint: a safetensors round trip, and its logits recomputed from Python
 //! (numpy; the reference's `MLP` in torch with `strict=True` when torch imports).
 
-use std::path::Path;
-use std::process::Command;
+mod common;
 
 use stagewise_io::checkpoint::{CheckpointMeta, load_model, save_model};
 use stagewise_models::parity::{ParityConfig, ParityMlp};
@@ -53,28 +52,6 @@ fn python_recomputes_the_logits_of_a_parity_checkpoint() {
     }
     let exp_path = dir.join("expected.json");
     std::fs::write(&exp_path, serde_json::to_string(&expected).unwrap()).unwrap();
-    let python = std::env::var("PYTHON").unwrap_or_else(|_| "python3".into());
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-    let out = Command::new(&python)
-        .current_dir(&root)
-        .args([
-            "tests/python/check_parity_checkpoint.py",
-            ckpt.to_str().unwrap(),
-            exp_path.to_str().unwrap(),
-        ])
-        .output()
-        .unwrap_or_else(|e| {
-            panic!("cannot run {python}: {e} (set PYTHON, or STAGEWISE_SKIP_PYTHON=1)")
-        });
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(
-        out.status.success() && text.contains("OK:"),
-        "{text}\n(the read-back needs `pip install safetensors numpy`; .ci/run installs them)"
-    );
-    eprintln!("{text}");
+    common::python_read_back("tests/python/check_parity_checkpoint.py", &ckpt, &exp_path);
     std::fs::remove_dir_all(&dir).unwrap();
 }
