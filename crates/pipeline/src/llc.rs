@@ -107,9 +107,7 @@ impl Checkpoints {
 
     /// The restriction mask of the sampler's include/exclude globs.
     pub fn mask(&self, sampler: &Sampler) -> Result<Option<Vec<bool>>> {
-        let tensors = self.model.layout.named_sizes();
-        build_mask(&tensors, &sampler.config.include, &sampler.config.exclude)
-            .map_err(|e| anyhow::anyhow!("{}: {e}", sampler.origin))
+        sampler.mask(&self.model.layout)
     }
 
     /// The chain engine of `backend` for this run and sampler.
@@ -281,6 +279,17 @@ impl Sampler {
             sgld,
             origin: origin.into(),
         })
+    }
+
+    /// The restriction mask of this sampler's include/exclude globs over a model's tensors
+    /// (`None`: every parameter moves); a bad pattern is an error naming the sampler config.
+    pub fn mask(&self, layout: &stagewise_models::ParamLayout) -> Result<Option<Vec<bool>>> {
+        build_mask(
+            &layout.named_sizes(),
+            &self.config.include,
+            &self.config.exclude,
+        )
+        .map_err(|e| anyhow::anyhow!("{}: {e}", self.origin))
     }
 
     /// The built-in tiny sampler (`configs/sampler-tiny.yaml`: the paper's step, 2 chains x 50

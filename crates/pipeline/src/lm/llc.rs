@@ -6,7 +6,6 @@
 use anyhow::{Result, bail};
 use stagewise_sampling::config::GradBatchOrigin;
 use stagewise_sampling::language::LmDataset;
-use stagewise_sampling::mask::build_mask;
 
 use super::{lm_data, open_lm_run};
 use crate::llc::{LlcOptions, LlcResult, Sweep};
@@ -20,12 +19,7 @@ pub fn llc_lm(run: &RunDir, opts: &LlcOptions, obs: &dyn Observer) -> Result<Llc
     }
     let (cfg, model, steps) = open_lm_run(run, &opts.select)?;
     let sampler = &opts.sampler;
-    let mask = build_mask(
-        &model.layout.named_sizes(),
-        &sampler.config.include,
-        &sampler.config.exclude,
-    )
-    .map_err(|e| anyhow::anyhow!("{}: {e}", sampler.origin))?;
+    let mask = sampler.mask(&model.layout)?;
     let (_tok, train_rows, _test) = lm_data(&cfg, run, obs)?;
     let mut pot = LmDataset::new(
         &model,

@@ -4,7 +4,6 @@
 
 use anyhow::{Result, bail};
 use stagewise_sampling::config::GradBatchOrigin;
-use stagewise_sampling::mask::build_mask;
 use stagewise_sampling::parity::ParityDataset;
 use stagewise_train::parity::SparseParity;
 
@@ -20,12 +19,7 @@ pub fn llc_parity(run: &RunDir, opts: &LlcOptions, obs: &dyn Observer) -> Result
     }
     let (cfg, model, steps) = open_parity_run(run, &opts.select)?;
     let sampler = &opts.sampler;
-    let mask = build_mask(
-        &model.layout.named_sizes(),
-        &sampler.config.include,
-        &sampler.config.exclude,
-    )
-    .map_err(|e| anyhow::anyhow!("{}: {e}", sampler.origin))?;
+    let mask = sampler.mask(&model.layout)?;
     crate::memory::check(
         "the parity LLC's data set (samples x inputs, float32)",
         4 * sampler.config.eval_dataset_size as u128 * model.config.input_dim() as u128,
