@@ -5,9 +5,7 @@
 //! Run with `cargo run --release -p stagewise-engine --example kernels [attention]` (the
 //! argument times attention alone).
 
-use stagewise_engine::attention::{
-    AttnShape, attention_backward, attention_forward, set_long_from,
-};
+use stagewise_engine::attention::{AttnShape, LONG_T, attention_backward, attention_forward};
 use stagewise_engine::layernorm::{layernorm_backward, layernorm_forward};
 use stagewise_engine::matmul::matmul;
 
@@ -107,10 +105,11 @@ fn kernels(only_attention: bool) {
     );
 }
 
-/// A language model's attention (C = 256, 8 heads of 32, every query row) at growing lengths,
-/// through the short kernels and the blocked-GEMM ones; GFLOP/s counts the causal half only.
+/// A language model's attention (C = 256, 8 heads of 32, every query row) at growing lengths:
+/// the lane-parallel kernel below `LONG_T` tokens, the blocked-GEMM one from there; GFLOP/s
+/// counts the causal half only.
 fn long_attention() {
-    for t in [64, 128, 256, 1024] {
+    for t in [64, LONG_T - 1, LONG_T, 256, 1024] {
         let s = AttnShape {
             nseq: 1,
             t,
@@ -129,20 +128,16 @@ fn long_attention() {
         // Two products forward, four backward, each 2 (t^2 / 2) 32 FLOPs per head.
         let flop = (t * t * 32 * 8) as f64;
         let reps = (2e8 / flop).max(2.0) as usize;
-        let mut line = format!("attention t={t:4} C=256 8x32:");
-        for (name, from) in [("short", usize::MAX), ("blocked", 0)] {
-            set_long_from(from);
-            let f = best_time(reps, || attention_forward(&mut o, &mut p, &qkv, s, 1));
-            let b = best_time(reps, || attention_backward(&mut d, &dout, &qkv, &p, s, 1));
-            line += &format!(
-                "  {name} fwd {:.0} us ({:.0} GFLOP/s) bwd {:.0} us ({:.0} GFLOP/s)",
-                f * 1e6,
-                2.0 * flop / f / 1e9,
-                b * 1e6,
-                4.0 * flop / b / 1e9
-            );
-        }
-        set_long_from(stagewise_engine::attention::LONG_T);
+        let f = best_time(reps, || attention_forward(&mut o, &mut p, &qkv, s, 1));
+        let b = best_time(reps, || attention_backward(&mut d, &dout, &qkv, &p, s, 1));
+        let kernel = if t < LONG_T { "lanes" } else { "blocked" };
+        let line = format!(
+            "attention t={t:4} C=256 8x32, {kernel}: fwd {:.0} us ({:.0} GFLOP/s) bwd {:.0} us ({:.0} GFLOP/s)",
+            f * 1e6,
+            2.0 * flop / f / 1e9,
+            b * 1e6,
+            4.0 * flop / b / 1e9
+        );
         println!("{line}");
     }
 }

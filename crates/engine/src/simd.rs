@@ -207,6 +207,9 @@ pub trait Isa: Copy + Send + Sync + 'static {
     const FMA: bool;
     /// `floor` is one instruction (SSE4.1 and later, NEON).
     const FLOOR: bool;
+    /// x86-64 with AVX: kernels may call `#[target_feature(enable = "avx")]` helpers, which
+    /// inline into the AVX2 and AVX-512 versions.
+    const AVX: bool;
 }
 
 /// Marker of the baseline path: on x86-64 no FMA and no SSE4.1; on aarch64 NEON.
@@ -222,14 +225,17 @@ pub struct Avx512;
 impl Isa for Base {
     const FMA: bool = cfg!(target_arch = "aarch64");
     const FLOOR: bool = cfg!(target_arch = "aarch64");
+    const AVX: bool = false;
 }
 impl Isa for Avx2 {
     const FMA: bool = true;
     const FLOOR: bool = true;
+    const AVX: bool = cfg!(target_arch = "x86_64");
 }
 impl Isa for Avx512 {
     const FMA: bool = true;
     const FLOOR: bool = true;
+    const AVX: bool = cfg!(target_arch = "x86_64");
 }
 
 /// `a * b + c`: fused where the path has FMA, two roundings where it does not.

@@ -72,21 +72,28 @@ fn check_gemm<T: Float>(tol: f64) {
 }
 
 /// float32 attention (the path under test) against float64 attention on the baseline path,
-/// whose specialised kernels equal the plain loops (the engine's unit test).
+/// whose specialised kernels equal the plain loops (the engine's unit test). Shapes: a partial block of sequences, full blocks (AVX tiles) plus a partial one, head
+/// sizes 8 and 32.
 fn check_attention_f32() {
-    let s = AttnShape {
-        nseq: 3,
-        t: 32,
-        c_model: 64,
-        heads: 4,
-    };
+    for (nseq, heads) in [(3, 4), (35, 4), (16, 8), (16, 2)] {
+        check_attention_shape(AttnShape {
+            nseq,
+            t: 32,
+            c_model: 64,
+            heads,
+        });
+    }
+}
+
+fn check_attention_shape(s: AttnShape) {
     let n = s.nseq * s.t;
     let qkv = data(n * 192, 0.2);
     let dout = data(n * 64, 0.9);
     for stride in [1, 2] {
         let mut o64 = vec![0.0f64; n * 64];
         let mut p64 = vec![0.0f64; s.probs_len(stride)];
-        let mut d64 = vec![0.0f64; n * 192];
+        // NaN: the backward pass must overwrite every element.
+        let mut d64 = vec![f64::NAN; n * 192];
         simd::with_level(simd::supported()[0], || {
             attention_forward(&mut o64, &mut p64, &qkv, s, stride);
             attention_backward(&mut d64, &dout, &qkv, &p64, s, stride);
@@ -94,7 +101,7 @@ fn check_attention_f32() {
         .unwrap();
         let mut o = vec![0.0f32; n * 64];
         let mut p = vec![0.0f32; s.probs_len(stride)];
-        let mut d = vec![0.0f32; n * 192];
+        let mut d = vec![f32::NAN; n * 192];
         let (qkv32, dout32) = (cast::<f32>(&qkv), cast::<f32>(&dout));
         attention_forward(&mut o, &mut p, &qkv32, s, stride);
         attention_backward(&mut d, &dout32, &qkv32, &p, s, stride);
@@ -110,14 +117,19 @@ fn check_attention_f32() {
             &got,
             &want,
             1e-5,
-            &format!("attention forward stride {stride}"),
+            &format!("attention forward stride {stride} {s:?}"),
         );
-        assert_close(&p, &p64, 1e-5, &format!("attention probs stride {stride}"));
+        assert_close(
+            &p,
+            &p64,
+            1e-5,
+            &format!("attention probs stride {stride} {s:?}"),
+        );
         assert_close(
             &d,
             &d64,
             1e-4,
-            &format!("attention backward stride {stride}"),
+            &format!("attention backward stride {stride} {s:?}"),
         );
     }
 }

@@ -116,9 +116,8 @@ fn check_gradient(m: &LanguageModel, nseq: usize, t: usize) {
 fn gradient_matches_finite_differences() {
     for level in stagewise_engine::simd::supported() {
         stagewise_engine::simd::with_level(level, || {
-            // d_head 8 runs the engine's fixed-size attention kernel, 6 its reference loops;
-            // sequences of LONG_T tokens or more its blocked-GEMM kernels (past the x86-64
-            // baseline).
+            // d_head 8 runs the engine's lane-parallel attention kernel, 6 its reference loops;
+            // sequences of LONG_T tokens or more its blocked-GEMM kernels.
             check_gradient(&tiny(8, 9), 3, 9);
             check_gradient(&tiny(6, 9), 2, 7);
             let long = stagewise_engine::attention::LONG_T + 5;

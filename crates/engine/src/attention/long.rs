@@ -1,34 +1,16 @@
 //! Long sequences (a language model's hundreds to thousands of tokens, every query row): per
 //! (sequence, head) the five products are GEMMs on blocks of `BQ` query rows, each over the
 //! causal prefix of keys up to the block's last row, read in place from the fused QKV rows.
-//! The softmax and its backward are the short kernels' row loops.
+//! The softmax and its backward run row by row on whole 8-lane chunks (`softmax.rs`).
 
-use super::{AttnShape, L};
+use super::{AttnShape, softmax};
 use crate::Float;
 use crate::matmul::{Strided, matmul_strided};
-use crate::reduce;
 use crate::simd::Isa;
 
 /// Query rows per block: the GEMMs see `BQ x (a1)` score blocks; the wasted upper triangle of
 /// the diagonal block is `BQ^2 / 2` of each block's `BQ * a1`.
 const BQ: usize = 64;
-
-/// Softmax of score row `i` (keys `0..=i` of `row`, scaled by `scale`); zeros after it.
-#[inline(always)]
-fn softmax_row<I: Isa, T: Float>(row: &mut [T], i: usize, scale: T) {
-    let w = (i + 1).next_multiple_of(L).min(row.len());
-    row[i + 1..w].fill(T::from_f64(f64::NEG_INFINITY));
-    let mx = reduce::max::<I, T>(&row[..w]);
-    for x in row[..w].iter_mut() {
-        *x = (*x - mx) * scale;
-    }
-    T::exp_in_place::<I>(&mut row[..w]);
-    row[i + 1..].fill(T::ZERO);
-    let inv = T::ONE / reduce::sum::<I, T>(&row[..w]);
-    for x in row[..w].iter_mut() {
-        *x *= inv;
-    }
-}
 
 #[inline(always)]
 pub(super) fn forward<I: Isa, T: Float>(out: &mut [T], probs: &mut [T], qkv: &[T], s: AttnShape) {
@@ -63,7 +45,7 @@ pub(super) fn forward<I: Isa, T: Float>(out: &mut [T], probs: &mut [T], qkv: &[T
                     false,
                 );
                 for i in a0..a1 {
-                    softmax_row::<I, T>(&mut p_bh[i * tp..(i + 1) * tp], i, scale);
+                    softmax::forward_row::<I, T>(&mut p_bh[i * tp..(i + 1) * tp], i, scale);
                 }
                 // Y[a0..a1] = P[a0..a1, 0..a1] V[0..a1]
                 matmul_strided(
@@ -134,14 +116,8 @@ pub(super) fn backward<I: Isa, T: Float>(
                 );
                 // dS = P (dP - sum_j P dP) / sqrt(c), zero after each row's position
                 for i in a0..a1 {
-                    let w = (i + 1).next_multiple_of(L).min(tp);
-                    let p = &p_bh[i * tp..i * tp + w];
                     let d = &mut ds[(i - a0) * tp..(i - a0 + 1) * tp];
-                    let pdp = reduce::dot::<I, T>(p, &d[..w]);
-                    for (dv, pv) in d[..w].iter_mut().zip(p) {
-                        *dv = *pv * (*dv - pdp) * scale;
-                    }
-                    d[w..].fill(T::ZERO);
+                    softmax::backward_row::<I, T>(d, &p_bh[i * tp..], i, scale);
                 }
                 // dV[0..a1] += P[a0..a1]^T dY[a0..a1]
                 matmul_strided(

@@ -53,6 +53,8 @@ pub struct LmWorkspace<T> {
     pub nseq: usize,
     pub t: usize,
     pub heads: usize,
+    /// Width of the attention (heads x d_head), for the layout of `probs`.
+    attn_width: usize,
 }
 
 fn ensure<T: Float>(v: &mut Vec<T>, len: usize) {
@@ -94,13 +96,19 @@ impl<T: Float> LmWorkspace<T> {
         self.nseq = nseq;
         self.t = t;
         self.heads = cfg.n_heads;
+        self.attn_width = a;
     }
 
     /// Attention weight of query `q` on key `k` in head `h` of layer `l`, sequence `b` of the
     /// last forward pass.
     pub fn attention(&self, l: usize, b: usize, h: usize, q: usize, k: usize) -> T {
-        let tp = self.t.next_multiple_of(8);
-        self.acts[l].probs[((b * self.heads + h) * self.t + q) * tp + k]
+        let s = AttnShape {
+            nseq: self.nseq,
+            t: self.t,
+            c_model: self.attn_width,
+            heads: self.heads,
+        };
+        self.acts[l].probs[s.prob_index(1, b, h, q, k)]
     }
 
     /// Logits `[V]` of position `i` of sequence `b` of the last forward pass.

@@ -8,6 +8,7 @@
 //! a `[R, ..]` buffer uses its first R rows.
 
 use stagewise_engine::Float;
+use stagewise_engine::attention::AttnShape;
 
 use super::{Readout, RegressionTransformer};
 
@@ -201,7 +202,13 @@ impl<T: Float> Workspace<T> {
                 ensure(v, n);
             }
             ensure(&mut a.qkv, n * 3 * c);
-            ensure(&mut a.probs, nseq * h * t * t.next_multiple_of(8));
+            let shape = AttnShape {
+                nseq,
+                t,
+                c_model: c,
+                heads: h,
+            };
+            ensure(&mut a.probs, shape.probs_len(1));
             ensure(&mut a.f, n * m);
             ensure(&mut a.r, n * m);
         }
