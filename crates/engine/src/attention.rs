@@ -5,12 +5,13 @@
 //! Only every `stride`-th query position is computed (stride 2 when only the x positions'
 //! outputs are read downstream). The softmax is kept for the backward pass in `probs`:
 //! `na = ceil(t / stride)` active query rows (row `a` is position `a * stride`), each `tp` keys
-//! (`t` rounded up to a multiple of 8), zero after the row's position. Short sequences keep it
-//! lane-major (16 sequences side by side), others row-major; [`AttnShape::prob_index`] reads
-//! either.
+//! (`t` rounded up to a multiple of 8), zero after the row's position, row-major:
+//! `probs[nseq, heads, na, tp]` ([`AttnShape::prob_index`]).
 //!
-//! Three kernels: [`lanes`] for short sequences, [`long`] (blocked GEMMs) from [`LONG_T`] tokens,
-//! and [`reference`] (plain loops) for head sizes the short kernel is not compiled for.
+//! The kernels: below [`LONG_T`] tokens, [`lanes`] (16 sequences side by side in SIMD lanes)
+//! forward and [`fixed`] (register-blocked per sequence and head) backward; from [`LONG_T`]
+//! tokens, [`long`] (blocked GEMMs) both ways; [`reference`] (plain loops) for head sizes the
+//! others are not compiled for.
 
 /// Shapes of one attention call: `nseq` sequences of `t` tokens, width `c_model`, `heads` heads.
 #[derive(Clone, Copy, Debug)]
@@ -27,8 +28,8 @@ const L: usize = 8;
 /// Sequences per block of the short kernel: one per SIMD lane (one AVX-512 register of f32).
 const N: usize = 16;
 
-/// Sequences at least this long take the blocked-GEMM kernels of [`long`]; shorter ones the
-/// lane-parallel kernels of [`lanes`] (`examples/kernels.rs attention` times both sides).
+/// Sequences at least this long (every query row) take the blocked-GEMM kernels of [`long`];
+/// shorter ones [`lanes`] and [`fixed`] (`examples/kernels.rs attention` times both sides).
 pub const LONG_T: usize = 128;
 
 impl AttnShape {
@@ -43,29 +44,14 @@ impl AttnShape {
     pub fn active_rows(&self, stride: usize) -> usize {
         self.t.div_ceil(stride)
     }
-    /// Whether the lane-parallel short kernel (and its lane-major `probs`) serves this shape.
-    /// Depends on the shape only, never on the code path, so `probs` means the same everywhere.
-    fn lanes(&self) -> bool {
-        self.t < LONG_T && matches!(self.head_size(), 8 | 16 | 32 | 64)
-    }
     /// Length of the `probs` buffer for a query stride.
     pub fn probs_len(&self, stride: usize) -> usize {
-        let nseq = if self.lanes() {
-            self.nseq.next_multiple_of(N)
-        } else {
-            self.nseq
-        };
-        nseq * self.heads * self.active_rows(stride) * self.tp()
+        self.nseq * self.heads * self.active_rows(stride) * self.tp()
     }
     /// Index in `probs` of the attention of active query row `a` of head `h` of sequence `b`
     /// on key `j`.
     pub fn prob_index(&self, stride: usize, b: usize, h: usize, a: usize, j: usize) -> usize {
-        let (na, tp) = (self.active_rows(stride), self.tp());
-        if self.lanes() {
-            (((b / N * self.heads + h) * na + a) * tp + j) * N + b % N
-        } else {
-            ((b * self.heads + h) * na + a) * tp + j
-        }
+        ((b * self.heads + h) * self.active_rows(stride) + a) * self.tp() + j
     }
 }
 
@@ -86,14 +72,12 @@ pub fn attention_forward<I, T: Float>(
     if s.t >= LONG_T && stride == 1 {
         return long::forward::<I, T>(out, probs, qkv, s);
     }
-    if !s.lanes() {
-        return reference::forward(out, probs, qkv, s, stride);
-    }
     match s.head_size() {
         8 => lanes::forward::<I, T, 8>(out, probs, qkv, s, stride),
         16 => lanes::forward::<I, T, 16>(out, probs, qkv, s, stride),
         32 => lanes::forward::<I, T, 32>(out, probs, qkv, s, stride),
-        _ => lanes::forward::<I, T, 64>(out, probs, qkv, s, stride),
+        64 => lanes::forward::<I, T, 64>(out, probs, qkv, s, stride),
+        _ => reference::forward(out, probs, qkv, s, stride),
     }
 }
 }
@@ -112,18 +96,17 @@ pub fn attention_backward<I, T: Float>(
     if s.t >= LONG_T && stride == 1 {
         return long::backward::<I, T>(dqkv, dout, qkv, probs, s);
     }
-    if !s.lanes() {
-        return reference::backward(dqkv, dout, qkv, probs, s, stride);
-    }
     match s.head_size() {
-        8 => lanes::backward::<I, T, 8>(dqkv, dout, qkv, probs, s, stride),
-        16 => lanes::backward::<I, T, 16>(dqkv, dout, qkv, probs, s, stride),
-        32 => lanes::backward::<I, T, 32>(dqkv, dout, qkv, probs, s, stride),
-        _ => lanes::backward::<I, T, 64>(dqkv, dout, qkv, probs, s, stride),
+        8 => fixed::backward::<I, T, 8>(dqkv, dout, qkv, probs, s, stride),
+        16 => fixed::backward::<I, T, 16>(dqkv, dout, qkv, probs, s, stride),
+        32 => fixed::backward::<I, T, 32>(dqkv, dout, qkv, probs, s, stride),
+        64 => fixed::backward::<I, T, 64>(dqkv, dout, qkv, probs, s, stride),
+        _ => reference::backward(dqkv, dout, qkv, probs, s, stride),
     }
 }
 }
 
+mod fixed;
 mod lanes;
 mod long;
 /// Plain loops for any head size: the path for unusual sizes and the tests' oracle.

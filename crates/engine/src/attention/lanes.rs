@@ -5,7 +5,7 @@
 //! (`[rows][H]` vectors), and the results scattered back. Lanes past the last sequence of a
 //! partial block compute on zeros and are never written out.
 //!
-//! `probs` is lane-major: `[nseq / N, heads, na, tp, N]` (see `AttnShape::prob_index`).
+//! This is the forward pass; the backward pass (`fixed`) reads `probs` in place, row by row.
 
 use super::{AttnShape, N};
 use crate::Float;
@@ -44,7 +44,7 @@ fn gather<I: Isa, T: Float, const H: usize>(
 ) {
     for (r, d) in dst.iter_mut().enumerate() {
         let o = b0 * at.seq + r * at.row + at.off;
-        if nb == N && tiles::<I, T, H>() {
+        if nb == N && tiles::<I, T>(H) {
             let s = &src[o..][..(N - 1) * at.seq + H];
             // SAFETY: `tiles` checked AVX and f32; `s` holds the N rows of H, `d` is [H][N].
             unsafe { rows_to_lanes(s.as_ptr().cast(), at.seq, d.as_mut_ptr().cast(), H) };
@@ -63,26 +63,28 @@ fn gather<I: Isa, T: Float, const H: usize>(
     }
 }
 
-/// The inverse of [`gather`]: lanes `l < nb` of `src` written to their rows of `dst`.
+/// The inverse of [`gather`] for rows `w` wide: `src` is `[rows][w]` vectors, and lanes
+/// `l < nb` of row `r` go to `dst[row r of sequence b0 + l][0..w]`.
 #[inline(always)]
-fn scatter<I: Isa, T: Float, const H: usize>(
+fn scatter<I: Isa, T: Float>(
     dst: &mut [T],
-    src: &[[V<T>; H]],
+    src: &[V<T>],
+    w: usize,
     at: Place,
     b0: usize,
     nb: usize,
 ) {
-    for (r, s) in src.iter().enumerate() {
+    for (r, s) in src.chunks_exact(w).enumerate() {
         let o = b0 * at.seq + r * at.row + at.off;
-        if nb == N && tiles::<I, T, H>() {
-            let d = &mut dst[o..][..(N - 1) * at.seq + H];
-            // SAFETY: `tiles` checked AVX and f32; `d` holds the N rows of H, `s` is [H][N].
-            unsafe { lanes_to_rows(s.as_ptr().cast(), d.as_mut_ptr().cast(), at.seq, H) };
+        if nb == N && tiles::<I, T>(w) {
+            let d = &mut dst[o..][..(N - 1) * at.seq + w];
+            // SAFETY: `tiles` checked AVX and f32; `d` holds the N rows of w, `s` is [w][N].
+            unsafe { lanes_to_rows(s.as_ptr().cast(), d.as_mut_ptr().cast(), at.seq, w) };
             continue;
         }
         for l in 0..nb {
-            let x: &mut [T; H] = (&mut dst[o + l * at.seq..][..H]).try_into().unwrap();
-            for e in 0..H {
+            let x = &mut dst[o + l * at.seq..][..w];
+            for e in 0..w {
                 x[e] = s[e][l];
             }
         }
@@ -91,8 +93,8 @@ fn scatter<I: Isa, T: Float, const H: usize>(
 
 /// Whether gathers and scatters move 8 x 8 tiles with AVX shuffles (f32 on AVX2 or AVX-512).
 #[inline(always)]
-fn tiles<I: Isa, T: Float, const H: usize>() -> bool {
-    I::AVX && H % 8 == 0 && std::any::TypeId::of::<T>() == std::any::TypeId::of::<f32>()
+fn tiles<I: Isa, T: Float>(w: usize) -> bool {
+    I::AVX && w % 8 == 0 && std::any::TypeId::of::<T>() == std::any::TypeId::of::<f32>()
 }
 
 /// `dst[e][l] = src[l * ss + e]` for `l < N`, `e < h` (`dst` is `[h][N]`), by 8 x 8 tiles.
@@ -100,7 +102,7 @@ fn tiles<I: Isa, T: Float, const H: usize>() -> bool {
 /// # Safety
 /// The CPU has AVX; `h` is a multiple of 8; `src` and `dst` are valid for what they address.
 #[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx")]
+#[inline(always)]
 unsafe fn rows_to_lanes(src: *const f32, ss: usize, dst: *mut f32, h: usize) {
     for l0 in (0..N).step_by(8) {
         for e0 in (0..h).step_by(8) {
@@ -115,7 +117,7 @@ unsafe fn rows_to_lanes(src: *const f32, ss: usize, dst: *mut f32, h: usize) {
 /// # Safety
 /// As [`rows_to_lanes`].
 #[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx")]
+#[inline(always)]
 unsafe fn lanes_to_rows(src: *const f32, dst: *mut f32, ds: usize, h: usize) {
     for l0 in (0..N).step_by(8) {
         for e0 in (0..h).step_by(8) {
@@ -130,26 +132,28 @@ unsafe fn lanes_to_rows(src: *const f32, dst: *mut f32, ds: usize, h: usize) {
 /// # Safety
 /// The CPU has AVX; `src` and `dst` are valid for the 8 rows of 8 they address.
 #[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx")]
-#[inline]
+#[inline(always)]
 unsafe fn tile8(src: *const f32, ss: usize, dst: *mut f32, ds: usize) {
     use std::arch::x86_64::*;
     // SAFETY: the caller's contract.
     unsafe {
-        let r: [__m256; 8] = std::array::from_fn(|l| _mm256_loadu_ps(src.add(l * ss)));
-        let lo = |a, b| _mm256_unpacklo_ps(a, b);
-        let hi = |a, b| _mm256_unpackhi_ps(a, b);
+        // No closures here: they would not be compiled with AVX, and each intrinsic would
+        // become a call.
+        let mut r = [_mm256_setzero_ps(); 8];
+        for (l, rl) in r.iter_mut().enumerate() {
+            *rl = _mm256_loadu_ps(src.add(l * ss));
+        }
         let t = [
-            lo(r[0], r[1]),
-            hi(r[0], r[1]),
-            lo(r[2], r[3]),
-            hi(r[2], r[3]),
+            _mm256_unpacklo_ps(r[0], r[1]),
+            _mm256_unpackhi_ps(r[0], r[1]),
+            _mm256_unpacklo_ps(r[2], r[3]),
+            _mm256_unpackhi_ps(r[2], r[3]),
         ];
         let u = [
-            lo(r[4], r[5]),
-            hi(r[4], r[5]),
-            lo(r[6], r[7]),
-            hi(r[6], r[7]),
+            _mm256_unpacklo_ps(r[4], r[5]),
+            _mm256_unpackhi_ps(r[4], r[5]),
+            _mm256_unpacklo_ps(r[6], r[7]),
+            _mm256_unpackhi_ps(r[6], r[7]),
         ];
         // Columns e and e + 4 of rows 0-3 (a) and 4-7 (b).
         let a = [
@@ -224,31 +228,6 @@ fn weighted<I: Isa, T: Float, const H: usize>(out: &mut [V<T>; H], w: &[V<T>], m
     }
 }
 
-/// `out[j] = sum_{a >= a0(j)} w[a][j] m[a]` for every key `j < out.len()`, where `w` holds rows
-/// of `tp` vectors and row `a` reaches key `a * stride`.
-#[inline(always)]
-fn weighted_cols<I: Isa, T: Float, const H: usize>(
-    out: &mut [[V<T>; H]],
-    w: &[V<T>],
-    m: &[[V<T>; H]],
-    tp: usize,
-    stride: usize,
-) {
-    for (j, oj) in out.iter_mut().enumerate() {
-        let a0 = j.div_ceil(stride);
-        for e0 in (0..H).step_by(E) {
-            let mut acc = [[T::ZERO; N]; E];
-            for (a, ma) in m.iter().enumerate().skip(a0) {
-                let wv = &w[a * tp + j];
-                for g in 0..E {
-                    vfma::<I, T>(&mut acc[g], wv, &ma[e0 + g]);
-                }
-            }
-            oj[e0..e0 + E].copy_from_slice(&acc);
-        }
-    }
-}
-
 /// Softmax over the row's keys (all of `row`), lane by lane, of the scores scaled by `scale`.
 #[inline(always)]
 fn softmax<I: Isa, T: Float>(row: &mut [V<T>], scale: T) {
@@ -317,7 +296,8 @@ impl Drop for Scratch {
     }
 }
 
-/// Splits scratch into lane-major head rows: `[rows[0]][H]`, `[rows[1]][H]`, ...
+/// Splits scratch into lane-major head rows, `[rows[0]][H]`, `[rows[1]][H]`, ..., `SKEW`
+/// vectors apart, and the rest.
 #[inline(always)]
 fn carve<'a, T, const H: usize, const K: usize>(
     buf: &'a mut [V<T>],
@@ -326,11 +306,16 @@ fn carve<'a, T, const H: usize, const K: usize>(
     let mut rest = buf;
     let parts = rows.map(|r| {
         let (head, tail) = std::mem::take(&mut rest).split_at_mut(r * H);
-        rest = tail;
+        rest = &mut tail[SKEW..];
         head.as_chunks_mut::<H>().0
     });
     (parts, rest)
 }
+
+/// Vectors left between regions of scratch. Regions are often a multiple of 4 KiB long; without
+/// the skew the same row of every region would share its address bits below 4 KiB, and the
+/// CPU stalls loads it cannot tell apart from earlier stores (4K aliasing).
+const SKEW: usize = 3;
 
 #[inline(always)]
 pub(super) fn forward<I: Isa, T: Float, const H: usize>(
@@ -343,11 +328,11 @@ pub(super) fn forward<I: Isa, T: Float, const H: usize>(
     let (t, c3, cm, heads) = (s.t, 3 * s.c_model, s.c_model, s.heads);
     let (na, tp) = (s.active_rows(stride), s.tp());
     let scale = T::from_f64(1.0 / (H as f64).sqrt());
-    let (probs, _) = probs.as_chunks_mut::<N>();
-    let n = (2 * na + 2 * t) * H;
+    let n = (2 * na + 2 * t) * H + 4 * SKEW + na * tp;
     let mut scratch = Scratch::take::<T>(n);
     let buf = scratch.vectors::<T>(n);
-    let ([q, k, v, y], _) = carve::<T, H, 4>(buf, [na, t, t, na]);
+    let ([q, k, v, y], p) = carve::<T, H, 4>(buf, [na, t, t, na]);
+    let p = &mut p[..na * tp];
     for b0 in (0..s.nseq).step_by(N) {
         let nb = N.min(s.nseq - b0);
         for h in 0..heads {
@@ -359,7 +344,6 @@ pub(super) fn forward<I: Isa, T: Float, const H: usize>(
             gather::<I, T, H>(q, qkv, at(stride * c3, h * 3 * H), b0, nb);
             gather::<I, T, H>(k, qkv, at(c3, h * 3 * H + H), b0, nb);
             gather::<I, T, H>(v, qkv, at(c3, h * 3 * H + 2 * H), b0, nb);
-            let p = &mut probs[(b0 / N * heads + h) * na * tp..][..na * tp];
             for (a, (row, ya)) in p.chunks_exact_mut(tp).zip(y.iter_mut()).enumerate() {
                 let i = a * stride;
                 let (live, masked) = row.split_at_mut(i + 1);
@@ -373,78 +357,14 @@ pub(super) fn forward<I: Isa, T: Float, const H: usize>(
                 row: stride * cm,
                 off: h * H,
             };
-            scatter::<I, T, H>(out, y, at, b0, nb);
-        }
-    }
-}
-
-#[inline(always)]
-pub(super) fn backward<I: Isa, T: Float, const H: usize>(
-    dqkv: &mut [T],
-    dout: &[T],
-    qkv: &[T],
-    probs: &[T],
-    s: AttnShape,
-    stride: usize,
-) {
-    let (t, c3, cm, heads) = (s.t, 3 * s.c_model, s.c_model, s.heads);
-    let (na, tp) = (s.active_rows(stride), s.tp());
-    let scale = T::from_f64(1.0 / (H as f64).sqrt());
-    let (probs, _) = probs.as_chunks::<N>();
-    let n = (3 * na + 4 * t) * H + na * tp;
-    let mut scratch = Scratch::take::<T>(n);
-    let buf = scratch.vectors::<T>(n);
-    let ([q, k, v, dy, dq, dk, dv], ds) = carve::<T, H, 7>(buf, [na, t, t, na, na, t, t]);
-    for b0 in (0..s.nseq).step_by(N) {
-        let nb = N.min(s.nseq - b0);
-        for h in 0..heads {
-            let at = |row, off| Place {
-                seq: t * c3,
-                row,
-                off,
+            scatter::<I, T>(out, y.as_flattened(), H, at, b0, nb);
+            // The softmax of sequence b, head h: `na * tp` values at `(b * heads + h) * na * tp`.
+            let at = Place {
+                seq: heads * na * tp,
+                row: 0,
+                off: h * na * tp,
             };
-            gather::<I, T, H>(q, qkv, at(stride * c3, h * 3 * H), b0, nb);
-            gather::<I, T, H>(k, qkv, at(c3, h * 3 * H + H), b0, nb);
-            gather::<I, T, H>(v, qkv, at(c3, h * 3 * H + 2 * H), b0, nb);
-            let at_dy = Place {
-                seq: t * cm,
-                row: stride * cm,
-                off: h * H,
-            };
-            gather::<I, T, H>(dy, dout, at_dy, b0, nb);
-            let p = &probs[(b0 / N * heads + h) * na * tp..][..na * tp];
-            // dP = dy V^T ; dS = P (dP - sum_j P dP) / sqrt(c) ; dQ = dS K
-            for (a, (d, pa)) in ds.chunks_exact_mut(tp).zip(p.chunks_exact(tp)).enumerate() {
-                let i = a * stride;
-                let (live, masked) = d.split_at_mut(i + 1);
-                dots::<I, T, H>(live, &dy[a], v);
-                let mut pdp = [T::ZERO; N];
-                for (dj, pj) in live.iter().zip(pa) {
-                    vfma::<I, T>(&mut pdp, dj, pj);
-                }
-                for (dj, pj) in live.iter_mut().zip(pa) {
-                    for l in 0..N {
-                        dj[l] = pj[l] * (dj[l] - pdp[l]) * scale;
-                    }
-                }
-                masked.fill([T::ZERO; N]);
-                weighted::<I, T, H>(&mut dq[a], live, k);
-            }
-            // dK = dS^T Q ; dV = P^T dy
-            weighted_cols::<I, T, H>(dk, &ds, &q, tp, stride);
-            weighted_cols::<I, T, H>(dv, p, &dy, tp, stride);
-            if stride > 1 {
-                // Rows that are not query rows get no gradient through Q.
-                for l in 0..nb {
-                    for r in 0..t {
-                        let o = (b0 + l) * t * c3 + r * c3 + h * 3 * H;
-                        dqkv[o..o + H].fill(T::ZERO);
-                    }
-                }
-            }
-            scatter::<I, T, H>(dqkv, dq, at(stride * c3, h * 3 * H), b0, nb);
-            scatter::<I, T, H>(dqkv, dk, at(c3, h * 3 * H + H), b0, nb);
-            scatter::<I, T, H>(dqkv, dv, at(c3, h * 3 * H + 2 * H), b0, nb);
+            scatter::<I, T>(probs, p, na * tp, at, b0, nb);
         }
     }
 }
