@@ -1,11 +1,14 @@
 //! Short sequences (the regression model's tens of tokens): `N` sequences side by side, one per
 //! SIMD lane. Every product and the softmax are then vertical vector operations over exactly the
 //! causal keys: no masked lanes, no horizontal reductions, no transposes inside the loops. Per
-//! head, Q, K, V and dY of a block of `N` sequences are gathered once into lane-major scratch
-//! (`[rows][H]` vectors), and the results scattered back. Lanes past the last sequence of a
-//! partial block compute on zeros and are never written out.
+//! head, Q, K and V of a block of `N` sequences are gathered once into lane-major scratch
+//! (`[rows][H]` vectors), and the outputs and the softmax scattered back to their row-major
+//! buffers. Lanes past the last sequence of a partial block compute on zeros and are never
+//! written out.
 //!
-//! This is the forward pass; the backward pass (`fixed`) reads `probs` in place, row by row.
+//! This is the forward pass only: the same layout for the backward pass cost more in moving
+//! Q, K, V, dY in and dQ, dK, dV out than it saved, so the backward (`fixed`) reads `probs`
+//! in place, row by row.
 
 use super::{AttnShape, N};
 use crate::Float;
