@@ -62,11 +62,14 @@ pub fn workspace(cfg: &RegressionConfig, seqs: u128, t: u128) -> u128 {
     (l + 1) * n * c + l * per_block + 12 * n * c + 2 * n * m + 2 * n + 2 * n * d1 + t * c
 }
 
-/// Floats of `chunks` chunked workspaces for `seqs` sequences, each with a gradient if asked.
+/// Floats of a chunked runner over `seqs` sequences: its pooled workspaces (one per thread),
+/// and a gradient per chunk if asked.
 fn chunked(cfg: &RegressionConfig, seqs: u128, t: u128, grads: bool) -> u128 {
-    let chunk = ChunkedRunner::<f32>::DEFAULT_CHUNK as u128;
-    let chunks = seqs.div_ceil(chunk);
-    chunks * (workspace(cfg, chunk.min(seqs), t) + if grads { params(cfg) } else { 0 })
+    let chunk = ChunkedRunner::<f32>::DEFAULT_CHUNK;
+    let chunks = seqs.div_ceil(chunk as u128);
+    let pooled = ChunkedRunner::<f32>::workspaces_for(seqs.min(usize::MAX as u128) as usize, chunk);
+    pooled as u128 * workspace(cfg, (chunk as u128).min(seqs), t)
+        + if grads { chunks * params(cfg) } else { 0 }
 }
 
 /// Points of a step spec (what expanding it allocates).
@@ -105,12 +108,17 @@ pub fn check_training(cfg: &TrainConfig, on_device: bool) -> Result<()> {
     let m = cfg.model_config();
     let t = m.max_tokens() as u128;
     let p = params(&m);
-    let chunk = ChunkedRunner::<f32>::DEFAULT_CHUNK as u128;
     let (b, e) = (cfg.batch_size as u128, cfg.eval_batch_size as u128);
-    // What grows with the model: parameters, Adam's moments, a gradient per training chunk.
-    let grads = if on_device { 0 } else { b.div_ceil(chunk) * p };
-    let model = 4 * (4 * p + grads);
-    // What grows with the batches: activations of every chunk, and the batches themselves.
+    // What grows with the model: parameters and Adam's moments.
+    let model = 4 * 4 * p;
+    // What grows with both: a gradient per training chunk.
+    let chunk = ChunkedRunner::<f32>::DEFAULT_CHUNK as u128;
+    let grads = if on_device {
+        0
+    } else {
+        4 * b.div_ceil(chunk) * p
+    };
+    // What grows with the batches: the pooled activations and the batches themselves.
     let batches = if on_device {
         4 * e * t * (m.token_size() as u128 + 2)
     } else {
@@ -127,6 +135,12 @@ pub fn check_training(cfg: &TrainConfig, on_device: bool) -> Result<()> {
             format!("task_config.embed_size, mlp_size or num_layers ({p} parameters)"),
         ),
         (batches, "batch_size or eval_batch_size".to_string()),
+        (
+            grads,
+            format!(
+                "batch_size or task_config.embed_size, mlp_size or num_layers ({p} parameters)"
+            ),
+        ),
         (
             steps,
             "the log_space or linear_space of checkpointer_config or logging_config".to_string(),

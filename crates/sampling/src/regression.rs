@@ -36,7 +36,7 @@ impl<'m, T: Float> Potential<T> for FixedBatch<'m, T> {
     fn worker(&self) -> FixedBatchWorker<'_, T> {
         FixedBatchWorker {
             batch: self,
-            runner: ChunkedRunner::new(ChunkedRunner::<T>::DEFAULT_CHUNK),
+            runner: ChunkedRunner::new(ChunkedRunner::<T>::DEFAULT_CHUNK).recording_relu(),
         }
     }
 
@@ -58,7 +58,7 @@ impl<T: Float> PotentialWorker<T> for FixedBatchWorker<'_, T> {
     }
 
     fn freeze_activation_pattern(&mut self) {
-        self.runner.freeze_relu(self.batch.model);
+        self.runner.freeze_relu();
     }
 }
 

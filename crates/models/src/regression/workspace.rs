@@ -98,9 +98,9 @@ pub struct Workspace<T> {
     pub(super) rows_out: usize,
     pub(super) readout: Readout,
     /// Per block, the ReLU on/off pattern `[R, M]` that forward and backward use instead of
-    /// the pre-activation signs while `freeze_relu` is set.
-    pub(super) relu_frozen: Vec<Vec<bool>>,
-    pub(super) freeze_relu: bool,
+    /// the pre-activation signs while `freeze_relu` is set (see [`crate::batch::ChunkedRunner::freeze_relu`]).
+    pub(crate) relu_frozen: Vec<Vec<bool>>,
+    pub(crate) freeze_relu: bool,
 }
 
 impl<T: Float> Default for Workspace<T> {
@@ -136,23 +136,14 @@ fn ensure<T: Float>(v: &mut Vec<T>, len: usize) {
 }
 
 impl<T: Float> Workspace<T> {
-    /// Freezes the MLP ReLUs' on/off pattern of the last forward pass: later passes (on the same
-    /// batch) use it instead of the signs of their own pre-activations, so the model is the
-    /// smooth piece around that point. Finite differences of gradients then give the Hessian
-    /// that autograd reports (ReLU'' = 0), not spikes from units that cross zero.
-    pub fn freeze_relu(&mut self, model: &RegressionTransformer) {
+    /// The MLP ReLUs' on/off pattern `[L][R, M]` of the last forward pass, into `out`.
+    pub(crate) fn relu_pattern(&self, model: &RegressionTransformer, out: &mut Vec<Vec<bool>>) {
         let m = model.config.mlp_size;
-        self.relu_frozen = self
-            .acts
-            .iter()
-            .map(|a| a.f[..a.rows * m].iter().map(|v| *v > T::ZERO).collect())
-            .collect();
-        self.freeze_relu = true;
-    }
-
-    /// Back to the pre-activation signs.
-    pub fn unfreeze_relu(&mut self) {
-        self.freeze_relu = false;
+        out.resize_with(self.acts.len(), Vec::new);
+        for (o, a) in out.iter_mut().zip(&self.acts) {
+            o.clear();
+            o.extend(a.f[..a.rows * m].iter().map(|v| *v > T::ZERO));
+        }
     }
 
     /// Sizes every buffer for `nseq` sequences of `t` tokens (buffers only grow).
