@@ -9,9 +9,10 @@
 //! `probs[nseq, heads, na, tp]` ([`AttnShape::prob_index`]).
 //!
 //! The kernels: below [`LONG_T`] tokens, [`lanes`] (16 sequences side by side in SIMD lanes)
-//! forward and [`fixed`] (register-blocked per sequence and head) backward; from [`LONG_T`]
-//! tokens, [`long`] (blocked GEMMs) both ways; [`reference`] (plain loops) for head sizes the
-//! others are not compiled for.
+//! forward and [`fixed`] (register-blocked per sequence and head) backward, except float32
+//! heads of 16 on AVX-512, whose backward is [`wide`] (the same blocks in intrinsics); from
+//! [`LONG_T`] tokens, [`long`] (blocked GEMMs) both ways; [`reference`] (plain loops) for head
+//! sizes the others are not compiled for.
 
 /// Shapes of one attention call: `nseq` sequences of `t` tokens, width `c_model`, `heads` heads.
 #[derive(Clone, Copy, Debug)]
@@ -96,6 +97,14 @@ pub fn attention_backward<I, T: Float>(
     if s.t >= LONG_T && stride == 1 {
         return long::backward::<I, T>(dqkv, dout, qkv, probs, s);
     }
+    #[cfg(target_arch = "x86_64")]
+    if I::WIDE && s.head_size() == 16 && is_f32::<T>() {
+        // SAFETY: `I::WIDE` is the AVX-512 path, which runs only on CPUs that have it; T is f32.
+        unsafe {
+            wide::backward(as_f32_mut(dqkv), as_f32(dout), as_f32(qkv), as_f32(probs), s, stride)
+        };
+        return;
+    }
     match s.head_size() {
         8 => fixed::backward::<I, T, 8>(dqkv, dout, qkv, probs, s, stride),
         16 => fixed::backward::<I, T, 16>(dqkv, dout, qkv, probs, s, stride),
@@ -106,12 +115,36 @@ pub fn attention_backward<I, T: Float>(
 }
 }
 
+/// Whether `T` is f32 (kernels written with f32 intrinsics).
+#[inline(always)]
+fn is_f32<T: crate::Float>() -> bool {
+    std::any::TypeId::of::<T>() == std::any::TypeId::of::<f32>()
+}
+
+/// `x` as f32, for `T` = f32.
+#[inline(always)]
+fn as_f32<T: crate::Float>(x: &[T]) -> &[f32] {
+    assert!(is_f32::<T>());
+    // SAFETY: T is f32.
+    unsafe { std::slice::from_raw_parts(x.as_ptr().cast(), x.len()) }
+}
+
+/// `x` as f32, for `T` = f32.
+#[inline(always)]
+fn as_f32_mut<T: crate::Float>(x: &mut [T]) -> &mut [f32] {
+    assert!(is_f32::<T>());
+    // SAFETY: T is f32.
+    unsafe { std::slice::from_raw_parts_mut(x.as_mut_ptr().cast(), x.len()) }
+}
+
 mod fixed;
 mod lanes;
 mod long;
 /// Plain loops for any head size: the path for unusual sizes and the tests' oracle.
 mod reference;
 mod softmax;
+#[cfg(target_arch = "x86_64")]
+mod wide;
 
 #[cfg(test)]
 mod tests {

@@ -210,6 +210,8 @@ pub trait Isa: Copy + Send + Sync + 'static {
     /// x86-64 with AVX: kernels may call `#[target_feature(enable = "avx")]` helpers, which
     /// inline into the AVX2 and AVX-512 versions.
     const AVX: bool;
+    /// 32 registers of 512 bits (AVX-512): register blocks may hold twice as many vectors.
+    const WIDE: bool;
 }
 
 /// Marker of the baseline path: on x86-64 no FMA and no SSE4.1; on aarch64 NEON.
@@ -226,16 +228,19 @@ impl Isa for Base {
     const FMA: bool = cfg!(target_arch = "aarch64");
     const FLOOR: bool = cfg!(target_arch = "aarch64");
     const AVX: bool = false;
+    const WIDE: bool = false;
 }
 impl Isa for Avx2 {
     const FMA: bool = true;
     const FLOOR: bool = true;
     const AVX: bool = cfg!(target_arch = "x86_64");
+    const WIDE: bool = false;
 }
 impl Isa for Avx512 {
     const FMA: bool = true;
     const FLOOR: bool = true;
     const AVX: bool = cfg!(target_arch = "x86_64");
+    const WIDE: bool = true;
 }
 
 /// `a * b + c`: fused where the path has FMA, two roundings where it does not.

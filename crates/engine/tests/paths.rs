@@ -72,13 +72,23 @@ fn check_gemm<T: Float>(tol: f64) {
 }
 
 /// float32 attention (the path under test) against float64 attention on the baseline path,
-/// whose specialised kernels equal the plain loops (the engine's unit test). Shapes: a partial block of sequences, full blocks (AVX tiles) plus a partial one, head
-/// sizes 8 and 32.
+/// whose specialised kernels equal the plain loops (the engine's unit test). Shapes: a partial
+/// block of sequences, full blocks (AVX tiles) plus a partial one, head sizes 16 (the AVX-512
+/// backward kernel), 8 and 32; lengths that fill no, one or several 16-key blocks exactly.
 fn check_attention_f32() {
-    for (nseq, heads) in [(3, 4), (35, 4), (16, 8), (16, 2)] {
+    for (nseq, heads, t) in [
+        (3, 4, 32),
+        (35, 4, 32),
+        (16, 8, 32),
+        (16, 2, 32),
+        (5, 4, 7),
+        (17, 4, 17),
+        (4, 4, 45),
+        (2, 4, 127),
+    ] {
         check_attention_shape(AttnShape {
             nseq,
-            t: 32,
+            t,
             c_model: 64,
             heads,
         });
@@ -89,7 +99,7 @@ fn check_attention_shape(s: AttnShape) {
     let n = s.nseq * s.t;
     let qkv = data(n * 192, 0.2);
     let dout = data(n * 64, 0.9);
-    for stride in [1, 2] {
+    for stride in [1, 2, 3] {
         let mut o64 = vec![0.0f64; n * 64];
         let mut p64 = vec![0.0f64; s.probs_len(stride)];
         // NaN: the backward pass must overwrite every element.
