@@ -10,7 +10,7 @@
 //!
 //! The kernels: below [`LONG_T`] tokens, [`lanes`] (16 sequences side by side in SIMD lanes)
 //! forward and [`fixed`] (register-blocked per sequence and head) backward, except float32
-//! heads of 16 on AVX-512, whose backward is [`wide`] (the same blocks in intrinsics); from
+//! heads of 16 on AVX-512, which take [`wide`] both ways (register blocks in intrinsics); from
 //! [`LONG_T`] tokens, [`long`] (blocked GEMMs) both ways; [`reference`] (plain loops) for head
 //! sizes the others are not compiled for.
 
@@ -72,6 +72,12 @@ pub fn attention_forward<I, T: Float>(
     );
     if s.t >= LONG_T && stride == 1 {
         return long::forward::<I, T>(out, probs, qkv, s);
+    }
+    #[cfg(target_arch = "x86_64")]
+    if I::WIDE && s.head_size() == 16 && is_f32::<T>() {
+        // SAFETY: `I::WIDE` is the AVX-512 path, which runs only on CPUs that have it; T is f32.
+        unsafe { wide::forward(as_f32_mut(out), as_f32_mut(probs), as_f32(qkv), s, stride) };
+        return;
     }
     match s.head_size() {
         8 => lanes::forward::<I, T, 8>(out, probs, qkv, s, stride),
