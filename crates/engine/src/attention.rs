@@ -123,13 +123,13 @@ pub fn attention_backward<I, T: Float>(
 
 /// Whether `T` is f32 (kernels written with f32 intrinsics).
 #[inline(always)]
-fn is_f32<T: crate::Float>() -> bool {
+pub(crate) fn is_f32<T: crate::Float>() -> bool {
     std::any::TypeId::of::<T>() == std::any::TypeId::of::<f32>()
 }
 
 /// `x` as f32, for `T` = f32.
 #[inline(always)]
-fn as_f32<T: crate::Float>(x: &[T]) -> &[f32] {
+pub(crate) fn as_f32<T: crate::Float>(x: &[T]) -> &[f32] {
     assert!(is_f32::<T>());
     // SAFETY: T is f32.
     unsafe { std::slice::from_raw_parts(x.as_ptr().cast(), x.len()) }
@@ -137,7 +137,7 @@ fn as_f32<T: crate::Float>(x: &[T]) -> &[f32] {
 
 /// `x` as f32, for `T` = f32.
 #[inline(always)]
-fn as_f32_mut<T: crate::Float>(x: &mut [T]) -> &mut [f32] {
+pub(crate) fn as_f32_mut<T: crate::Float>(x: &mut [T]) -> &mut [f32] {
     assert!(is_f32::<T>());
     // SAFETY: T is f32.
     unsafe { std::slice::from_raw_parts_mut(x.as_mut_ptr().cast(), x.len()) }

@@ -1,4 +1,5 @@
 //! LayerNorm over the last axis, torch semantics (biased variance, affine weight and bias).
+//! Float32 rows of a multiple of 16 on AVX-512 take [`wide`] (four rows at a time, intrinsics).
 
 use crate::reduce::{sum, sum_sq_dev};
 use crate::simd::fma;
@@ -17,6 +18,18 @@ pub fn layernorm_forward<I, T: Float>(
     c: usize,
     eps: f64,
 ) {
+    #[cfg(target_arch = "x86_64")]
+    if I::WIDE && c.is_multiple_of(16) && crate::attention::is_f32::<T>() {
+        use crate::attention::{as_f32, as_f32_mut};
+        // SAFETY: `I::WIDE` is the AVX-512 path, which runs only on CPUs that have it; T is f32.
+        unsafe {
+            wide::forward(
+                as_f32_mut(out), as_f32_mut(mean), as_f32_mut(rstd), as_f32(x), as_f32(w),
+                as_f32(b), n, c, eps as f32,
+            )
+        };
+        return;
+    }
     let inv_c = T::from_f64(1.0 / c as f64);
     let eps = T::from_f64(eps);
     let (w, b) = (&w[..c], &b[..c]);
@@ -51,6 +64,18 @@ pub fn layernorm_backward<I, T: Float>(
     n: usize,
     c: usize,
 ) {
+    #[cfg(target_arch = "x86_64")]
+    if I::WIDE && c.is_multiple_of(16) && crate::attention::is_f32::<T>() {
+        use crate::attention::{as_f32, as_f32_mut};
+        // SAFETY: `I::WIDE` is the AVX-512 path, which runs only on CPUs that have it; T is f32.
+        unsafe {
+            wide::backward(
+                as_f32_mut(dx), as_f32_mut(dw), as_f32_mut(db), as_f32(dout), as_f32(x),
+                as_f32(mean), as_f32(rstd), as_f32(w), n, c,
+            )
+        };
+        return;
+    }
     let inv_c = T::from_f64(1.0 / c as f64);
     let (w, dw, db) = (&w[..c], &mut dw[..c], &mut db[..c]);
     for i in 0..n {
@@ -85,3 +110,6 @@ pub fn layernorm_backward<I, T: Float>(
     }
 }
 }
+
+#[cfg(target_arch = "x86_64")]
+mod wide;
