@@ -3,6 +3,8 @@
 //! four registers), so rows go four at a time, each step over all four before the next, and
 //! their dependency chains overlap. Same formulas as the generic kernels.
 
+#![allow(clippy::needless_range_loop)]
+
 #[cfg(target_arch = "x86_64")]
 use std::arch::x86_64::*;
 
