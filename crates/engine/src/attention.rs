@@ -121,12 +121,14 @@ pub fn attention_backward<I, T: Float>(
 }
 }
 
+#[cfg(target_arch = "x86_64")]
 /// Whether `T` is f32 (kernels written with f32 intrinsics).
 #[inline(always)]
 pub(crate) fn is_f32<T: crate::Float>() -> bool {
     std::any::TypeId::of::<T>() == std::any::TypeId::of::<f32>()
 }
 
+#[cfg(target_arch = "x86_64")]
 /// `x` as f32, for `T` = f32.
 #[inline(always)]
 pub(crate) fn as_f32<T: crate::Float>(x: &[T]) -> &[f32] {
@@ -135,6 +137,7 @@ pub(crate) fn as_f32<T: crate::Float>(x: &[T]) -> &[f32] {
     unsafe { std::slice::from_raw_parts(x.as_ptr().cast(), x.len()) }
 }
 
+#[cfg(target_arch = "x86_64")]
 /// `x` as f32, for `T` = f32.
 #[inline(always)]
 pub(crate) fn as_f32_mut<T: crate::Float>(x: &mut [T]) -> &mut [f32] {
