@@ -75,7 +75,7 @@ impl<T: Float> ChunkedRunner<T> {
         self
     }
 
-    /// Runs chunk `i`'s passes in a pooled workspace, with its frozen ReLU pattern lent in, and
+    /// Runs a chunk's passes in a pooled workspace, with the chunk's frozen ReLU pattern lent in, and
     /// records the pattern afterwards when asked.
     fn with_workspace<R>(
         pool: &Pool<T>,
