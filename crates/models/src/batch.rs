@@ -75,8 +75,8 @@ impl<T: Float> ChunkedRunner<T> {
         self
     }
 
-    /// Runs a chunk's passes in a pooled workspace, with the chunk's frozen ReLU pattern lent in, and
-    /// records the pattern afterwards when asked.
+    /// Runs a chunk's passes in a pooled workspace, with the chunk's frozen ReLU pattern lent
+    /// in, and records the pattern afterwards when asked.
     fn with_workspace<R>(
         pool: &Pool<T>,
         model: &RegressionTransformer,
