@@ -193,100 +193,42 @@ unsafe fn lanes_to_rows(_: *const f32, _: *mut f32, _: usize, _: usize) {
     unreachable!("AVX tiles off x86-64")
 }
 
-/// `out[j] = x . m[j]` (dot products over the `H` features) for `j < out.len()`, 8 keys at a
-/// time where the registers hold them (AVX-512), else 4.
+/// `out[j] = x . m[j]` (dot products over the `H` features) for `j < out.len()`.
 #[inline(always)]
 fn dots<I: Isa, T: Float, const H: usize>(out: &mut [V<T>], x: &[V<T>; H], m: &[[V<T>; H]]) {
     let n = out.len();
     let mut j = 0;
-    if I::WIDE && H <= 16 {
-        while j + 8 <= n {
-            dots_block8::<I, T, H>(&mut out[j..j + 8], x, &m[j..j + 8]);
-            j += 8;
-        }
-    }
     while j + 4 <= n {
-        dots_block::<I, T, H, 4>(&mut out[j..j + 4], x, &m[j..j + 4]);
+        let mut acc = [[T::ZERO; N]; 4];
+        for e in 0..H {
+            for g in 0..4 {
+                vfma::<I, T>(&mut acc[g], &x[e], &m[j + g][e]);
+            }
+        }
+        out[j..j + 4].copy_from_slice(&acc);
         j += 4;
     }
-    while j < n {
-        dots_block::<I, T, H, 1>(&mut out[j..j + 1], x, &m[j..j + 1]);
-        j += 1;
-    }
-}
-
-/// `out[g] = x . m[g]` for the `G` keys of a register block.
-#[inline(always)]
-fn dots_block<I: Isa, T: Float, const H: usize, const G: usize>(
-    out: &mut [V<T>],
-    x: &[V<T>; H],
-    m: &[[V<T>; H]],
-) {
-    let (out, m): (&mut [V<T>; G], &[[V<T>; H]; G]) =
-        (out.try_into().unwrap(), m.try_into().unwrap());
-    let mut acc = [[T::ZERO; N]; G];
-    for e in 0..H {
-        let xe = x[e];
-        for g in 0..G {
-            vfma::<I, T>(&mut acc[g], &xe, &m[g][e]);
+    for (o, mj) in out[j..].iter_mut().zip(&m[j..]) {
+        let mut acc = [T::ZERO; N];
+        for e in 0..H {
+            vfma::<I, T>(&mut acc, &x[e], &mj[e]);
         }
+        *o = acc;
     }
-    *out = acc;
 }
 
-/// [`dots_block`] for 8 keys, as two blocks of 4 side by side (one block of 8 is vectorised
-/// across the keys, with gathers, not across the lanes).
-#[inline(always)]
-fn dots_block8<I: Isa, T: Float, const H: usize>(out: &mut [V<T>], x: &[V<T>; H], m: &[[V<T>; H]]) {
-    let (out, m): (&mut [V<T>; 8], &[[V<T>; H]; 8]) =
-        (out.try_into().unwrap(), m.try_into().unwrap());
-    let (mut a0, mut a1, mut a2, mut a3) = ([T::ZERO; N], [T::ZERO; N], [T::ZERO; N], [T::ZERO; N]);
-    let (mut a4, mut a5, mut a6, mut a7) = ([T::ZERO; N], [T::ZERO; N], [T::ZERO; N], [T::ZERO; N]);
-    for e in 0..H {
-        let xe = x[e];
-        vfma::<I, T>(&mut a0, &xe, &m[0][e]);
-        vfma::<I, T>(&mut a1, &xe, &m[1][e]);
-        vfma::<I, T>(&mut a2, &xe, &m[2][e]);
-        vfma::<I, T>(&mut a3, &xe, &m[3][e]);
-        vfma::<I, T>(&mut a4, &xe, &m[4][e]);
-        vfma::<I, T>(&mut a5, &xe, &m[5][e]);
-        vfma::<I, T>(&mut a6, &xe, &m[6][e]);
-        vfma::<I, T>(&mut a7, &xe, &m[7][e]);
-    }
-    *out = [a0, a1, a2, a3, a4, a5, a6, a7];
-}
-
-/// `out = sum_j w[j] m[j]` over `j < w.len()`, `E` features at a time (twice that where the
-/// registers hold them).
+/// `out = sum_j w[j] m[j]` over `j < w.len()`.
 #[inline(always)]
 fn weighted<I: Isa, T: Float, const H: usize>(out: &mut [V<T>; H], w: &[V<T>], m: &[[V<T>; H]]) {
-    if I::WIDE && H <= 16 && H % (2 * E) == 0 {
-        for e0 in (0..H).step_by(2 * E) {
-            weighted_block::<I, T, H, { 2 * E }>(out, e0, w, m);
+    for e0 in (0..H).step_by(E) {
+        let mut acc = [[T::ZERO; N]; E];
+        for (wj, mj) in w.iter().zip(m) {
+            for g in 0..E {
+                vfma::<I, T>(&mut acc[g], wj, &mj[e0 + g]);
+            }
         }
-    } else {
-        for e0 in (0..H).step_by(E) {
-            weighted_block::<I, T, H, E>(out, e0, w, m);
-        }
+        out[e0..e0 + E].copy_from_slice(&acc);
     }
-}
-
-/// Features `e0..e0 + G` of [`weighted`].
-#[inline(always)]
-fn weighted_block<I: Isa, T: Float, const H: usize, const G: usize>(
-    out: &mut [V<T>; H],
-    e0: usize,
-    w: &[V<T>],
-    m: &[[V<T>; H]],
-) {
-    let mut acc = [[T::ZERO; N]; G];
-    for (wj, mj) in w.iter().zip(m) {
-        let (wj, mj): (V<T>, &[V<T>; G]) = (*wj, mj[e0..e0 + G].try_into().unwrap());
-        for g in 0..G {
-            vfma::<I, T>(&mut acc[g], &wj, &mj[g]);
-        }
-    }
-    out[e0..e0 + G].copy_from_slice(&acc);
 }
 
 /// Softmax over the row's keys (all of `row`), lane by lane, of the scores scaled by `scale`.

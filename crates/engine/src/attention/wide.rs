@@ -61,8 +61,10 @@ pub(super) unsafe fn forward(
                 unsafe { scores_block(p_bh, q, &kt, (t16, tp), a0, nkb) };
                 // SAFETY: rows a < na of p_bh hold tp >= a * stride + 1 scores.
                 unsafe { softmax_rows(p_bh, tp, a0, (na - a0).min(G), stride, 0.25) };
-                // SAFETY: rows a < na of p_bh and of the output.
-                unsafe { pv_block(out_b, p_bh, v, tp, a0, nkb, stride, (cm, oy)) };
+                // Y = P V over the keys < t of the blocks (P is zero past each row's key).
+                let nk = (nkb * H).min(t);
+                // SAFETY: rows a < na of p_bh (tp apart, nk <= tp) and of the output.
+                unsafe { weighted_rows(out_b, (cm, oy), p_bh, tp, na, v, nk, a0, stride) };
             }
         }
     }
@@ -205,42 +207,43 @@ unsafe fn scores_block(
     }
 }
 
-/// `y[a] = sum_j p[a, j] v[j]` over the keys `j < t` of the blocks `< nkb` for the active rows
-/// of the 8 from `a0`, stored at rows `a * stride` of the head's columns `oy` in `out_b`.
+/// `out[a] = sum_{j < nk} w[a, j] x[j]` for the active rows `a < rows` of the 8 from `a0`
+/// (`w` row-major, `ws` apart), stored at rows `a * stride` of the head's columns `off` of
+/// `out` (`step` apart): the attention output Y = P V, and dQ = dS K.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
 #[inline]
 #[allow(clippy::too_many_arguments)]
-unsafe fn pv_block(
-    out_b: &mut [f32],
-    p: &[f32],
-    v: Rows<'_>,
-    tp: usize,
+unsafe fn weighted_rows(
+    out: &mut [f32],
+    (step, off): (usize, usize),
+    w: &[f32],
+    ws: usize,
+    rows: usize,
+    x: Rows<'_>,
+    nk: usize,
     a0: usize,
-    nkb: usize,
     stride: usize,
-    (cm, oy): (usize, usize),
 ) {
-    let rows = (p.len() / tp).saturating_sub(a0).min(G);
-    let nk = (nkb * H).min(v.n);
-    assert!(nk <= tp);
-    // Rows past the last active one read the first row's weights; they are never stored.
-    let ps: [*const f32; G] = std::array::from_fn(|g| {
-        // SAFETY: row a0 + g (or a0) < p.len() / tp.
-        unsafe { p.as_ptr().add((a0 + if g < rows { g } else { 0 }) * tp) }
+    let rows = rows.saturating_sub(a0).min(G);
+    assert!(rows > 0 && nk <= ws && nk <= x.n && w.len() >= (a0 + rows - 1) * ws + nk);
+    // Rows past the last active one read row a0's weights; they are never stored.
+    let wr: [*const f32; G] = std::array::from_fn(|g| {
+        // SAFETY: row a0 + g (or a0) holds nk weights, by the assert above.
+        unsafe { w.as_ptr().add((a0 + if g < rows { g } else { 0 }) * ws) }
     });
     let mut acc = [_mm512_setzero_ps(); G];
     for j in 0..nk {
-        // SAFETY: keys j < nk <= tp of rows in p; V row j < t.
+        // SAFETY: keys j < nk of those rows; row j < x.n of x.
         unsafe {
-            let x = _mm512_loadu_ps(v.ptr(j));
+            let xj = _mm512_loadu_ps(x.ptr(j));
             for (g, acc) in acc.iter_mut().enumerate() {
-                *acc = _mm512_fmadd_ps(_mm512_set1_ps(*ps[g].add(j)), x, *acc);
+                *acc = _mm512_fmadd_ps(_mm512_set1_ps(*wr[g].add(j)), xj, *acc);
             }
         }
     }
     for (g, acc) in acc.iter().enumerate().take(rows) {
-        let row = &mut out_b[(a0 + g) * stride * cm + oy..][..H];
+        let row = &mut out[(a0 + g) * stride * step + off..][..H];
         // SAFETY: `row` holds 16 floats.
         unsafe { _mm512_storeu_ps(row.as_mut_ptr(), *acc) };
     }
@@ -299,7 +302,9 @@ pub(super) unsafe fn backward(
                     for a in a0..(a0 + G).min(na) {
                         ds_row(&mut ds[a * t16..][..nkb * H], &p_bh[a * tp..][..tp], scale);
                     }
-                    dq_block(dqkv_b, &ds, k, t16, a0, nkb, na, stride, c3, oq);
+                    // dQ = dS K over the keys < t of the blocks (dS is zero past t).
+                    let nk = (nkb * H).min(t);
+                    weighted_rows(dqkv_b, (c3, oq), &ds, t16, na, k, nk, a0, stride);
                 }
             }
             if stride > 1 {
@@ -437,45 +442,6 @@ unsafe fn ds_row(d: &mut [f32], p: &[f32], scale: __m512) {
             let y = _mm512_mul_ps(_mm512_mul_ps(p_at(j0), _mm512_sub_ps(x, dot)), scale);
             _mm512_storeu_ps(d.as_mut_ptr().add(j0), y);
         }
-    }
-}
-
-/// dQ for the 8 rows from `a0`: `sum_j ds[a, j] k[j]` over the keys `j < t` of the blocks `< nkb`, stored at
-/// rows `a * stride` (`a < na`) of the head's Q columns `oq` in `dqkv_b`.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
-#[inline]
-#[allow(clippy::too_many_arguments)]
-unsafe fn dq_block(
-    dqkv_b: &mut [f32],
-    ds: &[f32],
-    k: Rows<'_>,
-    t16: usize,
-    a0: usize,
-    nkb: usize,
-    na: usize,
-    stride: usize,
-    c3: usize,
-    oq: usize,
-) {
-    assert!(ds.len() >= (a0 + G) * t16 && nkb * H <= t16);
-    let dsp = ds.as_ptr();
-    let mut acc = [_mm512_setzero_ps(); G];
-    // Keys past t have ds = 0 (their probabilities are zero).
-    for j in 0..(nkb * H).min(k.n) {
-        // SAFETY: in bounds by the assert above and `Rows`.
-        unsafe {
-            let k = _mm512_loadu_ps(k.ptr(j));
-            for (g, acc) in acc.iter_mut().enumerate() {
-                let w = _mm512_set1_ps(*dsp.add((a0 + g) * t16 + j));
-                *acc = _mm512_fmadd_ps(w, k, *acc);
-            }
-        }
-    }
-    for (g, acc) in acc.iter().enumerate().take(na.saturating_sub(a0)) {
-        let row = &mut dqkv_b[(a0 + g) * stride * c3 + oq..][..H];
-        // SAFETY: `row` holds 16 floats.
-        unsafe { _mm512_storeu_ps(row.as_mut_ptr(), *acc) };
     }
 }
 
