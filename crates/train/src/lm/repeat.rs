@@ -1,28 +1,27 @@
 //! Training rows with repeated text (`repeat_fraction`, a stagewise option the reference does
-//! not have): a fixed, seeded share of the rows repeat a span of their own text later in the
-//! row, so that copying from earlier in the context pays within the few million tokens a quick
-//! run sees. On natural text alone induction heads come after about a billion tokens (the
-//! paper's LM4). Span lengths and places vary from row to row, so that no head attending at a
-//! fixed distance can do the copying: it takes an induction head.
+//! not have): a fixed, seeded share of the rows repeat their own text, so that copying from
+//! earlier in the context pays within the few million tokens a quick run sees. On natural text
+//! alone induction heads come after about a billion tokens (the paper's LM4). The period and
+//! the start of the repetition vary from row to row, so that no head attending at a fixed
+//! distance can do the copying: it takes an induction head.
 
 use stagewise_engine::rng::{Stream, tag};
 use stagewise_models::language::RowSource;
 
-/// A row's repeat: tokens `src..src + len` after BOS copied to `dst..dst + len`.
+/// A row's repetition: from token `start` after BOS on, every token repeats the one `period`
+/// before it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Repeat {
-    pub src: usize,
-    pub dst: usize,
-    pub len: usize,
+    pub start: usize,
+    pub period: usize,
 }
 
-/// Shortest repeated span.
+/// Shortest period, and fewest repeated tokens.
 pub const MIN_SPAN: usize = 4;
 
-/// `inner`'s rows, of which a `fraction` (chosen per row index by `seed`) repeat a span: with
-/// `n = n_ctx - 1` tokens after BOS, a length `len` uniform in `MIN_SPAN..=n / 2`, a
-/// destination `dst` uniform in `len..=n - len` and a source `src` uniform in `0..=dst - len`,
-/// so that the copy follows its source and overwrites nothing it copies.
+/// `inner`'s rows, of which a `fraction` (chosen per row index by `seed`) repeat: with
+/// `n = n_ctx - 1` tokens after BOS, a period uniform in `MIN_SPAN..=n / 2` and a start
+/// uniform in `period..=n - MIN_SPAN`.
 pub struct RepeatedRows<'a> {
     inner: &'a dyn RowSource,
     n_ctx: usize,
@@ -41,7 +40,7 @@ impl<'a> RepeatedRows<'a> {
         }
     }
 
-    /// Row `i`'s repeat, if it has one.
+    /// Row `i`'s repetition, if it has one.
     pub fn repeat(&self, i: usize) -> Option<Repeat> {
         let n = self.n_ctx - 1;
         if n / 2 < MIN_SPAN {
@@ -53,10 +52,9 @@ impl<'a> RepeatedRows<'a> {
         }
         // Uniform in 0..k from a 32-bit word.
         let below = |x: u32, k: usize| ((x as u64 * k as u64) >> 32) as usize;
-        let len = MIN_SPAN + below(w[1], n / 2 - MIN_SPAN + 1);
-        let dst = len + below(w[2], n - 2 * len + 1);
-        let src = below(w[3], dst - len + 1);
-        Some(Repeat { src, dst, len })
+        let period = MIN_SPAN + below(w[1], n / 2 - MIN_SPAN + 1);
+        let start = period + below(w[2], n - MIN_SPAN - period + 1);
+        Some(Repeat { start, period })
     }
 }
 
@@ -68,7 +66,9 @@ impl RowSource for RepeatedRows<'_> {
     fn row_into(&self, i: usize, out: &mut [u32]) {
         self.inner.row_into(i, out);
         if let Some(r) = self.repeat(i) {
-            out.copy_within(1 + r.src..1 + r.src + r.len, 1 + r.dst);
+            for j in 1 + r.start..self.n_ctx {
+                out[j] = out[j - r.period];
+            }
         }
     }
 }
@@ -82,37 +82,41 @@ mod tests {
     }
 
     #[test]
-    fn chosen_rows_copy_one_earlier_span_and_the_rest_are_untouched() {
+    fn chosen_rows_repeat_their_text_and_the_rest_are_untouched() {
         let (rows, n_ctx) = (4000, 33);
         let c = corpus(rows, n_ctx);
         let r = RepeatedRows::new(&c, n_ctx, 0.25, 7);
         let (mut got, mut orig) = (vec![0u32; n_ctx], vec![0u32; n_ctx]);
-        let (mut repeated, mut lens, mut dsts) = (0, vec![0; 17], vec![0; 33]);
+        let (mut repeated, mut periods, mut starts) = (0, vec![0; 17], vec![0; 33]);
         for i in 0..rows {
             r.row_into(i, &mut got);
             c.row_into(i, &mut orig);
-            let Some(Repeat { src, dst, len }) = r.repeat(i) else {
+            let Some(Repeat { start, period }) = r.repeat(i) else {
                 assert_eq!(got, orig, "row {i}");
                 continue;
             };
             repeated += 1;
-            lens[len] += 1;
-            dsts[dst] += 1;
-            assert!((MIN_SPAN..=16).contains(&len) && src + len <= dst && dst + len <= 32);
+            periods[period] += 1;
+            starts[start] += 1;
+            assert!((MIN_SPAN..=16).contains(&period) && period <= start && start <= 28);
+            // The corpus counts up, so token j after BOS is its own original index or, from
+            // `start` on, the original index of the token at the same phase of the period.
             for j in 0..n_ctx {
-                let want = if (1 + dst..1 + dst + len).contains(&j) {
-                    orig[j - dst + src]
-                } else {
-                    orig[j]
-                };
-                assert_eq!(got[j], want, "row {i}, position {j}");
+                let mut k = j;
+                while k > start {
+                    k -= period;
+                }
+                assert_eq!(got[j], orig[k], "row {i}, position {j}");
             }
         }
         // 1000 expected; a binomial's standard deviation is ~27.
         assert!((880..1120).contains(&repeated), "{repeated} of {rows}");
-        // Every length and many destinations occur: no fixed distance does the copying.
-        assert!(lens[MIN_SPAN..].iter().all(|&k| k > 0), "{lens:?}");
-        assert!(dsts.iter().filter(|&&k| k > 0).count() >= 20, "{dsts:?}");
+        // Every period and many starts occur: no fixed distance does the copying.
+        assert!(periods[MIN_SPAN..].iter().all(|&k| k > 0), "{periods:?}");
+        assert!(
+            starts.iter().filter(|&&k| k > 0).count() >= 20,
+            "{starts:?}"
+        );
     }
 
     #[test]
@@ -124,7 +128,10 @@ mod tests {
         let all = RepeatedRows::new(&c, n_ctx, 1.0, 3);
         assert!((0..rows).all(|i| all.repeat(i).is_some()));
         let short = RepeatedRows::new(&c, 2 * MIN_SPAN, 1.0, 3);
-        assert!(short.repeat(0).is_none(), "no room for a span and its copy");
+        assert!(
+            short.repeat(0).is_none(),
+            "no room for a period and its repeat"
+        );
         let pick = |r: &RepeatedRows| (0..rows).map(|i| r.repeat(i)).collect::<Vec<_>>();
         let a = RepeatedRows::new(&c, n_ctx, 0.5, 3);
         assert_eq!(pick(&a), pick(&RepeatedRows::new(&c, n_ctx, 0.5, 3)));
