@@ -10,7 +10,8 @@
 //!
 //! The kernels: below [`LONG_T`] tokens, [`lanes`] (16 sequences side by side in SIMD lanes)
 //! forward and [`fixed`] (register-blocked per sequence and head) backward, except float32
-//! heads of 16 on AVX-512, which take [`wide`] both ways (register blocks in intrinsics); from
+//! heads of 16 on AVX-512 and AVX2, which take [`wide`] both ways (register blocks in
+//! intrinsics); from
 //! [`LONG_T`] tokens, [`long`] (blocked GEMMs) both ways; [`reference`] (plain loops) for head
 //! sizes the others are not compiled for.
 
@@ -74,9 +75,17 @@ pub fn attention_forward<I, T: Float>(
         return long::forward::<I, T>(out, probs, qkv, s);
     }
     #[cfg(target_arch = "x86_64")]
-    if I::WIDE && s.head_size() == 16 && is_f32::<T>() {
-        // SAFETY: `I::WIDE` is the AVX-512 path, which runs only on CPUs that have it; T is f32.
-        unsafe { wide::forward(as_f32_mut(out), as_f32_mut(probs), as_f32(qkv), s, stride) };
+    if I::AVX && I::FMA && s.head_size() == 16 && is_f32::<T>() {
+        let (out, probs, qkv) = (as_f32_mut(out), as_f32_mut(probs), as_f32(qkv));
+        // SAFETY: `I::WIDE` is the AVX-512 path and `I::AVX && I::FMA` at least the AVX2+FMA
+        // one, each run only on CPUs that have it; T is f32.
+        unsafe {
+            if I::WIDE {
+                wide::forward(out, probs, qkv, s, stride)
+            } else {
+                wide::forward_avx2(out, probs, qkv, s, stride)
+            }
+        };
         return;
     }
     match s.head_size() {
@@ -104,10 +113,15 @@ pub fn attention_backward<I, T: Float>(
         return long::backward::<I, T>(dqkv, dout, qkv, probs, s);
     }
     #[cfg(target_arch = "x86_64")]
-    if I::WIDE && s.head_size() == 16 && is_f32::<T>() {
-        // SAFETY: `I::WIDE` is the AVX-512 path, which runs only on CPUs that have it; T is f32.
+    if I::AVX && I::FMA && s.head_size() == 16 && is_f32::<T>() {
+        let (dqkv, dout, qkv, probs) = (as_f32_mut(dqkv), as_f32(dout), as_f32(qkv), as_f32(probs));
+        // SAFETY: as for the forward pass.
         unsafe {
-            wide::backward(as_f32_mut(dqkv), as_f32(dout), as_f32(qkv), as_f32(probs), s, stride)
+            if I::WIDE {
+                wide::backward(dqkv, dout, qkv, probs, s, stride)
+            } else {
+                wide::backward_avx2(dqkv, dout, qkv, probs, s, stride)
+            }
         };
         return;
     }
@@ -152,6 +166,8 @@ mod long;
 /// Plain loops for any head size: the path for unusual sizes and the tests' oracle.
 mod reference;
 mod softmax;
+#[cfg(target_arch = "x86_64")]
+mod v16;
 #[cfg(target_arch = "x86_64")]
 mod wide;
 

@@ -1,33 +1,92 @@
-//! Attention for float32 heads of 16 on AVX-512 (the regression model's heads), written with
-//! intrinsics: one head row is one 512-bit register, so each product is a block of 8 rows (or
-//! keys) times 16 lanes held in 8 to 16 registers, enough independent sums to keep both FMA
-//! ports busy. (The generic kernels leave this to the compiler, whose vectorisation of larger
-//! blocks measured slower, not faster.)
+//! Attention for float32 heads of 16 (the regression model's heads) on AVX-512 and AVX2,
+//! written with intrinsics over [`V16`]: one head row is one 512-bit register or two 256-bit
+//! ones, so each product is a block of G rows (or keys) times 16 lanes, G = 8 on AVX-512 (32
+//! registers) and 4 on AVX2 (16), enough independent sums to keep both FMA ports busy. (The
+//! generic kernels leave this to the compiler, whose vectorisation of larger blocks measured
+//! slower, not faster.)
 //!
 //! Per (sequence, head), Q, K, V and dY are read in place and one of K or V is transposed into
-//! zero-padded scratch (by gathers). Forward: S = Q K^T by 16-key vectors straight into the
-//! saved softmax rows, the softmax row by row, Y = P V by 8-row blocks. Backward: dP = dY V^T,
-//! dS = P (dP - sum P dP) / sqrt(16) row by row, dQ = dS K by 8-row blocks, and dK = dS^T Q with
-//! dV = P^T dY together by 8-key blocks. Causal blocks that are all zero are skipped.
-
-#[cfg(target_arch = "x86_64")]
-use std::arch::x86_64::*;
+//! zero-padded scratch. Forward: S = Q K^T by 16-key vectors straight into the saved softmax
+//! rows, the softmax row by row, Y = P V by G-row blocks. Backward: dP = dY V^T,
+//! dS = P (dP - sum P dP) / sqrt(16) row by row, dQ = dS K by G-row blocks, and dK = dS^T Q with
+//! dV = P^T dY together by G-key blocks. Causal blocks that are all zero are skipped.
 
 use super::AttnShape;
+use super::v16::{V16, Y, Z};
 
 /// Head size of this kernel.
 const H: usize = 16;
-/// Rows or keys per register block.
-const G: usize = 8;
 
-/// The forward pass (as [`super::lanes::forward`] for `H = 16`, `T = f32`).
+/// The forward pass on AVX-512 (as [`super::lanes::forward`] for `H = 16`, `T = f32`).
 ///
 /// # Safety
 /// The CPU has AVX-512F; the slices are the shapes `s` and `stride` give, with
 /// `s.c_model / s.heads == 16`.
-#[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
 pub(super) unsafe fn forward(
+    out: &mut [f32],
+    probs: &mut [f32],
+    qkv: &[f32],
+    s: AttnShape,
+    stride: usize,
+) {
+    // SAFETY: the caller's.
+    unsafe { forward_in::<Z, 8>(out, probs, qkv, s, stride) }
+}
+
+/// The forward pass on AVX2 (as [`forward`]).
+///
+/// # Safety
+/// The CPU has AVX2 and FMA; the slices as for [`forward`].
+#[target_feature(enable = "avx2,fma")]
+pub(super) unsafe fn forward_avx2(
+    out: &mut [f32],
+    probs: &mut [f32],
+    qkv: &[f32],
+    s: AttnShape,
+    stride: usize,
+) {
+    // SAFETY: the caller's.
+    unsafe { forward_in::<Y, 4>(out, probs, qkv, s, stride) }
+}
+
+/// The backward pass on AVX-512 (as [`super::fixed::backward`] for `H = 16`, `T = f32`).
+///
+/// # Safety
+/// The CPU has AVX-512F; the slices are the shapes `s` and `stride` give (as the generic
+/// kernel's), with `s.c_model / s.heads == 16`.
+#[target_feature(enable = "avx512f")]
+pub(super) unsafe fn backward(
+    dqkv: &mut [f32],
+    dout: &[f32],
+    qkv: &[f32],
+    probs: &[f32],
+    s: AttnShape,
+    stride: usize,
+) {
+    // SAFETY: the caller's.
+    unsafe { backward_in::<Z, 8>(dqkv, dout, qkv, probs, s, stride) }
+}
+
+/// The backward pass on AVX2 (as [`backward`]).
+///
+/// # Safety
+/// The CPU has AVX2 and FMA; the slices as for [`backward`].
+#[target_feature(enable = "avx2,fma")]
+pub(super) unsafe fn backward_avx2(
+    dqkv: &mut [f32],
+    dout: &[f32],
+    qkv: &[f32],
+    probs: &[f32],
+    s: AttnShape,
+    stride: usize,
+) {
+    // SAFETY: the caller's.
+    unsafe { backward_in::<Y, 4>(dqkv, dout, qkv, probs, s, stride) }
+}
+/// The forward pass in `S`, G rows per block.
+#[inline(always)]
+unsafe fn forward_in<S: V16, const G: usize>(
     out: &mut [f32],
     probs: &mut [f32],
     qkv: &[f32],
@@ -53,18 +112,18 @@ pub(super) unsafe fn forward(
             let q = Rows::new(qkv_b, oq, stride * c3, na);
             let v = Rows::new(qkv_b, ov, c3, t);
             // SAFETY: `kt` holds 16 rows of t16; K rows j < t of this head lie in qkv_b.
-            unsafe { transpose_rows(&mut kt, qkv_b, ok, c3, t) };
+            unsafe { transpose_rows::<S>(&mut kt, qkv_b, ok, c3, t) };
             let p_bh = &mut probs[(b * heads + h) * na * tp..][..na * tp];
             for a0 in (0..na).step_by(G) {
                 let nkb = ((a0 + G - 1).min(na - 1) * stride) / H + 1;
                 // SAFETY: rows a < na of p_bh, key blocks nkb * 16 <= t16 of kt.
-                unsafe { scores_block(p_bh, q, &kt, (t16, tp), a0, nkb) };
+                unsafe { scores_block::<S, G>(p_bh, q, &kt, (t16, tp), a0, nkb) };
                 // SAFETY: rows a < na of p_bh hold tp >= a * stride + 1 scores.
-                unsafe { softmax_rows(p_bh, tp, a0, (na - a0).min(G), stride, 0.25) };
+                unsafe { softmax_rows::<S, G>(p_bh, tp, a0, (na - a0).min(G), stride, 0.25) };
                 // Y = P V over the keys < t of the blocks (P is zero past each row's key).
                 let nk = (nkb * H).min(t);
                 // SAFETY: rows a < na of p_bh (tp apart, nk <= tp) and of the output.
-                unsafe { weighted_rows(out_b, (cm, oy), p_bh, tp, na, v, nk, a0, stride) };
+                unsafe { weighted_rows::<S, G>(out_b, (cm, oy), p_bh, tp, na, v, nk, a0, stride) };
             }
         }
     }
@@ -73,11 +132,9 @@ pub(super) unsafe fn forward(
 /// Softmax of the score rows `a0..a0 + rows` of `p` (row `a`: keys `0..=a * stride`, scaled by
 /// `scale`), zeros after each row's last key; as [`super::softmax::forward_row`], 16 keys per
 /// vector, each step over all the rows before the next so that their dependency chains overlap.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
-#[inline]
+#[inline(always)]
 #[allow(clippy::needless_range_loop)]
-unsafe fn softmax_rows(
+unsafe fn softmax_rows<S: V16, const G: usize>(
     p: &mut [f32],
     tp: usize,
     a0: usize,
@@ -89,93 +146,50 @@ unsafe fn softmax_rows(
     let base = p.as_mut_ptr();
     // Row g: its start and its number of live keys.
     let row = |g: usize| (unsafe { base.add((a0 + g) * tp) }, (a0 + g) * stride + 1);
-    let live = |n: usize, j0: usize| ((1u32 << (n - j0).min(H)) - 1) as __mmask16;
-    let kept = |j0: usize| ((1u32 << (tp - j0).min(H)) - 1) as __mmask16;
-    let ninf = _mm512_set1_ps(f32::NEG_INFINITY);
-    let mut mx = [0.0f32; G];
-    for (g, mx) in mx.iter_mut().enumerate().take(rows) {
-        let (r, n) = row(g);
-        let mut m = ninf;
-        for j0 in (0..n).step_by(H) {
-            // SAFETY: the mask reads keys j0 + l < n <= tp of the row.
-            m = _mm512_max_ps(m, unsafe {
-                _mm512_mask_loadu_ps(ninf, live(n, j0), r.add(j0))
-            });
-        }
-        *mx = _mm512_reduce_max_ps(m);
-    }
-    let scale = _mm512_set1_ps(scale);
-    let mut sum = [0.0f32; G];
-    for g in 0..rows {
-        let ((r, n), m) = (row(g), _mm512_set1_ps(mx[g]));
-        let mut acc = _mm512_setzero_ps();
-        for j0 in (0..n).step_by(H) {
-            // SAFETY: as above; stores keep to keys < tp.
-            unsafe {
-                let x = _mm512_maskz_loadu_ps(live(n, j0), r.add(j0));
-                let e = exp(_mm512_mul_ps(_mm512_sub_ps(x, m), scale));
-                let y = _mm512_maskz_mov_ps(live(n, j0), e);
-                acc = _mm512_add_ps(acc, y);
-                _mm512_mask_storeu_ps(r.add(j0), kept(j0), y);
+    let live = |n: usize, j0: usize| (n - j0).min(H);
+    let kept = |j0: usize| (tp - j0).min(H);
+    // SAFETY (this block): the lanes read and written are keys j0 + l < n <= tp (`live`) or
+    // < tp (`kept`) of rows a0 + g < a0 + rows.
+    unsafe {
+        let mut mx = [0.0f32; G];
+        for (g, mx) in mx.iter_mut().enumerate().take(rows) {
+            let (r, n) = row(g);
+            let mut m = S::splat(f32::NEG_INFINITY);
+            for j0 in (0..n).step_by(H) {
+                m = m.max(S::load_first_or(r.add(j0), live(n, j0), f32::NEG_INFINITY));
             }
+            *mx = m.reduce_max();
         }
-        sum[g] = _mm512_reduce_add_ps(acc);
-    }
-    for g in 0..rows {
-        let ((r, n), inv) = (row(g), _mm512_set1_ps(1.0 / sum[g]));
-        for j0 in (0..n).step_by(H) {
-            // SAFETY: as above.
-            unsafe {
-                let y = _mm512_maskz_loadu_ps(kept(j0), r.add(j0));
-                _mm512_mask_storeu_ps(r.add(j0), kept(j0), _mm512_mul_ps(y, inv));
+        let scale = S::splat(scale);
+        let mut sum = [0.0f32; G];
+        for g in 0..rows {
+            let ((r, n), m) = (row(g), S::splat(mx[g]));
+            let mut acc = S::zero();
+            for j0 in (0..n).step_by(H) {
+                let x = S::load_first(r.add(j0), live(n, j0));
+                let y = x.sub(m).mul(scale).exp().keep_first(live(n, j0));
+                acc = acc.add(y);
+                y.store_first(r.add(j0), kept(j0));
             }
+            sum[g] = acc.reduce_add();
         }
-        let z = n.next_multiple_of(H).min(tp);
-        // SAFETY: keys z..tp of the row.
-        unsafe { std::ptr::write_bytes(r.add(z), 0, tp - z) };
+        for g in 0..rows {
+            let ((r, n), inv) = (row(g), S::splat(1.0 / sum[g]));
+            for j0 in (0..n).step_by(H) {
+                let y = S::load_first(r.add(j0), kept(j0));
+                y.mul(inv).store_first(r.add(j0), kept(j0));
+            }
+            let z = n.next_multiple_of(H).min(tp);
+            // Keys z..tp of the row.
+            std::ptr::write_bytes(r.add(z), 0, tp - z);
+        }
     }
-}
-
-/// `exp` of 16 lanes: the engine's Cephes `expf` (`float.rs`), the same operations in the
-/// same order.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
-#[inline]
-fn exp(x: __m512) -> __m512 {
-    let c = _mm512_set1_ps;
-    let a = _mm512_min_ps(_mm512_max_ps(x, c(-87.3)), c(88.7));
-    let u = _mm512_add_ps(_mm512_mul_ps(a, c(std::f32::consts::LOG2_E)), c(0.5));
-    let fx = _mm512_roundscale_ps::<{ _MM_FROUND_TO_NEG_INF | _MM_FROUND_NO_EXC }>(u);
-    let r = _mm512_fmadd_ps(
-        fx,
-        c(2.121_944_4e-4),
-        _mm512_fmadd_ps(fx, c(-0.693_359_4), a),
-    );
-    let z = _mm512_mul_ps(r, r);
-    let mut y = c(1.987_569_1e-4);
-    for k in [
-        1.398_2e-3,
-        8.333_452e-3,
-        4.166_579_6e-2,
-        1.666_666_5e-1,
-        5e-1,
-    ] {
-        y = _mm512_fmadd_ps(y, r, c(k));
-    }
-    let y = _mm512_fmadd_ps(y, z, _mm512_add_ps(r, c(1.0)));
-    let biased = _mm512_sub_epi32(
-        _mm512_castps_si512(_mm512_add_ps(_mm512_add_ps(fx, c(127.0)), c(8_388_608.0))),
-        _mm512_set1_epi32(0x4B00_0000),
-    );
-    _mm512_mul_ps(y, _mm512_castsi512_ps(_mm512_slli_epi32::<23>(biased)))
 }
 
 /// `p[a, kb*16 ..] = sum_e q[a, e] kt[e, kb*16 ..]` (raw scores) for the active rows of the
 /// 8 from `a0` and key blocks `kb < nkb`, keys past `tp` not stored.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
-#[inline]
-unsafe fn scores_block(
+#[inline(always)]
+unsafe fn scores_block<S: V16, const G: usize>(
     p: &mut [f32],
     q: Rows<'_>,
     kt: &[f32],
@@ -188,21 +202,20 @@ unsafe fn scores_block(
     let (pp, ktp) = (p.as_mut_ptr(), kt.as_ptr());
     let qs: [*const f32; G] = std::array::from_fn(|g| q.ptr(a0 + g));
     for kb in 0..nkb {
-        let mut acc = [_mm512_setzero_ps(); G];
-        for e in 0..H {
-            // SAFETY: in bounds by the assert above and `Rows`.
-            unsafe {
-                let m = _mm512_loadu_ps(ktp.add(e * t16 + kb * H));
+        // SAFETY: in bounds by the assert above and `Rows`; stores keep to lanes
+        // kb*16 + l < tp of rows a0 + g < na.
+        unsafe {
+            let mut acc = [S::zero(); G];
+            for e in 0..H {
+                let m = S::load(ktp.add(e * t16 + kb * H));
                 for (g, acc) in acc.iter_mut().enumerate() {
-                    *acc = _mm512_fmadd_ps(_mm512_set1_ps(*qs[g].add(e)), m, *acc);
+                    *acc = S::fmadd(S::splat(*qs[g].add(e)), m, *acc);
                 }
             }
-        }
-        let live = (tp - kb * H).min(H);
-        let mask = ((1u32 << live) - 1) as __mmask16;
-        for (g, acc) in acc.iter().enumerate().take(na.saturating_sub(a0)) {
-            // SAFETY: lanes kb*16 + l < tp of row a0 + g < na.
-            unsafe { _mm512_mask_storeu_ps(pp.add((a0 + g) * tp + kb * H), mask, *acc) };
+            let live = (tp - kb * H).min(H);
+            for (g, acc) in acc.iter().enumerate().take(na.saturating_sub(a0)) {
+                acc.store_first(pp.add((a0 + g) * tp + kb * H), live);
+            }
         }
     }
 }
@@ -210,11 +223,9 @@ unsafe fn scores_block(
 /// `out[a] = sum_{j < nk} w[a, j] x[j]` for the active rows `a < rows` of the 8 from `a0`
 /// (`w` row-major, `ws` apart), stored at rows `a * stride` of the head's columns `off` of
 /// `out` (`step` apart): the attention output Y = P V, and dQ = dS K.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
-#[inline]
+#[inline(always)]
 #[allow(clippy::too_many_arguments)]
-unsafe fn weighted_rows(
+unsafe fn weighted_rows<S: V16, const G: usize>(
     out: &mut [f32],
     (step, off): (usize, usize),
     w: &[f32],
@@ -232,31 +243,25 @@ unsafe fn weighted_rows(
         // SAFETY: row a0 + g (or a0) holds nk weights, by the assert above.
         unsafe { w.as_ptr().add((a0 + if g < rows { g } else { 0 }) * ws) }
     });
-    let mut acc = [_mm512_setzero_ps(); G];
-    for j in 0..nk {
-        // SAFETY: keys j < nk of those rows; row j < x.n of x.
-        unsafe {
-            let xj = _mm512_loadu_ps(x.ptr(j));
+    // SAFETY: keys j < nk of those rows; row j < x.n of x; each output row holds 16 floats.
+    unsafe {
+        let mut acc = [S::zero(); G];
+        for j in 0..nk {
+            let xj = S::load(x.ptr(j));
             for (g, acc) in acc.iter_mut().enumerate() {
-                *acc = _mm512_fmadd_ps(_mm512_set1_ps(*wr[g].add(j)), xj, *acc);
+                *acc = S::fmadd(S::splat(*wr[g].add(j)), xj, *acc);
             }
         }
-    }
-    for (g, acc) in acc.iter().enumerate().take(rows) {
-        let row = &mut out[(a0 + g) * stride * step + off..][..H];
-        // SAFETY: `row` holds 16 floats.
-        unsafe { _mm512_storeu_ps(row.as_mut_ptr(), *acc) };
+        for (g, acc) in acc.iter().enumerate().take(rows) {
+            let row = &mut out[(a0 + g) * stride * step + off..][..H];
+            acc.store(row.as_mut_ptr());
+        }
     }
 }
 
-/// The backward pass (as [`super::fixed::backward`] for `H = 16`, `T = f32`).
-///
-/// # Safety
-/// The CPU has AVX-512F; the slices are the shapes `s` and `stride` give (as the generic
-/// kernel's), with `s.c_model / s.heads == 16`.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
-pub(super) unsafe fn backward(
+/// The backward pass in `S`, G rows per block.
+#[inline(always)]
+unsafe fn backward_in<S: V16, const G: usize>(
     dqkv: &mut [f32],
     dout: &[f32],
     qkv: &[f32],
@@ -279,7 +284,8 @@ pub(super) unsafe fn backward(
     // Zero padding (keys past t) is written once and never overwritten.
     let mut vt = vec![0.0f32; H * t16];
     let mut ds = vec![0.0f32; na8 * t16];
-    let scale = _mm512_set1_ps(0.25); // 1 / sqrt(16)
+    // SAFETY: the caller's target features.
+    let scale = unsafe { S::splat(0.25) }; // 1 / sqrt(16)
     for b in 0..s.nseq {
         let qkv_b = &qkv[b * t * c3..(b + 1) * t * c3];
         let dout_b = &dout[b * t * cm..(b + 1) * t * cm];
@@ -291,20 +297,20 @@ pub(super) unsafe fn backward(
             let k = Rows::new(qkv_b, ok, c3, t);
             let dy = Rows::new(dout_b, oy, stride * cm, na);
             // SAFETY: `vt` holds 16 rows of t16; V rows j < t of this head lie in qkv_b.
-            unsafe { transpose_rows(&mut vt, qkv_b, ov, c3, t) };
+            unsafe { transpose_rows::<S>(&mut vt, qkv_b, ov, c3, t) };
             let p_bh = &probs[(b * heads + h) * na * tp..][..na * tp];
             for a0 in (0..na).step_by(G) {
                 // Keys blocks of 16 up to the block's last query position.
                 let nkb = ((a0 + G - 1).min(na - 1) * stride) / H + 1;
                 // SAFETY: the scratch holds na8 rows of t16 keys; nkb * 16 <= t16.
                 unsafe {
-                    dp_block(&mut ds, dy, &vt, t16, a0, nkb);
+                    dp_block::<S, G>(&mut ds, dy, &vt, t16, a0, nkb);
                     for a in a0..(a0 + G).min(na) {
-                        ds_row(&mut ds[a * t16..][..nkb * H], &p_bh[a * tp..][..tp], scale);
+                        ds_row::<S>(&mut ds[a * t16..][..nkb * H], &p_bh[a * tp..][..tp], scale);
                     }
                     // dQ = dS K over the keys < t of the blocks (dS is zero past t).
                     let nk = (nkb * H).min(t);
-                    weighted_rows(dqkv_b, (c3, oq), &ds, t16, na, k, nk, a0, stride);
+                    weighted_rows::<S, G>(dqkv_b, (c3, oq), &ds, t16, na, k, nk, a0, stride);
                 }
             }
             if stride > 1 {
@@ -315,7 +321,7 @@ pub(super) unsafe fn backward(
             for j0 in (0..t).step_by(G) {
                 // SAFETY: rows a < na of ds, qs, dys and p_bh; keys j0..j0+8 <= tp, t16.
                 unsafe {
-                    dkv_block(
+                    dkv_block::<S, G>(
                         dqkv_b,
                         &ds,
                         q,
@@ -363,26 +369,18 @@ impl<'a> Rows<'a> {
 
 /// `vt[e, j] = x[j, e]` for keys `j < t` (16 at a time, by gathers), row j of x at
 /// `j * c3 + ov` of `qkv_b`; keys past t are left alone (zeros).
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
-#[inline]
-unsafe fn transpose_rows(vt: &mut [f32], qkv_b: &[f32], ov: usize, c3: usize, t: usize) {
+#[inline(always)]
+unsafe fn transpose_rows<S: V16>(vt: &mut [f32], qkv_b: &[f32], ov: usize, c3: usize, t: usize) {
     let t16 = t.next_multiple_of(H);
     assert!(vt.len() >= H * t16 && t > 0 && qkv_b.len() >= (t - 1) * c3 + ov + H);
     assert!(c3 * H < i32::MAX as usize);
-    let offsets = _mm512_mullo_epi32(
-        _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
-        _mm512_set1_epi32(c3 as i32),
-    );
     for j0 in (0..t).step_by(H) {
         let live = (t - j0).min(H);
-        let mask = ((1u32 << live) - 1) as __mmask16;
         for e in 0..H {
             // SAFETY: lanes l < live read V rows j0 + l < t, element e: in qkv_b by the assert.
             unsafe {
                 let base = qkv_b.as_ptr().add(j0 * c3 + ov + e);
-                let x = _mm512_mask_i32gather_ps::<4>(_mm512_setzero_ps(), mask, offsets, base);
-                _mm512_storeu_ps(vt.as_mut_ptr().add(e * t16 + j0), x);
+                S::gather(base, c3, live).store(vt.as_mut_ptr().add(e * t16 + j0));
             }
         }
     }
@@ -390,68 +388,66 @@ unsafe fn transpose_rows(vt: &mut [f32], qkv_b: &[f32], ov: usize, c3: usize, t:
 
 /// `ds[a, kb*16 ..][..16] = sum_e dy[a, e] vt[e, kb*16 ..]` for the 8 rows from `a0` and key
 /// blocks `kb < nkb`.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
-#[inline]
-unsafe fn dp_block(ds: &mut [f32], dy: Rows<'_>, vt: &[f32], t16: usize, a0: usize, nkb: usize) {
+#[inline(always)]
+unsafe fn dp_block<S: V16, const G: usize>(
+    ds: &mut [f32],
+    dy: Rows<'_>,
+    vt: &[f32],
+    t16: usize,
+    a0: usize,
+    nkb: usize,
+) {
     assert!(ds.len() >= (a0 + G) * t16 && nkb * H <= t16 && vt.len() >= H * t16);
     let (ds, vt) = (ds.as_mut_ptr(), vt.as_ptr());
     let ys: [*const f32; G] = std::array::from_fn(|g| dy.ptr(a0 + g));
     for kb in 0..nkb {
-        let mut acc = [_mm512_setzero_ps(); G];
-        for e in 0..H {
-            // SAFETY: in bounds by the assert above.
-            unsafe {
-                let m = _mm512_loadu_ps(vt.add(e * t16 + kb * H));
+        // SAFETY: in bounds by the assert above.
+        unsafe {
+            let mut acc = [S::zero(); G];
+            for e in 0..H {
+                let m = S::load(vt.add(e * t16 + kb * H));
                 for (g, acc) in acc.iter_mut().enumerate() {
-                    let y = _mm512_set1_ps(*ys[g].add(e));
-                    *acc = _mm512_fmadd_ps(y, m, *acc);
+                    *acc = S::fmadd(S::splat(*ys[g].add(e)), m, *acc);
                 }
             }
-        }
-        for (g, acc) in acc.iter().enumerate() {
-            // SAFETY: in bounds by the assert above.
-            unsafe { _mm512_storeu_ps(ds.add((a0 + g) * t16 + kb * H), *acc) };
+            for (g, acc) in acc.iter().enumerate() {
+                acc.store(ds.add((a0 + g) * t16 + kb * H));
+            }
         }
     }
 }
 
 /// One row of the softmax backward: `d <- p * (d - sum(p * d)) * scale` over `d`'s key blocks;
 /// `p` is the row of `tp` probabilities (zeros past the query), read as zeros past `tp`.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
-#[inline]
-unsafe fn ds_row(d: &mut [f32], p: &[f32], scale: __m512) {
+#[inline(always)]
+unsafe fn ds_row<S: V16>(d: &mut [f32], p: &[f32], scale: S) {
     let p_at = |j0: usize| {
         let live = p.len().saturating_sub(j0).min(H);
-        let mask: __mmask16 = ((1u32 << live) - 1) as __mmask16;
-        // SAFETY: the mask covers only elements j0 + l < p.len().
-        unsafe { _mm512_maskz_loadu_ps(mask, p.as_ptr().add(j0.min(p.len()))) }
+        // SAFETY: the lanes read are elements j0 + l < p.len().
+        unsafe { S::load_first(p.as_ptr().add(j0.min(p.len())), live) }
     };
-    let mut dot = _mm512_setzero_ps();
-    for j0 in (0..d.len()).step_by(H) {
-        // SAFETY: d.len() is a multiple of 16.
-        let x = unsafe { _mm512_loadu_ps(d.as_ptr().add(j0)) };
-        dot = _mm512_fmadd_ps(p_at(j0), x, dot);
-    }
-    let dot = _mm512_set1_ps(_mm512_reduce_add_ps(dot));
-    for j0 in (0..d.len()).step_by(H) {
-        // SAFETY: as above.
-        unsafe {
-            let x = _mm512_loadu_ps(d.as_ptr().add(j0));
-            let y = _mm512_mul_ps(_mm512_mul_ps(p_at(j0), _mm512_sub_ps(x, dot)), scale);
-            _mm512_storeu_ps(d.as_mut_ptr().add(j0), y);
+    // SAFETY: d.len() is a multiple of 16.
+    unsafe {
+        let mut dot = S::zero();
+        for j0 in (0..d.len()).step_by(H) {
+            dot = S::fmadd(p_at(j0), S::load(d.as_ptr().add(j0)), dot);
+        }
+        let dot = S::splat(dot.reduce_add());
+        for j0 in (0..d.len()).step_by(H) {
+            let x = S::load(d.as_ptr().add(j0));
+            p_at(j0)
+                .mul(x.sub(dot))
+                .mul(scale)
+                .store(d.as_mut_ptr().add(j0));
         }
     }
 }
 
 /// dK and dV of the 8 keys from `j0`: `sum_a ds[a, j] q[a]` and `sum_a p[a, j] dy[a]` over the
 /// rows that see them (`a * stride >= j`), stored at rows `j < t`.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
-#[inline]
+#[inline(always)]
 #[allow(clippy::too_many_arguments)]
-unsafe fn dkv_block(
+unsafe fn dkv_block<S: V16, const G: usize>(
     dqkv_b: &mut [f32],
     ds: &[f32],
     q: Rows<'_>,
@@ -465,60 +461,21 @@ unsafe fn dkv_block(
     let na = q.n;
     assert!(ds.len() >= na * t16 && dy.n == na && p.len() >= na * tp && j0 + G <= tp.min(t16));
     let (dsp, pp) = (ds.as_ptr(), p.as_ptr());
-    let mut dk = [_mm512_setzero_ps(); G];
-    let mut dv = [_mm512_setzero_ps(); G];
-    for a in j0.div_ceil(stride)..na {
-        // SAFETY: in bounds by the assert above.
-        unsafe {
-            let (q, y) = (_mm512_loadu_ps(q.ptr(a)), _mm512_loadu_ps(dy.ptr(a)));
+    // SAFETY: in bounds by the assert above; the key and value columns of a row hold 16 floats.
+    unsafe {
+        let mut dk = [S::zero(); G];
+        let mut dv = [S::zero(); G];
+        for a in j0.div_ceil(stride)..na {
+            let (q, y) = (S::load(q.ptr(a)), S::load(dy.ptr(a)));
             for g in 0..G {
-                let w = _mm512_set1_ps(*dsp.add(a * t16 + j0 + g));
-                dk[g] = _mm512_fmadd_ps(w, q, dk[g]);
-                let pw = _mm512_set1_ps(*pp.add(a * tp + j0 + g));
-                dv[g] = _mm512_fmadd_ps(pw, y, dv[g]);
+                dk[g] = S::fmadd(S::splat(*dsp.add(a * t16 + j0 + g)), q, dk[g]);
+                dv[g] = S::fmadd(S::splat(*pp.add(a * tp + j0 + g)), y, dv[g]);
             }
         }
-    }
-    for g in 0..G.min(t - j0) {
-        let row = &mut dqkv_b[(j0 + g) * c3..][..c3];
-        // SAFETY: the key and value columns of the row hold 16 floats each.
-        unsafe {
-            _mm512_storeu_ps(row[ok..][..H].as_mut_ptr(), dk[g]);
-            _mm512_storeu_ps(row[ov..][..H].as_mut_ptr(), dv[g]);
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::Float;
-    use crate::simd::{Avx512, Level, supported};
-
-    /// The intrinsics `exp` is the engine's `expf`, bit for bit, over its whole clamped range.
-    #[test]
-    fn exp_is_the_engines_expf_bit_for_bit() {
-        if !supported().contains(&Level::Avx512) {
-            eprintln!("no AVX-512 on this CPU: skipped");
-            return;
-        }
-        let xs: Vec<f32> = (0..200_000)
-            .map(|i| -100.0 + i as f32 * 1e-3 + (i % 7) as f32 * 1.3e-7)
-            .collect();
-        let mut want = xs.clone();
-        #[target_feature(enable = "avx512f,avx2,fma")]
-        fn engine(x: &mut [f32]) {
-            f32::exp_in_place::<Avx512>(x)
-        }
-        // SAFETY: the CPU has AVX-512 (checked above).
-        unsafe { engine(&mut want) };
-        for (c, w) in xs.chunks_exact(H).zip(want.chunks_exact(H)) {
-            let mut got = [0.0f32; H];
-            // SAFETY: as above; `c` holds 16 floats.
-            unsafe { _mm512_storeu_ps(got.as_mut_ptr(), exp(_mm512_loadu_ps(c.as_ptr()))) };
-            for l in 0..H {
-                assert_eq!(got[l].to_bits(), w[l].to_bits(), "exp({})", c[l]);
-            }
+        for g in 0..G.min(t - j0) {
+            let row = &mut dqkv_b[(j0 + g) * c3..][..c3];
+            dk[g].store(row[ok..][..H].as_mut_ptr());
+            dv[g].store(row[ov..][..H].as_mut_ptr());
         }
     }
 }
