@@ -10,7 +10,7 @@ use anyhow::{Context, Result, bail};
 use stagewise_io::config::{parse_yaml, resolve_document, typed_as};
 use stagewise_models::language::LanguageModel;
 use stagewise_text::{TextTokenizer, TokenRows, read_corpus};
-use stagewise_train::lm::{LmEvaluator, LmTrainConfig, LmTrainer};
+use stagewise_train::lm::{LmEvaluator, LmTrainConfig, LmTrainer, RepeatedRows, RowSource};
 
 use crate::lock::Lock;
 use crate::observe::Observer;
@@ -260,6 +260,13 @@ pub fn lm_data(
     Ok((tok, train_rows, test_rows))
 }
 
+/// The rows a run trains on: its training corpus, with `repeat_fraction` of the rows
+/// repeating their first half (none by default, as in the reference).
+pub fn training_rows<'a>(cfg: &LmTrainConfig, rows: &'a TokenRows) -> RepeatedRows<'a> {
+    let t = &cfg.transformer_config;
+    RepeatedRows::new(rows, t.n_ctx, cfg.repeat_fraction, t.seed)
+}
+
 fn steps_reached(spec: &stagewise_train::steps::StepsSpec, n: u64) -> BTreeSet<u64> {
     spec.expand(n).into_iter().filter(|s| *s < n).collect()
 }
@@ -292,7 +299,8 @@ pub fn train_lm(opts: &LmTrainOptions, obs: &dyn Observer) -> Result<LmTrainResu
     }
     // The data first: a missing or bad corpus leaves no config behind that would make the
     // next call a resume.
-    let (_tok, train_rows, test_rows) = lm_data(&cfg, &run, obs)?;
+    let (_tok, train_tokens, test_rows) = lm_data(&cfg, &run, obs)?;
+    let train_rows = training_rows(&cfg, &train_tokens);
     if !opts.resume {
         let yaml = serde_saphyr::to_string(&cfg).context("serialising the config")?;
         run.write_config_text(&yaml)?;

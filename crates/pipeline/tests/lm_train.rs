@@ -205,6 +205,12 @@ fn bad_language_inputs_are_errors_that_name_the_problem() {
         e.contains("positional_embedding_type") && e.contains("shortformer"),
         "{e}"
     );
+    let e = run(&["repeat_fraction=1.5"], "r5");
+    assert!(e.contains("repeat_fraction") && e.contains("[0, 1]"), "{e}");
+    assert!(
+        !dir.join("r5/config.yaml").exists(),
+        "a rejected config was written"
+    );
     std::fs::write(dir.join("tok.json"), "{}").unwrap();
     let tok = format!("tokenizer={}", dir.join("tok.json").display());
     let e = run(&[tok.as_str()], "r4");

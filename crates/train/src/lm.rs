@@ -10,9 +10,11 @@ use crate::config::{CheckpointerConfig, ConfigError, LoggingConfig, OptimizerCon
 use crate::steps::StepsSpec;
 
 pub mod eval;
+mod repeat;
 mod trainer;
 
 pub use eval::{LmEvaluator, NgramTables};
+pub use repeat::{Repeat, RepeatedRows};
 pub use stagewise_models::language::RowSource;
 pub use trainer::{LmState, LmTrainer, evaluate_rows};
 
@@ -170,6 +172,14 @@ pub struct LmTrainConfig {
     /// Test rows evaluated (the first ones; default all).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub num_test_rows: Option<usize>,
+    /// Share of the training rows (chosen by seed) that repeat a span of their own text later
+    /// in the row ([`RepeatedRows`]); not in the reference, whose value is 0.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub repeat_fraction: f64,
+}
+
+fn is_zero(x: &f64) -> bool {
+    *x == 0.0
 }
 
 impl LmTrainConfig {
@@ -188,6 +198,7 @@ impl LmTrainConfig {
             tokenizer: d_tokenizer(),
             text_field: None,
             num_test_rows: None,
+            repeat_fraction: 0.0,
         }
     }
 
@@ -233,6 +244,13 @@ impl LmTrainConfig {
         }
         if self.batch_size == 0 {
             return Err(invalid("batch_size", 0, "expected a positive integer"));
+        }
+        if !(0.0..=1.0).contains(&self.repeat_fraction) {
+            return Err(invalid(
+                "repeat_fraction",
+                self.repeat_fraction,
+                "a share of the training rows in [0, 1]",
+            ));
         }
         if self.num_test_rows == Some(0) {
             return Err(invalid("num_test_rows", 0, "expected a positive integer"));

@@ -1,5 +1,5 @@
 //! The LLC over a language-model run's checkpoints: the sampler's data set is the first
-//! `eval_dataset_size` training rows (its minibatches `grad_batch_size` rows), the loss the
+//! `eval_dataset_size` training rows, as the run trained on them (`repeat_fraction`) (its minibatches `grad_batch_size` rows), the loss the
 //! mean next-token cross-entropy, per-token parts the n_ctx - 1 positions; the sweep itself
 //! (table, traces, resume) is the regression runs'.
 
@@ -7,7 +7,7 @@ use anyhow::{Result, bail};
 use stagewise_sampling::config::GradBatchOrigin;
 use stagewise_sampling::language::LmDataset;
 
-use super::{lm_data, open_lm_run};
+use super::{lm_data, open_lm_run, training_rows};
 use crate::llc::{LlcOptions, LlcResult, Sweep};
 use crate::observe::Observer;
 use crate::rundir::RunDir;
@@ -20,7 +20,8 @@ pub fn llc_lm(run: &RunDir, opts: &LlcOptions, obs: &dyn Observer) -> Result<Llc
     let (cfg, model, steps) = open_lm_run(run, &opts.select)?;
     let sampler = &opts.sampler;
     let mask = sampler.mask(&model.layout)?;
-    let (_tok, train_rows, _test) = lm_data(&cfg, run, obs)?;
+    let (_tok, train_tokens, _test) = lm_data(&cfg, run, obs)?;
+    let train_rows = training_rows(&cfg, &train_tokens);
     let mut pot = LmDataset::new(
         &model,
         &train_rows,
