@@ -321,3 +321,23 @@ fn the_whole_pipeline_runs_on_a_language_model_config() {
     );
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// The shipped induction config is the quick config with only the fields its comment names
+/// changed.
+#[test]
+fn the_induction_config_is_the_quick_one_longer_with_repeated_rows() {
+    use stagewise_pipeline::lm::{LM_QUICK_YAML, load_lm_config};
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../configs/lm-induction.yaml"
+    );
+    let text = std::fs::read_to_string(path).unwrap();
+    let (ind, _) = load_lm_config(&text, path, &[], None).unwrap();
+    let (mut quick, _) = load_lm_config(LM_QUICK_YAML, "lm-quick.yaml", &[], None).unwrap();
+    assert_eq!(quick.repeat_fraction, 0.0);
+    quick.run_name = Some("lm-induction".into());
+    quick.num_steps = 16_000;
+    quick.optimizer_config.lr = 3e-3;
+    quick.repeat_fraction = 0.5;
+    assert_eq!(ind, quick);
+}
