@@ -167,8 +167,6 @@ mod long;
 mod reference;
 mod softmax;
 #[cfg(target_arch = "x86_64")]
-mod v16;
-#[cfg(target_arch = "x86_64")]
 mod wide;
 
 #[cfg(test)]

@@ -1,5 +1,6 @@
 //! LayerNorm over the last axis, torch semantics (biased variance, affine weight and bias).
-//! Float32 rows of a multiple of 16 on AVX-512 take [`wide`] (four rows at a time, intrinsics).
+//! Float32 rows of a multiple of 16 on AVX-512 and AVX2 take [`wide`] (four rows at a time,
+//! intrinsics).
 
 use crate::reduce::{sum, sum_sq_dev};
 use crate::simd::fma;
@@ -19,14 +20,18 @@ pub fn layernorm_forward<I, T: Float>(
     eps: f64,
 ) {
     #[cfg(target_arch = "x86_64")]
-    if I::WIDE && c.is_multiple_of(16) && crate::attention::is_f32::<T>() {
+    if I::AVX && I::FMA && c.is_multiple_of(16) && crate::attention::is_f32::<T>() {
         use crate::attention::{as_f32, as_f32_mut};
-        // SAFETY: `I::WIDE` is the AVX-512 path, which runs only on CPUs that have it; T is f32.
+        let stats = (as_f32_mut(mean), as_f32_mut(rstd));
+        let (out, x, wb) = (as_f32_mut(out), as_f32(x), (as_f32(w), as_f32(b)));
+        // SAFETY: `I::WIDE` is the AVX-512 path and `I::AVX && I::FMA` at least the AVX2+FMA
+        // one, each run only on CPUs that have it; T is f32.
         unsafe {
-            wide::forward(
-                as_f32_mut(out), as_f32_mut(mean), as_f32_mut(rstd), as_f32(x), as_f32(w),
-                as_f32(b), n, c, eps as f32,
-            )
+            if I::WIDE {
+                wide::forward(out, stats, x, wb, n, c, eps as f32)
+            } else {
+                wide::forward_avx2(out, stats, x, wb, n, c, eps as f32)
+            }
         };
         return;
     }
@@ -65,14 +70,17 @@ pub fn layernorm_backward<I, T: Float>(
     c: usize,
 ) {
     #[cfg(target_arch = "x86_64")]
-    if I::WIDE && c.is_multiple_of(16) && crate::attention::is_f32::<T>() {
+    if I::AVX && I::FMA && c.is_multiple_of(16) && crate::attention::is_f32::<T>() {
         use crate::attention::{as_f32, as_f32_mut};
-        // SAFETY: `I::WIDE` is the AVX-512 path, which runs only on CPUs that have it; T is f32.
+        let grads = (as_f32_mut(dx), as_f32_mut(dw), as_f32_mut(db));
+        let (dout, x, stats) = (as_f32(dout), as_f32(x), (as_f32(mean), as_f32(rstd)));
+        // SAFETY: as for the forward pass.
         unsafe {
-            wide::backward(
-                as_f32_mut(dx), as_f32_mut(dw), as_f32_mut(db), as_f32(dout), as_f32(x),
-                as_f32(mean), as_f32(rstd), as_f32(w), n, c,
-            )
+            if I::WIDE {
+                wide::backward(grads, dout, x, stats, as_f32(w), (n, c))
+            } else {
+                wide::backward_avx2(grads, dout, x, stats, as_f32(w), (n, c))
+            }
         };
         return;
     }

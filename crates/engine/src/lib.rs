@@ -15,5 +15,7 @@ pub mod relu;
 pub mod rng;
 pub mod simd;
 pub mod softmax;
+#[cfg(target_arch = "x86_64")]
+mod v16;
 
 pub use float::Float;

@@ -12,7 +12,7 @@
 //! dV = P^T dY together by G-key blocks. Causal blocks that are all zero are skipped.
 
 use super::AttnShape;
-use super::v16::{V16, Y, Z};
+use crate::v16::{V16, Y, Z};
 
 /// Head size of this kernel.
 const H: usize = 16;

@@ -1,32 +1,97 @@
-//! LayerNorm for float32 rows of a multiple of 16 on AVX-512, written with intrinsics. A row's
-//! statistics end in horizontal reductions whose latency dominates a short row (64 features:
-//! four registers), so rows go four at a time, each step over all four before the next, and
-//! their dependency chains overlap. Same formulas as the generic kernels.
+//! LayerNorm for float32 rows of a multiple of 16 on AVX-512 and AVX2, written with intrinsics
+//! over [`V16`]. A row's statistics end in horizontal reductions whose latency dominates a
+//! short row (64 features: four vectors), so rows go four at a time, each step over all four
+//! before the next, and their dependency chains overlap. Same formulas as the generic kernels.
 
 #![allow(clippy::needless_range_loop)]
 
-#[cfg(target_arch = "x86_64")]
-use std::arch::x86_64::*;
+use crate::v16::{V16, Y, Z};
 
 /// Rows per group.
 const R: usize = 4;
 /// Lanes per vector.
 const V: usize = 16;
 
-/// As [`super::layernorm_forward`] for `T = f32`, `c % 16 == 0`.
+/// The forward pass on AVX-512 (as [`super::layernorm_forward`] for `T = f32`, `c % 16 == 0`).
 ///
 /// # Safety
 /// The CPU has AVX-512F; the slices hold `n` rows of `c` (and `n` statistics, `c` weights).
-#[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
 #[allow(clippy::too_many_arguments)]
 pub(super) unsafe fn forward(
     out: &mut [f32],
-    mean: &mut [f32],
-    rstd: &mut [f32],
+    stats: (&mut [f32], &mut [f32]),
     x: &[f32],
+    (w, b): (&[f32], &[f32]),
+    n: usize,
+    c: usize,
+    eps: f32,
+) {
+    // SAFETY: the caller's.
+    unsafe { forward_in::<Z>(out, stats, x, (w, b), n, c, eps) }
+}
+
+/// The forward pass on AVX2 (as [`forward`]).
+///
+/// # Safety
+/// The CPU has AVX2 and FMA; the slices as for [`forward`].
+#[target_feature(enable = "avx2,fma")]
+#[allow(clippy::too_many_arguments)]
+pub(super) unsafe fn forward_avx2(
+    out: &mut [f32],
+    stats: (&mut [f32], &mut [f32]),
+    x: &[f32],
+    (w, b): (&[f32], &[f32]),
+    n: usize,
+    c: usize,
+    eps: f32,
+) {
+    // SAFETY: the caller's.
+    unsafe { forward_in::<Y>(out, stats, x, (w, b), n, c, eps) }
+}
+
+/// The backward pass on AVX-512 (as [`super::layernorm_backward`] for `T = f32`,
+/// `c % 16 == 0`); `grads` are dx, dw and db.
+///
+/// # Safety
+/// The CPU has AVX-512F; the slices hold `n` rows of `c` (and `n` statistics, `c` weights).
+#[target_feature(enable = "avx512f")]
+pub(super) unsafe fn backward(
+    grads: (&mut [f32], &mut [f32], &mut [f32]),
+    dout: &[f32],
+    x: &[f32],
+    stats: (&[f32], &[f32]),
     w: &[f32],
-    b: &[f32],
+    (n, c): (usize, usize),
+) {
+    // SAFETY: the caller's.
+    unsafe { backward_in::<Z>(grads, dout, x, stats, w, (n, c)) }
+}
+
+/// The backward pass on AVX2 (as [`backward`]).
+///
+/// # Safety
+/// The CPU has AVX2 and FMA; the slices as for [`backward`].
+#[target_feature(enable = "avx2,fma")]
+pub(super) unsafe fn backward_avx2(
+    grads: (&mut [f32], &mut [f32], &mut [f32]),
+    dout: &[f32],
+    x: &[f32],
+    stats: (&[f32], &[f32]),
+    w: &[f32],
+    (n, c): (usize, usize),
+) {
+    // SAFETY: the caller's.
+    unsafe { backward_in::<Y>(grads, dout, x, stats, w, (n, c)) }
+}
+
+/// The forward pass in `S`.
+#[inline(always)]
+unsafe fn forward_in<S: V16>(
+    out: &mut [f32],
+    (mean, rstd): (&mut [f32], &mut [f32]),
+    x: &[f32],
+    (w, b): (&[f32], &[f32]),
     n: usize,
     c: usize,
     eps: f32,
@@ -44,63 +109,50 @@ pub(super) unsafe fn forward(
     let (xp, op, wp, bp) = (x.as_ptr(), out.as_mut_ptr(), w.as_ptr(), b.as_ptr());
     for i0 in (0..n).step_by(R) {
         let rows = (n - i0).min(R);
-        let mut m = [0.0f32; R];
-        for r in 0..rows {
-            let mut s = _mm512_setzero_ps();
-            for j in (0..c).step_by(V) {
-                // SAFETY: row i0 + r < n, features j..j+16 <= c.
-                s = _mm512_add_ps(s, unsafe { _mm512_loadu_ps(xp.add((i0 + r) * c + j)) });
-            }
-            m[r] = _mm512_reduce_add_ps(s) * inv_c;
-        }
-        let mut rs = [0.0f32; R];
-        for r in 0..rows {
-            let mv = _mm512_set1_ps(m[r]);
-            let mut s = _mm512_setzero_ps();
-            for j in (0..c).step_by(V) {
-                // SAFETY: as above.
-                let d = _mm512_sub_ps(unsafe { _mm512_loadu_ps(xp.add((i0 + r) * c + j)) }, mv);
-                s = _mm512_fmadd_ps(d, d, s);
-            }
-            let var = _mm512_reduce_add_ps(s) * inv_c;
-            rs[r] = 1.0 / (var + eps).sqrt();
-        }
-        for r in 0..rows {
-            let (mv, rv) = (_mm512_set1_ps(m[r]), _mm512_set1_ps(rs[r]));
-            for j in (0..c).step_by(V) {
-                let o = (i0 + r) * c + j;
-                // SAFETY: as above.
-                unsafe {
-                    let xh = _mm512_mul_ps(_mm512_sub_ps(_mm512_loadu_ps(xp.add(o)), mv), rv);
-                    let y =
-                        _mm512_fmadd_ps(xh, _mm512_loadu_ps(wp.add(j)), _mm512_loadu_ps(bp.add(j)));
-                    _mm512_storeu_ps(op.add(o), y);
+        // SAFETY (this block): rows i0 + r < n, features j..j+16 <= c, by the assert above.
+        unsafe {
+            let mut m = [0.0f32; R];
+            for r in 0..rows {
+                let mut s = S::zero();
+                for j in (0..c).step_by(V) {
+                    s = s.add(S::load(xp.add((i0 + r) * c + j)));
                 }
+                m[r] = s.reduce_add() * inv_c;
             }
-            mean[i0 + r] = m[r];
-            rstd[i0 + r] = rs[r];
+            let mut rs = [0.0f32; R];
+            for r in 0..rows {
+                let mv = S::splat(m[r]);
+                let mut s = S::zero();
+                for j in (0..c).step_by(V) {
+                    let d = S::load(xp.add((i0 + r) * c + j)).sub(mv);
+                    s = S::fmadd(d, d, s);
+                }
+                let var = s.reduce_add() * inv_c;
+                rs[r] = 1.0 / (var + eps).sqrt();
+            }
+            for r in 0..rows {
+                let (mv, rv) = (S::splat(m[r]), S::splat(rs[r]));
+                for j in (0..c).step_by(V) {
+                    let o = (i0 + r) * c + j;
+                    let xh = S::load(xp.add(o)).sub(mv).mul(rv);
+                    S::fmadd(xh, S::load(wp.add(j)), S::load(bp.add(j))).store(op.add(o));
+                }
+                mean[i0 + r] = m[r];
+                rstd[i0 + r] = rs[r];
+            }
         }
     }
 }
 
-/// As [`super::layernorm_backward`] for `T = f32`, `c % 16 == 0`.
-///
-/// # Safety
-/// The CPU has AVX-512F; the slices hold `n` rows of `c` (and `n` statistics, `c` weights).
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
-#[allow(clippy::too_many_arguments)]
-pub(super) unsafe fn backward(
-    dx: &mut [f32],
-    dw: &mut [f32],
-    db: &mut [f32],
+/// The backward pass in `S`.
+#[inline(always)]
+unsafe fn backward_in<S: V16>(
+    (dx, dw, db): (&mut [f32], &mut [f32], &mut [f32]),
     dout: &[f32],
     x: &[f32],
-    mean: &[f32],
-    rstd: &[f32],
+    (mean, rstd): (&[f32], &[f32]),
     w: &[f32],
-    n: usize,
-    c: usize,
+    (n, c): (usize, usize),
 ) {
     assert!(
         c.is_multiple_of(V)
@@ -118,59 +170,38 @@ pub(super) unsafe fn backward(
     let (dxp, dwp, dbp) = (dx.as_mut_ptr(), dw.as_mut_ptr(), db.as_mut_ptr());
     for i0 in (0..n).step_by(R) {
         let rows = (n - i0).min(R);
-        // mean(dnorm) and mean(dnorm * xhat) per row.
-        let (mut s1, mut s2) = ([0.0f32; R], [0.0f32; R]);
-        for r in 0..rows {
-            let i = i0 + r;
-            let (mv, rv) = (_mm512_set1_ps(mean[i]), _mm512_set1_ps(rstd[i]));
-            let (mut a1, mut a2) = (_mm512_setzero_ps(), _mm512_setzero_ps());
-            for j in (0..c).step_by(V) {
-                // SAFETY: row i < n, features j..j+16 <= c.
-                unsafe {
-                    let dn = _mm512_mul_ps(
-                        _mm512_loadu_ps(dp.add(i * c + j)),
-                        _mm512_loadu_ps(wp.add(j)),
-                    );
-                    let xh =
-                        _mm512_mul_ps(_mm512_sub_ps(_mm512_loadu_ps(xp.add(i * c + j)), mv), rv);
-                    a1 = _mm512_add_ps(a1, dn);
-                    a2 = _mm512_fmadd_ps(dn, xh, a2);
-                }
-            }
-            s1[r] = _mm512_reduce_add_ps(a1) * inv_c;
-            s2[r] = _mm512_reduce_add_ps(a2) * inv_c;
-        }
-        for j in (0..c).step_by(V) {
-            // SAFETY: features j..j+16 <= c of dw, db and w.
-            let (mut gw, mut gb, wv) = unsafe {
-                (
-                    _mm512_loadu_ps(dwp.add(j)),
-                    _mm512_loadu_ps(dbp.add(j)),
-                    _mm512_loadu_ps(wp.add(j)),
-                )
-            };
+        // SAFETY (this block): rows i < n, features j..j+16 <= c of every slice, by the assert.
+        unsafe {
+            // mean(dnorm) and mean(dnorm * xhat) per row.
+            let (mut s1, mut s2) = ([0.0f32; R], [0.0f32; R]);
             for r in 0..rows {
                 let i = i0 + r;
-                let (mv, rv) = (_mm512_set1_ps(mean[i]), _mm512_set1_ps(rstd[i]));
-                // SAFETY: row i < n, features j..j+16 <= c.
-                unsafe {
-                    let d = _mm512_loadu_ps(dp.add(i * c + j));
-                    let xh =
-                        _mm512_mul_ps(_mm512_sub_ps(_mm512_loadu_ps(xp.add(i * c + j)), mv), rv);
-                    gw = _mm512_fmadd_ps(d, xh, gw);
-                    gb = _mm512_add_ps(gb, d);
-                    let dn = _mm512_mul_ps(d, wv);
-                    let g = _mm512_sub_ps(
-                        _mm512_sub_ps(dn, _mm512_set1_ps(s1[r])),
-                        _mm512_mul_ps(xh, _mm512_set1_ps(s2[r])),
-                    );
-                    _mm512_storeu_ps(dxp.add(i * c + j), _mm512_mul_ps(g, rv));
+                let (mv, rv) = (S::splat(mean[i]), S::splat(rstd[i]));
+                let (mut a1, mut a2) = (S::zero(), S::zero());
+                for j in (0..c).step_by(V) {
+                    let dn = S::load(dp.add(i * c + j)).mul(S::load(wp.add(j)));
+                    let xh = S::load(xp.add(i * c + j)).sub(mv).mul(rv);
+                    a1 = a1.add(dn);
+                    a2 = S::fmadd(dn, xh, a2);
                 }
+                s1[r] = a1.reduce_add() * inv_c;
+                s2[r] = a2.reduce_add() * inv_c;
             }
-            // SAFETY: as above.
-            unsafe {
-                _mm512_storeu_ps(dwp.add(j), gw);
-                _mm512_storeu_ps(dbp.add(j), gb);
+            for j in (0..c).step_by(V) {
+                let (mut gw, mut gb) = (S::load(dwp.add(j)), S::load(dbp.add(j)));
+                let wv = S::load(wp.add(j));
+                for r in 0..rows {
+                    let i = i0 + r;
+                    let (mv, rv) = (S::splat(mean[i]), S::splat(rstd[i]));
+                    let d = S::load(dp.add(i * c + j));
+                    let xh = S::load(xp.add(i * c + j)).sub(mv).mul(rv);
+                    gw = S::fmadd(d, xh, gw);
+                    gb = gb.add(d);
+                    let g = d.mul(wv).sub(S::splat(s1[r])).sub(xh.mul(S::splat(s2[r])));
+                    g.mul(rv).store(dxp.add(i * c + j));
+                }
+                gw.store(dwp.add(j));
+                gb.store(dbp.add(j));
             }
         }
     }

@@ -1,5 +1,6 @@
-//! Sixteen float32 lanes, one head row of 16: one AVX-512 register ([`Z`]) or two AVX2
-//! registers ([`Y`]). The wide attention kernels are written once over [`V16`]; every method
+//! Sixteen float32 lanes (one attention head row of 16, or 16 LayerNorm features): one AVX-512
+//! register ([`Z`]) or two AVX2 registers ([`Y`]). The wide attention and LayerNorm kernels
+//! are written once over [`V16`]; every method
 //! is `#[inline(always)]`, so it compiles with the target features of the kernel it lands in.
 //! Each method's body is the intrinsics it wraps, whose one condition is the trait's (the
 //! target features), so the bodies are not wrapped in `unsafe` blocks one by one.
@@ -12,7 +13,7 @@ use std::arch::x86_64::*;
 /// # Safety
 /// Every method runs only inside a function compiled for the type's instruction set (AVX-512F
 /// for [`Z`], AVX2 and FMA for [`Y`]); pointers are valid for the lanes each method names.
-pub(super) trait V16: Copy {
+pub(crate) trait V16: Copy {
     unsafe fn zero() -> Self;
     unsafe fn splat(x: f32) -> Self;
     unsafe fn load(p: *const f32) -> Self;
@@ -44,7 +45,7 @@ pub(super) trait V16: Copy {
 
 /// 16 lanes in one AVX-512 register.
 #[derive(Clone, Copy)]
-pub(super) struct Z(__m512);
+pub(crate) struct Z(__m512);
 
 #[inline(always)]
 fn mask16(live: usize) -> __mmask16 {
@@ -156,7 +157,7 @@ const EXP_P: [f32; 6] = [
 
 /// 16 lanes in two AVX2 registers (lanes 0-7, 8-15).
 #[derive(Clone, Copy)]
-pub(super) struct Y(__m256, __m256);
+pub(crate) struct Y(__m256, __m256);
 
 /// `-1` then `0`: 8 lanes read from `16 - live` (and `24 - live`) are the masks of the first
 /// `live` lanes.
