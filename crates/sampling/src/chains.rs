@@ -129,9 +129,12 @@ pub struct ChainTrace {
     pub failure: Option<String>,
 }
 
-struct ChainState<T, W> {
-    index: u32,
-    w: Vec<T>,
+/// One chain on its way: its point, scratch, worker and record. `mask` freezes coordinates
+/// (a restriction); chains of different restrictions can run side by side.
+pub(crate) struct ChainState<'m, T, W> {
+    pub(crate) index: u32,
+    mask: Option<&'m [bool]>,
+    pub(crate) w: Vec<T>,
     grad: Vec<T>,
     xi: Vec<T>,
     z: Vec<f64>,
@@ -140,7 +143,7 @@ struct ChainState<T, W> {
     here: MalaPoint<T>,
     before: MalaPoint<T>,
     worker: W,
-    trace: ChainTrace,
+    pub(crate) trace: ChainTrace,
 }
 
 /// Standard normal noise from `(seed, SGLD_NOISE, step, chain)`.
@@ -201,106 +204,135 @@ fn run_chains<T: Float, P: Potential<T>>(
     noise: &NoiseFn<'_, T>,
     progress: &dyn Fn(usize),
 ) -> Vec<ChainTrace> {
-    let dim = potential.dim();
-    assert_eq!(
-        w0.len(),
-        dim,
-        "w0 has {} values, the potential {}",
-        w0.len(),
-        dim
-    );
-    let mala = sgld.method == Method::Sgld;
-    let mut states: Vec<ChainState<T, P::Worker<'_>>> = (0..cfg.chains)
-        .map(|c| {
-            let index = cfg.first_chain + c as u32;
-            let (mut z, mut xi) = (vec![0.0; dim], vec![T::ZERO; dim]);
-            if matches!(sgld.method, Method::Sgnht { .. }) {
-                noise(index, u32::MAX as u64, &mut z, &mut xi);
-            }
-            ChainState {
-                index,
-                w: w0.to_vec(),
-                grad: vec![T::ZERO; dim],
-                state: sgld.initial_state(dim, &xi),
-                xi,
-                z,
-                here: MalaPoint::default(),
-                before: MalaPoint::default(),
-                worker: potential.worker(),
-                trace: ChainTrace::default(),
-            }
-        })
+    let mut states: Vec<_> = (0..cfg.chains)
+        .map(|c| ChainState::new(potential, w0, sgld, mask, cfg.first_chain + c as u32, noise))
         .collect();
     for step in 0..cfg.total_steps() {
-        let draw = cfg.draw_at(step);
         states
             .par_iter_mut()
             .filter(|s| s.trace.failure.is_none())
             .for_each(|s| {
-                let batch_chain = if cfg.shared_batches { 0 } else { s.index };
-                let key = BatchKey::grad(batch_chain, step as u64);
-                let loss = s.worker.loss_and_grad(&s.w, key, &mut s.grad);
-                if !loss.is_finite() {
-                    s.trace.failure = Some(format!(
-                        "chain {}: loss is {loss} at step {step}{}",
-                        s.index,
-                        draw_note(draw)
-                    ));
-                    return;
-                }
-                let mut accept = f64::NAN;
-                if mala {
-                    std::mem::swap(&mut s.here, &mut s.before);
-                    s.here.set(sgld, &s.w, w0, loss, &s.grad, mask);
-                    if step > 0 {
-                        accept = acceptance(&s.before, &s.here, sgld.epsilon, sgld.noise_level);
-                    }
-                }
-                let grad_parts = match (draw, cfg.eval) {
-                    (Some(_), EvalMethod::GradMinibatch) => s.worker.parts().to_vec(),
-                    _ => Vec::new(),
-                };
-                noise(s.index, step as u64, &mut s.z, &mut s.xi);
-                sgld.step(&mut s.w, w0, &s.grad, &s.xi, mask, &mut s.state);
-                let Some(d) = draw else { return };
-                let dist =
-                    s.w.iter()
-                        .zip(w0)
-                        .map(|(a, b)| (*a - *b).to_f64().powi(2))
-                        .sum::<f64>()
-                        .sqrt();
-                if !dist.is_finite() {
-                    s.trace.failure = Some(format!(
-                        "chain {}: weights are not finite after draw {d}",
-                        s.index
-                    ));
-                    return;
-                }
-                let (recorded, parts) = match cfg.eval {
-                    EvalMethod::GradMinibatch => (loss, grad_parts),
-                    EvalMethod::NewMinibatch => {
-                        let l = s
-                            .worker
-                            .loss(&s.w, BatchKey::eval(batch_chain, step as u64));
-                        (l, s.worker.parts().to_vec())
-                    }
-                    EvalMethod::Dataset => potential.full_loss(&s.w),
-                };
-                if !recorded.is_finite() {
-                    s.trace.failure = Some(format!(
-                        "chain {}: evaluation loss is {recorded} at draw {d}",
-                        s.index
-                    ));
-                    return;
-                }
-                s.trace.losses.push(recorded);
-                s.trace.distances.push(dist);
-                s.trace.parts.push(parts);
-                s.trace.mala.push(accept);
+                s.advance(potential, w0, sgld, cfg, noise, step);
             });
         progress(step + 1);
     }
     states.into_iter().map(|s| s.trace).collect()
+}
+
+impl<'m, T: Float, W: PotentialWorker<T>> ChainState<'m, T, W> {
+    /// Chain `index` at `w0`, frozen where `mask` is false.
+    pub(crate) fn new<P: Potential<T, Worker<'m> = W>>(
+        potential: &'m P,
+        w0: &[T],
+        sgld: &Sgld,
+        mask: Option<&'m [bool]>,
+        index: u32,
+        noise: &NoiseFn<'_, T>,
+    ) -> Self {
+        let dim = potential.dim();
+        assert_eq!(
+            w0.len(),
+            dim,
+            "w0 has {} values, the potential {}",
+            w0.len(),
+            dim
+        );
+        let (mut z, mut xi) = (vec![0.0; dim], vec![T::ZERO; dim]);
+        if matches!(sgld.method, Method::Sgnht { .. }) {
+            noise(index, u32::MAX as u64, &mut z, &mut xi);
+        }
+        ChainState {
+            index,
+            mask,
+            w: w0.to_vec(),
+            grad: vec![T::ZERO; dim],
+            state: sgld.initial_state(dim, &xi),
+            xi,
+            z,
+            here: MalaPoint::default(),
+            before: MalaPoint::default(),
+            worker: potential.worker(),
+            trace: ChainTrace::default(),
+        }
+    }
+
+    /// Step `step` of the chain: its minibatch gradient, the update and, at a draw, the record.
+    /// `Some(draw)` when the step recorded a draw (the chain's point is then `self.w`); a
+    /// non-finite loss or weight sets `trace.failure` instead.
+    pub(crate) fn advance<P: Potential<T>>(
+        &mut self,
+        potential: &P,
+        w0: &[T],
+        sgld: &Sgld,
+        cfg: &ChainConfig,
+        noise: &NoiseFn<'_, T>,
+        step: usize,
+    ) -> Option<usize> {
+        let s = self;
+        let mask = s.mask;
+        let draw = cfg.draw_at(step);
+        let batch_chain = if cfg.shared_batches { 0 } else { s.index };
+        let key = BatchKey::grad(batch_chain, step as u64);
+        let loss = s.worker.loss_and_grad(&s.w, key, &mut s.grad);
+        if !loss.is_finite() {
+            s.trace.failure = Some(format!(
+                "chain {}: loss is {loss} at step {step}{}",
+                s.index,
+                draw_note(draw)
+            ));
+            return None;
+        }
+        let mut accept = f64::NAN;
+        if sgld.method == Method::Sgld {
+            std::mem::swap(&mut s.here, &mut s.before);
+            s.here.set(sgld, &s.w, w0, loss, &s.grad, mask);
+            if step > 0 {
+                accept = acceptance(&s.before, &s.here, sgld.epsilon, sgld.noise_level);
+            }
+        }
+        let grad_parts = match (draw, cfg.eval) {
+            (Some(_), EvalMethod::GradMinibatch) => s.worker.parts().to_vec(),
+            _ => Vec::new(),
+        };
+        noise(s.index, step as u64, &mut s.z, &mut s.xi);
+        sgld.step(&mut s.w, w0, &s.grad, &s.xi, mask, &mut s.state);
+        let d = draw?;
+        let dist =
+            s.w.iter()
+                .zip(w0)
+                .map(|(a, b)| (*a - *b).to_f64().powi(2))
+                .sum::<f64>()
+                .sqrt();
+        if !dist.is_finite() {
+            s.trace.failure = Some(format!(
+                "chain {}: weights are not finite after draw {d}",
+                s.index
+            ));
+            return None;
+        }
+        let (recorded, parts) = match cfg.eval {
+            EvalMethod::GradMinibatch => (loss, grad_parts),
+            EvalMethod::NewMinibatch => {
+                let l = s
+                    .worker
+                    .loss(&s.w, BatchKey::eval(batch_chain, step as u64));
+                (l, s.worker.parts().to_vec())
+            }
+            EvalMethod::Dataset => potential.full_loss(&s.w),
+        };
+        if !recorded.is_finite() {
+            s.trace.failure = Some(format!(
+                "chain {}: evaluation loss is {recorded} at draw {d}",
+                s.index
+            ));
+            return None;
+        }
+        s.trace.losses.push(recorded);
+        s.trace.distances.push(dist);
+        s.trace.parts.push(parts);
+        s.trace.mala.push(accept);
+        Some(d)
+    }
 }
 
 fn draw_note(draw: Option<usize>) -> String {
