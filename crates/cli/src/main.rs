@@ -9,6 +9,7 @@ mod defaults;
 mod device;
 mod ed;
 mod indicators;
+mod influence;
 mod launch;
 mod llc;
 mod lm;
@@ -54,6 +55,12 @@ enum Command {
     /// Local learning coefficient (LLC) over a run's checkpoints:
     /// `stagewise llc RUN_DIR --config SAMPLER.yaml`; or `stagewise llc check ...`.
     Llc(Box<LlcArgs>),
+    /// Susceptibilities of weight restrictions (each attention head, layer...) to observables,
+    /// all restrictions in one batch: `stagewise susceptibility RUN_DIR --config SAMPLER.yaml`.
+    Susceptibility(influence::SusceptibilityArgs),
+    /// Bayesian influence function (loss correlations over the local posterior) between
+    /// fixed samples: `stagewise bif RUN_DIR --config SAMPLER.yaml`.
+    Bif(influence::BifArgs),
     /// Essential dynamics: PCA of the model's outputs across checkpoints, evolutes, vertices
     /// and forms (`stagewise ed RUN_DIR`).
     Ed(ed::EdArgs),
@@ -179,6 +186,8 @@ fn main() {
             } => calibrate::calibrate(&args),
             LlcArgs { command: None, run } => llc::run(&run),
         },
+        Command::Susceptibility(args) => influence::run_susceptibility(&args),
+        Command::Bif(args) => influence::run_bif(&args),
         Command::Ed(args) => ed::ed(&args),
         Command::Stages(args) => stages::run(&args),
         Command::Indicators(args) => indicators::run(&args),

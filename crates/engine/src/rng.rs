@@ -50,6 +50,7 @@ pub mod tag {
     pub const PARITY_TRAIN: u32 = 16;
     pub const PARITY_EVAL: u32 = 17;
     pub const LM_REPEAT: u32 = 18;
+    pub const OBSERVABLES: u32 = 19;
 }
 
 /// A random stream addressed by `(seed, tag, a, b)`; element `i` is a pure function of those.

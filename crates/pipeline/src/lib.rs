@@ -18,6 +18,7 @@ pub mod calibrate;
 pub mod device;
 pub mod ed;
 pub mod indicators;
+pub mod influence;
 pub mod known;
 pub mod llc;
 pub mod lm;

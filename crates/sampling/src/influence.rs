@@ -66,7 +66,12 @@ impl Susceptibility {
     /// Mean over the values in `range` (e.g. an observable's tokens) and its standard error
     /// over chains (NaN with fewer than two chains).
     pub fn mean_over(&self, range: std::ops::Range<usize>) -> (f64, f64) {
-        let mean = |v: &[f64]| v[range.clone()].iter().sum::<f64>() / range.len() as f64;
+        self.mean_of(&range.collect::<Vec<_>>())
+    }
+
+    /// Mean over the values at `idx` and its standard error over chains.
+    pub fn mean_of(&self, idx: &[usize]) -> (f64, f64) {
+        let mean = |v: &[f64]| idx.iter().map(|&i| v[i]).sum::<f64>() / idx.len() as f64;
         let per: Vec<f64> = self.per_chain.iter().map(|v| mean(v)).collect();
         (mean(&self.value), standard_error(&per))
     }

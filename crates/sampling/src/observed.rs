@@ -151,7 +151,7 @@ pub fn sample_observed<T: Float, P: Potential<T>, O: Observer<T>>(
     let m = len / group;
     let seed = cfg.seed;
     let noise = |chain, step, z: &mut [f64], out: &mut [T]| philox_noise(seed, chain, step, z, out);
-    let mut states: Vec<(ChainState<'_, T, P::Worker<'_>>, Slot<O::Worker<'_>>)> = masks
+    let mut states: Vec<_> = masks
         .iter()
         .enumerate()
         .flat_map(|(r, mask)| (0..cfg.chains).map(move |c| (r, mask, c)))

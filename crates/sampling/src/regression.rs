@@ -240,3 +240,56 @@ impl<T: Float> PotentialWorker<T> for DatasetWorker<'_, T> {
         &self.parts
     }
 }
+
+/// Fixed sequences observed at every draw (for susceptibilities and the BIF): the squared
+/// error of each `(sequence, example)`, `[nseq, k]` row-major.
+pub struct Observed<'m, T> {
+    pub model: &'m RegressionTransformer,
+    /// `toks[nseq, 2k, D+1]` and the targets `ys[nseq, k]`.
+    pub toks: Vec<T>,
+    pub ys: Vec<f64>,
+    pub nseq: usize,
+    pub k: usize,
+}
+
+pub struct ObservedWorker<'a, T> {
+    set: &'a Observed<'a, T>,
+    runner: ChunkedRunner<T>,
+    pred: Vec<T>,
+}
+
+impl<T: Float> crate::observed::Observer<T> for Observed<'_, T> {
+    type Worker<'a>
+        = ObservedWorker<'a, T>
+    where
+        Self: 'a;
+
+    fn len(&self) -> usize {
+        self.nseq * self.k
+    }
+
+    fn worker(&self) -> ObservedWorker<'_, T> {
+        ObservedWorker {
+            set: self,
+            runner: ChunkedRunner::new(ChunkedRunner::<T>::DEFAULT_CHUNK),
+            pred: vec![T::ZERO; self.nseq * self.k],
+        }
+    }
+}
+
+impl<T: Float> crate::observed::ObserverWorker<T> for ObservedWorker<'_, T> {
+    fn observe(&mut self, w: &[T], out: &mut [f64]) -> bool {
+        let s = self.set;
+        if self
+            .runner
+            .predict(s.model, w, &s.toks, s.nseq, 2 * s.k, &mut self.pred)
+            .is_err()
+        {
+            return false;
+        }
+        for ((o, p), y) in out.iter_mut().zip(&self.pred).zip(&s.ys) {
+            *o = (p.to_f64() - y).powi(2);
+        }
+        true
+    }
+}

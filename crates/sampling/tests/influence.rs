@@ -442,3 +442,40 @@ fn streaming_estimates_equal_the_stored_draw_formulas_and_batches_equal_single_r
         assert_eq!(alone[0].chain_mean, r[ri].chain_mean);
     }
 }
+
+#[test]
+fn the_regression_observer_sees_the_data_set_loss_per_sequence_and_example() {
+    use stagewise_engine::rng::tag;
+    use stagewise_models::{RegressionConfig, RegressionTransformer};
+    use stagewise_sampling::regression::{Dataset, Observed};
+    use stagewise_train::data::{Batch, SequenceDistribution, TaskDistribution};
+    let model = RegressionTransformer::new(RegressionConfig::l2h4(8)).unwrap();
+    let w: Vec<f32> = model.layout.init_params(3);
+    let dist = SequenceDistribution {
+        tasks: TaskDistribution::Gaussian { d: 4 },
+        k: 8,
+        noise_variance: 0.125,
+    };
+    let (n, seed) = (40, 9);
+    // The data set's sequences i = 0..n, as its full loss reads them.
+    let mut batch = Batch::<f32>::default();
+    dist.sample_into(&mut batch, n, seed, tag::LLC_DATASET, 0);
+    let set = Observed {
+        model: &model,
+        toks: batch.toks.clone(),
+        ys: batch.ys.clone(),
+        nseq: n,
+        k: 8,
+    };
+    let mut out = vec![0.0; set.len()];
+    assert!(set.worker().observe(&w, &mut out));
+    let (loss, parts) = Dataset::new(&model, dist, n, 8, seed).full_loss(&w);
+    for (t, part) in parts.iter().enumerate() {
+        let mean = (0..n).map(|s| out[s * 8 + t]).sum::<f64>() / n as f64;
+        assert!(
+            (mean - part).abs() < 1e-9 * part.max(1.0),
+            "example {t}: {mean} vs {part}"
+        );
+    }
+    assert!((out.iter().sum::<f64>() / out.len() as f64 - loss).abs() < 1e-9 * loss.max(1.0));
+}

@@ -187,9 +187,19 @@ fn downcast<T: 'static>(col: &ArrayRef) -> io::Result<&T> {
 
 /// Reads the columns of a Parquet file written by [`columns_parquet_bytes`].
 pub fn read_columns(path: &Path) -> io::Result<Vec<(String, Column)>> {
+    read_columns_from(std::fs::File::open(path)?)
+}
+
+/// [`read_columns`] of a Parquet file's bytes (from any storage).
+pub fn read_columns_bytes(bytes: Vec<u8>) -> io::Result<Vec<(String, Column)>> {
+    read_columns_from(bytes::Bytes::from(bytes))
+}
+
+fn read_columns_from<R: parquet::file::reader::ChunkReader + 'static>(
+    input: R,
+) -> io::Result<Vec<(String, Column)>> {
     use arrow_array::StringArray;
-    let file = std::fs::File::open(path)?;
-    let reader = ParquetRecordBatchReaderBuilder::try_new(file)
+    let reader = ParquetRecordBatchReaderBuilder::try_new(input)
         .map_err(other)?
         .build()
         .map_err(other)?;

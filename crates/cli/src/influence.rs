@@ -1,0 +1,107 @@
+//! `stagewise susceptibility RUN --config SAMPLER.yaml` and `stagewise bif RUN --config
+//! SAMPLER.yaml`: devinterp 2.0's susceptibilities and Bayesian influence functions at a
+//! regression run's checkpoints.
+
+use std::path::PathBuf;
+
+use anyhow::Result;
+use clap::Args;
+use stagewise_pipeline::influence::{
+    BifLevel, BifOptions, SusceptibilityOptions, bif, susceptibility,
+};
+use stagewise_pipeline::llc::Sampler;
+use stagewise_sampling::influence::ChainReduce;
+
+use crate::console::Console;
+use crate::llc::SelectArgs;
+
+/// `stagewise susceptibility RUN --config SAMPLER.yaml`: results go to
+/// `RUN/susceptibility/<sampler name>/`.
+#[derive(Args)]
+pub struct SusceptibilityArgs {
+    /// Run folder written by `stagewise train` (a regression run).
+    pub run: PathBuf,
+    /// Sampler config (YAML; the same fields as for `stagewise llc`).
+    #[arg(long)]
+    pub config: PathBuf,
+    /// Override a sampler field: `--set num_draws=100` (repeatable).
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    pub sets: Vec<String>,
+    /// Weight restrictions, all run in one batch: `heads` (each attention head's QKV rows),
+    /// `layers`, `embeddings`, a glob, or NAME=GLOB[;GLOB...] (repeatable).
+    #[arg(long, default_value = "heads")]
+    pub restrict: Vec<String>,
+    /// Observables: pretrain, true, inputs:G, tasks:G (comma-separated), or reference (the
+    /// reference's pretrain, true and inputs/tasks scaled by 3, 5, 10, 100).
+    #[arg(long, default_value = "reference")]
+    pub observables: Vec<String>,
+    /// Fixed sequences per observable.
+    #[arg(long, default_value_t = 64)]
+    pub sequences: usize,
+    #[command(flatten)]
+    pub select: SelectArgs,
+}
+
+pub fn run_susceptibility(a: &SusceptibilityArgs) -> Result<()> {
+    let run = crate::place::run_dir(&a.run)?;
+    let opts = SusceptibilityOptions {
+        sampler: Sampler::load(&a.config, &a.sets)?,
+        select: a.select.selection(),
+        restrict: a.restrict.clone(),
+        observables: a.observables.clone(),
+        sequences: a.sequences,
+    };
+    let r = susceptibility(&run, &opts, &Console::default())?;
+    eprintln!("done: {}", r.folder);
+    Ok(())
+}
+
+/// `stagewise bif RUN --config SAMPLER.yaml`: results go to `RUN/bif/<sampler name>/`.
+#[derive(Args)]
+pub struct BifArgs {
+    /// Run folder written by `stagewise train` (a regression run).
+    pub run: PathBuf,
+    /// Sampler config (YAML; the same fields as for `stagewise llc`).
+    #[arg(long)]
+    pub config: PathBuf,
+    /// Override a sampler field: `--set num_draws=100` (repeatable).
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    pub sets: Vec<String>,
+    /// The samples: observables as for `susceptibility` (pretrain, true, inputs:G, tasks:G).
+    #[arg(long, default_value = "pretrain")]
+    pub samples: Vec<String>,
+    /// Fixed sequences per observable.
+    #[arg(long, default_value_t = 16)]
+    pub sequences: usize,
+    /// One weight restriction (a glob or NAME=GLOB[;GLOB...]); default: every weight moves.
+    #[arg(long)]
+    pub restrict: Option<String>,
+    /// token: every example's loss against every other; sequence: the loss kernel.
+    #[arg(long, default_value = "token")]
+    pub level: BifLevel,
+    /// stack: every (chain, draw) is a draw; mean: chains averaged per draw first.
+    #[arg(long, default_value = "stack")]
+    pub reduce: ChainReduce,
+    /// The loss covariance instead of the correlation.
+    #[arg(long)]
+    pub covariance: bool,
+    #[command(flatten)]
+    pub select: SelectArgs,
+}
+
+pub fn run_bif(a: &BifArgs) -> Result<()> {
+    let run = crate::place::run_dir(&a.run)?;
+    let opts = BifOptions {
+        sampler: Sampler::load(&a.config, &a.sets)?,
+        select: a.select.selection(),
+        restrict: a.restrict.clone(),
+        samples: a.samples.clone(),
+        sequences: a.sequences,
+        level: a.level,
+        reduce: a.reduce,
+        covariance: a.covariance,
+    };
+    let r = bif(&run, &opts, &Console::default())?;
+    eprintln!("done: {}", r.folder);
+    Ok(())
+}

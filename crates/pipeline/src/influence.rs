@@ -1,0 +1,395 @@
+//! Susceptibilities and Bayesian influence functions at a run's checkpoints (regression runs):
+//! the unrestricted chains and every restriction's chains run as one lockstep batch per
+//! checkpoint, observing fixed sequences at each draw into streaming moments. Results go to
+//! `susceptibility/<sampler>/` and `bif/<sampler>/`, one Parquet file per checkpoint written
+//! atomically, so a killed call resumes at the first checkpoint without one.
+
+use anyhow::{Context, Result, bail};
+use stagewise_sampling::Potential;
+use stagewise_sampling::influence::{
+    Susceptibility, bif as bif_of, block_mean, susceptibility as chi_of,
+};
+use stagewise_sampling::observed::{ObserveConfig, ObservedRestriction, sample_observed};
+use stagewise_tables::Column;
+
+use crate::llc::{Checkpoints, Sampler, StepSelection};
+use crate::lock::Lock;
+use crate::observe::Observer;
+use crate::rundir::{Folder, RunDir};
+
+pub mod spec;
+use spec::{Observable, Restriction};
+
+/// A susceptibility scan.
+#[derive(Clone, Debug)]
+pub struct SusceptibilityOptions {
+    pub sampler: Sampler,
+    pub select: StepSelection,
+    /// Restriction specs (see [`spec::regression_restrictions`]).
+    pub restrict: Vec<String>,
+    /// Observable specs (see [`spec::observables`]).
+    pub observables: Vec<String>,
+    /// Fixed sequences per observable.
+    pub sequences: usize,
+}
+
+impl Default for SusceptibilityOptions {
+    fn default() -> Self {
+        SusceptibilityOptions {
+            sampler: Sampler::tiny(),
+            select: StepSelection::default(),
+            restrict: vec!["heads".into()],
+            observables: vec!["reference".into()],
+            sequences: 64,
+        }
+    }
+}
+
+/// One summary value: a restriction's susceptibility to an observable at one example position
+/// (`token`), or averaged over all positions (`token = None`), with its standard error.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SummaryRow {
+    pub restriction: String,
+    pub observable: String,
+    pub token: Option<usize>,
+    pub chi: f64,
+    pub se: f64,
+    /// Effective sample size of the restriction's driver, and the draws pooled.
+    pub ess: f64,
+    pub draws: u64,
+}
+
+/// What a scan did.
+#[derive(Clone, Debug)]
+pub struct SusceptibilityResult {
+    pub folder: String,
+    pub done_before: usize,
+    /// The checkpoints computed by this call with their summaries.
+    pub steps: Vec<(u64, Vec<SummaryRow>)>,
+}
+
+/// The folder of a scan, claimed for `setup` (an error if earlier results used another).
+pub(crate) fn claim(folder: &Folder, setup: &str, command: &str) -> Result<()> {
+    const SETUP: &str = "setup.yaml";
+    match folder.text(SETUP)? {
+        Some(old) if old != setup && has_results(folder)? => bail!(
+            "{}: earlier results of `stagewise {command}` used another sampler, restriction or observable setup; use another sampler config name or move {} away",
+            folder.describe(SETUP),
+            folder.display()
+        ),
+        Some(old) if old == setup => Ok(()),
+        _ => folder.put(SETUP, setup.as_bytes()),
+    }
+}
+
+fn has_results(folder: &Folder) -> Result<bool> {
+    Ok(!done_steps(folder)?.is_empty())
+}
+
+/// Checkpoints with a result file `<step>.parquet`.
+pub(crate) fn done_steps(folder: &Folder) -> Result<Vec<u64>> {
+    Ok(folder
+        .list()?
+        .iter()
+        .filter_map(|k| k.strip_suffix(".parquet")?.parse::<u64>().ok())
+        .collect())
+}
+
+/// Susceptibilities at a run's checkpoints; see the module documentation.
+pub fn susceptibility(
+    run: &RunDir,
+    opts: &SusceptibilityOptions,
+    obs: &dyn Observer,
+) -> Result<SusceptibilityResult> {
+    if run.is_language_run() || run.is_parity_run() {
+        bail!(
+            "{}: susceptibilities are implemented for the regression transformer only",
+            run.display()
+        );
+    }
+    if opts.sequences == 0 {
+        bail!("--sequences must be at least 1");
+    }
+    let ckpts = Checkpoints::open(run)?;
+    let steps = ckpts.select(&opts.select)?;
+    let restrictions = spec::regression_restrictions(&ckpts.model.config, &opts.restrict)?;
+    if restrictions.is_empty() {
+        bail!("--restrict: no restriction given");
+    }
+    let observables = spec::observables(&opts.observables)?;
+    let tensors = ckpts.model.layout.named_sizes();
+    let mut masks = vec![None];
+    masks.extend(spec::masks(&tensors, &restrictions)?);
+    let sampler = &opts.sampler;
+    let folder = run.root().sub("susceptibility").sub(&sampler.name);
+    let _lock = Lock::take(&folder, "lock", "stagewise susceptibility")?;
+    folder.clean_interrupted(false)?;
+    let setup = setup_text(sampler, &restrictions, &observables, opts.sequences)?;
+    claim(&folder, &setup, "susceptibility")?;
+    let done = done_steps(&folder)?;
+    let todo: Vec<u64> = steps.into_iter().filter(|s| !done.contains(s)).collect();
+    let chains = sampler.config.chains();
+    let k = ckpts.config.task_config.max_examples;
+    let n = opts.sequences;
+    obs.message(&format!(
+        "susceptibilities at {} checkpoints of {} ({} already done): {} restrictions + the full chains, {} chains x {} draws each, {} observables x {n} sequences x {k} examples",
+        todo.len(),
+        run.display(),
+        done.len(),
+        restrictions.len(),
+        chains.chains,
+        chains.draws,
+        observables.len()
+    ));
+    let per_ckpt = chains.total_steps() as u64;
+    obs.start(0, per_ckpt * todo.len() as u64, "SGLD steps");
+    let pretrain = ckpts.config.pretrain_distribution();
+    let mut out = Vec::new();
+    for (i, &step) in todo.iter().enumerate() {
+        let w = ckpts.weights(step)?;
+        let pot = ckpts.dataset(&sampler.config);
+        obs.note(&format!("checkpoint {step}: initial loss"));
+        let init = pot.init_loss(&w);
+        if !init.is_finite() {
+            bail!("checkpoint {step}: the initial loss is {init}");
+        }
+        let set = spec::observed_set(
+            &ckpts.model,
+            &pretrain,
+            &observables,
+            n,
+            sampler.config.init_seed,
+        );
+        let ocfg = ObserveConfig::new(0..n * k);
+        let base = per_ckpt * i as u64;
+        let tick = |d: usize| obs.tick(base + d as u64, &|| format!("checkpoint {step}"));
+        let res = sample_observed(&pot, &set, &w, &sampler.sgld, &masks, &chains, &ocfg, &tick);
+        warn_failures(obs, step, "full", &res[0]);
+        let mut summary = Vec::new();
+        let mut tokens: Vec<(usize, Susceptibility)> = Vec::new();
+        for (ri, r) in restrictions.iter().enumerate() {
+            warn_failures(obs, step, &r.name, &res[ri + 1]);
+            let chi = chi_of(&res[0], &res[ri + 1], init);
+            summary.extend(summarise(&r.name, &chi, &observables, n, k));
+            tokens.push((ri, chi));
+        }
+        let names: Vec<&str> = restrictions.iter().map(|r| r.name.as_str()).collect();
+        folder.put(
+            &format!("{step}.tokens.parquet"),
+            &tokens_parquet(step, &names, &tokens, &observables, n, k)?,
+        )?;
+        folder.put(
+            &format!("{step}.parquet"),
+            &summary_parquet(step, &summary)?,
+        )?;
+        combine(&folder, "susceptibility")?;
+        obs.message(&format!(
+            "step {step}: {}",
+            headline(&summary, &restrictions)
+        ));
+        out.push((step, summary));
+    }
+    obs.finish();
+    Ok(SusceptibilityResult {
+        folder: folder.display(),
+        done_before: done.len(),
+        steps: out,
+    })
+}
+
+pub(crate) fn warn_failures(obs: &dyn Observer, step: u64, name: &str, r: &ObservedRestriction) {
+    for f in r.failures() {
+        obs.message(&format!(
+            "warning: checkpoint {step}, restriction {name}: {f}"
+        ));
+    }
+}
+
+/// The resolved setup a folder's results were made with.
+fn setup_text(
+    sampler: &Sampler,
+    restrictions: &[Restriction],
+    observables: &[Observable],
+    sequences: usize,
+) -> Result<String> {
+    let mut s = format!(
+        "sequences: {sequences}\nobservables: [{}]\nrestrictions:\n",
+        observables
+            .iter()
+            .map(|o| format!("{:?}", o.name()))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    for r in restrictions {
+        s.push_str(&format!("  {:?}: {:?}\n", r.name, r.include));
+    }
+    s.push_str("sampler:\n");
+    for line in serde_saphyr::to_string(&sampler.config)?.lines() {
+        s.push_str(&format!("  {line}\n"));
+    }
+    Ok(s)
+}
+
+/// Per observable, the mean over its sequences at each example position and over all.
+fn summarise(
+    name: &str,
+    chi: &Susceptibility,
+    observables: &[Observable],
+    n: usize,
+    k: usize,
+) -> Vec<SummaryRow> {
+    let mut rows = Vec::new();
+    for (oi, o) in observables.iter().enumerate() {
+        let base = oi * n * k;
+        let mut row = |token: Option<usize>, idx: Vec<usize>| {
+            let (chi_v, se) = chi.mean_of(&idx);
+            rows.push(SummaryRow {
+                restriction: name.into(),
+                observable: o.name(),
+                token,
+                chi: chi_v,
+                se,
+                ess: chi.ess,
+                draws: chi.draws,
+            });
+        };
+        for t in 0..k {
+            row(Some(t), (0..n).map(|s| base + s * k + t).collect());
+        }
+        row(None, (base..base + n * k).collect());
+    }
+    rows
+}
+
+fn summary_parquet(step: u64, rows: &[SummaryRow]) -> Result<Vec<u8>> {
+    let cols = vec![
+        (
+            "step".to_string(),
+            Column::Int(rows.iter().map(|_| Some(step as i64)).collect()),
+        ),
+        (
+            "restriction".into(),
+            Column::Text(rows.iter().map(|r| Some(r.restriction.clone())).collect()),
+        ),
+        (
+            "observable".into(),
+            Column::Text(rows.iter().map(|r| Some(r.observable.clone())).collect()),
+        ),
+        (
+            "token".into(),
+            Column::Int(rows.iter().map(|r| r.token.map(|t| t as i64)).collect()),
+        ),
+        (
+            "chi".into(),
+            Column::Float(rows.iter().map(|r| Some(r.chi)).collect()),
+        ),
+        (
+            "se".into(),
+            Column::Float(rows.iter().map(|r| Some(r.se)).collect()),
+        ),
+        (
+            "ess".into(),
+            Column::Float(rows.iter().map(|r| Some(r.ess)).collect()),
+        ),
+        (
+            "draws".into(),
+            Column::Int(rows.iter().map(|r| Some(r.draws as i64)).collect()),
+        ),
+    ];
+    Ok(stagewise_tables::columns_parquet_bytes(&cols)?)
+}
+
+/// Every (restriction, observable, sequence, example) value with its standard error.
+fn tokens_parquet(
+    step: u64,
+    names: &[&str],
+    chis: &[(usize, Susceptibility)],
+    observables: &[Observable],
+    n: usize,
+    k: usize,
+) -> Result<Vec<u8>> {
+    let (mut r_col, mut o_col, mut s_col, mut t_col, mut v_col, mut e_col) =
+        (vec![], vec![], vec![], vec![], vec![], vec![]);
+    for (ri, chi) in chis {
+        let se = chi.standard_errors();
+        for (i, (v, e)) in chi.value.iter().zip(&se).enumerate() {
+            r_col.push(Some(names[*ri].to_string()));
+            o_col.push(Some(observables[i / (n * k)].name()));
+            s_col.push(Some(((i / k) % n) as i64));
+            t_col.push(Some((i % k) as i64));
+            v_col.push(Some(*v));
+            e_col.push(Some(*e));
+        }
+    }
+    let rows = v_col.len();
+    let cols = vec![
+        (
+            "step".to_string(),
+            Column::Int(vec![Some(step as i64); rows]),
+        ),
+        ("restriction".into(), Column::Text(r_col)),
+        ("observable".into(), Column::Text(o_col)),
+        ("sequence".into(), Column::Int(s_col)),
+        ("token".into(), Column::Int(t_col)),
+        ("chi".into(), Column::Float(v_col)),
+        ("se".into(), Column::Float(e_col)),
+    ];
+    Ok(stagewise_tables::columns_parquet_bytes(&cols)?)
+}
+
+/// Rewrites the folder's combined table (`susceptibility.parquet` / `bif.parquet`) from its
+/// per-checkpoint files, in step order.
+pub(crate) fn combine(folder: &Folder, table: &str) -> Result<()> {
+    let mut steps = done_steps(folder)?;
+    steps.sort_unstable();
+    let mut all: Vec<(String, Column)> = Vec::new();
+    for s in steps {
+        let name = format!("{s}.parquet");
+        let bytes = folder
+            .get(&name)?
+            .with_context(|| format!("{}: missing", folder.describe(&name)))?;
+        let cols = stagewise_tables::read_columns_bytes(bytes)
+            .with_context(|| format!("{}: not a readable Parquet file", folder.describe(&name)))?;
+        if all.is_empty() {
+            all = cols;
+            continue;
+        }
+        for ((_, a), (_, b)) in all.iter_mut().zip(cols) {
+            match (a, b) {
+                (Column::Text(a), Column::Text(b)) => a.extend(b),
+                (Column::Int(a), Column::Int(b)) => a.extend(b),
+                (Column::Float(a), Column::Float(b)) => a.extend(b),
+                _ => bail!(
+                    "{}: its columns differ from the other checkpoints'",
+                    folder.describe(&name)
+                ),
+            }
+        }
+    }
+    folder.put(
+        &format!("{table}.parquet"),
+        &stagewise_tables::columns_parquet_bytes(&all)?,
+    )
+}
+
+/// One line per checkpoint: each restriction's susceptibility to the first non-pretrain
+/// observable (or to pretrain), averaged over examples.
+fn headline(rows: &[SummaryRow], restrictions: &[Restriction]) -> String {
+    let pick = rows
+        .iter()
+        .find(|r| r.observable != "pretrain")
+        .map(|r| r.observable.clone())
+        .unwrap_or_else(|| "pretrain".into());
+    let parts: Vec<String> = restrictions
+        .iter()
+        .filter_map(|r| {
+            rows.iter()
+                .find(|x| x.restriction == r.name && x.observable == pick && x.token.is_none())
+                .map(|x| format!("{} {:.3e}", r.name, x.chi))
+        })
+        .collect();
+    format!("chi({pick}) {}", parts.join(", "))
+}
+
+pub use bif_cmd::{BifLevel, BifOptions, BifResult, bif};
+mod bif_cmd;

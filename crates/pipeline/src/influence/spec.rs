@@ -1,0 +1,344 @@
+//! What a susceptibility or BIF run observes and restricts, as the command line names it:
+//! restrictions (`heads`, `layers`, `embeddings`, or `NAME=GLOB[;GLOB...]`) and observables
+//! of the regression model (`pretrain`, `true`, `inputs:G`, `tasks:G`), with the fixed
+//! sequences each observable evaluates.
+
+use anyhow::{Result, bail};
+use stagewise_engine::rng::tag;
+use stagewise_models::{RegressionConfig, RegressionTransformer};
+use stagewise_sampling::mask::build_mask;
+use stagewise_sampling::regression::Observed;
+use stagewise_train::data::{Batch, SequenceDistribution, TaskDistribution, encode_sequence};
+
+/// A weight restriction: its name and the tensors (globs, `[i/n]` parts allowed) that move.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Restriction {
+    pub name: String,
+    pub include: Vec<String>,
+}
+
+/// The restrictions of `specs` for a regression model: `heads` (each attention head: its
+/// rows of the fused per-head QKV weight, `L<l>H<h>`), `layers` (each block, `L<l>`),
+/// `embeddings` (token and positional embeddings), or `NAME=GLOB[;GLOB...]` / a bare glob.
+pub fn regression_restrictions(
+    cfg: &RegressionConfig,
+    specs: &[String],
+) -> Result<Vec<Restriction>> {
+    let prefix = stagewise_models::regression::PREFIX;
+    let mut out = Vec::new();
+    for spec in specs {
+        match spec.as_str() {
+            "heads" => {
+                for l in 0..cfg.num_layers {
+                    for h in 0..cfg.num_heads {
+                        out.push(Restriction {
+                            name: format!("L{l}H{h}"),
+                            include: vec![format!(
+                                "{prefix}blocks.{l}.attention.attention.weight[{h}/{}]",
+                                cfg.num_heads
+                            )],
+                        });
+                    }
+                }
+            }
+            "layers" => {
+                for l in 0..cfg.num_layers {
+                    out.push(Restriction {
+                        name: format!("L{l}"),
+                        include: vec![format!("{prefix}blocks.{l}.**")],
+                    });
+                }
+            }
+            "embeddings" => out.push(Restriction {
+                name: "embeddings".into(),
+                include: vec![
+                    format!("{prefix}token_embedding.*"),
+                    format!("{prefix}postn_embedding.*"),
+                ],
+            }),
+            other => out.push(named_globs(other)?),
+        }
+    }
+    check_unique(&out)?;
+    Ok(out)
+}
+
+/// `NAME=GLOB[;GLOB...]`, or a bare glob named after itself.
+pub fn named_globs(spec: &str) -> Result<Restriction> {
+    let (name, globs) = match spec.split_once('=') {
+        Some((n, g)) => (n.trim().to_string(), g),
+        None => (spec.to_string(), spec),
+    };
+    let include: Vec<String> = globs
+        .split(';')
+        .map(|g| g.trim().to_string())
+        .filter(|g| !g.is_empty())
+        .collect();
+    if name.is_empty() || include.is_empty() {
+        bail!(
+            "--restrict {spec:?}: expected heads, layers, embeddings, a glob, or NAME=GLOB[;GLOB...]"
+        );
+    }
+    Ok(Restriction { name, include })
+}
+
+fn check_unique(rs: &[Restriction]) -> Result<()> {
+    for (i, r) in rs.iter().enumerate() {
+        if r.name == "full" {
+            bail!("--restrict: the name \"full\" is taken by the unrestricted chains");
+        }
+        if rs[..i].iter().any(|o| o.name == r.name) {
+            bail!("--restrict: the restriction {:?} is given twice", r.name);
+        }
+    }
+    Ok(())
+}
+
+/// Each restriction's mask over `tensors`; a restriction that moves nothing is an error.
+pub fn masks(tensors: &[(String, usize)], rs: &[Restriction]) -> Result<Vec<Option<Vec<bool>>>> {
+    rs.iter()
+        .map(|r| {
+            let m = build_mask(tensors, &r.include, &[])
+                .map_err(|e| anyhow::anyhow!("--restrict {}: {e}", r.name))?;
+            if let Some(m) = &m
+                && !m.iter().any(|v| *v)
+            {
+                bail!(
+                    "--restrict {}: {:?} matches no parameter of the model (its tensors are named like {:?})",
+                    r.name,
+                    r.include,
+                    tensors.first().map(|t| t.0.as_str()).unwrap_or("")
+                );
+            }
+            Ok(m)
+        })
+        .collect()
+}
+
+/// An observable of the regression model: fixed sequences whose per-example errors are observed.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Observable {
+    /// The run's pretraining distribution (the sampling task).
+    Pretrain,
+    /// Gaussian tasks (the reference's "true" evaluation).
+    True,
+    /// The pretraining sequences with inputs scaled by g: `x' = g x`, `y' = w.x' + e`.
+    Inputs(f64),
+    /// The pretraining sequences with tasks scaled by g: `y' = (g w).x + e`.
+    Tasks(f64),
+}
+
+impl Observable {
+    pub fn name(&self) -> String {
+        match self {
+            Observable::Pretrain => "pretrain".into(),
+            Observable::True => "true".into(),
+            Observable::Inputs(g) => format!("inputs:{g}"),
+            Observable::Tasks(g) => format!("tasks:{g}"),
+        }
+    }
+
+    /// The reference's evaluations: pretrain, true, and inputs and tasks scaled by 3, 5, 10, 100.
+    pub fn reference_set() -> Vec<Observable> {
+        let mut v = vec![Observable::Pretrain, Observable::True];
+        for g in [3.0, 5.0, 10.0, 100.0] {
+            v.extend([Observable::Inputs(g), Observable::Tasks(g)]);
+        }
+        v
+    }
+}
+
+/// The observables of `specs` (comma lists allowed; `reference` is the reference's set);
+/// `pretrain`, the sampling task that drives the susceptibility, is put first if absent.
+pub fn observables(specs: &[String]) -> Result<Vec<Observable>> {
+    let mut out = vec![Observable::Pretrain];
+    for spec in specs.iter().flat_map(|s| s.split(',')).map(str::trim) {
+        let more = match spec.split_once(':') {
+            _ if spec == "reference" => Observable::reference_set(),
+            _ if spec == "pretrain" => vec![Observable::Pretrain],
+            _ if spec == "true" => vec![Observable::True],
+            Some((kind @ ("inputs" | "tasks"), g)) => {
+                let g: f64 = g.trim().parse().ok().filter(|g: &f64| g.is_finite() && *g > 0.0).ok_or_else(|| {
+                    anyhow::anyhow!("--observables {spec:?}: the scale after {kind}: must be a positive number")
+                })?;
+                vec![if kind == "inputs" {
+                    Observable::Inputs(g)
+                } else {
+                    Observable::Tasks(g)
+                }]
+            }
+            _ => bail!(
+                "--observables {spec:?}: expected pretrain, true, inputs:G, tasks:G or reference"
+            ),
+        };
+        for o in more {
+            if !out.contains(&o) {
+                out.push(o);
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// `nseq` fixed sequences of each observable, concatenated in order (`[sets x nseq, k]`):
+/// the pretraining ones and their scaled copies from stream `(seed, OBSERVABLES, 0)`, the
+/// Gaussian-task ones from `(seed, OBSERVABLES, 1)`.
+pub fn observed_set<'m>(
+    model: &'m RegressionTransformer,
+    pretrain: &SequenceDistribution,
+    sets: &[Observable],
+    nseq: usize,
+    seed: u64,
+) -> Observed<'m, f32> {
+    let d = pretrain.tasks.task_size();
+    let k = pretrain.k;
+    let mut base = Batch::<f32>::default();
+    pretrain.sample_into(&mut base, nseq, seed, tag::OBSERVABLES, 0);
+    let truth = SequenceDistribution {
+        tasks: TaskDistribution::Gaussian { d },
+        ..pretrain.clone()
+    };
+    let mut gauss = Batch::<f32>::default();
+    truth.sample_into(&mut gauss, nseq, seed, tag::OBSERVABLES, 1);
+    let (mut toks, mut ys) = (Vec::new(), Vec::new());
+    for o in sets {
+        let (src, x_scale, y_scale) = match o {
+            Observable::Pretrain => (&base, 1.0, 1.0),
+            Observable::True => (&gauss, 1.0, 1.0),
+            Observable::Inputs(g) => (&base, *g, *g),
+            Observable::Tasks(g) => (&base, 1.0, *g),
+        };
+        let mut tok = vec![0f32; nseq * 2 * k * (d + 1)];
+        let mut yt = vec![0f32; nseq * k];
+        let mut x = vec![0.0; k * d];
+        let mut y = vec![0.0; k];
+        for i in 0..nseq {
+            let w = &src.ws[i * d..(i + 1) * d];
+            for e in 0..k {
+                let xe = &src.xs[(i * k + e) * d..(i * k + e + 1) * d];
+                let wx: f64 = xe.iter().zip(w).map(|(a, b)| a * b).sum();
+                let noise = src.ys[i * k + e] - wx;
+                y[e] = y_scale * wx + noise;
+                for j in 0..d {
+                    x[e * d + j] = x_scale * xe[j];
+                }
+            }
+            encode_sequence(
+                &mut tok[i * 2 * k * (d + 1)..(i + 1) * 2 * k * (d + 1)],
+                &mut yt[i * k..(i + 1) * k],
+                &x,
+                &y,
+                d,
+                k,
+            );
+            ys.extend_from_slice(&y);
+        }
+        toks.extend(tok);
+    }
+    Observed {
+        model,
+        toks,
+        ys,
+        nseq: sets.len() * nseq,
+        k,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scaled_observables_are_the_pretraining_sequences_scaled() {
+        let model = RegressionTransformer::new(RegressionConfig::l2h4(4)).unwrap();
+        let dist = SequenceDistribution {
+            tasks: TaskDistribution::Gaussian { d: 4 },
+            k: 4,
+            noise_variance: 0.125,
+        };
+        let sets = [
+            Observable::Pretrain,
+            Observable::Inputs(3.0),
+            Observable::Tasks(3.0),
+            Observable::Inputs(1.0),
+            Observable::True,
+        ];
+        let (n, k, d1) = (5, 4, 5);
+        let o = observed_set(&model, &dist, &sets, n, 7);
+        assert_eq!((o.nseq, o.k, o.ys.len()), (5 * n, k, 5 * n * k));
+        let per = n * 2 * k * d1;
+        let toks = |s: usize| &o.toks[s * per..(s + 1) * per];
+        let ys = |s: usize| &o.ys[s * n * k..(s + 1) * n * k];
+        // Scaling inputs by 1 changes nothing; inputs and tasks scaled by g share targets.
+        assert_eq!(toks(3), toks(0));
+        assert_eq!(ys(1), ys(2));
+        for (i, (a, b)) in toks(0).iter().zip(toks(1)).enumerate() {
+            let (row, col) = (i / d1, i % d1);
+            if row % 2 == 0 && col > 0 {
+                assert!((b - 3.0 * a).abs() <= 1e-5 * (1.0 + a.abs()), "x at {i}");
+            }
+        }
+        // Targets: y' - e = g (y - e), so y'_g - y = (g - 1) w.x, and tasks keep x.
+        let x_of = |t: &[f32]| -> Vec<f32> { t.to_vec() };
+        for (i, (a, b)) in x_of(toks(0)).iter().zip(x_of(toks(2))).enumerate() {
+            if (i / d1) % 2 == 0 {
+                assert_eq!(*a, b, "tasks:g keeps the inputs");
+            }
+        }
+        assert_ne!(ys(0), ys(2));
+        assert_ne!(
+            toks(4),
+            toks(0),
+            "true draws Gaussian tasks from its own stream"
+        );
+    }
+
+    #[test]
+    fn observable_and_restriction_specs() {
+        let o = observables(&["true, tasks:5".into(), "pretrain".into()]).unwrap();
+        assert_eq!(
+            o,
+            vec![
+                Observable::Pretrain,
+                Observable::True,
+                Observable::Tasks(5.0)
+            ]
+        );
+        assert_eq!(observables(&["reference".into()]).unwrap().len(), 10);
+        assert!(observables(&["inputs:x".into()]).is_err());
+        let cfg = RegressionConfig::l2h4(8);
+        let r = regression_restrictions(
+            &cfg,
+            &[
+                "heads".into(),
+                "layers".into(),
+                "embeddings".into(),
+                "qk=a.*;b.*".into(),
+            ],
+        )
+        .unwrap();
+        assert_eq!(r.len(), 8 + 2 + 2);
+        assert_eq!(r[5].name, "L1H1");
+        assert_eq!(
+            r.last().unwrap().include,
+            vec!["a.*".to_string(), "b.*".to_string()]
+        );
+        let m = masks(
+            &RegressionTransformer::new(cfg)
+                .unwrap()
+                .layout
+                .named_sizes(),
+            &r[..10],
+        )
+        .unwrap();
+        // Heads of a layer split its QKV weight; the layer covers all of them.
+        for l in 0..2 {
+            let layer = m[8 + l].as_ref().unwrap();
+            for h in 0..4 {
+                let head = m[l * 4 + h].as_ref().unwrap();
+                assert!(head.iter().zip(layer).all(|(a, b)| !*a || *b));
+                assert_eq!(head.iter().filter(|v| **v).count(), 3 * 64 * 64 / 4);
+            }
+        }
+    }
+}
