@@ -95,29 +95,188 @@ pub(crate) fn done_steps(folder: &Folder) -> Result<Vec<u64>> {
         .collect())
 }
 
+/// What a scan needs from a run, whatever its model: the checkpoints, the tensors (for the
+/// restriction masks), the restrictions, the observables' names (the sampling task first) and
+/// values observed per sequence.
+pub(crate) struct Subject {
+    pub steps: Vec<u64>,
+    pub tensors: Vec<(String, usize)>,
+    pub restrictions: Vec<Restriction>,
+    pub observables: Vec<String>,
+    /// Values per sequence: K examples, or n_ctx - 1 next tokens.
+    pub per_seq: usize,
+    /// What one value is called in messages.
+    pub unit: &'static str,
+}
+
+/// Sets up a scan of `run` for its model and calls `scan` with the subject, the sampling
+/// potential, the observed sequences (`sequences` per observable) and the weights reader.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn with_model<R>(
+    run: &RunDir,
+    sampler: &Sampler,
+    select: &StepSelection,
+    restrict: &[String],
+    observables: &[String],
+    sequences: usize,
+    obs: &dyn Observer,
+    scan: &mut dyn FnMut(Subject, &dyn ScanModel) -> Result<R>,
+) -> Result<R> {
+    if run.is_parity_run() {
+        bail!(
+            "{}: susceptibilities and the BIF are implemented for the regression transformer and the language model",
+            run.display()
+        );
+    }
+    if sequences == 0 {
+        bail!("--sequences must be at least 1");
+    }
+    let seed = sampler.config.init_seed;
+    if run.is_language_run() {
+        let (cfg, model, steps) = crate::lm::open_lm_run(run, select)?;
+        let restrictions = spec::lm_restrictions(&model.config, restrict)?;
+        let names = spec::lm_observables(observables)?;
+        let (_tok, train_tokens, test_rows) = crate::lm::lm_data(&cfg, run, obs)?;
+        let train_rows = crate::lm::training_rows(&cfg, &train_tokens);
+        let pot = crate::lm::lm_potential(&model, &train_rows, &sampler.config);
+        let set = spec::lm_observed_set(&model, &train_rows, &test_rows, &names, sequences, seed)?;
+        let subject = Subject {
+            steps,
+            tensors: model.layout.named_sizes(),
+            restrictions,
+            observables: names,
+            per_seq: model.config.n_ctx - 1,
+            unit: "next tokens",
+        };
+        let weights = |s: u64| run.weights(&model, s);
+        return scan(
+            subject,
+            &Model {
+                pot: &pot,
+                set: &set,
+                weights: &weights,
+            },
+        );
+    }
+    let ckpts = Checkpoints::open(run)?;
+    let steps = ckpts.select(select)?;
+    crate::memory::check_sampling(&ckpts.model.config, &sampler.config, None)?;
+    let restrictions = spec::regression_restrictions(&ckpts.model.config, restrict)?;
+    let kinds = spec::observables(observables)?;
+    let pot = ckpts.dataset(&sampler.config);
+    let pretrain = ckpts.config.pretrain_distribution();
+    let set = spec::observed_set(&ckpts.model, &pretrain, &kinds, sequences, seed);
+    let subject = Subject {
+        steps,
+        tensors: ckpts.model.layout.named_sizes(),
+        restrictions,
+        observables: kinds.iter().map(Observable::name).collect(),
+        per_seq: ckpts.config.task_config.max_examples,
+        unit: "examples",
+    };
+    let weights = |s: u64| ckpts.weights(s);
+    scan(
+        subject,
+        &Model {
+            pot: &pot,
+            set: &set,
+            weights: &weights,
+        },
+    )
+}
+
+/// A model's sampling potential and observed sequences, behind one object-safe call.
+pub(crate) trait ScanModel {
+    fn weights(&self, step: u64) -> Result<Vec<f32>>;
+    /// `L(w*)` of the sampling potential.
+    fn init_loss(&self, w: &[f32]) -> f64;
+    /// [`sample_observed`] with this model's potential and observer.
+    fn sample(
+        &self,
+        w: &[f32],
+        sampler: &Sampler,
+        masks: &[Option<Vec<bool>>],
+        ocfg: &ObserveConfig,
+        progress: &dyn Fn(usize),
+    ) -> Vec<ObservedRestriction>;
+}
+
+struct Model<'a, P, O> {
+    pot: &'a P,
+    set: &'a O,
+    weights: &'a dyn Fn(u64) -> Result<Vec<f32>>,
+}
+
+impl<P: Potential<f32>, O: stagewise_sampling::observed::Observer<f32>> ScanModel
+    for Model<'_, P, O>
+{
+    fn weights(&self, step: u64) -> Result<Vec<f32>> {
+        (self.weights)(step)
+    }
+
+    fn init_loss(&self, w: &[f32]) -> f64 {
+        self.pot.init_loss(w)
+    }
+
+    fn sample(
+        &self,
+        w: &[f32],
+        sampler: &Sampler,
+        masks: &[Option<Vec<bool>>],
+        ocfg: &ObserveConfig,
+        progress: &dyn Fn(usize),
+    ) -> Vec<ObservedRestriction> {
+        let chains = sampler.config.chains();
+        sample_observed(
+            self.pot,
+            self.set,
+            w,
+            &sampler.sgld,
+            masks,
+            &chains,
+            ocfg,
+            progress,
+        )
+    }
+}
+
 /// Susceptibilities at a run's checkpoints; see the module documentation.
 pub fn susceptibility(
     run: &RunDir,
     opts: &SusceptibilityOptions,
     obs: &dyn Observer,
 ) -> Result<SusceptibilityResult> {
-    if run.is_language_run() || run.is_parity_run() {
-        bail!(
-            "{}: susceptibilities are implemented for the regression transformer only",
-            run.display()
-        );
-    }
-    if opts.sequences == 0 {
-        bail!("--sequences must be at least 1");
-    }
-    let ckpts = Checkpoints::open(run)?;
-    let steps = ckpts.select(&opts.select)?;
-    let restrictions = spec::regression_restrictions(&ckpts.model.config, &opts.restrict)?;
+    let sampler = &opts.sampler;
+    with_model(
+        run,
+        sampler,
+        &opts.select,
+        &opts.restrict,
+        &opts.observables,
+        opts.sequences,
+        obs,
+        &mut |subject, model| scan_susceptibility(run, opts, obs, subject, model),
+    )
+}
+
+fn scan_susceptibility(
+    run: &RunDir,
+    opts: &SusceptibilityOptions,
+    obs: &dyn Observer,
+    subject: Subject,
+    model: &dyn ScanModel,
+) -> Result<SusceptibilityResult> {
+    let Subject {
+        steps,
+        tensors,
+        restrictions,
+        observables,
+        per_seq: k,
+        unit,
+    } = subject;
     if restrictions.is_empty() {
         bail!("--restrict: no restriction given");
     }
-    let observables = spec::observables(&opts.observables)?;
-    let tensors = ckpts.model.layout.named_sizes();
     let mut masks = vec![None];
     masks.extend(spec::masks(&tensors, &restrictions)?);
     let sampler = &opts.sampler;
@@ -129,10 +288,9 @@ pub fn susceptibility(
     let done = done_steps(&folder)?;
     let todo: Vec<u64> = steps.into_iter().filter(|s| !done.contains(s)).collect();
     let chains = sampler.config.chains();
-    let k = ckpts.config.task_config.max_examples;
     let n = opts.sequences;
     obs.message(&format!(
-        "susceptibilities at {} checkpoints of {} ({} already done): {} restrictions + the full chains, {} chains x {} draws each, {} observables x {n} sequences x {k} examples",
+        "susceptibilities at {} checkpoints of {} ({} already done): {} restrictions + the full chains, {} chains x {} draws each, {} observables x {n} sequences x {k} {unit}",
         todo.len(),
         run.display(),
         done.len(),
@@ -143,27 +301,18 @@ pub fn susceptibility(
     ));
     let per_ckpt = chains.total_steps() as u64;
     obs.start(0, per_ckpt * todo.len() as u64, "SGLD steps");
-    let pretrain = ckpts.config.pretrain_distribution();
     let mut out = Vec::new();
     for (i, &step) in todo.iter().enumerate() {
-        let w = ckpts.weights(step)?;
-        let pot = ckpts.dataset(&sampler.config);
+        let w = model.weights(step)?;
         obs.note(&format!("checkpoint {step}: initial loss"));
-        let init = pot.init_loss(&w);
+        let init = model.init_loss(&w);
         if !init.is_finite() {
             bail!("checkpoint {step}: the initial loss is {init}");
         }
-        let set = spec::observed_set(
-            &ckpts.model,
-            &pretrain,
-            &observables,
-            n,
-            sampler.config.init_seed,
-        );
         let ocfg = ObserveConfig::new(0..n * k);
         let base = per_ckpt * i as u64;
         let tick = |d: usize| obs.tick(base + d as u64, &|| format!("checkpoint {step}"));
-        let res = sample_observed(&pot, &set, &w, &sampler.sgld, &masks, &chains, &ocfg, &tick);
+        let res = model.sample(&w, sampler, &masks, &ocfg, &tick);
         warn_failures(obs, step, "full", &res[0]);
         let mut summary = Vec::new();
         let mut tokens: Vec<(usize, Susceptibility)> = Vec::new();
@@ -209,14 +358,14 @@ pub(crate) fn warn_failures(obs: &dyn Observer, step: u64, name: &str, r: &Obser
 fn setup_text(
     sampler: &Sampler,
     restrictions: &[Restriction],
-    observables: &[Observable],
+    observables: &[String],
     sequences: usize,
 ) -> Result<String> {
     let mut s = format!(
         "sequences: {sequences}\nobservables: [{}]\nrestrictions:\n",
         observables
             .iter()
-            .map(|o| format!("{:?}", o.name()))
+            .map(|o| format!("{o:?}"))
             .collect::<Vec<_>>()
             .join(", ")
     );
@@ -234,7 +383,7 @@ fn setup_text(
 fn summarise(
     name: &str,
     chi: &Susceptibility,
-    observables: &[Observable],
+    observables: &[String],
     n: usize,
     k: usize,
 ) -> Vec<SummaryRow> {
@@ -245,7 +394,7 @@ fn summarise(
             let (chi_v, se) = chi.mean_of(&idx);
             rows.push(SummaryRow {
                 restriction: name.into(),
-                observable: o.name(),
+                observable: o.clone(),
                 token,
                 chi: chi_v,
                 se,
@@ -304,7 +453,7 @@ fn tokens_parquet(
     step: u64,
     names: &[&str],
     chis: &[(usize, Susceptibility)],
-    observables: &[Observable],
+    observables: &[String],
     n: usize,
     k: usize,
 ) -> Result<Vec<u8>> {
@@ -314,7 +463,7 @@ fn tokens_parquet(
         let se = chi.standard_errors();
         for (i, (v, e)) in chi.value.iter().zip(&se).enumerate() {
             r_col.push(Some(names[*ri].to_string()));
-            o_col.push(Some(observables[i / (n * k)].name()));
+            o_col.push(Some(observables[i / (n * k)].clone()));
             s_col.push(Some(((i / k) % n) as i64));
             t_col.push(Some((i % k) as i64));
             v_col.push(Some(*v));

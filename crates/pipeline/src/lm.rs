@@ -23,6 +23,7 @@ mod llc;
 pub use ed::ed_lm;
 pub use indicators::indicators_lm;
 pub use llc::llc_lm;
+pub(crate) use llc::lm_potential;
 
 /// The built-in quick language-model config (`configs/lm-quick.yaml`).
 pub const LM_QUICK_YAML: &str = include_str!("../../../configs/lm-quick.yaml");

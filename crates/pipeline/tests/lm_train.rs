@@ -341,3 +341,80 @@ fn the_induction_config_is_the_quick_one_longer_with_repeated_rows() {
     quick.repeat_fraction = 0.5;
     assert_eq!(ind, quick);
 }
+
+#[test]
+fn susceptibilities_and_the_bif_run_on_a_language_model() {
+    use stagewise_pipeline::influence::{
+        BifLevel, BifOptions, SusceptibilityOptions, bif, susceptibility,
+    };
+    use stagewise_pipeline::llc::{Sampler, StepSelection};
+    let dir = scratch("influence");
+    corpus(&dir);
+    let run = RunDir::local(dir.join("run"));
+    train_lm(&opts(&config(&dir), &run, None, false), &Quiet).unwrap();
+    let sampler = Sampler::from_text(
+        "s",
+        "num_chains: 2\nnum_draws: 6\ngrad_batch_size: 4\neval_dataset_size: 16\n\
+         gradient_scale: 0.0015\nlocalization_scale: 0.01\nnoise_scale: 0.0001\n",
+        "test sampler",
+        &[],
+    )
+    .unwrap();
+    let step = run.checkpoint_steps().unwrap()[2];
+    let select = StepSelection {
+        steps: vec![step],
+        ..StepSelection::default()
+    };
+    let opts = SusceptibilityOptions {
+        sampler: sampler.clone(),
+        select: select.clone(),
+        restrict: vec!["heads".into()],
+        observables: vec!["reference".into()],
+        sequences: 2,
+    };
+    let r = susceptibility(&run, &opts, &Quiet).unwrap();
+    let rows = &r.steps[0].1;
+    // 2 layers x 2 heads, train/test/repeated, each of the 23 next tokens and their mean.
+    assert_eq!(rows.len(), 4 * 3 * 24);
+    assert!(rows.iter().all(|x| x.chi.is_finite() && x.se.is_finite()));
+    assert_eq!(rows[0].restriction, "L0H0");
+    assert_eq!(
+        rows.iter()
+            .map(|x| x.observable.as_str())
+            .collect::<std::collections::BTreeSet<_>>(),
+        ["repeated", "test", "train"].into_iter().collect()
+    );
+    let e = susceptibility(
+        &run,
+        &SusceptibilityOptions {
+            observables: vec!["inputs:3".into()],
+            ..opts.clone()
+        },
+        &Quiet,
+    )
+    .unwrap_err();
+    assert!(e.to_string().contains("for a language model"), "{e}");
+
+    let b = bif(
+        &run,
+        &BifOptions {
+            sampler,
+            select,
+            sequences: 3,
+            level: BifLevel::Sequence,
+            samples: vec!["test,repeated".into()],
+            restrict: Some("heads1=blocks.1.attn.*".into()),
+            ..BifOptions::default()
+        },
+        &Quiet,
+    )
+    .unwrap();
+    let (_, m, v) = &b.steps[0];
+    assert_eq!(*m, 3 * 3); // train (the sampling task), test, repeated x 3 sequences
+    for i in 0..*m {
+        assert_eq!(v[i * m + i], 1.0);
+        for j in 0..*m {
+            assert_eq!(v[i * m + j], v[j * m + i]);
+        }
+    }
+}

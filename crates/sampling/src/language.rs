@@ -178,3 +178,55 @@ impl ChainEngine for LmDataset<'_> {
         Ok(cpu_sample(self, centres, sgld, mask, cfg, progress))
     }
 }
+
+/// Fixed token rows observed at every draw (for susceptibilities and the BIF): each next-token
+/// loss, `[nseq, n_ctx - 1]` row-major.
+pub struct LmObserved<'m> {
+    pub model: &'m LanguageModel,
+    /// `tokens[nseq, n_ctx]`.
+    pub tokens: Vec<u32>,
+    pub nseq: usize,
+}
+
+pub struct LmObservedWorker<'a, T> {
+    set: &'a LmObserved<'a>,
+    runner: LmRunner<T>,
+}
+
+impl<T: Float> crate::observed::Observer<T> for LmObserved<'_> {
+    type Worker<'a>
+        = LmObservedWorker<'a, T>
+    where
+        Self: 'a;
+
+    fn len(&self) -> usize {
+        self.nseq * (self.model.config.n_ctx - 1)
+    }
+
+    fn worker(&self) -> LmObservedWorker<'_, T> {
+        LmObservedWorker {
+            set: self,
+            runner: LmRunner::new(),
+        }
+    }
+}
+
+impl<T: Float> crate::observed::ObserverWorker<T> for LmObservedWorker<'_, T> {
+    fn observe(&mut self, w: &[T], out: &mut [f64]) -> bool {
+        let s = self.set;
+        let t = s.model.config.n_ctx;
+        if self
+            .runner
+            .run(s.model, w, &s.tokens, s.nseq, t, None)
+            .is_err()
+        {
+            return false;
+        }
+        let losses = self.runner.token_losses();
+        if losses.len() != out.len() {
+            return false;
+        }
+        out.copy_from_slice(losses);
+        true
+    }
+}

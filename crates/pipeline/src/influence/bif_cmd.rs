@@ -3,14 +3,16 @@
 //! kernel), one Parquet file per checkpoint in `bif/<sampler>/`.
 
 use anyhow::{Result, bail};
-use stagewise_sampling::Potential;
 use stagewise_sampling::influence::ChainReduce;
-use stagewise_sampling::observed::{ObserveConfig, sample_observed};
+use stagewise_sampling::observed::ObserveConfig;
 use stagewise_tables::Column;
 
-use super::spec::{self, Observable};
-use super::{Lock, bif_of, block_mean, claim, combine, done_steps, warn_failures};
-use crate::llc::{Checkpoints, Sampler, StepSelection};
+use super::spec;
+use super::{
+    Lock, ScanModel, Subject, bif_of, block_mean, claim, combine, done_steps, warn_failures,
+    with_model,
+};
+use crate::llc::{Sampler, StepSelection};
 use crate::observe::Observer;
 use crate::rundir::RunDir;
 
@@ -77,43 +79,54 @@ pub struct BifResult {
 
 /// The BIF at a run's checkpoints.
 pub fn bif(run: &RunDir, opts: &BifOptions, obs: &dyn Observer) -> Result<BifResult> {
-    if run.is_language_run() || run.is_parity_run() {
-        bail!(
-            "{}: the BIF is implemented for the regression transformer only",
-            run.display()
-        );
-    }
-    if opts.sequences == 0 {
-        bail!("--sequences must be at least 1");
-    }
-    let ckpts = Checkpoints::open(run)?;
-    let steps = ckpts.select(&opts.select)?;
-    let observables = spec::observables(&opts.samples)?;
-    let restriction = opts
-        .restrict
-        .as_deref()
-        .map(|r| spec::regression_restrictions(&ckpts.model.config, &[r.to_string()]))
-        .transpose()?;
-    if restriction.as_ref().is_some_and(|r| r.len() != 1) {
+    let restrict: Vec<String> = opts.restrict.iter().cloned().collect();
+    with_model(
+        run,
+        &opts.sampler,
+        &opts.select,
+        &restrict,
+        &opts.samples,
+        opts.sequences,
+        obs,
+        &mut |subject, model| scan_bif(run, opts, obs, subject, model),
+    )
+}
+
+fn scan_bif(
+    run: &RunDir,
+    opts: &BifOptions,
+    obs: &dyn Observer,
+    subject: Subject,
+    model: &dyn ScanModel,
+) -> Result<BifResult> {
+    let Subject {
+        steps,
+        tensors,
+        restrictions,
+        observables,
+        per_seq: k,
+        unit,
+    } = subject;
+    if restrictions.len() > 1 {
         bail!("--restrict: the BIF takes one restriction (a preset such as heads names several)");
     }
-    let mask = match &restriction {
-        Some(r) => spec::masks(&ckpts.model.layout.named_sizes(), r)?.remove(0),
+    let mask = match restrictions.first() {
+        Some(r) => spec::masks(&tensors, std::slice::from_ref(r))?.remove(0),
         None => None,
     };
     let sampler = &opts.sampler;
     let folder = run.root().sub("bif").sub(&sampler.name);
     let _lock = Lock::take(&folder, "lock", "stagewise bif")?;
     folder.clean_interrupted(false)?;
-    let (n, k) = (opts.sequences, ckpts.config.task_config.max_examples);
+    let n = opts.sequences;
     let setup = format!(
         "samples: [{}]\nsequences: {n}\nrestriction: {:?}\nlevel: {:?}\nreduce: {:?}\ncovariance: {}\nsampler:\n{}",
         observables
             .iter()
-            .map(|o| format!("{:?}", o.name()))
+            .map(|o| format!("{o:?}"))
             .collect::<Vec<_>>()
             .join(", "),
-        restriction.as_ref().map(|r| (&r[0].name, &r[0].include)),
+        restrictions.first().map(|r| (&r.name, &r.include)),
         opts.level,
         opts.reduce,
         opts.covariance,
@@ -137,10 +150,10 @@ pub fn bif(run: &RunDir, opts: &BifOptions, obs: &dyn Observer) -> Result<BifRes
     crate::memory::check(
         "the BIF's co-moment matrices",
         (8 * m * m * matrices) as u128,
-        "--sequences, --samples or the sampler's num_chains",
+        "--sequences, --samples, --level sequence or the sampler's num_chains",
     )?;
     obs.message(&format!(
-        "BIF at {} checkpoints of {} ({} already done): {m} x {m} {}, {} chains x {} draws",
+        "BIF at {} checkpoints of {} ({} already done): {m} x {m} {} ({} sequences x {k} {unit} per sample set), {} chains x {} draws",
         todo.len(),
         run.display(),
         done.len(),
@@ -149,23 +162,15 @@ pub fn bif(run: &RunDir, opts: &BifOptions, obs: &dyn Observer) -> Result<BifRes
         } else {
             "correlations"
         },
+        n,
         chains.chains,
         chains.draws
     ));
     let per_ckpt = chains.total_steps() as u64;
     obs.start(0, per_ckpt * todo.len() as u64, "SGLD steps");
-    let pretrain = ckpts.config.pretrain_distribution();
     let mut out = Vec::new();
     for (i, &step) in todo.iter().enumerate() {
-        let w = ckpts.weights(step)?;
-        let pot = ckpts.dataset(&sampler.config);
-        let set = spec::observed_set(
-            &ckpts.model,
-            &pretrain,
-            &observables,
-            n,
-            sampler.config.init_seed,
-        );
+        let w = model.weights(step)?;
         let ocfg = ObserveConfig {
             group,
             full: true,
@@ -174,11 +179,9 @@ pub fn bif(run: &RunDir, opts: &BifOptions, obs: &dyn Observer) -> Result<BifRes
         };
         let base = per_ckpt * i as u64;
         let tick = |d: usize| obs.tick(base + d as u64, &|| format!("checkpoint {step}"));
-        let masks = [mask.clone()];
-        let res = sample_observed(&pot, &set, &w, &sampler.sgld, &masks, &chains, &ocfg, &tick);
+        let res = model.sample(&w, sampler, std::slice::from_ref(&mask), &ocfg, &tick);
         warn_failures(obs, step, "bif", &res[0]);
         let b = bif_of(&res[0], opts.reduce, opts.covariance).map_err(anyhow::Error::msg)?;
-        let init = pot.init_loss(&w);
         folder.put(
             &format!("{step}.parquet"),
             &matrix_parquet(step, &b.value, b.se.as_deref(), &observables, n, k, group)?,
@@ -198,7 +201,7 @@ pub fn bif(run: &RunDir, opts: &BifOptions, obs: &dyn Observer) -> Result<BifRes
             .collect();
         let mean_off = off.iter().sum::<f64>() / off.len().max(1) as f64;
         obs.message(&format!(
-            "step {step}: {m} x {m}, mean off-diagonal {mean_off:.4} over {} draws (init loss {init:.4})",
+            "step {step}: {m} x {m}, mean off-diagonal {mean_off:.4} over {} draws",
             b.draws
         ));
         out.push((step, m, b.value));
@@ -217,7 +220,7 @@ fn matrix_parquet(
     step: u64,
     values: &[f64],
     se: Option<&[f64]>,
-    observables: &[Observable],
+    observables: &[String],
     n: usize,
     k: usize,
     group: usize,
@@ -225,7 +228,7 @@ fn matrix_parquet(
     let per_obs = n * k / group;
     let m = observables.len() * per_obs;
     let label = |i: usize| {
-        let o = observables[i / per_obs].name();
+        let o = observables[i / per_obs].clone();
         let within = i % per_obs;
         let (seq, tok) = if group == 1 {
             (within / k, Some(within % k))

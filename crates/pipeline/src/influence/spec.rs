@@ -4,8 +4,10 @@
 //! sequences each observable evaluates.
 
 use anyhow::{Result, bail};
-use stagewise_engine::rng::tag;
-use stagewise_models::{RegressionConfig, RegressionTransformer};
+use stagewise_engine::rng::{Stream, tag};
+use stagewise_models::language::RowSource;
+use stagewise_models::{LanguageConfig, LanguageModel, RegressionConfig, RegressionTransformer};
+use stagewise_sampling::language::LmObserved;
 use stagewise_sampling::mask::build_mask;
 use stagewise_sampling::regression::Observed;
 use stagewise_train::data::{Batch, SequenceDistribution, TaskDistribution, encode_sequence};
@@ -244,6 +246,136 @@ pub fn observed_set<'m>(
     }
 }
 
+/// The restrictions of `specs` for the language model: `heads` (each head's W_Q, W_K, W_V,
+/// W_O and b_Q, b_K, b_V slices, devinterp's per-head restriction, `L<l>H<h>`), `layers`
+/// (`L<l>`), `embeddings` (token and positional embeddings), or `NAME=GLOB[;GLOB...]`.
+pub fn lm_restrictions(cfg: &LanguageConfig, specs: &[String]) -> Result<Vec<Restriction>> {
+    let mut out = Vec::new();
+    for spec in specs {
+        match spec.as_str() {
+            "heads" => {
+                for l in 0..cfg.n_layers {
+                    for h in 0..cfg.n_heads {
+                        let part = format!("[{h}/{}]", cfg.n_heads);
+                        out.push(Restriction {
+                            name: format!("L{l}H{h}"),
+                            include: ["W_?", "b_Q", "b_K", "b_V"]
+                                .iter()
+                                .map(|t| format!("blocks.{l}.attn.{t}{part}"))
+                                .collect(),
+                        });
+                    }
+                }
+            }
+            "layers" => {
+                for l in 0..cfg.n_layers {
+                    out.push(Restriction {
+                        name: format!("L{l}"),
+                        include: vec![format!("blocks.{l}.**")],
+                    });
+                }
+            }
+            "embeddings" => out.push(Restriction {
+                name: "embeddings".into(),
+                include: vec!["embed.*".into(), "pos_embed.*".into()],
+            }),
+            other => out.push(named_globs(other)?),
+        }
+    }
+    check_unique(&out)?;
+    Ok(out)
+}
+
+/// The language model's observables: `train` (training rows as trained on; the sampling
+/// task, always first), `test` (test rows), `repeated` (BOS then uniform random tokens
+/// repeating with period (n_ctx - 1)/2, the prefix-matching evaluation's sequences);
+/// `reference` is all three.
+pub fn lm_observables(specs: &[String]) -> Result<Vec<String>> {
+    let mut out = vec!["train".to_string()];
+    for spec in specs.iter().flat_map(|s| s.split(',')).map(str::trim) {
+        let more: Vec<&str> = match spec {
+            "reference" => vec!["train", "test", "repeated"],
+            // `pretrain` names the sampling task for either model.
+            "train" | "pretrain" => vec!["train"],
+            "test" | "repeated" => vec![spec],
+            _ => bail!(
+                "--observables {spec:?}: for a language model, expected train, test, repeated or reference"
+            ),
+        };
+        for o in more {
+            if !out.iter().any(|x| x == o) {
+                out.push(o.to_string());
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// `nseq` rows of each language-model observable, concatenated: rows of `train` and `test`
+/// drawn uniformly (with replacement) by stream `(seed, OBSERVABLES, 2 or 3)`, repeated random
+/// tokens from `(seed, OBSERVABLES, 4)`. An error if a set has no rows.
+pub fn lm_observed_set<'m>(
+    model: &'m LanguageModel,
+    train: &dyn RowSource,
+    test: &dyn RowSource,
+    names: &[String],
+    nseq: usize,
+    seed: u64,
+) -> Result<LmObserved<'m>> {
+    let t = model.config.n_ctx;
+    let mut tokens = vec![0u32; names.len() * nseq * t];
+    let bos = {
+        let mut row = vec![0u32; t];
+        if !test.is_empty() {
+            test.row_into(0, &mut row);
+        } else if !train.is_empty() {
+            train.row_into(0, &mut row);
+        }
+        row[0]
+    };
+    for (oi, name) in names.iter().enumerate() {
+        let rows = &mut tokens[oi * nseq * t..(oi + 1) * nseq * t];
+        let (src, a): (Option<&dyn RowSource>, u32) = match name.as_str() {
+            "train" => (Some(train), 2),
+            "test" => (Some(test), 3),
+            _ => (None, 4),
+        };
+        match src {
+            Some(src) => {
+                if src.is_empty() {
+                    bail!("the {name} rows are empty: nothing to observe");
+                }
+                let pick = Stream::new(seed, tag::OBSERVABLES, a, 0);
+                for (s, row) in rows.chunks_mut(t).enumerate() {
+                    src.row_into(pick.below(s as u32, src.len() as u64) as usize, row);
+                }
+            }
+            None => {
+                let period = ((t - 1) / 2).max(1);
+                let v = model.config.d_vocab as u64;
+                for (s, row) in rows.chunks_mut(t).enumerate() {
+                    let st = Stream::new(seed, tag::OBSERVABLES, a, s as u32);
+                    let r: Vec<u32> = (0..period)
+                        .map(|j| {
+                            let x = st.below(j as u32, v - 1) as u32;
+                            if x >= bos { x + 1 } else { x }
+                        })
+                        .collect();
+                    row[0] = bos;
+                    for (j, tok) in row[1..].iter_mut().enumerate() {
+                        *tok = r[j % period];
+                    }
+                }
+            }
+        }
+    }
+    Ok(LmObserved {
+        model,
+        tokens,
+        nseq: names.len() * nseq,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -340,5 +472,53 @@ mod tests {
                 assert_eq!(head.iter().filter(|v| **v).count(), 3 * 64 * 64 / 4);
             }
         }
+    }
+
+    #[test]
+    fn a_language_head_is_its_slices_of_the_attention_tensors() {
+        let cfg = LanguageConfig {
+            n_layers: 2,
+            d_model: 16,
+            d_head: 8,
+            n_heads: 2,
+            n_ctx: 12,
+            d_vocab: 50,
+        };
+        let model = LanguageModel::new(cfg.clone()).unwrap();
+        let r = lm_restrictions(&cfg, &["heads".into(), "layers".into()]).unwrap();
+        let m = masks(&model.layout.named_sizes(), &r).unwrap();
+        // W_Q, W_K, W_V, W_O of one head (d_model x d_head each) and its b_Q, b_K, b_V.
+        for head in &m[..4] {
+            assert_eq!(
+                head.as_ref().unwrap().iter().filter(|v| **v).count(),
+                4 * 16 * 8 + 3 * 8
+            );
+        }
+        let overlap = m[0]
+            .as_ref()
+            .unwrap()
+            .iter()
+            .zip(m[1].as_ref().unwrap())
+            .filter(|(a, b)| **a && **b)
+            .count();
+        assert_eq!(overlap, 0, "two heads share no weight");
+        assert_eq!(
+            lm_observables(&["pretrain,repeated".into()]).unwrap(),
+            vec!["train", "repeated"]
+        );
+        let rows = (vec![7u32; 12 * 3], 12usize);
+        let set = lm_observed_set(
+            &model,
+            &rows,
+            &rows,
+            &["train".into(), "repeated".into()],
+            2,
+            1,
+        )
+        .unwrap();
+        let rep = &set.tokens[2 * 12..3 * 12];
+        assert_eq!(rep[0], 7, "BOS first");
+        assert!(rep[1..].iter().all(|t| *t != 7 && *t < 50));
+        assert_eq!(&rep[1..6], &rep[6..11], "period (n_ctx - 1) / 2 = 5");
     }
 }

@@ -4,7 +4,9 @@
 //! (table, traces, resume) is the regression runs'.
 
 use anyhow::{Result, bail};
-use stagewise_sampling::config::GradBatchOrigin;
+use stagewise_models::LanguageModel;
+use stagewise_models::language::RowSource;
+use stagewise_sampling::config::{GradBatchOrigin, SamplerConfig};
 use stagewise_sampling::language::LmDataset;
 
 use super::{lm_data, open_lm_run, training_rows};
@@ -22,14 +24,7 @@ pub fn llc_lm(run: &RunDir, opts: &LlcOptions, obs: &dyn Observer) -> Result<Llc
     let mask = sampler.mask(&model.layout)?;
     let (_tok, train_tokens, _test) = lm_data(&cfg, run, obs)?;
     let train_rows = training_rows(&cfg, &train_tokens);
-    let mut pot = LmDataset::new(
-        &model,
-        &train_rows,
-        sampler.config.eval_dataset_size,
-        sampler.config.grad_batch_size,
-        sampler.config.init_seed,
-    );
-    pot.infinite = sampler.config.grad_batch_origin == GradBatchOrigin::InfiniteDataset;
+    let pot = lm_potential(&model, &train_rows, &sampler.config);
     if pot.n < sampler.config.eval_dataset_size {
         obs.message(&format!(
             "the training set has {} rows: the sampler's data set is all of them (eval_dataset_size {})",
@@ -46,4 +41,22 @@ pub fn llc_lm(run: &RunDir, opts: &LlcOptions, obs: &dyn Observer) -> Result<Llc
         weights: &weights,
     }
     .run(opts, obs)
+}
+
+/// The LM's sampling potential for a sampler config: the first `eval_dataset_size` of `rows`,
+/// minibatches of `grad_batch_size` (from all rows with `infinite-dataset`).
+pub(crate) fn lm_potential<'m>(
+    model: &'m LanguageModel,
+    rows: &'m dyn RowSource,
+    sampler: &SamplerConfig,
+) -> LmDataset<'m> {
+    let mut pot = LmDataset::new(
+        model,
+        rows,
+        sampler.eval_dataset_size,
+        sampler.grad_batch_size,
+        sampler.init_seed,
+    );
+    pot.infinite = sampler.grad_batch_origin == GradBatchOrigin::InfiniteDataset;
+    pot
 }
