@@ -9,6 +9,7 @@ mod lm;
 pub mod machine;
 pub mod parity;
 mod sgld;
+mod susceptibility;
 mod train;
 mod whole;
 
@@ -16,4 +17,5 @@ pub use gpu::{BenchGpuOptions, flops_per_pass, gpu};
 pub use lm::{BenchLmOptions, lm, lm_step_flops};
 pub use parity::{BenchParityOptions, parity};
 pub use sgld::{BenchSgldOptions, sgld};
+pub use susceptibility::{BenchSusceptibilityOptions, susceptibility};
 pub use train::{BenchTrainOptions, train};

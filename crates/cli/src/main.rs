@@ -115,6 +115,9 @@ enum BenchCommand {
     Train(bench::BenchTrainArgs),
     /// SGLD chain-draws per second of the L2H4 model, optionally next to PyTorch.
     Sgld(bench::BenchSgldArgs),
+    /// A per-head susceptibility scan at one checkpoint, batched, optionally next to PyTorch
+    /// run devinterp's way (a sampling run per restriction).
+    Susceptibility(bench::BenchSusceptibilityArgs),
     /// Training steps/s and batched SGLD chain-draws/s on a CUDA device, optionally next to
     /// PyTorch on the same card.
     Gpu(bench::BenchGpuArgs),
@@ -175,6 +178,9 @@ fn main() {
         Command::Bench(BenchCommand::Parity(args)) => stagewise_bench::parity(&args.options()),
         Command::Bench(BenchCommand::Sgld(args)) => stagewise_bench::sgld(&args.options()),
         Command::Bench(BenchCommand::Gpu(args)) => stagewise_bench::gpu(&args.options()),
+        Command::Bench(BenchCommand::Susceptibility(args)) => {
+            stagewise_bench::susceptibility(&args.options())
+        }
         Command::Llc(args) => match *args {
             LlcArgs {
                 command: Some(LlcCommand::Check(args)),
