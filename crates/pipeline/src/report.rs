@@ -7,13 +7,14 @@
 use anyhow::{Context, Result, bail};
 use stagewise_io::table::Table;
 use stagewise_report::html::{Block, Section, render};
-use stagewise_report::{Corner, LineChart, RGBColor, Series, Span, palette};
+use stagewise_report::{Corner, Figure, LineChart, RGBColor, Series, Span, palette};
 use stagewise_train::eval::Evaluator;
 
 use crate::lock::Lock;
 use crate::rundir::{Folder, RunDir, check_name};
 use crate::stages::{Stage, read_stages};
 
+mod influence;
 mod lm;
 mod parity;
 
@@ -50,7 +51,7 @@ fn spans(stages: &[Stage]) -> Vec<Span> {
 }
 
 /// Draws `chart` to `<out>/<name>.png` and returns the figure block.
-fn figure(out: &Folder, name: &str, chart: &LineChart, caption: &str) -> Result<Block> {
+fn figure(out: &Folder, name: &str, chart: &impl Figure, caption: &str) -> Result<Block> {
     out.put(&format!("{name}.png"), &chart.png_bytes(SIZE)?)?;
     Ok(Block::Figure {
         svg: chart.svg(SIZE)?,
@@ -166,6 +167,12 @@ pub fn report(run: &RunDir, a: &ReportOptions) -> Result<ReportResult> {
         title: "Essential dynamics".into(),
         blocks: ed,
     });
+    if !run.is_parity_run() {
+        sections.push(Section {
+            title: "Susceptibilities".into(),
+            blocks: influence::blocks(run, &out, &stages, &run_name)?,
+        });
+    }
     sections.push(Section {
         title: "Structural indicators".into(),
         blocks: indicator_blocks(run, &out, &stages, &run_name)?,

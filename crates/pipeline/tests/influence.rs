@@ -130,6 +130,15 @@ fn susceptibility_tables_are_consistent_and_a_batched_restriction_equals_it_alon
         );
     }
 
+    // The report shows the scan: a heatmap of heads x observables.
+    let page = stagewise_pipeline::report::report(&run, &Default::default()).unwrap();
+    let html = std::fs::read_to_string(&page.index).unwrap();
+    assert!(
+        html.contains("Susceptibility at step 20") && html.contains("L1H3"),
+        "no heatmap"
+    );
+    assert!(dir.join("run/report/susceptibility_s_20.png").exists());
+
     // Resuming does nothing; another setup in the same folder is refused, naming setup.yaml.
     let again = susceptibility(&run, &opts, &Quiet).unwrap();
     assert_eq!((again.done_before, again.steps.len()), (1, 0));

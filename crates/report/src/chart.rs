@@ -292,31 +292,40 @@ where
     root.present().map_err(e)
 }
 
-impl LineChart {
-    /// The chart as an SVG document.
-    pub fn svg(&self, size: (u32, u32)) -> Result<String, ChartError> {
+/// Something drawn once to SVG (for the page) and once to PNG: a line chart or a heatmap.
+pub trait Figure {
+    /// Names the figure in errors.
+    fn title(&self) -> &str;
+    fn draw_on<DB: DrawingBackend>(&self, root: &DrawingArea<DB, Shift>) -> Result<(), String>
+    where
+        DB::ErrorType: 'static;
+
+    /// The figure as an SVG document.
+    fn svg(&self, size: (u32, u32)) -> Result<String, ChartError> {
+        // Text is measured with the embedded font in SVG too.
+        register_font();
         let mut out = String::new();
         {
             let root = SVGBackend::with_string(&mut out, size).into_drawing_area();
-            draw(&root, self).map_err(|msg| self.error(msg))?;
+            self.draw_on(&root).map_err(|msg| self.error(msg))?;
         }
         Ok(out)
     }
 
-    /// The chart as a PNG file.
-    pub fn png(&self, path: &std::path::Path, size: (u32, u32)) -> Result<(), ChartError> {
+    /// The figure as a PNG file.
+    fn png(&self, path: &std::path::Path, size: (u32, u32)) -> Result<(), ChartError> {
         register_font();
         let root = BitMapBackend::new(path, size).into_drawing_area();
-        draw(&root, self).map_err(|msg| self.error(msg))
+        self.draw_on(&root).map_err(|msg| self.error(msg))
     }
 
-    /// The chart as the bytes of a PNG file (8-bit RGB).
-    pub fn png_bytes(&self, size: (u32, u32)) -> Result<Vec<u8>, ChartError> {
+    /// The figure as the bytes of a PNG file (8-bit RGB).
+    fn png_bytes(&self, size: (u32, u32)) -> Result<Vec<u8>, ChartError> {
         register_font();
         let mut rgb = vec![0u8; size.0 as usize * size.1 as usize * 3];
         {
             let root = BitMapBackend::with_buffer(&mut rgb, size).into_drawing_area();
-            draw(&root, self).map_err(|msg| self.error(msg))?;
+            self.draw_on(&root).map_err(|msg| self.error(msg))?;
         }
         let mut out = Vec::new();
         let mut enc = png::Encoder::new(&mut out, size.0, size.1);
@@ -334,8 +343,21 @@ impl LineChart {
 
     fn error(&self, msg: String) -> ChartError {
         ChartError {
-            chart: self.title.clone(),
+            chart: self.title().to_string(),
             msg,
         }
+    }
+}
+
+impl Figure for LineChart {
+    fn title(&self) -> &str {
+        &self.title
+    }
+
+    fn draw_on<DB: DrawingBackend>(&self, root: &DrawingArea<DB, Shift>) -> Result<(), String>
+    where
+        DB::ErrorType: 'static,
+    {
+        draw(root, self)
     }
 }

@@ -2,7 +2,9 @@
 //! self-contained page, no network) and PNG (with an embedded font).
 
 pub mod chart;
+pub mod heatmap;
 pub mod html;
 
-pub use chart::{Corner, LineChart, Series, Span, palette};
+pub use chart::{Corner, Figure, LineChart, Series, Span, palette};
+pub use heatmap::Heatmap;
 pub use plotters::style::RGBColor;
