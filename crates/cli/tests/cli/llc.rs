@@ -334,3 +334,82 @@ fn llc_over_checkpoints_resumes_and_rejects_bad_input() {
     );
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn susceptibility_and_bif_commands_write_tables_and_refuse_bad_input() {
+    let dir = scratch("influence");
+    let (_, run) = train_tiny(&dir, 40);
+    let sampler = write_sampler(&dir, "s.yaml", 6);
+    let steps = list_steps(&run.join("checkpoints"));
+    let (r, s) = (run.to_str().unwrap(), sampler.to_str().unwrap());
+    let step = steps[2].to_string();
+    let common = ["--config", s, "--steps", &step, "--sequences", "2"];
+    let out = stagewise(
+        &[
+            &["susceptibility", r, "--observables", "true,tasks:3"][..],
+            &common,
+        ]
+        .concat(),
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(
+        err.contains("4 restrictions") && err.contains("chi(true)"),
+        "{err}"
+    );
+    assert!(
+        run.join(format!("susceptibility/s/{step}.parquet"))
+            .exists()
+    );
+    let out = stagewise(
+        &[
+            &["bif", r, "--level", "sequence", "--reduce", "mean"][..],
+            &common,
+        ]
+        .concat(),
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(run.join("bif/s/bif.parquet").exists());
+    // Bad input: a clear message and a non-zero exit, nothing written.
+    for (args, want) in [
+        (
+            vec!["susceptibility", r, "--observables", "sideways"],
+            "--observables \"sideways\"",
+        ),
+        (
+            vec!["susceptibility", r, "--restrict", "x=nothing.here"],
+            "--restrict x",
+        ),
+        (
+            vec!["bif", r, "--level", "paragraph"],
+            "expected \"token\" or \"sequence\"",
+        ),
+        (
+            vec!["bif", r, "--reduce", "median"],
+            "expected \"stack\" or \"mean\"",
+        ),
+        (
+            vec!["bif", r, "--sequences", "0"],
+            "--sequences must be at least 1",
+        ),
+    ] {
+        let sets = ["--set", "num_draws=3"];
+        let other = write_sampler(&dir, "bad.yaml", 3);
+        let o = other.to_str().unwrap();
+        let out = stagewise(&[&args[..], &["--config", o, "--steps", &step], &sets[..]].concat());
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !out.status.success() && err.contains(want),
+            "{args:?}: {err}"
+        );
+    }
+    assert!(
+        !run.join("susceptibility/bad")
+            .join(format!("{step}.parquet"))
+            .exists()
+    );
+}
