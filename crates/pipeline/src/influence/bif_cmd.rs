@@ -99,19 +99,13 @@ fn scan_bif(
     subject: Subject,
     model: &dyn ScanModel,
 ) -> Result<BifResult> {
-    let Subject {
-        steps,
-        tensors,
-        restrictions,
-        observables,
-        per_seq: k,
-        unit,
-    } = subject;
+    let (restrictions, observables, k) =
+        (&subject.restrictions, &subject.observables, subject.per_seq);
     if restrictions.len() > 1 {
         bail!("--restrict: the BIF takes one restriction (a preset such as heads names several)");
     }
     let mask = match restrictions.first() {
-        Some(r) => spec::masks(&tensors, std::slice::from_ref(r))?.remove(0),
+        Some(r) => spec::masks(&subject.tensors, std::slice::from_ref(r))?.remove(0),
         None => None,
     };
     let sampler = &opts.sampler;
@@ -137,7 +131,12 @@ fn scan_bif(
     );
     claim(&folder, &setup, "bif")?;
     let done = done_steps(&folder)?;
-    let todo: Vec<u64> = steps.into_iter().filter(|s| !done.contains(s)).collect();
+    let todo: Vec<u64> = subject
+        .steps
+        .iter()
+        .copied()
+        .filter(|s| !done.contains(s))
+        .collect();
     let chains = sampler.config.chains();
     let m_tokens = observables.len() * n * k;
     let group = match opts.level {
@@ -153,7 +152,7 @@ fn scan_bif(
         "--sequences, --samples, --level sequence or the sampler's num_chains",
     )?;
     obs.message(&format!(
-        "BIF at {} checkpoints of {} ({} already done): {m} x {m} {} ({} sequences x {k} {unit} per sample set), {} chains x {} draws",
+        "BIF at {} checkpoints of {} ({} already done): {m} x {m} {} ({} sequences x {k} {} per sample set), {} chains x {} draws",
         todo.len(),
         run.display(),
         done.len(),
@@ -163,6 +162,7 @@ fn scan_bif(
             "correlations"
         },
         n,
+        subject.unit,
         chains.chains,
         chains.draws
     ));
@@ -184,13 +184,13 @@ fn scan_bif(
         let b = bif_of(&res[0], opts.reduce, opts.covariance).map_err(anyhow::Error::msg)?;
         folder.put(
             &format!("{step}.parquet"),
-            &matrix_parquet(step, &b.value, b.se.as_deref(), &observables, n, k, group)?,
+            &matrix_parquet(step, &b.value, b.se.as_deref(), observables, n, k, group)?,
         )?;
         if opts.level == BifLevel::Token {
             let pairs = block_mean(&b.value, m, k);
             folder.put(
                 &format!("{step}.sequences.parquet"),
-                &matrix_parquet(step, &pairs, None, &observables, n, k, k)?,
+                &matrix_parquet(step, &pairs, None, observables, n, k, k)?,
             )?;
         }
         combine(&folder, "bif")?;
