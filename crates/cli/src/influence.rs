@@ -38,6 +38,10 @@ pub struct SusceptibilityArgs {
     /// Fixed sequences per observable.
     #[arg(long, default_value_t = 64)]
     pub sequences: usize,
+    /// Also write every draw's observed losses to `<step>.draws.parquet` (memory and disk grow
+    /// with the draws; the estimates never need them).
+    #[arg(long)]
+    pub keep_draws: bool,
     #[command(flatten)]
     pub select: SelectArgs,
 }
@@ -50,6 +54,7 @@ pub fn run_susceptibility(a: &SusceptibilityArgs) -> Result<()> {
         restrict: a.restrict.clone(),
         observables: a.observables.clone(),
         sequences: a.sequences,
+        keep_draws: a.keep_draws,
     };
     let r = susceptibility(&run, &opts, &Console::default())?;
     eprintln!("done: {}", r.folder);

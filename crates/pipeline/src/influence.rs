@@ -31,6 +31,9 @@ pub struct SusceptibilityOptions {
     pub observables: Vec<String>,
     /// Fixed sequences per observable.
     pub sequences: usize,
+    /// Also write every draw's observed losses (`<step>.draws.parquet`; memory and disk grow
+    /// with the draws).
+    pub keep_draws: bool,
 }
 
 impl Default for SusceptibilityOptions {
@@ -41,6 +44,7 @@ impl Default for SusceptibilityOptions {
             restrict: vec!["heads".into()],
             observables: vec!["reference".into()],
             sequences: 64,
+            keep_draws: false,
         }
     }
 }
@@ -299,6 +303,16 @@ fn scan_susceptibility(
         chains.draws,
         observables.len()
     ));
+    if opts.keep_draws {
+        // The stored draws of every chain, and their long table (~64 bytes a row).
+        let values = (masks.len() * chains.chains * chains.draws) as u128
+            * (observables.len() * n * k) as u128;
+        crate::memory::check(
+            "--keep-draws",
+            72 * values,
+            "--sequences, --observables or num_draws",
+        )?;
+    }
     let per_ckpt = chains.total_steps() as u64;
     obs.start(0, per_ckpt * todo.len() as u64, "SGLD steps");
     let mut out = Vec::new();
@@ -309,11 +323,23 @@ fn scan_susceptibility(
         if !init.is_finite() {
             bail!("checkpoint {step}: the initial loss is {init}");
         }
-        let ocfg = ObserveConfig::new(0..n * k);
+        let ocfg = ObserveConfig {
+            store_draws: opts.keep_draws,
+            ..ObserveConfig::new(0..n * k)
+        };
         let base = per_ckpt * i as u64;
         let tick = |d: usize| obs.tick(base + d as u64, &|| format!("checkpoint {step}"));
         let res = model.sample(&w, sampler, &masks, &ocfg, &tick);
         warn_failures(obs, step, "full", &res[0]);
+        if opts.keep_draws {
+            let names: Vec<&str> = std::iter::once("full")
+                .chain(restrictions.iter().map(|r| r.name.as_str()))
+                .collect();
+            folder.put(
+                &format!("{step}.draws.parquet"),
+                &draws_parquet(step, &names, &res, &observables, n, k)?,
+            )?;
+        }
         let mut summary = Vec::new();
         let mut tokens: Vec<(usize, Susceptibility)> = Vec::new();
         for (ri, r) in restrictions.iter().enumerate() {
@@ -486,6 +512,50 @@ fn tokens_parquet(
     Ok(stagewise_tables::columns_parquet_bytes(&cols)?)
 }
 
+/// Every draw's observed losses: one row per (restriction, chain, draw, observable, sequence,
+/// example or token).
+fn draws_parquet(
+    step: u64,
+    names: &[&str],
+    res: &[ObservedRestriction],
+    observables: &[String],
+    n: usize,
+    k: usize,
+) -> Result<Vec<u8>> {
+    let (mut r_col, mut c_col, mut d_col, mut o_col, mut s_col, mut t_col, mut v_col) =
+        (vec![], vec![], vec![], vec![], vec![], vec![], vec![]);
+    for (ri, r) in res.iter().enumerate() {
+        for (c, chain) in r.chains.iter().enumerate() {
+            for (d, draw) in chain.draws.iter().enumerate() {
+                for (i, v) in draw.iter().enumerate() {
+                    r_col.push(Some(names[ri].to_string()));
+                    c_col.push(Some(c as i64));
+                    d_col.push(Some(d as i64));
+                    o_col.push(Some(observables[i / (n * k)].clone()));
+                    s_col.push(Some(((i / k) % n) as i64));
+                    t_col.push(Some((i % k) as i64));
+                    v_col.push(Some(*v));
+                }
+            }
+        }
+    }
+    let rows = v_col.len();
+    let cols = vec![
+        (
+            "step".to_string(),
+            Column::Int(vec![Some(step as i64); rows]),
+        ),
+        ("restriction".into(), Column::Text(r_col)),
+        ("chain".into(), Column::Int(c_col)),
+        ("draw".into(), Column::Int(d_col)),
+        ("observable".into(), Column::Text(o_col)),
+        ("sequence".into(), Column::Int(s_col)),
+        ("token".into(), Column::Int(t_col)),
+        ("loss".into(), Column::Float(v_col)),
+    ];
+    Ok(stagewise_tables::columns_parquet_bytes(&cols)?)
+}
+
 /// Rewrites the folder's combined table (`susceptibility.parquet` / `bif.parquet`) from its
 /// per-checkpoint files, in step order.
 pub(crate) fn combine(folder: &Folder, table: &str) -> Result<()> {
@@ -521,14 +591,19 @@ pub(crate) fn combine(folder: &Folder, table: &str) -> Result<()> {
     )
 }
 
-/// One line per checkpoint: each restriction's susceptibility to the first non-pretrain
-/// observable (or to pretrain), averaged over examples.
+/// One line per checkpoint: each restriction's susceptibility to the first observable after the
+/// sampling task (or to the task), averaged over examples.
 fn headline(rows: &[SummaryRow], restrictions: &[Restriction]) -> String {
+    // The sampling task comes first; its mean susceptibility is zero by construction.
+    let task = rows
+        .first()
+        .map(|r| r.observable.clone())
+        .unwrap_or_default();
     let pick = rows
         .iter()
-        .find(|r| r.observable != "pretrain")
+        .find(|r| r.observable != task)
         .map(|r| r.observable.clone())
-        .unwrap_or_else(|| "pretrain".into());
+        .unwrap_or(task);
     let parts: Vec<String> = restrictions
         .iter()
         .filter_map(|r| {

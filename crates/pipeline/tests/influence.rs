@@ -44,6 +44,7 @@ fn sus_opts(restrict: &[&str], observables: &[&str]) -> SusceptibilityOptions {
         restrict: restrict.iter().map(|s| s.to_string()).collect(),
         observables: observables.iter().map(|s| s.to_string()).collect(),
         sequences: 3,
+        keep_draws: false,
     }
 }
 
@@ -116,7 +117,18 @@ fn susceptibility_tables_are_consistent_and_a_batched_restriction_equals_it_alon
         &["true,inputs:3"],
     );
     alone.sampler = sampler("alone");
+    alone.keep_draws = true;
     let a = susceptibility(&run, &alone, &Quiet).unwrap();
+    // Every draw's losses, on request: full and L1H2, 2 chains x 12 draws, 3 sets x 3 x k.
+    let draws = read_columns(&dir.join("run/susceptibility/alone/20.draws.parquet")).unwrap();
+    let loss = floats(&draws, "loss");
+    assert_eq!(loss.len(), 2 * 2 * 12 * 3 * 3 * k);
+    assert!(loss.iter().all(|v| v.is_finite() && *v >= 0.0));
+    let names = texts(&draws, "restriction");
+    assert_eq!(
+        (names[0].as_str(), names[loss.len() - 1].as_str()),
+        ("full", "L1H2")
+    );
     let batched: Vec<_> = r.steps[0]
         .1
         .iter()

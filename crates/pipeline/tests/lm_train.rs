@@ -371,6 +371,7 @@ fn susceptibilities_and_the_bif_run_on_a_language_model() {
         restrict: vec!["heads".into()],
         observables: vec!["reference".into()],
         sequences: 2,
+        keep_draws: false,
     };
     let r = susceptibility(&run, &opts, &Quiet).unwrap();
     let rows = &r.steps[0].1;
