@@ -154,7 +154,12 @@ fn scan_blocks(folder: &Folder, scan: &str, out: &Folder, stages: &[Stage]) -> R
             "chi",
             true,
         );
-        c.spans = spans(stages);
+        // Only the stages the scanned steps reach (labels of others would pile up at an edge).
+        let (lo, hi) = (steps[0] as f64 + 1.0, steps[steps.len() - 1] as f64 + 1.0);
+        c.spans = spans(stages)
+            .into_iter()
+            .filter(|sp| sp.to > lo && sp.from < hi)
+            .collect();
         for (i, r) in restrictions.iter().enumerate() {
             let mut line = Series::line(
                 r.clone(),
