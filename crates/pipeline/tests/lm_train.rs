@@ -325,7 +325,7 @@ fn the_whole_pipeline_runs_on_a_language_model_config() {
 /// The shipped induction config is the quick config with only the fields its comment names
 /// changed.
 #[test]
-fn the_induction_config_is_the_quick_one_longer_with_repeated_rows() {
+fn the_induction_config_is_the_quick_one_shorter_longer_and_with_repeated_rows() {
     use stagewise_pipeline::lm::{LM_QUICK_YAML, load_lm_config};
     let path = concat!(
         env!("CARGO_MANIFEST_DIR"),
@@ -339,6 +339,8 @@ fn the_induction_config_is_the_quick_one_longer_with_repeated_rows() {
     quick.num_steps = 16_000;
     quick.optimizer_config.lr = 3e-3;
     quick.repeat_fraction = 0.5;
+    quick.transformer_config.n_ctx = 64;
+    quick.transformer_config.d_vocab = 1024;
     assert_eq!(ind, quick);
 }
 
