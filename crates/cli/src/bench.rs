@@ -94,57 +94,6 @@ impl BenchSgldArgs {
     }
 }
 
-/// `stagewise bench susceptibility`.
-#[derive(Args)]
-pub struct BenchSusceptibilityArgs {
-    /// Chains per restriction.
-    #[arg(long, default_value_t = 4)]
-    chains: usize,
-    /// Draws per chain.
-    #[arg(long, default_value_t = 10)]
-    draws: usize,
-    /// Sequences per gradient minibatch.
-    #[arg(long, default_value_t = 256)]
-    batch: usize,
-    /// Fixed sequences per observable.
-    #[arg(long, default_value_t = 96)]
-    sequences: usize,
-    /// Observables (the first is the sampling task).
-    #[arg(long, default_value_t = 2)]
-    observables: usize,
-    /// Thread counts.
-    #[arg(long, value_delimiter = ',', default_value = "1,2")]
-    threads: Vec<usize>,
-    /// Measurements per row, alternating stagewise and PyTorch; the best is shown.
-    #[arg(long, default_value_t = 2)]
-    repeat: usize,
-    /// In-context examples K.
-    #[arg(long, default_value_t = 16)]
-    examples: usize,
-    /// Python interpreter with torch: also run bench/torch_susceptibility.py and print the ratio.
-    #[arg(long)]
-    torch: Option<PathBuf>,
-    #[arg(long, default_value = "bench/torch_susceptibility.py")]
-    torch_script: PathBuf,
-}
-
-impl BenchSusceptibilityArgs {
-    pub fn options(&self) -> stagewise_bench::BenchSusceptibilityOptions {
-        stagewise_bench::BenchSusceptibilityOptions {
-            chains: self.chains,
-            draws: self.draws,
-            batch: self.batch,
-            sequences: self.sequences,
-            observables: self.observables,
-            threads: self.threads.clone(),
-            repeat: self.repeat,
-            examples: self.examples,
-            torch: self.torch.clone(),
-            torch_script: self.torch_script.clone(),
-        }
-    }
-}
-
 #[derive(Args)]
 pub struct BenchGpuArgs {
     /// cuda, cuda:N (or emulator, uselessly slow but runnable).

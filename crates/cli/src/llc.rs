@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 
 use anyhow::{Result, bail};
-use clap::Args;
+use clap::{Args, Subcommand};
 use stagewise_pipeline::Backend;
 use stagewise_pipeline::llc::{LlcOptions, LlcResult, PerLaunch, Sampler, StepSelection, llc};
 
@@ -129,4 +129,23 @@ pub fn run(a: &RunArgs) -> Result<()> {
 
 pub fn print(r: &LlcResult) {
     eprintln!("done: {}", r.table);
+}
+
+/// `stagewise llc ...`: a sweep over a run's checkpoints, or one of its subcommands.
+#[derive(Args)]
+#[command(args_conflicts_with_subcommands = true)]
+pub struct LlcArgs {
+    #[command(subcommand)]
+    pub command: Option<LlcCommand>,
+    #[command(flatten)]
+    pub run: RunArgs,
+}
+
+#[derive(Subcommand)]
+pub enum LlcCommand {
+    /// Estimated vs true learning coefficient on a model with a known answer.
+    Check(crate::check::CheckArgs),
+    /// The LLC over a grid of eps, nbeta and gamma at a few checkpoints, with a verdict per
+    /// setting (chains finished, trace plateaued, LLC not negative).
+    Calibrate(crate::calibrate::CalibrateArgs),
 }

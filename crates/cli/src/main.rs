@@ -23,7 +23,8 @@ mod task;
 mod train;
 
 use clap::parser::ValueSource;
-use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
+use llc::{LlcArgs, LlcCommand};
 
 #[derive(Parser)]
 #[command(
@@ -91,24 +92,6 @@ enum Command {
     Mlflow(place::MlflowCommand),
 }
 
-#[derive(Args)]
-#[command(args_conflicts_with_subcommands = true)]
-struct LlcArgs {
-    #[command(subcommand)]
-    command: Option<LlcCommand>,
-    #[command(flatten)]
-    run: llc::RunArgs,
-}
-
-#[derive(Subcommand)]
-enum LlcCommand {
-    /// Estimated vs true learning coefficient on a model with a known answer.
-    Check(check::CheckArgs),
-    /// The LLC over a grid of eps, nbeta and gamma at a few checkpoints, with a verdict per
-    /// setting (chains finished, trace plateaued, LLC not negative).
-    Calibrate(calibrate::CalibrateArgs),
-}
-
 #[derive(Subcommand)]
 enum BenchCommand {
     /// Training steps per second of the L2H4 model (K = 16), optionally next to PyTorch.
@@ -117,7 +100,7 @@ enum BenchCommand {
     Sgld(bench::BenchSgldArgs),
     /// A per-head susceptibility scan at one checkpoint, batched, optionally next to PyTorch
     /// run devinterp's way (a sampling run per restriction).
-    Susceptibility(bench::BenchSusceptibilityArgs),
+    Susceptibility(influence::BenchSusceptibilityArgs),
     /// Training steps/s and batched SGLD chain-draws/s on a CUDA device, optionally next to
     /// PyTorch on the same card.
     Gpu(bench::BenchGpuArgs),
