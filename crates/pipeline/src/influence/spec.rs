@@ -98,21 +98,15 @@ fn check_unique(rs: &[Restriction]) -> Result<()> {
 
 /// Each restriction's mask over `tensors`; a restriction that moves nothing is an error.
 pub fn masks(tensors: &[(String, usize)], rs: &[Restriction]) -> Result<Vec<Option<Vec<bool>>>> {
+    let example = tensors.first().map(|t| t.0.as_str()).unwrap_or("");
     rs.iter()
         .map(|r| {
-            let m = build_mask(tensors, &r.include, &[])
-                .map_err(|e| anyhow::anyhow!("--restrict {}: {e}", r.name))?;
-            if let Some(m) = &m
-                && !m.iter().any(|v| *v)
-            {
-                bail!(
-                    "--restrict {}: {:?} matches no parameter of the model (its tensors are named like {:?})",
-                    r.name,
-                    r.include,
-                    tensors.first().map(|t| t.0.as_str()).unwrap_or("")
-                );
-            }
-            Ok(m)
+            build_mask(tensors, &r.include, &[]).map_err(|e| {
+                anyhow::anyhow!(
+                    "--restrict {}: {e} (the model's tensors are named like {example:?})",
+                    r.name
+                )
+            })
         })
         .collect()
 }
