@@ -149,6 +149,17 @@ impl Lock {
 }
 
 impl Lock {
+    /// Removes the lock `name` of `folder` if a writer that is gone left it (killed after its
+    /// last result, before releasing it); a live holder's lock is left alone. For callers that
+    /// find the work already done and so never take the lock.
+    pub fn clear_stale(folder: &Folder, name: &str) {
+        if folder.exists(&format!(".{name}")) {
+            // Taken over only if stale; dropping it releases it. A live holder is an error,
+            // which is fine: that holder releases its own lock.
+            let _ = Lock::take(folder, name, "clearing a stale lock");
+        }
+    }
+
     /// A lock just taken: starts its heartbeat, which rewrites it while it is still ours.
     fn held(folder: Folder, key: String, holder: String) -> Lock {
         let every = (stale_after() / 5).max(Duration::from_secs(1));
@@ -203,6 +214,33 @@ impl Drop for Lock {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn clearing_removes_a_dead_writers_lock_and_leaves_a_live_one() {
+        let dir = std::env::temp_dir().join(format!("sw-lock-clear-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let folder = Folder::local(&dir);
+        Lock::clear_stale(&folder, "lock");
+        assert!(!dir.join(".lock").exists(), "nothing to clear");
+        if alive(std::process::id()) == Some(true) {
+            std::fs::create_dir_all(&dir).unwrap();
+            std::fs::write(
+                dir.join(".lock"),
+                format!("{} 4294967 stagewise train\n", host()),
+            )
+            .unwrap();
+            Lock::clear_stale(&folder, "lock");
+            assert!(
+                !dir.join(".lock").exists(),
+                "a dead writer's lock is cleared"
+            );
+        }
+        let held = Lock::take(&folder, "lock", "stagewise train").unwrap();
+        Lock::clear_stale(&folder, "lock");
+        assert!(dir.join(".lock").exists(), "a live holder keeps its lock");
+        drop(held);
+        assert!(!dir.join(".lock").exists());
+    }
 
     #[test]
     fn a_second_writer_is_refused_and_a_dead_holder_is_taken_over() {

@@ -5,6 +5,7 @@
 
 use anyhow::{Result, bail};
 use stagewise_pipeline::llc::{LlcOptions, PerLaunch, Sampler, StepSelection, llc};
+use stagewise_pipeline::lock::Lock;
 use stagewise_pipeline::parity::{ParityTrainOptions, train_parity};
 use stagewise_pipeline::train::{TrainOptions, checkpoint_schedule, train};
 use stagewise_pipeline::{Backend, Folder, Observer, RunDir};
@@ -165,6 +166,7 @@ pub fn run_task(
     match task.kind {
         Kind::Train => {
             if training_state(&run)? == State::Done {
+                Lock::clear_stale(run.root(), "lock");
                 return Ok(Outcome::Skipped);
             }
             train(
@@ -181,6 +183,7 @@ pub fn run_task(
         }
         Kind::Parity => {
             if training_state(&run)? == State::Done {
+                Lock::clear_stale(run.root(), "lock");
                 return Ok(Outcome::Skipped);
             }
             train_parity(
@@ -210,6 +213,13 @@ pub fn run_task(
                 ),
             }
             if state(root, task)? == State::Done {
+                if let Some(name) = &task.sampler_name {
+                    let dir = match task.kind {
+                        Kind::Calibrate => run.calibration(name),
+                        _ => run.llc(name),
+                    };
+                    Lock::clear_stale(&dir.folder, "lock");
+                }
                 return Ok(Outcome::Skipped);
             }
             let (steps, missing) = llc_steps(task, &run)?;

@@ -74,8 +74,16 @@ fn a_sweep_killed_midway_and_rerun_equals_an_uninterrupted_one() {
     let (t, l) = (train.to_str().unwrap(), llc.to_str().unwrap());
     let clean = dir.join("clean");
     let c = clean.to_str().unwrap();
-    ok(&stagewise(&["sweep", "run", t, "--root", c, "--jobs", "2"]));
-    ok(&stagewise(&["sweep", "run", l, "--root", c, "--jobs", "2"]));
+    // The uninterrupted runs, timed: the kills below land at fractions of these times, so that
+    // they catch the sweeps unfinished on a fast machine as on a slow one.
+    let timed = |file: &str| {
+        let t0 = Instant::now();
+        ok(&stagewise(&[
+            "sweep", "run", file, "--root", c, "--jobs", "2",
+        ]));
+        t0.elapsed().as_millis() as u64
+    };
+    let (train_ms, llc_ms) = (timed(t), timed(l));
     let status = ok(&stagewise(&["sweep", "status", l, "--root", c]));
     assert!(status.contains("2 done, 0 partial"), "{status}");
 
@@ -83,7 +91,11 @@ fn a_sweep_killed_midway_and_rerun_equals_an_uninterrupted_one() {
     let faulty = dir.join("faulty");
     let f = faulty.to_str().unwrap();
     let mut x: u64 = 7;
-    for (file, kills, lo, span) in [(t, 4, 300, 1500), (l, 3, 150, 600)] {
+    // Each kill at 5-25 % of the uninterrupted time: a run resumed after a kill needs less than
+    // the whole, so later windows must stay short for the kills to land before the end.
+    let window = |ms: u64| (ms / 20, (ms / 5).max(1));
+    let ((tlo, tspan), (llo, lspan)) = (window(train_ms), window(llc_ms));
+    for (file, kills, lo, span) in [(t, 4, tlo, tspan), (l, 3, llo, lspan)] {
         let mut interrupted = 0;
         for _ in 0..kills {
             x = x
