@@ -60,6 +60,7 @@ extern "C" const HostKernel stagewise_host_kernels[] = {
     KERNEL(gen_regression)
     KERNEL(fill_f32)
     KERNEL(copy_f32)
+    KERNEL(copy_rows_f32)
     KERNEL(broadcast_f32)
     KERNEL(add_positions)
     KERNEL(layernorm_forward)

@@ -33,8 +33,8 @@ extern "C" __global__ void adam_step(float* params, const float* grad, float* m,
 // w <- clamp(w - drift (nbeta g + wd w + gamma (w - w0)) + diffusion xi) with drift = half and
 // diffusion = noise, or, with rms_v (devinterp's RMSprop-SGLD, in float64 as on the CPU):
 // V <- alpha V + (1 - alpha) g^2, pre = 1 / (sqrt(V) + rms_eps), drift = half_d pre,
-// diffusion = noise_d sqrt(pre). mask (may be null) freezes coordinates;
-// dist2[q, i] = (w - w0)^2 after the step.
+// diffusion = noise_d sqrt(pre). mask `[Q, P]` (may be null) freezes coordinates per weight
+// set; dist2[q, i] = (w - w0)^2 after the step.
 extern "C" __global__ void sgld_step(float* w, const float* w0, const float* grad,
                                      const unsigned char* mask, float* dist2, long long p,
                                      unsigned long long seed, unsigned int noise_tag,
@@ -62,7 +62,7 @@ extern "C" __global__ void sgld_step(float* w, const float* w0, const float* gra
         if (i >= p) continue;
         long long at = q * p + i;
         float wi = w[at], ci = w0[at];
-        if (!mask || mask[i]) {
+        if (!mask || mask[at]) {
             float drift = half, diffusion = noise;
             if (rms_v) {
                 double gd = (double)grad[at];
@@ -126,8 +126,8 @@ extern "C" __global__ void sgnht_init(float* mom, long long p, unsigned long lon
 
 // One SGNHT step (devinterp's legacy update, stagewise_sampling::sgld): for sampled coordinates
 // m <- m - lr F; m <- m - xi_t m; m <- m + noise xi; w <- clamp(w + m) (the momentum reflects
-// where the box clips); energy[q, i] = m^2 (0 where masked) for the thermostat; dist2 as in
-// sgld_step. xi_t = thermostat[q].
+// where the box clips); energy[q, i] = m^2 (0 where masked) for the thermostat; mask and dist2
+// as in sgld_step. xi_t = thermostat[q].
 extern "C" __global__ void sgnht_step(float* w, const float* w0, const float* grad,
                                       const unsigned char* mask, float* dist2, float* mom,
                                       float* energy, const double* thermostat, long long p,
@@ -152,7 +152,7 @@ extern "C" __global__ void sgnht_step(float* w, const float* w0, const float* gr
         long long at = q * p + i;
         float wi = w[at], ci = w0[at];
         float en = 0.0f;
-        if (!mask || mask[i]) {
+        if (!mask || mask[at]) {
             float f = __fmul_rn(nbeta, grad[at]);
             if (wd != 0.0f) f = __fadd_rn(f, __fmul_rn(wd, wi));
             if (gamma != 0.0f) f = __fadd_rn(f, __fmul_rn(gamma, __fsub_rn(wi, ci)));
@@ -183,9 +183,10 @@ extern "C" __global__ void sgnht_step(float* w, const float* w0, const float* gr
     }
 }
 
-// thermostat[q] += esum[q] / count - eps (the mean kinetic energy over the sampled coordinates).
-extern "C" __global__ void sgnht_thermostat(double* thermostat, const float* esum, double count,
-                                            double eps, long long q) {
+// thermostat[q] += esum[q] / count[q] - eps (the mean kinetic energy over the weight set's
+// sampled coordinates).
+extern "C" __global__ void sgnht_thermostat(double* thermostat, const float* esum,
+                                            const double* count, double eps, long long q) {
     long long c = THREAD_INDEX;
-    if (c < q && count > 0.0) thermostat[c] += (double)esum[c] / count - eps;
+    if (c < q && count[c] > 0.0) thermostat[c] += (double)esum[c] / count[c] - eps;
 }

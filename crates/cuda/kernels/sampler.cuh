@@ -26,14 +26,14 @@ extern "C" __global__ void record_draw(float* hist_loss, float* hist_dist, const
 // U(w) = nbeta L + gamma/2 |w - w0|^2 + wd/2 |w|^2 and drift grad U at each step's point, and
 // min(1, exp(U(a) - U(b) + log q(a|b) - log q(b|a))) for the move from the previous point a.
 
-// drift[q, i] = nbeta g + gamma (w - w0) + wd w (0 where masked), in float64 as on the CPU;
+// drift[q, i] = nbeta g + gamma (w - w0) + wd w (0 where mask[q, i] is 0), in float64 as on the CPU;
 // terms[q, i] = ((w - w0)^2, w^2) over the sampled coordinates (p parameters per chain).
 extern "C" __global__ void mala_point(float* drift, float* terms, const float* w, const float* w0,
                                       const float* grad, const unsigned char* mask, long long p,
                                       double nbeta, double gamma, double wd, long long total) {
     long long i = THREAD_INDEX;
     if (i >= total) return;
-    if (mask && !mask[i - idiv(i, p) * p]) {
+    if (mask && !mask[i]) {
         drift[i] = 0.0f;
         terms[2 * i] = 0.0f;
         terms[2 * i + 1] = 0.0f;

@@ -50,6 +50,7 @@ pub const KERNEL_NAMES: &[&str] = &[
     "gen_regression",
     "fill_f32",
     "copy_f32",
+    "copy_rows_f32",
     "broadcast_f32",
     "add_positions",
     "layernorm_forward",

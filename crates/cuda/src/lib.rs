@@ -12,6 +12,7 @@ pub mod host;
 pub mod kernels;
 pub mod meter;
 pub mod model;
+pub mod observed;
 pub mod sgld;
 pub mod tally;
 pub mod train;

@@ -144,6 +144,7 @@ pub fn kernel_bytes(name: &str, threads: usize, args: &[Arg]) -> f64 {
         "mala_transition" => 6.0 * f * n,
         "mala_energy" | "mala_accept" => 8.0 * 4.0 * n,
         "copy_f64" => 16.0 * n,
+        "copy_rows_f32" => 2.0 * f * n,
         "advance_counter" => 8.0,
         // four coordinates: w read and written, w0 and grad read, dist2 written (and RMSprop's
         // second moment read and written).

@@ -27,8 +27,8 @@ struct SgnhtBuffers {
     esum: Buf<f32>,
     thermostat: Buf<f64>,
     diffusion: f64,
-    /// Sampled coordinates per chain (the thermostat's mean runs over these).
-    active: f64,
+    /// Sampled coordinates per weight set (the thermostat's mean runs over these) `[Q]`.
+    active: Buf<f64>,
 }
 
 /// Device state of the MALA acceptance: drift and point of this step and of the previous one.
@@ -235,6 +235,92 @@ pub fn sample_dataset(
     cfg: &ChainConfig,
     progress: &dyn Fn(usize),
 ) -> Result<Vec<Vec<ChainTrace>>, GpuError> {
+    let masks = SetMasks::Shared(mask);
+    sample_sets(dev, model, data, centres, sgld, masks, cfg, None, progress)
+}
+
+/// Which coordinates of each weight set move.
+#[derive(Clone, Copy, Debug)]
+pub enum SetMasks<'a> {
+    /// One mask for every centre (`None`: every coordinate moves).
+    Shared(Option<&'a [bool]>),
+    /// One mask per centre (restrictions side by side).
+    PerCentre(&'a [Option<Vec<bool>>]),
+}
+
+impl SetMasks<'_> {
+    fn of(&self, centre: usize) -> Option<&[bool]> {
+        match self {
+            SetMasks::Shared(m) => *m,
+            SetMasks::PerCentre(ms) => ms.get(centre).and_then(|m| m.as_deref()),
+        }
+    }
+}
+
+/// Called after the update of each draw step with the weights `[Q, P]` and the draw's index
+/// (on the stream: launches only, or a synchronising read).
+pub type DrawHook<'a> = &'a mut dyn FnMut(&dyn Device, crate::Ptr, usize) -> Result<(), GpuError>;
+
+/// The mask buffer `[Q, P]` (`None` where every coordinate of every set moves) and the sampled
+/// coordinates of each set.
+fn set_masks(
+    dev: &Arc<dyn Device>,
+    masks: SetMasks,
+    centres: usize,
+    chains: usize,
+    p: usize,
+) -> Result<(Option<Buf<u8>>, Vec<f64>), GpuError> {
+    if let SetMasks::PerCentre(ms) = masks
+        && ms.len() != centres
+    {
+        return Err(GpuError::Shape(format!(
+            "{} masks for {centres} centres",
+            ms.len()
+        )));
+    }
+    let mut active = Vec::with_capacity(centres * chains);
+    for ci in 0..centres {
+        let m = masks.of(ci);
+        if let Some(m) = m
+            && m.len() != p
+        {
+            return Err(GpuError::Shape(format!(
+                "mask has {} values, the model {p}",
+                m.len()
+            )));
+        }
+        let n = m.map_or(p, |m| m.iter().filter(|v| **v).count());
+        active.extend(std::iter::repeat_n(n as f64, chains));
+    }
+    if (0..centres).all(|ci| masks.of(ci).is_none()) {
+        return Ok((None, active));
+    }
+    let mut host = Vec::with_capacity(centres * chains * p);
+    for ci in 0..centres {
+        let row: Vec<u8> = match masks.of(ci) {
+            Some(m) => m.iter().map(|v| *v as u8).collect(),
+            None => vec![1; p],
+        };
+        for _ in 0..chains {
+            host.extend_from_slice(&row);
+        }
+    }
+    Ok((Some(Buf::from_host(dev, &host)?), active))
+}
+
+/// [`sample_dataset`] with a mask per centre and a hook at every draw.
+#[allow(clippy::too_many_arguments)]
+pub fn sample_sets(
+    dev: &Arc<dyn Device>,
+    model: &RegressionTransformer,
+    data: &DatasetSpec,
+    centres: &[Vec<f32>],
+    sgld: &Sgld,
+    masks: SetMasks,
+    cfg: &ChainConfig,
+    mut hook: Option<DrawHook>,
+    progress: &dyn Fn(usize),
+) -> Result<Vec<Vec<ChainTrace>>, GpuError> {
     let p = model.num_params();
     if let Some(c) = centres.iter().find(|c| c.len() != p) {
         return Err(GpuError::Shape(format!(
@@ -268,21 +354,7 @@ pub fn sample_dataset(
     let dist2 = Buf::<f32>::new(dev, q * p)?;
     let toks = Buf::<f32>::new(dev, q * b * 2 * k * d1)?;
     let ys = Buf::<f32>::new(dev, q * b * k)?;
-    let mask_buf = match mask {
-        Some(m) => {
-            if m.len() != p {
-                return Err(GpuError::Shape(format!(
-                    "mask has {} values, the model {p}",
-                    m.len()
-                )));
-            }
-            Some(Buf::from_host(
-                dev,
-                &m.iter().map(|v| *v as u8).collect::<Vec<u8>>(),
-            )?)
-        }
-        None => None,
-    };
+    let (mask_buf, active) = set_masks(dev, masks, centres.len(), chains, p)?;
     let hist_loss = Buf::<f32>::new(dev, cfg.draws * q * k)?;
     let hist_dist = Buf::<f32>::new(dev, cfg.draws * q)?;
     let ones = Buf::from_host(dev, &vec![1.0f32; p])?;
@@ -317,7 +389,7 @@ pub fn sample_dataset(
                 esum: Buf::new(dev, q)?,
                 thermostat: Buf::from_host(dev, &vec![diffusion_factor; q])?,
                 diffusion: diffusion_factor,
-                active: mask.map_or(p, |m| m.iter().filter(|v| **v).count()) as f64,
+                active: Buf::from_host(dev, &active)?,
             })
         }
         _ => None,
@@ -445,7 +517,7 @@ pub fn sample_dataset(
                 &[
                     sg.thermostat.arg(),
                     sg.esum.arg(),
-                    Arg::F64(sg.active),
+                    sg.active.arg(),
                     Arg::F64(sgld.epsilon),
                     Arg::I64(q as i64),
                 ],
@@ -532,6 +604,9 @@ pub fn sample_dataset(
         match graph {
             Some(g) => d.replay(g)?,
             None => step(evaluate)?,
+        }
+        if let (Some(h), Some(di)) = (hook.as_mut(), cfg.draw_at(s)) {
+            h(d, w.ptr, di)?;
         }
         if (s + 1) % report_every == 0 || s + 1 == total {
             d.synchronize()?;

@@ -82,10 +82,66 @@ pub struct ObservedChain {
 }
 
 impl ObservedChain {
+    /// A chain with nothing recorded yet, for `m` grouped values.
+    pub fn new(m: usize, ocfg: &ObserveConfig) -> Self {
+        ObservedChain {
+            moments: Moments::new(m, ocfg.full),
+            driver: Vec::new(),
+            draws: Vec::new(),
+            trace: ChainTrace::default(),
+        }
+    }
+
     /// True if the chain ran to the end and recorded draws.
     pub fn finished(&self) -> bool {
         self.trace.failure.is_none() && self.moments.n > 0
     }
+
+    /// Folds one draw's observed values `raw` in: the driver, the grouped values (into
+    /// `grouped`, of the grouped length), the moments and, if asked, the stored draw.
+    pub fn fold(&mut self, ocfg: &ObserveConfig, raw: &[f64], grouped: &mut [f64]) {
+        let group = ocfg.group.max(1);
+        let p = raw[ocfg.driver.clone()].iter().sum::<f64>() / ocfg.driver.len() as f64;
+        for (g, chunk) in grouped.iter_mut().zip(raw.chunks(group)) {
+            *g = chunk.iter().sum::<f64>() / group as f64;
+        }
+        self.moments.push(p, grouped);
+        self.driver.push(p);
+        if ocfg.store_draws {
+            self.draws.push(grouped.to_vec());
+        }
+    }
+}
+
+/// Adds to `acc` the mean over chains of one draw: `fresh` yields each chain observed at this
+/// draw as (its driver, its grouped values); `sum` is scratch of the grouped length.
+pub fn push_chain_mean<'a>(
+    acc: &mut Moments,
+    sum: &mut [f64],
+    fresh: impl Iterator<Item = (f64, &'a [f64])>,
+) {
+    sum.fill(0.0);
+    let (mut k, mut p) = (0usize, 0.0);
+    for (driver, grouped) in fresh {
+        k += 1;
+        p += driver;
+        sum.iter_mut().zip(grouped).for_each(|(a, b)| *a += b);
+    }
+    if k > 0 {
+        sum.iter_mut().for_each(|v| *v /= k as f64);
+        acc.push(p / k as f64, sum);
+    }
+}
+
+/// Checks an observer's length against `ocfg`; the grouped length.
+pub fn grouped_len(len: usize, ocfg: &ObserveConfig) -> usize {
+    let group = ocfg.group.max(1);
+    assert!(
+        len.is_multiple_of(group) && ocfg.driver.end <= len && !ocfg.driver.is_empty(),
+        "observer of {len} values: group {group} and driver {:?}",
+        ocfg.driver
+    );
+    len / group
 }
 
 /// One restriction's chains.
@@ -142,13 +198,7 @@ pub fn sample_observed<T: Float, P: Potential<T>, O: Observer<T>>(
     progress: &dyn Fn(usize),
 ) -> Vec<ObservedRestriction> {
     let len = observer.len();
-    let group = ocfg.group.max(1);
-    assert!(
-        len.is_multiple_of(group) && ocfg.driver.end <= len && !ocfg.driver.is_empty(),
-        "observer of {len} values: group {group} and driver {:?}",
-        ocfg.driver
-    );
-    let m = len / group;
+    let m = grouped_len(len, ocfg);
     let seed = cfg.seed;
     let noise = |chain, step, z: &mut [f64], out: &mut [T]| philox_noise(seed, chain, step, z, out);
     let mut states: Vec<_> = masks
@@ -164,12 +214,7 @@ pub fn sample_observed<T: Float, P: Potential<T>, O: Observer<T>>(
                 raw: vec![0.0; len],
                 grouped: vec![0.0; m],
                 fresh: false,
-                out: ObservedChain {
-                    moments: Moments::new(m, ocfg.full),
-                    driver: Vec::new(),
-                    draws: Vec::new(),
-                    trace: ChainTrace::default(),
-                },
+                out: ObservedChain::new(m, ocfg),
             };
             (chain, slot)
         })
@@ -195,31 +240,22 @@ pub fn sample_observed<T: Float, P: Potential<T>, O: Observer<T>>(
                     ));
                     return;
                 }
-                let p = o.raw[ocfg.driver.clone()].iter().sum::<f64>() / ocfg.driver.len() as f64;
-                for (g, chunk) in o.grouped.iter_mut().zip(o.raw.chunks(group)) {
-                    *g = chunk.iter().sum::<f64>() / group as f64;
-                }
-                o.out.moments.push(p, &o.grouped);
-                o.out.driver.push(p);
-                if ocfg.store_draws {
-                    o.out.draws.push(o.grouped.clone());
-                }
+                o.out.fold(ocfg, &o.raw, &mut o.grouped);
                 o.fresh = true;
             });
         if cfg.draw_at(step).is_some() {
             for (r, acc) in chain_mean.iter_mut().enumerate() {
                 let Some(acc) = acc else { continue };
-                sum.fill(0.0);
-                let (mut k, mut p) = (0usize, 0.0);
-                for (_, o) in states.iter().filter(|(_, o)| o.restriction == r && o.fresh) {
-                    k += 1;
-                    p += o.out.driver.last().copied().unwrap_or(f64::NAN);
-                    sum.iter_mut().zip(&o.grouped).for_each(|(a, b)| *a += b);
-                }
-                if k > 0 {
-                    sum.iter_mut().for_each(|v| *v /= k as f64);
-                    acc.push(p / k as f64, &sum);
-                }
+                let fresh = states
+                    .iter()
+                    .filter(|(_, o)| o.restriction == r && o.fresh)
+                    .map(|(_, o)| {
+                        (
+                            o.out.driver.last().copied().unwrap_or(f64::NAN),
+                            &o.grouped[..],
+                        )
+                    });
+                push_chain_mean(acc, &mut sum, fresh);
             }
         }
         progress(step + 1);

@@ -4,6 +4,7 @@
 mod common;
 mod kernels;
 mod model;
+mod observed;
 mod runtime;
 mod sampling;
 mod training;

@@ -9,7 +9,10 @@ fn sgld_update_is_the_cpus_bit_for_bit() {
     let p = 23; // not a multiple of 4: the last thread's block is partial
     let w0: Vec<f32> = (0..p).map(|i| (i as f32 * 0.7).sin()).collect();
     let grad: Vec<f32> = (0..p).map(|i| (i as f32 * 0.3).cos()).collect();
-    let mask: Vec<bool> = (0..p).map(|i| i % 5 != 2).collect();
+    // A mask per weight set `[Q, P]`: each set freezes other coordinates.
+    let masks: Vec<Vec<bool>> = (0..4)
+        .map(|q| (0..p).map(|i| (i + q) % 5 != 2).collect())
+        .collect();
     let sgld = Sgld {
         weight_decay: 0.01,
         bounding_box: Some(0.003),
@@ -30,7 +33,11 @@ fn sgld_update_is_the_cpus_bit_for_bit() {
         &[grad.clone(), grad.clone(), grad.clone(), grad.clone()].concat(),
     )
     .unwrap();
-    let mb = Buf::from_host(&dev, &mask.iter().map(|m| *m as u8).collect::<Vec<_>>()).unwrap();
+    let mb = Buf::from_host(
+        &dev,
+        &masks.concat().iter().map(|m| *m as u8).collect::<Vec<_>>(),
+    )
+    .unwrap();
     let d2 = Buf::<f32>::new(&dev, 4 * p).unwrap();
     dev.launch(
         "sgld_step",
@@ -79,7 +86,7 @@ fn sgld_update_is_the_cpus_bit_for_bit() {
             &mut xi,
         );
         let mut st: StepState<f32> = sgld.initial_state(p, &[]);
-        sgld.step(&mut w, &centre, &grad, &xi, Some(&mask), &mut st);
+        sgld.step(&mut w, &centre, &grad, &xi, Some(&masks[q]), &mut st);
         assert_eq!(&got[q * p..(q + 1) * p], &w[..], "weight set {q}");
         for i in 0..p {
             let d = w[i] - centre[i];
