@@ -6,7 +6,7 @@ observable stored at every draw, then `compute_susceptibilities`' formulas over 
 Eager mode.
 
 Usage: python3 bench/torch_susceptibility.py --chains 4 --draws 10 --batch 256 --sequences 96
-                                             --threads 2 [--k 16] [--observables 2]
+                                             --threads 2 [--k 16] [--observables 2] [--device cuda]
 Prints one JSON line: {..., "seconds": wall time of the scan, "restriction_chain_draws_per_s": ...}.
 """
 import argparse, copy, json, math, time
@@ -35,15 +35,17 @@ def sample(model, masks, data, observables, a, eps=1e-3, nbeta=60.0, gamma=6.0):
     """One restriction's chains, one after another; returns {obs: [chain, draw, seq, k]}."""
     toks, ys = data
     named = dict(model.named_parameters())
-    stored = {o: torch.empty(a.chains, a.draws, *observables[o][1].shape[:2]) for o in observables}
+    dev = toks.device
+    stored = {o: torch.empty(a.chains, a.draws, *observables[o][1].shape[:2], device=dev)
+              for o in observables}
     for c in range(a.chains):
         m = copy.deepcopy(model)
         params = dict(m.named_parameters())
         init = {n: p.detach().clone() for n, p in params.items()}
         moving = {n: masks.get(n, False) for n in params if n in masks}
-        g = torch.Generator().manual_seed(100 + c)
+        g = torch.Generator(device=dev).manual_seed(100 + c)
         for d in range(a.draws):
-            idx = torch.randint(0, toks.shape[0], (a.batch,), generator=g)
+            idx = torch.randint(0, toks.shape[0], (a.batch,), generator=g, device=dev)
             pred = m(toks[idx])[:, 0::2, :1]
             loss = F.mse_loss(pred, ys[idx])
             m.zero_grad(set_to_none=True)
@@ -69,17 +71,21 @@ def main():
     ap.add_argument("--observables", type=int, default=2)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--k", type=int, default=16)
+    ap.add_argument("--device", default="cpu")
     a = ap.parse_args()
+    dev = torch.device(a.device)
+    sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
     torch.set_num_threads(a.threads)
     torch.manual_seed(0)
     d = 4
-    model = DTransformer(d + 1, 2 * a.k)
-    data = batch(16384, a.k, d, 0.125)
+    model = DTransformer(d + 1, 2 * a.k).to(dev)
+    data = tuple(t.to(dev) for t in batch(16384, a.k, d, 0.125))
     observables = {}
     for o in range(a.observables):
         toks, ys = batch(a.sequences, a.k, d, 0.125)
-        observables["pretrain" if o == 0 else f"obs{o}"] = (toks, ys)
+        observables["pretrain" if o == 0 else f"obs{o}"] = (toks.to(dev), ys.to(dev))
     masks = head_masks(model)
+    sync()
     t0 = time.perf_counter()
     with torch.no_grad():  # L(w*) over the whole data set, as stagewise computes it
         init_loss = sum(float(F.mse_loss(model(data[0][i:i + 1024])[:, 0::2, :1], data[1][i:i + 1024]))
@@ -101,10 +107,11 @@ def main():
             full_delta = full_sampling_mean - full[o].mean(dim=(0, 1))
             e_phi_probe = (phi[:, :, None, None] * r[o]).mean(dim=(0, 1))
             sus[(name, o)] = e_phi_wr - e_phi_probe - e_phi * full_delta
+    sync()
     dt = time.perf_counter() - t0
     work = len(masks) * a.chains * a.draws
     print(json.dumps({"restrictions": len(masks), "chains": a.chains, "draws": a.draws,
-                      "batch": a.batch, "threads": a.threads, "seconds": dt,
+                      "batch": a.batch, "threads": a.threads, "device": a.device, "seconds": dt,
                       "restriction_chain_draws_per_s": work / dt, "values": len(sus)}))
 
 

@@ -80,6 +80,8 @@ impl crate::Command {
             },
             Command::Bench(BenchCommand::Gpu(_)) | Command::CheckDevice(_) => true,
             Command::Run(a) => !matches!(a.device, Cpu),
+            Command::Susceptibility(a) => !matches!(a.device, Cpu),
+            Command::Bif(a) => !matches!(a.device, Cpu),
             _ => false,
         }
     }

@@ -6,6 +6,8 @@ use std::path::PathBuf;
 
 use anyhow::Result;
 use clap::Args;
+use stagewise_cuda::DeviceSpec;
+use stagewise_pipeline::Backend;
 use stagewise_pipeline::influence::{
     BifLevel, BifOptions, SusceptibilityOptions, bif, susceptibility,
 };
@@ -42,6 +44,10 @@ pub struct SusceptibilityArgs {
     /// with the draws; the estimates never need them).
     #[arg(long)]
     pub keep_draws: bool,
+    /// Where the chains run: cpu, cuda, cuda:N (an NVIDIA GPU) or emulator (the CUDA kernels
+    /// on the host, slow); a device takes regression runs.
+    #[arg(long, default_value = "cpu")]
+    pub device: DeviceSpec,
     #[command(flatten)]
     pub select: SelectArgs,
 }
@@ -55,6 +61,7 @@ pub fn run_susceptibility(a: &SusceptibilityArgs) -> Result<()> {
         observables: a.observables.clone(),
         sequences: a.sequences,
         keep_draws: a.keep_draws,
+        device: Backend::open(a.device, crate::tf32())?,
     };
     let r = susceptibility(&run, &opts, &Console::default())?;
     eprintln!("done: {}", r.folder);
@@ -90,6 +97,10 @@ pub struct BifArgs {
     /// The loss covariance instead of the correlation.
     #[arg(long)]
     pub covariance: bool,
+    /// Where the chains run: cpu, cuda, cuda:N (an NVIDIA GPU) or emulator (the CUDA kernels
+    /// on the host, slow); a device takes regression runs.
+    #[arg(long, default_value = "cpu")]
+    pub device: DeviceSpec,
     #[command(flatten)]
     pub select: SelectArgs,
 }
@@ -105,6 +116,7 @@ pub fn run_bif(a: &BifArgs) -> Result<()> {
         level: a.level,
         reduce: a.reduce,
         covariance: a.covariance,
+        device: Backend::open(a.device, crate::tf32())?,
     };
     let r = bif(&run, &opts, &Console::default())?;
     eprintln!("done: {}", r.folder);

@@ -231,3 +231,32 @@ fn assemble(
     }
     out
 }
+
+/// An error when [`sample_observed`] with these shapes would not fit in the memory `dev` has
+/// free (its allocations replayed on a counting device, [`crate::tally`]).
+#[allow(clippy::too_many_arguments)]
+pub fn check_fits(
+    dev: &Arc<dyn Device>,
+    model: &RegressionTransformer,
+    data: &DatasetSpec,
+    set: &Observed<'_, f32>,
+    sgld: &Sgld,
+    masks: &[Option<Vec<bool>>],
+    cfg: &ChainConfig,
+) -> Result<(), GpuError> {
+    let w0 = vec![0.0f32; model.num_params()];
+    // The host's moments do not change the device's memory: the cheapest ones.
+    let ocfg = ObserveConfig::new(0..set.nseq * set.k);
+    let bytes = crate::tally::peak_bytes(|d| {
+        sample_observed(d, model, data, set, &w0, sgld, masks, cfg, &ocfg, &|_| ())
+    })?;
+    let what = format!(
+        "{} restrictions x {} chains (grad_batch_size = {}, {} observed sequences, num_draws = {})",
+        masks.len(),
+        cfg.chains,
+        data.batch,
+        set.nseq,
+        cfg.draws
+    );
+    crate::tally::check_fits(dev.as_ref(), &what, bytes)
+}

@@ -11,11 +11,13 @@ use stagewise_sampling::influence::{
 };
 use stagewise_sampling::observed::{ObserveConfig, ObservedRestriction, sample_observed};
 
+use crate::device::Backend;
 use crate::llc::{Checkpoints, Sampler, StepSelection};
 use crate::lock::Lock;
 use crate::observe::Observer;
 use crate::rundir::{Folder, RunDir};
 
+mod on_device;
 pub mod spec;
 mod tables;
 use spec::{Observable, Restriction};
@@ -36,6 +38,8 @@ pub struct SusceptibilityOptions {
     /// Also write every draw's observed losses (`<step>.draws.parquet`; memory and disk grow
     /// with the draws).
     pub keep_draws: bool,
+    /// Where the chains run (regression runs only on a device).
+    pub device: Backend,
 }
 
 impl Default for SusceptibilityOptions {
@@ -47,6 +51,7 @@ impl Default for SusceptibilityOptions {
             observables: vec!["reference".into()],
             sequences: 64,
             keep_draws: false,
+            device: Backend::Cpu,
         }
     }
 }
@@ -115,11 +120,13 @@ pub(crate) struct Subject {
     pub unit: &'static str,
 }
 
-/// Sets up a scan of `run` for its model and calls `scan` with the subject, the sampling
-/// potential, the observed sequences (`sequences` per observable) and the weights reader.
+/// Sets up a scan of `run` for its model on `backend` and calls `scan` with the subject, the
+/// sampling potential, the observed sequences (`sequences` per observable) and the weights
+/// reader.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn with_model<R>(
     run: &RunDir,
+    backend: &Backend,
     sampler: &Sampler,
     select: &StepSelection,
     restrict: &[String],
@@ -139,6 +146,12 @@ pub(crate) fn with_model<R>(
     }
     let seed = sampler.config.init_seed;
     if run.is_language_run() {
+        if let Backend::Device(d) = backend {
+            bail!(
+                "--device: the CUDA backend has no language model yet ({} asked); a language run's susceptibilities and BIF run on the CPU (--device cpu)",
+                d.name()
+            );
+        }
         let (cfg, model, steps) = crate::lm::open_lm_run(run, select)?;
         let restrictions = spec::lm_restrictions(&model.config, restrict)?;
         let names = spec::lm_observables(observables)?;
@@ -181,21 +194,31 @@ pub(crate) fn with_model<R>(
         unit: "examples",
     };
     let weights = |s: u64| ckpts.weights(s);
-    scan(
-        subject,
-        &Model {
-            pot: &pot,
-            set: &set,
-            weights: &weights,
-        },
-    )
+    let cpu = Model {
+        pot: &pot,
+        set: &set,
+        weights: &weights,
+    };
+    match backend {
+        Backend::Cpu => scan(subject, &cpu),
+        Backend::Device(dev) => scan(
+            subject,
+            &on_device::OnDevice {
+                cpu: &cpu,
+                dev: dev.clone(),
+                model: &ckpts.model,
+                data: ckpts.dataset_spec(&sampler.config),
+                set: &set,
+            },
+        ),
+    }
 }
 
 /// A model's sampling potential and observed sequences, behind one object-safe call.
 pub(crate) trait ScanModel {
     fn weights(&self, step: u64) -> Result<Vec<f32>>;
     /// `L(w*)` of the sampling potential.
-    fn init_loss(&self, w: &[f32]) -> f64;
+    fn init_loss(&self, w: &[f32]) -> Result<f64>;
     /// [`sample_observed`] with this model's potential and observer.
     fn sample(
         &self,
@@ -204,7 +227,7 @@ pub(crate) trait ScanModel {
         masks: &[Option<Vec<bool>>],
         ocfg: &ObserveConfig,
         progress: &dyn Fn(usize),
-    ) -> Vec<ObservedRestriction>;
+    ) -> Result<Vec<ObservedRestriction>>;
 }
 
 struct Model<'a, P, O> {
@@ -220,8 +243,8 @@ impl<P: Potential<f32>, O: stagewise_sampling::observed::Observer<f32>> ScanMode
         (self.weights)(step)
     }
 
-    fn init_loss(&self, w: &[f32]) -> f64 {
-        self.pot.init_loss(w)
+    fn init_loss(&self, w: &[f32]) -> Result<f64> {
+        Ok(self.pot.init_loss(w))
     }
 
     fn sample(
@@ -231,9 +254,9 @@ impl<P: Potential<f32>, O: stagewise_sampling::observed::Observer<f32>> ScanMode
         masks: &[Option<Vec<bool>>],
         ocfg: &ObserveConfig,
         progress: &dyn Fn(usize),
-    ) -> Vec<ObservedRestriction> {
+    ) -> Result<Vec<ObservedRestriction>> {
         let chains = sampler.config.chains();
-        sample_observed(
+        Ok(sample_observed(
             self.pot,
             self.set,
             w,
@@ -242,7 +265,7 @@ impl<P: Potential<f32>, O: stagewise_sampling::observed::Observer<f32>> ScanMode
             &chains,
             ocfg,
             progress,
-        )
+        ))
     }
 }
 
@@ -255,6 +278,7 @@ pub fn susceptibility(
     let sampler = &opts.sampler;
     with_model(
         run,
+        &opts.device,
         sampler,
         &opts.select,
         &opts.restrict,
@@ -321,7 +345,7 @@ fn scan_susceptibility(
     for (i, &step) in todo.iter().enumerate() {
         let w = model.weights(step)?;
         obs.note(&format!("checkpoint {step}: initial loss"));
-        let init = model.init_loss(&w);
+        let init = model.init_loss(&w)?;
         if !init.is_finite() {
             bail!("checkpoint {step}: the initial loss is {init}");
         }
@@ -331,7 +355,7 @@ fn scan_susceptibility(
         };
         let base = per_ckpt * i as u64;
         let tick = |d: usize| obs.tick(base + d as u64, &|| format!("checkpoint {step}"));
-        let res = model.sample(&w, sampler, &masks, &ocfg, &tick);
+        let res = model.sample(&w, sampler, &masks, &ocfg, &tick)?;
         warn_failures(obs, step, "full", &res[0]);
         if opts.keep_draws {
             let names: Vec<&str> = std::iter::once("full")

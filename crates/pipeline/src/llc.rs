@@ -100,6 +100,17 @@ impl Checkpoints {
         .with_infinite_grad_batches(sampler.grad_batch_origin == GradBatchOrigin::InfiniteDataset)
     }
 
+    /// The sampling potential's data set as the device generates it.
+    pub fn dataset_spec(&self, sampler: &SamplerConfig) -> DatasetSpec {
+        DatasetSpec {
+            dist: self.config.pretrain_distribution(),
+            n: sampler.eval_dataset_size,
+            batch: sampler.grad_batch_size,
+            seed: sampler.init_seed,
+            infinite: sampler.grad_batch_origin == GradBatchOrigin::InfiniteDataset,
+        }
+    }
+
     /// The restriction mask of the sampler's include/exclude globs.
     pub fn mask(&self, sampler: &Sampler) -> Result<Option<Vec<bool>>> {
         sampler.mask(&self.model.layout)
@@ -117,13 +128,7 @@ impl Checkpoints {
             Backend::Device(dev) => Box::new(DeviceChains {
                 dev: dev.clone(),
                 model: &self.model,
-                data: DatasetSpec {
-                    dist: self.config.pretrain_distribution(),
-                    n: sampler.eval_dataset_size,
-                    batch: sampler.grad_batch_size,
-                    seed: sampler.init_seed,
-                    infinite: sampler.grad_batch_origin == GradBatchOrigin::InfiniteDataset,
-                },
+                data: self.dataset_spec(sampler),
                 centres_per_call: per_launch.checkpoints.max(1),
                 chains_per_launch: per_launch.chains,
             }),

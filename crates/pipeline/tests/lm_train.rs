@@ -374,6 +374,7 @@ fn susceptibilities_and_the_bif_run_on_a_language_model() {
         observables: vec!["reference".into()],
         sequences: 2,
         keep_draws: false,
+        ..SusceptibilityOptions::default()
     };
     let r = susceptibility(&run, &opts, &Quiet).unwrap();
     let rows = &r.steps[0].1;
@@ -397,6 +398,21 @@ fn susceptibilities_and_the_bif_run_on_a_language_model() {
     )
     .unwrap_err();
     assert!(e.to_string().contains("for a language model"), "{e}");
+    // The CUDA backend has no language model: a device is refused, naming the CPU.
+    let e = susceptibility(
+        &run,
+        &SusceptibilityOptions {
+            device: stagewise_pipeline::Backend::open(stagewise_cuda::DeviceSpec::Emulator, false)
+                .unwrap(),
+            ..opts.clone()
+        },
+        &Quiet,
+    )
+    .unwrap_err();
+    assert!(
+        e.to_string().contains("no language model yet") && e.to_string().contains("--device cpu"),
+        "{e}"
+    );
 
     let b = bif(
         &run,

@@ -374,6 +374,29 @@ fn susceptibility_and_bif_commands_write_tables_and_refuse_bad_input() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(run.join("bif/s/bif.parquet").exists());
+    // The same scan with the CUDA backend's kernels (on the host emulator), in its own folder.
+    let emu = write_sampler(&dir, "e.yaml", 6);
+    let e = emu.to_str().unwrap();
+    let out = stagewise(&[
+        "susceptibility",
+        r,
+        "--observables",
+        "true,tasks:3",
+        "--device",
+        "emulator",
+        "--config",
+        e,
+        "--steps",
+        &step,
+        "--sequences",
+        "2",
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success() && err.contains("chi(true)"), "{err}");
+    assert!(
+        run.join(format!("susceptibility/e/{step}.parquet"))
+            .exists()
+    );
     // Bad input: a clear message and a non-zero exit, nothing written.
     for (args, want) in [
         (
@@ -395,6 +418,10 @@ fn susceptibility_and_bif_commands_write_tables_and_refuse_bad_input() {
         (
             vec!["bif", r, "--sequences", "0"],
             "--sequences must be at least 1",
+        ),
+        (
+            vec!["bif", r, "--device", "tpu"],
+            "expected cpu, cuda, cuda:N",
         ),
     ] {
         let sets = ["--set", "num_draws=3"];

@@ -12,6 +12,7 @@ use super::{
     Lock, ScanModel, Subject, bif_of, block_mean, claim, combine, done_steps, warn_failures,
     with_model,
 };
+use crate::device::Backend;
 use crate::llc::{Sampler, StepSelection};
 use crate::observe::Observer;
 use crate::rundir::RunDir;
@@ -52,6 +53,8 @@ pub struct BifOptions {
     pub reduce: ChainReduce,
     /// The loss covariance instead of the correlation.
     pub covariance: bool,
+    /// Where the chains run (regression runs only on a device).
+    pub device: Backend,
 }
 
 impl Default for BifOptions {
@@ -65,6 +68,7 @@ impl Default for BifOptions {
             level: BifLevel::Token,
             reduce: ChainReduce::Stack,
             covariance: false,
+            device: Backend::Cpu,
         }
     }
 }
@@ -82,6 +86,7 @@ pub fn bif(run: &RunDir, opts: &BifOptions, obs: &dyn Observer) -> Result<BifRes
     let restrict: Vec<String> = opts.restrict.iter().cloned().collect();
     with_model(
         run,
+        &opts.device,
         &opts.sampler,
         &opts.select,
         &restrict,
@@ -179,7 +184,7 @@ fn scan_bif(
         };
         let base = per_ckpt * i as u64;
         let tick = |d: usize| obs.tick(base + d as u64, &|| format!("checkpoint {step}"));
-        let res = model.sample(&w, sampler, std::slice::from_ref(&mask), &ocfg, &tick);
+        let res = model.sample(&w, sampler, std::slice::from_ref(&mask), &ocfg, &tick)?;
         warn_failures(obs, step, "bif", &res[0]);
         let b = bif_of(&res[0], opts.reduce, opts.covariance).map_err(anyhow::Error::msg)?;
         folder.put(
