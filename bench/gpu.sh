@@ -7,13 +7,14 @@
 # time limit and the whole stays under the device tool's 10 minutes per command.
 #
 #   bench/gpu.sh               # every part (~7 min, most of it torch.compile)
-#   bench/gpu.sh check bench   # chosen parts: check, check-tf32, bench, paper, nosplit, bench-tf32, e2e
+#   bench/gpu.sh check bench   # chosen parts: check, check-tf32, bench, paper, nosplit, bench-tf32,
+#                              # susceptibility, e2e
 #   NO_COMPILE=1 bench/gpu.sh  # without torch.compile
 set -uo pipefail
 cd "$(dirname "$0")/.."
 BIN=${BIN:-target/release/stagewise}
 OUT=${OUT:-bench-out}
-PARTS=${*:-check check-tf32 bench paper nosplit bench-tf32 e2e}
+PARTS=${*:-check check-tf32 bench paper nosplit bench-tf32 susceptibility e2e}
 mkdir -p "$OUT"
 # cuBLAS and NVRTC: the CUDA toolkit's folders, or the pip wheels next to PyTorch.
 for lib in libcublas.so libnvrtc.so; do
@@ -40,10 +41,12 @@ for part in $PARTS; do
       STAGEWISE_SPLIT_REDUCTIONS=0 timeout 35 "$BIN" bench gpu --device cuda --batches 256 --chains 2,10 2>&1 | tee "$OUT/nosplit.txt" ;;
     bench-tf32) echo "== timing (TF32 GEMMs)"
       timeout 45 "$BIN" --tf32 bench gpu --device cuda 2>&1 | tee "$OUT/bench-tf32.txt" ;;
+    susceptibility) echo "== per-head susceptibility scan (9 restrictions x 4 chains batched; PyTorch: devinterp's sequential runs on the GPU)"
+      timeout 90 "$BIN" bench susceptibility --device cuda --torch python3 2>&1 | tee "$OUT/susceptibility.txt" ;;
     e2e) echo "== end to end: reproduce --quick on the GPU"
       rm -rf /tmp/rq-gpu
       ( time timeout 70 "$BIN" reproduce --quick --device cuda --out /tmp/rq-gpu ) 2>&1 | tail -n 25 | tee "$OUT/reproduce.txt"
       cp /tmp/rq-gpu/stages/sampler-tiny/stages.csv "$OUT/" 2>/dev/null || true ;;
-    *) echo "unknown part '$part' (check, check-tf32, bench, paper, nosplit, bench-tf32, e2e)" >&2 ;;
+    *) echo "unknown part '$part' (check, check-tf32, bench, paper, nosplit, bench-tf32, susceptibility, e2e)" >&2 ;;
   esac
 done

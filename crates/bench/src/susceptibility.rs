@@ -5,9 +5,11 @@
 //! chains in sequence, every per-token loss stored, then the estimator).
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::Result;
+use stagewise_cuda::{Device, DeviceSpec};
 use stagewise_engine::rng::tag;
 use stagewise_train::TrainConfig;
 use stagewise_train::data::Batch;
@@ -27,6 +29,8 @@ pub struct BenchSusceptibilityOptions {
     pub examples: usize,
     pub torch: Option<PathBuf>,
     pub torch_script: PathBuf,
+    /// Where stagewise's chains run (on a CUDA device, PyTorch runs on `cuda` too).
+    pub device: DeviceSpec,
 }
 
 impl Default for BenchSusceptibilityOptions {
@@ -42,12 +46,18 @@ impl Default for BenchSusceptibilityOptions {
             examples: 16,
             torch: None,
             torch_script: "bench/torch_susceptibility.py".into(),
+            device: DeviceSpec::Cpu,
         }
     }
 }
 
-/// Seconds for the whole scan: initial loss, sampling of every restriction, susceptibilities.
-fn ours(a: &BenchSusceptibilityOptions, threads: usize) -> Result<f64> {
+/// Seconds for the whole scan: initial loss, sampling of every restriction, susceptibilities;
+/// on `dev` (a CUDA device) or the CPU.
+fn ours(
+    a: &BenchSusceptibilityOptions,
+    threads: usize,
+    dev: Option<&Arc<dyn Device>>,
+) -> Result<f64> {
     use stagewise_sampling::influence::susceptibility;
     use stagewise_sampling::mask::build_mask;
     use stagewise_sampling::observed::{ObserveConfig, sample_observed};
@@ -85,10 +95,44 @@ fn ours(a: &BenchSusceptibilityOptions, threads: usize) -> Result<f64> {
         }
         let sgld = Sgld::from_scales(0.03, 0.003, 0.001);
         let ocfg = ObserveConfig::new(0..a.sequences * a.examples);
-        let t0 = Instant::now();
-        let init = pot.init_loss(&w);
         let chains = ChainConfig::new(a.chains, a.draws, 1);
-        let res = sample_observed(&pot, &set, &w, &sgld, &masks, &chains, &ocfg, &|_| {});
+        let t0 = Instant::now();
+        let (init, res) = match dev {
+            None => (
+                pot.init_loss(&w),
+                sample_observed(&pot, &set, &w, &sgld, &masks, &chains, &ocfg, &|_| {}),
+            ),
+            Some(d) => {
+                let data = stagewise_cuda::sgld::DatasetSpec {
+                    dist: dist.clone(),
+                    n: 16_384,
+                    batch: a.batch,
+                    seed: 0,
+                    infinite: false,
+                };
+                let init = stagewise_cuda::full_loss::full_losses(
+                    d,
+                    &model,
+                    &data,
+                    std::slice::from_ref(&w),
+                    8192,
+                )?[0]
+                    .0;
+                let res = stagewise_cuda::observed::sample_observed(
+                    d,
+                    &model,
+                    &data,
+                    &set,
+                    &w,
+                    &sgld,
+                    &masks,
+                    &chains,
+                    &ocfg,
+                    &|_| {},
+                )?;
+                (init, res)
+            }
+        };
         let values: usize = res[1..]
             .iter()
             .map(|r| susceptibility(&res[0], r, init).value.len())
@@ -99,7 +143,7 @@ fn ours(a: &BenchSusceptibilityOptions, threads: usize) -> Result<f64> {
 }
 
 fn torch(a: &BenchSusceptibilityOptions, python: &PathBuf, threads: usize) -> Result<f64> {
-    let args: Vec<String> = [
+    let mut args: Vec<String> = [
         ("--chains", a.chains),
         ("--draws", a.draws),
         ("--batch", a.batch),
@@ -111,11 +155,30 @@ fn torch(a: &BenchSusceptibilityOptions, python: &PathBuf, threads: usize) -> Re
     .iter()
     .flat_map(|(k, v)| [k.to_string(), v.to_string()])
     .collect();
+    if matches!(a.device, DeviceSpec::Cuda(_)) {
+        args.extend(["--device".into(), "cuda".into()]);
+    }
     crate::machine::torch_json(python, &a.torch_script, &args, "seconds")
 }
 
 pub fn susceptibility(a: &BenchSusceptibilityOptions) -> Result<()> {
-    crate::machine::describe(&a.threads)?;
+    let dev = stagewise_cuda::open(a.device, false)?;
+    // On a device the host threads only fold the draws: one row.
+    let threads = match &dev {
+        Some(d) => {
+            println!("device: {}", d.name());
+            vec![a.threads.iter().copied().max().unwrap_or(1)]
+        }
+        None => {
+            crate::machine::describe(&a.threads)?;
+            a.threads.clone()
+        }
+    };
+    // PyTorch has no emulator: it runs beside the CPU and CUDA paths only.
+    let torch = a
+        .torch
+        .as_ref()
+        .filter(|_| a.device != DeviceSpec::Emulator);
     let work = (9 * a.chains * a.draws) as f64;
     println!(
         "Per-head susceptibility scan of L2H4 (K={}) at one checkpoint: the full chains and 8 heads', \
@@ -131,19 +194,21 @@ pub fn susceptibility(a: &BenchSusceptibilityOptions) -> Result<()> {
         a.repeat.max(1)
     );
     println!(
-        "| threads | stagewise (batched) s | restriction-chain-draws/s | PyTorch (sequential) s | ratio |"
+        "| {} | stagewise (batched) s | restriction-chain-draws/s | PyTorch (sequential) s | ratio |",
+        if dev.is_some() { "device" } else { "threads" }
     );
     println!("|---:|---:|---:|---:|---:|");
-    for &t in &a.threads {
+    for &t in &threads {
         let (mut s, mut p) = (f64::INFINITY, f64::INFINITY);
         for _ in 0..a.repeat.max(1) {
-            s = s.min(ours(a, t)?);
-            if let Some(py) = &a.torch {
-                p = p.min(torch(a, py, t)?);
+            s = s.min(ours(a, t, dev.as_ref())?);
+            if let Some(py) = torch {
+                p = p.min(self::torch(a, py, t)?);
             }
         }
-        let row = format!("| {t} | {s:.2} | {:.1} |", work / s);
-        match &a.torch {
+        let on = dev.as_ref().map_or(format!("{t}"), |d| d.name());
+        let row = format!("| {on} | {s:.2} | {:.1} |", work / s);
+        match torch {
             Some(_) => println!("{row} {p:.2} | {:.2}x |", p / s),
             None => println!("{row} - | - |"),
         }

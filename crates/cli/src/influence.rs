@@ -155,6 +155,10 @@ pub struct BenchSusceptibilityArgs {
     torch: Option<PathBuf>,
     #[arg(long, default_value = "bench/torch_susceptibility.py")]
     torch_script: PathBuf,
+    /// Where stagewise's chains run: cpu, cuda, cuda:N or emulator (on cuda, PyTorch runs on
+    /// the GPU too).
+    #[arg(long, default_value = "cpu")]
+    device: DeviceSpec,
 }
 
 impl BenchSusceptibilityArgs {
@@ -170,6 +174,7 @@ impl BenchSusceptibilityArgs {
             examples: self.examples,
             torch: self.torch.clone(),
             torch_script: self.torch_script.clone(),
+            device: self.device,
         }
     }
 }
