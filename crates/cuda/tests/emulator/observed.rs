@@ -225,3 +225,50 @@ fn a_restriction_batched_equals_it_alone_on_the_device() {
         a.chain_mean.as_ref().unwrap().c_xx
     );
 }
+
+/// The counted peak of a batched scan is exactly the smallest card it runs on, and
+/// `check_fits` refuses one granule less before allocating anything, naming the scan.
+#[test]
+fn the_observed_scan_fits_exactly_the_counted_peak() {
+    use stagewise_cuda::observed::check_fits;
+    use stagewise_cuda::tally::peak_bytes;
+    let s = setup();
+    let set = observed(&s);
+    let (cfg, ocfg) = (chain_cfg(), ocfg(&s));
+    let sgld = Sgld::from_temperature(1e-4, 100.0, 1.0, 200.0);
+    let run = |dev: &Arc<dyn Device>| {
+        device_observed(
+            dev,
+            &s.model,
+            &spec(&s),
+            &set,
+            &s.w0,
+            &sgld,
+            &s.masks,
+            &cfg,
+            &ocfg,
+            &|_| {},
+        )
+    };
+    let peak = peak_bytes(run).unwrap();
+    let fits: Arc<dyn Device> = Arc::new(HostDevice::with_memory_limit(peak));
+    check_fits(&fits, &s.model, &spec(&s), &set, &sgld, &s.masks, &cfg).unwrap();
+    run(&fits).unwrap_or_else(|e| panic!("{peak} bytes should fit: {e}"));
+    let small: Arc<dyn Device> = Arc::new(HostDevice::with_memory_limit(peak - 256));
+    let err = check_fits(&small, &s.model, &spec(&s), &set, &sgld, &s.masks, &cfg)
+        .expect_err("one granule short")
+        .to_string();
+    assert!(
+        err.contains("3 restrictions x 2 chains (grad_batch_size = 5, 7 observed sequences, num_draws = 5) needs"),
+        "{err}"
+    );
+    assert_eq!(
+        small.memory(),
+        Some((peak - 256, peak - 256)),
+        "check_fits allocated"
+    );
+    match run(&small) {
+        Err(e) if e.to_string().contains("out of memory") => {}
+        other => panic!("{} bytes should not fit: {:?}", peak - 256, other.err()),
+    }
+}
