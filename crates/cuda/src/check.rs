@@ -7,7 +7,9 @@ use stagewise_engine::rng::tag;
 use stagewise_models::RegressionTransformer;
 use stagewise_models::batch::ChunkedRunner;
 use stagewise_sampling::chains::{ChainConfig, EvalMethod, sample};
-use stagewise_sampling::regression::Dataset;
+use stagewise_sampling::mask::build_mask;
+use stagewise_sampling::observed::{ObserveConfig, sample_observed};
+use stagewise_sampling::regression::{Dataset, Observed};
 use stagewise_sampling::sgld::Sgld;
 use stagewise_train::TrainConfig;
 use stagewise_train::adam::Adam;
@@ -218,7 +220,7 @@ pub fn check_device(dev: &Arc<dyn Device>, a: &CheckOptions) -> Result<Vec<Check
         )
     };
     let got = on_device(&chains)?;
-    let pot = Dataset::<f32>::new(&model, dist, 4096, b, 9);
+    let pot = Dataset::<f32>::new(&model, dist.clone(), 4096, b, 9);
     let want = sample(&pot, &w, &sgld, None, &chains);
     let flat = |t: &[stagewise_sampling::ChainTrace],
                 f: fn(&stagewise_sampling::ChainTrace) -> &Vec<f64>| {
@@ -250,6 +252,57 @@ pub fn check_device(dev: &Arc<dyn Device>, a: &CheckOptions) -> Result<Vec<Check
         let (e, m) = diffs(&flat(&got[0], |c| &c.losses), &flat(&want, |c| &c.losses));
         rows.push((format!("SGLD, eval_method {what}: losses"), e, m, 1e-3));
     }
+
+    // The susceptibility scan's batch: the full chains and two heads' side by side (a mask per
+    // weight set), 32 fixed sequences observed at every draw.
+    let mut masks = vec![None];
+    for (l, h) in [(0, 0), (1, 3)] {
+        let glob = format!(
+            "{}blocks.{l}.attention.attention.weight[{h}/4]",
+            stagewise_models::regression::PREFIX
+        );
+        let tensors = model.layout.named_sizes();
+        masks.push(build_mask(&tensors, &[glob], &[]).map_err(CheckError::Model)?);
+    }
+    let mut obs = Batch::<f32>::default();
+    dist.sample_into(&mut obs, 32, 3, tag::OBSERVABLES, 0);
+    let set = Observed {
+        model: &model,
+        toks: obs.toks,
+        ys: obs.ys,
+        nseq: 32,
+        k: a.examples,
+    };
+    let ocfg = ObserveConfig {
+        store_draws: true,
+        ..ObserveConfig::new(0..32 * a.examples)
+    };
+    let got_obs = crate::observed::sample_observed(
+        dev,
+        &model,
+        &spec,
+        &set,
+        &w,
+        &sgld,
+        &masks,
+        &chains,
+        &ocfg,
+        &|_| {},
+    )?;
+    let want_obs = sample_observed(&pot, &set, &w, &sgld, &masks, &chains, &ocfg, &|_| {});
+    let draws = |r: &[stagewise_sampling::observed::ObservedRestriction]| -> Vec<f32> {
+        r.iter()
+            .flat_map(|x| &x.chains)
+            .flat_map(|c| c.draws.iter().flatten().map(|v| *v as f32))
+            .collect()
+    };
+    let (e, m) = diffs(&draws(&got_obs), &draws(&want_obs));
+    rows.push((
+        "susceptibility batch (full + 2 heads): observed losses".into(),
+        e,
+        m,
+        1e-3,
+    ));
 
     // TF32 GEMMs round their inputs to 10 mantissa bits (2^-11 relative): ~30x the float32 slack.
     if a.tf32 {

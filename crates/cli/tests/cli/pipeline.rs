@@ -275,3 +275,32 @@ fn reproduce_quick_lm_without_the_corpus_says_how_to_fetch_it() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("cannot be used with"));
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// `check-device` on the emulator: every row of the parity table (training, Adam, SGLD with each
+/// evaluation, the susceptibility batch, graphs) within tolerance, exit status 0.
+#[test]
+fn check_device_on_the_emulator_agrees_with_the_cpu() {
+    let out = stagewise(&[
+        "check-device",
+        "--device",
+        "emulator",
+        "--examples",
+        "4",
+        "--batch",
+        "16",
+        "--chains",
+        "2",
+    ]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.contains("susceptibility batch (full + 2 heads): observed losses")
+            && text.contains("device and CPU agree.")
+            && !text.contains("FAIL"),
+        "{text}"
+    );
+}
