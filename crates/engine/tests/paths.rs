@@ -1,12 +1,12 @@
 //! Every code path this CPU supports (x86-64 baseline, AVX2+FMA, AVX-512; NEON on aarch64)
 //! against plain float64 loops: GEMM in every transpose variant, attention in float32,
-//! LayerNorm forward and backward, the one-output linear layer and ReLU. Paths the CPU lacks
+//! LayerNorm forward and backward, the linear layers' backward and ReLU. Paths the CPU lacks
 //! are named as skipped.
 
 use stagewise_engine::Float;
 use stagewise_engine::attention::{AttnShape, attention_backward, attention_forward};
 use stagewise_engine::layernorm::{layernorm_backward, layernorm_forward};
-use stagewise_engine::linear::{linear1_backward, linear1_forward};
+use stagewise_engine::linear::{linear_backward, linear1_backward, linear1_forward};
 use stagewise_engine::matmul::matmul;
 use stagewise_engine::relu::relu_forward;
 use stagewise_engine::simd::{self, Level};
@@ -231,6 +231,51 @@ fn check_linear1<T: Float>(tol: f64) {
     );
 }
 
+/// `linear_backward` with `dw` accumulated, in both shapes a path may compute as its transpose
+/// (more outputs than inputs, and fewer), with odd sizes for the blocked transposed add.
+fn check_linear<T: Float>(tol: f64) {
+    for (n, din, dout) in [(37, 64, 192), (37, 256, 64), (9, 5, 21), (9, 21, 5)] {
+        let (x, w, dy) = (
+            data(n * din, 0.45),
+            data(dout * din, 0.55),
+            data(n * dout, 0.65),
+        );
+        let dw0 = data(dout * din, 0.75);
+        let mut dx = vec![T::ZERO; n * din];
+        let mut dw = cast::<T>(&dw0);
+        let mut db = vec![T::ZERO; dout];
+        linear_backward(
+            Some(&mut dx),
+            false,
+            &mut dw,
+            Some(&mut db),
+            &cast::<T>(&dy),
+            &cast::<T>(&x),
+            &cast::<T>(&w),
+            n,
+            din,
+            dout,
+        );
+        let want_dw: Vec<f64> = (0..dout * din)
+            .map(|i| {
+                let (o, j) = (i / din, i % din);
+                dw0[i]
+                    + (0..n)
+                        .map(|r| dy[r * dout + o] * x[r * din + j])
+                        .sum::<f64>()
+            })
+            .collect();
+        let want_dx = naive(&dy, &w, n, din, dout, false, false);
+        let want_db: Vec<f64> = (0..dout)
+            .map(|o| (0..n).map(|r| dy[r * dout + o]).sum())
+            .collect();
+        let what = format!("linear backward {} {dout}x{din}", T::DTYPE);
+        assert_close(&dw, &want_dw, tol, &format!("{what} dw"));
+        assert_close(&dx, &want_dx, tol, &format!("{what} dx"));
+        assert_close(&db, &want_db, tol, &format!("{what} db"));
+    }
+}
+
 fn check_relu() {
     let x = [-1.0f32, 0.0, 2.5, f32::NAN, -0.0, 7.0, -3.0, 1.0, 4.0];
     let mut out = [9.0f32; 9];
@@ -259,6 +304,8 @@ fn every_code_path_this_cpu_has_matches_plain_float64_loops() {
             check_layernorm::<f32>(2e-5);
             check_linear1::<f64>(1e-13);
             check_linear1::<f32>(2e-6);
+            check_linear::<f64>(1e-13);
+            check_linear::<f32>(5e-6);
             check_relu();
         })
         .unwrap();
