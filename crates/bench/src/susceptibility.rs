@@ -86,10 +86,7 @@ fn ours(
         let mut masks = vec![None];
         for l in 0..2 {
             for h in 0..4 {
-                let glob = format!(
-                    "{}blocks.{l}.attention.attention.weight[{h}/4]",
-                    stagewise_models::regression::PREFIX
-                );
+                let glob = stagewise_models::regression::head_glob(l, h, 4);
                 masks.push(build_mask(&tensors, &[glob], &[]).map_err(anyhow::Error::msg)?);
             }
         }

@@ -257,10 +257,7 @@ pub fn check_device(dev: &Arc<dyn Device>, a: &CheckOptions) -> Result<Vec<Check
     // weight set), 32 fixed sequences observed at every draw.
     let mut masks = vec![None];
     for (l, h) in [(0, 0), (1, 3)] {
-        let glob = format!(
-            "{}blocks.{l}.attention.attention.weight[{h}/4]",
-            stagewise_models::regression::PREFIX
-        );
+        let glob = stagewise_models::regression::head_glob(l, h, 4);
         let tensors = model.layout.named_sizes();
         masks.push(build_mask(&tensors, &[glob], &[]).map_err(CheckError::Model)?);
     }

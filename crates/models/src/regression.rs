@@ -26,6 +26,12 @@ pub const LN_EPS: f64 = 1e-5;
 /// Prefix of every state-dict key.
 pub const PREFIX: &str = "token_sequence_transformer.";
 
+/// The restriction glob of one attention head: its rows of layer `layer`'s fused per-head QKV
+/// weight (`heads` heads), in the sampler's `[i/n]` slice syntax.
+pub fn head_glob(layer: usize, head: usize, heads: usize) -> String {
+    format!("{PREFIX}blocks.{layer}.attention.attention.weight[{head}/{heads}]")
+}
+
 /// Which outputs the forward pass computes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Readout {

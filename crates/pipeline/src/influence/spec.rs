@@ -35,9 +35,10 @@ pub fn regression_restrictions(
                     for h in 0..cfg.num_heads {
                         out.push(Restriction {
                             name: format!("L{l}H{h}"),
-                            include: vec![format!(
-                                "{prefix}blocks.{l}.attention.attention.weight[{h}/{}]",
-                                cfg.num_heads
+                            include: vec![stagewise_models::regression::head_glob(
+                                l,
+                                h,
+                                cfg.num_heads,
                             )],
                         });
                     }
