@@ -288,13 +288,29 @@ fn susceptibilities_and_the_bif_on_the_device_follow_the_cpu() {
         device: emulator,
         ..bif_cpu.clone()
     };
-    let (a, b) = (
-        bif(&run, &bif_cpu, &Quiet).unwrap(),
-        bif(&run, &bif_dev, &Quiet).unwrap(),
-    );
-    let (a, b) = (&a.steps[0].2, &b.steps[0].2);
-    assert_eq!(a.len(), b.len());
-    for (x, y) in a.iter().zip(b) {
-        assert!((x - y).abs() <= 1e-4, "BIF cpu {x} vs device {y}");
+    // Token level with the draws stacked, and the loss kernel of chain-averaged draws.
+    let seq = |o: &BifOptions, name: &str| BifOptions {
+        sampler: sampler(name),
+        level: BifLevel::Sequence,
+        reduce: stagewise_sampling::influence::ChainReduce::Mean,
+        ..o.clone()
+    };
+    for (c, d) in [
+        (bif_cpu.clone(), bif_dev.clone()),
+        (seq(&bif_cpu, "s-seq"), seq(&bif_dev, "on-device-seq")),
+    ] {
+        let (a, b) = (
+            bif(&run, &c, &Quiet).unwrap(),
+            bif(&run, &d, &Quiet).unwrap(),
+        );
+        let (a, b) = (&a.steps[0].2, &b.steps[0].2);
+        assert_eq!(a.len(), b.len());
+        for (x, y) in a.iter().zip(b) {
+            assert!(
+                (x - y).abs() <= 1e-4,
+                "BIF {:?}: cpu {x} vs device {y}",
+                c.level
+            );
+        }
     }
 }
