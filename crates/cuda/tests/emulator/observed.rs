@@ -72,6 +72,29 @@ fn chain_cfg() -> ChainConfig {
     c
 }
 
+/// The setup's scan on `dev` under `masks`.
+fn on_device(
+    dev: &Arc<dyn Device>,
+    s: &Setup,
+    sgld: &Sgld,
+    masks: &[Option<Vec<bool>>],
+) -> Result<Vec<ObservedRestriction>, stagewise_cuda::GpuError> {
+    let set = observed(s);
+    let (cfg, ocfg) = (chain_cfg(), ocfg(s));
+    device_observed(
+        dev,
+        &s.model,
+        &spec(s),
+        &set,
+        &s.w0,
+        sgld,
+        masks,
+        &cfg,
+        &ocfg,
+        &|_| {},
+    )
+}
+
 fn ocfg(s: &Setup) -> ObserveConfig {
     ObserveConfig {
         full: true,
@@ -163,19 +186,7 @@ fn restrictions_batched_on_the_device_follow_the_cpu() {
             &ocfg,
             &|_| {},
         );
-        let got = device_observed(
-            &dev,
-            &s.model,
-            &spec(&s),
-            &set,
-            &s.w0,
-            &sgld,
-            &s.masks,
-            &cfg,
-            &ocfg,
-            &|_| {},
-        )
-        .unwrap();
+        let got = on_device(&dev, &s, &sgld, &s.masks).unwrap();
         assert_follows(&got, &want, what);
         // The restricted chains moved only their own weights: they differ from the full ones.
         let (full, half) = (&got[0].chains[0].draws, &got[1].chains[0].draws);
@@ -186,25 +197,9 @@ fn restrictions_batched_on_the_device_follow_the_cpu() {
 #[test]
 fn a_restriction_batched_equals_it_alone_on_the_device() {
     let s = setup();
-    let set = observed(&s);
-    let (cfg, ocfg) = (chain_cfg(), ocfg(&s));
     let sgld = Sgld::from_temperature(1e-4, 100.0, 1.0, 200.0);
     let dev = emulator();
-    let run = |masks: &[Option<Vec<bool>>]| {
-        device_observed(
-            &dev,
-            &s.model,
-            &spec(&s),
-            &set,
-            &s.w0,
-            &sgld,
-            masks,
-            &cfg,
-            &ocfg,
-            &|_| {},
-        )
-        .unwrap()
-    };
+    let run = |masks: &[Option<Vec<bool>>]| on_device(&dev, &s, &sgld, masks).unwrap();
     // The batch folds its draws in windows of two draws (three downloads), the lone run in one.
     let before = WINDOW_BYTES.load(Ordering::Relaxed);
     WINDOW_BYTES.store(2 * 3 * 2 * NSEQ * s.dist.k * 4, Ordering::Relaxed);
@@ -233,23 +228,9 @@ fn the_observed_scan_fits_exactly_the_counted_peak() {
     use stagewise_cuda::observed::check_fits;
     use stagewise_cuda::tally::peak_bytes;
     let s = setup();
-    let set = observed(&s);
-    let (cfg, ocfg) = (chain_cfg(), ocfg(&s));
+    let (set, cfg) = (observed(&s), chain_cfg());
     let sgld = Sgld::from_temperature(1e-4, 100.0, 1.0, 200.0);
-    let run = |dev: &Arc<dyn Device>| {
-        device_observed(
-            dev,
-            &s.model,
-            &spec(&s),
-            &set,
-            &s.w0,
-            &sgld,
-            &s.masks,
-            &cfg,
-            &ocfg,
-            &|_| {},
-        )
-    };
+    let run = |dev: &Arc<dyn Device>| on_device(dev, &s, &sgld, &s.masks);
     let peak = peak_bytes(run).unwrap();
     let fits: Arc<dyn Device> = Arc::new(HostDevice::with_memory_limit(peak));
     check_fits(&fits, &s.model, &spec(&s), &set, &sgld, &s.masks, &cfg).unwrap();
