@@ -7,6 +7,7 @@
 
 use stagewise_engine::attention::{AttnShape, LONG_T, attention_backward, attention_forward};
 use stagewise_engine::layernorm::{layernorm_backward, layernorm_forward};
+use stagewise_engine::linear::linear_backward;
 use stagewise_engine::matmul::matmul;
 
 fn gemm(m: usize, n: usize, k: usize, ta: bool, tb: bool) {
@@ -18,6 +19,22 @@ fn gemm(m: usize, n: usize, k: usize, ta: bool, tb: bool) {
     let dt = best_time(reps, || matmul(&mut c, &a, &b, m, n, k, ta, tb, true));
     println!(
         "gemm m={m:5} n={n:5} k={k:5} ta={ta:5} tb={tb:5}: {:.1} GFLOP/s",
+        flop / dt / 1e9
+    );
+}
+
+/// The weight gradient `dw[dout, din] += dy[n, dout]^T x[n, din]` as `linear_backward` runs it.
+fn weight_grad(dout: usize, din: usize, n: usize) {
+    let dy: Vec<f32> = (0..n * dout).map(|i| (i as f32 * 0.37).sin()).collect();
+    let x: Vec<f32> = (0..n * din).map(|i| (i as f32 * 0.11).cos()).collect();
+    let mut dw = vec![0.0f32; dout * din];
+    let flop = 2.0 * (dout * din * n) as f64;
+    let reps = ((2e8 / flop) as usize).max(3);
+    let dt = best_time(reps, || {
+        linear_backward(None, false, &mut dw, None, &dy, &x, &[], n, din, dout)
+    });
+    println!(
+        "linear dW  dout={dout:5} din={din:5} n={n:5}: {:.1} GFLOP/s",
         flop / dt / 1e9
     );
 }
@@ -54,6 +71,8 @@ fn kernels(only_attention: bool) {
         gemm(256, 64, 512, true, false); // MLP in dW (= MLP out dW, transposed)
         gemm(64, 256, 512, true, false); // MLP out dW (= MLP in dW, transposed)
         gemm(64, 64, 512, true, false); // output projection dW
+        weight_grad(192, 64, 512); // QKV dW as the model computes it
+        weight_grad(64, 64, 512); // MLP and output projection dW
     }
     let s = AttnShape {
         nseq: 16,

@@ -45,7 +45,7 @@ pub fn linear_backward<T: Float>(
     if let Some(dx) = dx {
         matmul(dx, dy, w, n, din, dout, false, false, accumulate_dx);
     }
-    matmul(dw, dy, x, dout, din, n, true, false, true);
+    dw_accumulate(&mut dw[..dout * din], dy, x, n, din, dout);
     if let Some(db) = db {
         let db = &mut db[..dout];
         for row in dy[..n * dout].chunks_exact(dout) {
@@ -55,6 +55,24 @@ pub fn linear_backward<T: Float>(
         }
     }
 }
+
+/// `dw[dout,din] += dy[n,dout]^T @ x[n,din]`: the wide kernel for float32 rows of a multiple
+/// of 16 on AVX2, `gemm` otherwise.
+fn dw_accumulate<T: Float>(dw: &mut [T], dy: &[T], x: &[T], n: usize, din: usize, dout: usize) {
+    #[cfg(target_arch = "x86_64")]
+    if crate::attention::is_f32::<T>() && din % 16 == 0 {
+        use crate::attention::{as_f32, as_f32_mut};
+        if crate::simd::active() == crate::simd::Level::Avx2 {
+            let (dwf, dyf, xf) = (as_f32_mut(dw), as_f32(dy), as_f32(x));
+            // SAFETY: `active` returns only levels this CPU supports.
+            return unsafe { wide::dw_avx2(dwf, dyf, xf, n, din) };
+        }
+    }
+    matmul(dw, dy, x, dout, din, n, true, false, true);
+}
+
+#[cfg(target_arch = "x86_64")]
+mod wide;
 
 crate::multiversion! {
 /// `y[r] = x[r,:] . w + b` for the rows of `x[n,c]`, `c = w.len()`: a linear layer with one

@@ -232,9 +232,20 @@ fn check_linear1<T: Float>(tol: f64) {
 }
 
 /// `linear_backward` with `dw` accumulated, in both shapes a path may compute as its transpose
-/// (more outputs than inputs, and fewer), with odd sizes for the blocked transposed add.
+/// (more outputs than inputs, and fewer), with odd sizes for the blocked transposed add, and
+/// for the wide weight-gradient kernel's partial tiles (rows not a multiple of 6, columns of
+/// 16 not a multiple of 64).
 fn check_linear<T: Float>(tol: f64) {
-    for (n, din, dout) in [(37, 64, 192), (37, 256, 64), (9, 5, 21), (9, 21, 5)] {
+    let shapes = [
+        (37, 64, 192),
+        (37, 256, 64),
+        (9, 5, 21),
+        (9, 21, 5),
+        (11, 48, 7),
+        (13, 80, 13),
+        (1, 16, 1),
+    ];
+    for (n, din, dout) in shapes {
         let (x, w, dy) = (
             data(n * din, 0.45),
             data(dout * din, 0.55),
