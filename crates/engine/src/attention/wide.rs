@@ -367,8 +367,8 @@ impl<'a> Rows<'a> {
     }
 }
 
-/// `vt[e, j] = x[j, e]` for keys `j < t` (16 at a time, by gathers), row j of x at
-/// `j * c3 + ov` of `qkv_b`; keys past t are left alone (zeros).
+/// `vt[e, j] = x[j, e]` for keys `j < t` (blocks of 16), row j of x at `j * c3 + ov` of
+/// `qkv_b`; keys past t get zeros.
 #[inline(always)]
 unsafe fn transpose_rows<S: V16>(vt: &mut [f32], qkv_b: &[f32], ov: usize, c3: usize, t: usize) {
     let t16 = t.next_multiple_of(H);
@@ -376,13 +376,17 @@ unsafe fn transpose_rows<S: V16>(vt: &mut [f32], qkv_b: &[f32], ov: usize, c3: u
     assert!(c3 * H < i32::MAX as usize);
     for j0 in (0..t).step_by(H) {
         let live = (t - j0).min(H);
-        for e in 0..H {
-            // SAFETY: lanes l < live read V rows j0 + l < t, element e: in qkv_b by the assert.
-            unsafe {
-                let base = qkv_b.as_ptr().add(j0 * c3 + ov + e);
-                S::gather(base, c3, live).store(vt.as_mut_ptr().add(e * t16 + j0));
-            }
-        }
+        // SAFETY: rows l < live are V rows j0 + l < t, in qkv_b by the assert; vt's rows
+        // e < 16 hold keys j0..j0 + 16 <= t16.
+        unsafe {
+            S::transpose16(
+                qkv_b.as_ptr().add(j0 * c3 + ov),
+                c3,
+                live,
+                vt.as_mut_ptr().add(j0),
+                t16,
+            )
+        };
     }
 }
 
