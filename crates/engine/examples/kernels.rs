@@ -1,6 +1,6 @@
 //! Micro-benchmarks of the engine's kernels at the L2H4 model's shapes (one 16-sequence chunk,
 //! T = 32, C = 64, H = 4): GEMM throughput, attention and LayerNorm times.
-//! Every code path this CPU supports is timed in turn (`STAGEWISE_SIMD` is ignored); each time
+//! Every code path this CPU supports is timed in turn, or the one `STAGEWISE_SIMD` names; each time
 //! is the best of several trials, as a noisy machine only ever makes a trial slower.
 //! Run with `cargo run --release -p stagewise-engine --example kernels [attention]` (the
 //! argument times attention alone).
@@ -41,7 +41,16 @@ fn weight_grad(dout: usize, din: usize, n: usize) {
 
 fn main() {
     let only_attention = std::env::args().nth(1).as_deref() == Some("attention");
-    for level in stagewise_engine::simd::supported() {
+    // `STAGEWISE_SIMD` names one path to time; unset, every path this CPU has.
+    let levels = match stagewise_engine::simd::from_env() {
+        Ok(Some(level)) => vec![level],
+        Ok(None) => stagewise_engine::simd::supported(),
+        Err(e) => {
+            eprintln!("{e}");
+            std::process::exit(2);
+        }
+    };
+    for level in levels {
         stagewise_engine::simd::force(Some(level)).unwrap();
         println!("== {level}");
         kernels(only_attention);
@@ -125,33 +134,36 @@ fn kernels(only_attention: bool) {
 }
 
 /// A language model's attention (C = 256, 8 heads of 32, every query row) at growing lengths:
-/// the lane-parallel kernel below `LONG_T` tokens, the blocked-GEMM one from there; GFLOP/s
+/// the lane-parallel kernel below `LONG_T` tokens, on the 16 sequences it takes side by side
+/// (fewer would leave lanes idle), the blocked-GEMM one from there, on one sequence; GFLOP/s
 /// counts the causal half only.
 fn long_attention() {
     for t in [64, LONG_T - 1, LONG_T, 256, 1024] {
+        let nseq = if t < LONG_T { 16 } else { 1 };
         let s = AttnShape {
-            nseq: 1,
+            nseq,
             t,
             c_model: 256,
             heads: 8,
         };
-        let qkv: Vec<f32> = (0..t * 768)
+        let n = nseq * t;
+        let qkv: Vec<f32> = (0..n * 768)
             .map(|i| ((i * 37 % 101) as f32 / 50.0 - 1.0) * 0.8)
             .collect();
-        let dout: Vec<f32> = (0..t * 256).map(|i| (i as f32 * 0.13).sin()).collect();
+        let dout: Vec<f32> = (0..n * 256).map(|i| (i as f32 * 0.13).sin()).collect();
         let (mut o, mut p, mut d) = (
-            vec![0.0f32; t * 256],
+            vec![0.0f32; n * 256],
             vec![0.0f32; s.probs_len(1)],
-            vec![0.0f32; t * 768],
+            vec![0.0f32; n * 768],
         );
         // Two products forward, four backward, each 2 (t^2 / 2) 32 FLOPs per head.
-        let flop = (t * t * 32 * 8) as f64;
+        let flop = (nseq * t * t * 32 * 8) as f64;
         let reps = (2e8 / flop).max(2.0) as usize;
         let f = best_time(reps, || attention_forward(&mut o, &mut p, &qkv, s, 1));
         let b = best_time(reps, || attention_backward(&mut d, &dout, &qkv, &p, s, 1));
         let kernel = if t < LONG_T { "lanes" } else { "blocked" };
         let line = format!(
-            "attention t={t:4} C=256 8x32, {kernel}: fwd {:.0} us ({:.0} GFLOP/s) bwd {:.0} us ({:.0} GFLOP/s)",
+            "attention t={t:4} C=256 8x32, {nseq:2} seq, {kernel}: fwd {:.0} us ({:.0} GFLOP/s) bwd {:.0} us ({:.0} GFLOP/s)",
             f * 1e6,
             2.0 * flop / f / 1e9,
             b * 1e6,

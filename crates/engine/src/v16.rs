@@ -14,6 +14,8 @@ use std::arch::x86_64::*;
 /// Every method runs only inside a function compiled for the type's instruction set (AVX-512F
 /// for [`Z`], AVX2 and FMA for [`Y`]); pointers are valid for the lanes each method names.
 pub(crate) trait V16: Copy {
+    /// The chunk a softmax row is taken in on this instruction set.
+    type Chunk: Chunk;
     unsafe fn zero() -> Self;
     unsafe fn splat(x: f32) -> Self;
     unsafe fn load(p: *const f32) -> Self;
@@ -76,6 +78,7 @@ fn mask16(live: usize) -> __mmask16 {
 }
 
 impl V16 for Z {
+    type Chunk = Z;
     #[inline(always)]
     unsafe fn zero() -> Self {
         Z(_mm512_setzero_ps())
@@ -204,6 +207,7 @@ macro_rules! halves {
 }
 
 impl V16 for Y {
+    type Chunk = Y8;
     #[inline(always)]
     unsafe fn zero() -> Self {
         Y(_mm256_setzero_ps(), _mm256_setzero_ps())
@@ -298,6 +302,177 @@ impl V16 for Y {
     }
 }
 
+/// A run of keys of a softmax row: all 16 lanes of [`Z`] on AVX-512, where masks cost nothing,
+/// but 8 ([`Y8`]) on AVX2, where a row's last keys are often 8 or fewer and the dead half of a
+/// [`Y`] would still cost its `exp` and masked moves.
+pub(crate) trait Chunk: Copy {
+    /// Lanes.
+    const N: usize;
+    unsafe fn splat(x: f32) -> Self;
+    /// All `N` lanes from `p`.
+    unsafe fn load(p: *const f32) -> Self;
+    /// Lanes `l < live` from `p`, `fill` in the others.
+    unsafe fn load_first_or(p: *const f32, live: usize, fill: f32) -> Self;
+    /// Lanes `l < live` to `p`.
+    unsafe fn store_first(self, p: *mut f32, live: usize);
+    /// `self` with lanes `l >= live` zeroed.
+    unsafe fn keep_first(self, live: usize) -> Self;
+    unsafe fn add(self, o: Self) -> Self;
+    unsafe fn sub(self, o: Self) -> Self;
+    unsafe fn mul(self, o: Self) -> Self;
+    unsafe fn max(self, o: Self) -> Self;
+    unsafe fn reduce_add(self) -> f32;
+    unsafe fn reduce_max(self) -> f32;
+    /// The engine's Cephes `expf`, as [`V16::exp`].
+    unsafe fn exp(self) -> Self;
+}
+
+/// [`Chunk`] by [`V16`]'s methods of the same names.
+impl Chunk for Z {
+    const N: usize = 16;
+    #[inline(always)]
+    unsafe fn splat(x: f32) -> Self {
+        <Z as V16>::splat(x)
+    }
+    #[inline(always)]
+    unsafe fn load(p: *const f32) -> Self {
+        <Z as V16>::load(p)
+    }
+    #[inline(always)]
+    unsafe fn load_first_or(p: *const f32, live: usize, fill: f32) -> Self {
+        <Z as V16>::load_first_or(p, live, fill)
+    }
+    #[inline(always)]
+    unsafe fn store_first(self, p: *mut f32, live: usize) {
+        <Z as V16>::store_first(self, p, live)
+    }
+    #[inline(always)]
+    unsafe fn keep_first(self, live: usize) -> Self {
+        <Z as V16>::keep_first(self, live)
+    }
+    #[inline(always)]
+    unsafe fn add(self, o: Self) -> Self {
+        <Z as V16>::add(self, o)
+    }
+    #[inline(always)]
+    unsafe fn sub(self, o: Self) -> Self {
+        <Z as V16>::sub(self, o)
+    }
+    #[inline(always)]
+    unsafe fn mul(self, o: Self) -> Self {
+        <Z as V16>::mul(self, o)
+    }
+    #[inline(always)]
+    unsafe fn max(self, o: Self) -> Self {
+        <Z as V16>::max(self, o)
+    }
+    #[inline(always)]
+    unsafe fn reduce_add(self) -> f32 {
+        <Z as V16>::reduce_add(self)
+    }
+    #[inline(always)]
+    unsafe fn reduce_max(self) -> f32 {
+        <Z as V16>::reduce_max(self)
+    }
+    #[inline(always)]
+    unsafe fn exp(self) -> Self {
+        <Z as V16>::exp(self)
+    }
+}
+
+/// 8 lanes in one AVX2 register.
+#[derive(Clone, Copy)]
+pub(crate) struct Y8(__m256);
+
+/// The mask of the first `live` of 8 lanes.
+#[inline(always)]
+unsafe fn mask8(live: usize) -> __m256i {
+    // SAFETY: 16 - live + 8 <= 32 elements.
+    unsafe { _mm256_loadu_si256(MASKS[16 - live.min(8)..].as_ptr().cast()) }
+}
+
+impl Chunk for Y8 {
+    const N: usize = 8;
+    #[inline(always)]
+    unsafe fn splat(x: f32) -> Self {
+        Y8(_mm256_set1_ps(x))
+    }
+    #[inline(always)]
+    unsafe fn load(p: *const f32) -> Self {
+        Y8(unsafe { _mm256_loadu_ps(p) })
+    }
+    #[inline(always)]
+    unsafe fn load_first_or(p: *const f32, live: usize, fill: f32) -> Self {
+        if live >= 8 {
+            return unsafe { Self::load(p) };
+        }
+        unsafe {
+            let m = mask8(live);
+            let x = _mm256_maskload_ps(p, m);
+            Y8(_mm256_blendv_ps(
+                _mm256_set1_ps(fill),
+                x,
+                _mm256_castsi256_ps(m),
+            ))
+        }
+    }
+    #[inline(always)]
+    unsafe fn store_first(self, p: *mut f32, live: usize) {
+        unsafe {
+            if live >= 8 {
+                _mm256_storeu_ps(p, self.0)
+            } else {
+                _mm256_maskstore_ps(p, mask8(live), self.0)
+            }
+        }
+    }
+    #[inline(always)]
+    unsafe fn keep_first(self, live: usize) -> Self {
+        Y8(_mm256_and_ps(
+            self.0,
+            _mm256_castsi256_ps(unsafe { mask8(live) }),
+        ))
+    }
+    #[inline(always)]
+    unsafe fn add(self, o: Self) -> Self {
+        Y8(_mm256_add_ps(self.0, o.0))
+    }
+    #[inline(always)]
+    unsafe fn sub(self, o: Self) -> Self {
+        Y8(_mm256_sub_ps(self.0, o.0))
+    }
+    #[inline(always)]
+    unsafe fn mul(self, o: Self) -> Self {
+        Y8(_mm256_mul_ps(self.0, o.0))
+    }
+    #[inline(always)]
+    unsafe fn max(self, o: Self) -> Self {
+        Y8(_mm256_max_ps(self.0, o.0))
+    }
+    #[inline(always)]
+    unsafe fn reduce_add(self) -> f32 {
+        let s = _mm_add_ps(
+            _mm256_castps256_ps128(self.0),
+            _mm256_extractf128_ps::<1>(self.0),
+        );
+        let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+        _mm_cvtss_f32(_mm_add_ss(s, _mm_movehdup_ps(s)))
+    }
+    #[inline(always)]
+    unsafe fn reduce_max(self) -> f32 {
+        let s = _mm_max_ps(
+            _mm256_castps256_ps128(self.0),
+            _mm256_extractf128_ps::<1>(self.0),
+        );
+        let s = _mm_max_ps(s, _mm_movehl_ps(s, s));
+        _mm_cvtss_f32(_mm_max_ss(s, _mm_movehdup_ps(s)))
+    }
+    #[inline(always)]
+    unsafe fn exp(self) -> Self {
+        Y8(unsafe { exp8(self.0) })
+    }
+}
+
 /// The transpose of 8 rows of 8 floats: `out[e]` lane `l` is `r[l]` lane `e`.
 #[inline(always)]
 unsafe fn transpose8(r: [__m256; 8]) -> [__m256; 8] {
@@ -372,7 +547,7 @@ mod tests {
         f32::exp_in_place::<Avx512>(&mut want);
         for o in got.chunks_exact_mut(16) {
             // SAFETY: 16 floats; AVX-512 by the target features.
-            unsafe { Z::load(o.as_ptr()).exp().store(o.as_mut_ptr()) };
+            unsafe { V16::exp(<Z as V16>::load(o.as_ptr())).store(o.as_mut_ptr()) };
         }
         (want, got)
     }

@@ -12,7 +12,7 @@
 //! dV = P^T dY together by G-key blocks. Causal blocks that are all zero are skipped.
 
 use super::AttnShape;
-use crate::v16::{V16, Y, Z};
+use crate::v16::{Chunk, V16, Y, Z};
 
 /// Head size of this kernel.
 const H: usize = 16;
@@ -119,7 +119,9 @@ unsafe fn forward_in<S: V16, const G: usize>(
                 // SAFETY: rows a < na of p_bh, key blocks nkb * 16 <= t16 of kt.
                 unsafe { scores_block::<S, G>(p_bh, q, &kt, (t16, tp), a0, nkb) };
                 // SAFETY: rows a < na of p_bh hold tp >= a * stride + 1 scores.
-                unsafe { softmax_rows::<S, G>(p_bh, tp, a0, (na - a0).min(G), stride, 0.25) };
+                unsafe {
+                    softmax_rows::<S::Chunk, G>(p_bh, tp, a0, (na - a0).min(G), stride, 0.25)
+                };
                 // Y = P V over the keys < t of the blocks (P is zero past each row's key).
                 let nk = (nkb * H).min(t);
                 // SAFETY: rows a < na of p_bh (tp apart, nk <= tp) and of the output.
@@ -130,11 +132,12 @@ unsafe fn forward_in<S: V16, const G: usize>(
 }
 
 /// Softmax of the score rows `a0..a0 + rows` of `p` (row `a`: keys `0..=a * stride`, scaled by
-/// `scale`), zeros after each row's last key; as [`super::softmax::forward_row`], 16 keys per
-/// vector, each step over all the rows before the next so that their dependency chains overlap.
+/// `scale`), zeros after each row's last key; as [`super::softmax::forward_row`], in chunks of
+/// `C::N` keys, each step over all the rows before the next so that their dependency chains
+/// overlap. Only a row's last chunk is masked, and no chunk past its last key is computed.
 #[inline(always)]
 #[allow(clippy::needless_range_loop)]
-unsafe fn softmax_rows<S: V16, const G: usize>(
+unsafe fn softmax_rows<C: Chunk, const G: usize>(
     p: &mut [f32],
     tp: usize,
     a0: usize,
@@ -143,45 +146,59 @@ unsafe fn softmax_rows<S: V16, const G: usize>(
     scale: f32,
 ) {
     assert!(rows <= G && p.len() >= (a0 + rows) * tp && (a0 + rows - 1) * stride < tp);
+    let w = C::N;
     let base = p.as_mut_ptr();
-    // Row g: its start and its number of live keys.
-    let row = |g: usize| (unsafe { base.add((a0 + g) * tp) }, (a0 + g) * stride + 1);
-    let live = |n: usize, j0: usize| (n - j0).min(H);
-    let kept = |j0: usize| (tp - j0).min(H);
-    // SAFETY (this block): the lanes read and written are keys j0 + l < n <= tp (`live`) or
-    // < tp (`kept`) of rows a0 + g < a0 + rows.
+    // Row g: its start, its keys in whole chunks, and the live keys of its last chunk (0: none).
+    let row = |g: usize| {
+        let n = (a0 + g) * stride + 1;
+        (unsafe { base.add((a0 + g) * tp) }, n / w * w, n % w)
+    };
+    // SAFETY (this block): whole chunks read and written are keys j0 + l < n <= tp; the last
+    // chunk's lanes are keys < n (reads) or < tp (`kept`, writes) of rows a0 + g < a0 + rows.
     unsafe {
+        let kept = |j0: usize| (tp - j0).min(w);
+        let ninf = f32::NEG_INFINITY;
         let mut mx = [0.0f32; G];
         for (g, mx) in mx.iter_mut().enumerate().take(rows) {
-            let (r, n) = row(g);
-            let mut m = S::splat(f32::NEG_INFINITY);
-            for j0 in (0..n).step_by(H) {
-                m = m.max(S::load_first_or(r.add(j0), live(n, j0), f32::NEG_INFINITY));
+            let (r, full, last) = row(g);
+            let mut m = C::splat(ninf);
+            for j0 in (0..full).step_by(w) {
+                m = m.max(C::load(r.add(j0)));
+            }
+            if last > 0 {
+                m = m.max(C::load_first_or(r.add(full), last, ninf));
             }
             *mx = m.reduce_max();
         }
-        let scale = S::splat(scale);
+        let scale = C::splat(scale);
         let mut sum = [0.0f32; G];
         for g in 0..rows {
-            let ((r, n), m) = (row(g), S::splat(mx[g]));
-            let mut acc = S::zero();
-            for j0 in (0..n).step_by(H) {
-                let x = S::load_first(r.add(j0), live(n, j0));
-                let y = x.sub(m).mul(scale).exp().keep_first(live(n, j0));
+            let ((r, full, last), m) = (row(g), C::splat(mx[g]));
+            let mut acc = C::splat(0.0);
+            for j0 in (0..full).step_by(w) {
+                let y = C::load(r.add(j0)).sub(m).mul(scale).exp();
                 acc = acc.add(y);
-                y.store_first(r.add(j0), kept(j0));
+                y.store_first(r.add(j0), w);
+            }
+            if last > 0 {
+                let x = C::load_first_or(r.add(full), last, 0.0);
+                let y = x.sub(m).mul(scale).exp().keep_first(last);
+                acc = acc.add(y);
+                y.store_first(r.add(full), kept(full));
             }
             sum[g] = acc.reduce_add();
         }
         for g in 0..rows {
-            let ((r, n), inv) = (row(g), S::splat(1.0 / sum[g]));
-            for j0 in (0..n).step_by(H) {
-                let y = S::load_first(r.add(j0), kept(j0));
+            let ((r, full, last), inv) = (row(g), C::splat(1.0 / sum[g]));
+            let end = if last > 0 { full + last } else { full };
+            for j0 in (0..end).step_by(w) {
+                let y = C::load_first_or(r.add(j0), kept(j0), 0.0);
                 y.mul(inv).store_first(r.add(j0), kept(j0));
             }
-            let z = n.next_multiple_of(H).min(tp);
-            // Keys z..tp of the row.
-            std::ptr::write_bytes(r.add(z), 0, tp - z);
+            // Keys from the chunk after the last live one to tp.
+            for j0 in (end.next_multiple_of(w)..tp).step_by(w) {
+                C::splat(0.0).store_first(r.add(j0), kept(j0));
+            }
         }
     }
 }
