@@ -482,21 +482,22 @@ unsafe fn dkv_block<S: V16, const G: usize>(
     let na = q.n;
     assert!(ds.len() >= na * t16 && dy.n == na && p.len() >= na * tp && j0 + G <= tp.min(t16));
     let (dsp, pp) = (ds.as_ptr(), p.as_ptr());
-    // SAFETY: in bounds by the assert above; the key and value columns of a row hold 16 floats.
-    unsafe {
-        let mut dk = [S::zero(); G];
-        let mut dv = [S::zero(); G];
-        for a in j0.div_ceil(stride)..na {
-            let (q, y) = (S::load(q.ptr(a)), S::load(dy.ptr(a)));
-            for g in 0..G {
-                dk[g] = S::fmadd(S::splat(*dsp.add(a * t16 + j0 + g)), q, dk[g]);
-                dv[g] = S::fmadd(S::splat(*pp.add(a * tp + j0 + g)), y, dv[g]);
+    // One pass for dK, one for dV: together their 2 G sums fill all of AVX2's 16 registers,
+    // and the compiler spilled them inside the loop.
+    for (w, ws, x, off) in [(dsp, t16, q, ok), (pp, tp, dy, ov)] {
+        // SAFETY: in bounds by the assert above; the key and value columns of a row hold 16
+        // floats.
+        unsafe {
+            let mut acc = [S::zero(); G];
+            for a in j0.div_ceil(stride)..na {
+                let x = S::load(x.ptr(a));
+                for (g, acc) in acc.iter_mut().enumerate() {
+                    *acc = S::fmadd(S::splat(*w.add(a * ws + j0 + g)), x, *acc);
+                }
             }
-        }
-        for g in 0..G.min(t - j0) {
-            let row = &mut dqkv_b[(j0 + g) * c3..][..c3];
-            dk[g].store(row[ok..][..H].as_mut_ptr());
-            dv[g].store(row[ov..][..H].as_mut_ptr());
+            for (g, acc) in acc.iter().enumerate().take(t - j0) {
+                acc.store(dqkv_b[(j0 + g) * c3 + off..][..H].as_mut_ptr());
+            }
         }
     }
 }
