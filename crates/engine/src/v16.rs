@@ -1,6 +1,7 @@
 //! Sixteen float32 lanes (one attention head row of 16, or 16 LayerNorm features): one AVX-512
 //! register ([`Z`]) or two AVX2 registers ([`Y`]). The wide attention and LayerNorm kernels
-//! are written once over [`V16`]; every method
+//! are written once over [`V16`], the attention's softmax over [`Chunk`] (16 lanes on AVX-512,
+//! 8 on AVX2: [`Y8`]); every method
 //! is `#[inline(always)]`, so it compiles with the target features of the kernel it lands in.
 //! Each method's body is the intrinsics it wraps, whose one condition is the trait's (the
 //! target features), so the bodies are not wrapped in `unsafe` blocks one by one.

@@ -7,9 +7,10 @@
 //!
 //! Per (sequence, head), Q, K, V and dY are read in place and one of K or V is transposed into
 //! zero-padded scratch. Forward: S = Q K^T by 16-key vectors straight into the saved softmax
-//! rows, the softmax row by row, Y = P V by G-row blocks. Backward: dP = dY V^T,
-//! dS = P (dP - sum P dP) / sqrt(16) row by row, dQ = dS K by G-row blocks, and dK = dS^T Q with
-//! dV = P^T dY together by G-key blocks. Causal blocks that are all zero are skipped.
+//! rows, the softmax row by row (in [`Chunk`]s: 8 keys on AVX2), Y = P V by G-row blocks.
+//! Backward: dP = dY V^T, dS = P (dP - sum P dP) / sqrt(16) row by row, dQ = dS K by G-row
+//! blocks, and dK = dS^T Q, then dV = P^T dY, by G-key blocks. Causal blocks that are all zero
+//! are skipped.
 
 use super::AttnShape;
 use crate::v16::{Chunk, V16, Y, Z};
