@@ -1,6 +1,6 @@
 //! Sixteen float32 lanes (one attention head row of 16, or 16 LayerNorm features): one AVX-512
 //! register ([`Z`]) or two AVX2 registers ([`Y`]). The wide attention and LayerNorm kernels
-//! are written once over [`V16`], the attention's softmax over [`Chunk`] (16 lanes on AVX-512,
+//! are written once over [`V16`], the attention's softmax over [`Lanes`] (16 lanes on AVX-512,
 //! 8 on AVX2: [`Y8`]); every method
 //! is `#[inline(always)]`, so it compiles with the target features of the kernel it lands in.
 //! Each method's body is the intrinsics it wraps, whose one condition is the trait's (the
@@ -14,29 +14,13 @@ use std::arch::x86_64::*;
 /// # Safety
 /// Every method runs only inside a function compiled for the type's instruction set (AVX-512F
 /// for [`Z`], AVX2 and FMA for [`Y`]); pointers are valid for the lanes each method names.
-pub(crate) trait V16: Copy {
+pub(crate) trait V16: Lanes {
     /// The chunk a softmax row is taken in on this instruction set.
-    type Chunk: Chunk;
+    type Chunk: Lanes;
     unsafe fn zero() -> Self;
-    unsafe fn splat(x: f32) -> Self;
-    unsafe fn load(p: *const f32) -> Self;
     unsafe fn store(self, p: *mut f32);
-    /// Lanes `l < live` from `p`, `fill` in the others.
-    unsafe fn load_first_or(p: *const f32, live: usize, fill: f32) -> Self;
-    /// Lanes `l < live` to `p`.
-    unsafe fn store_first(self, p: *mut f32, live: usize);
-    /// `self` with lanes `l >= live` zeroed.
-    unsafe fn keep_first(self, live: usize) -> Self;
     /// `a * b + c`, fused.
     unsafe fn fmadd(a: Self, b: Self, c: Self) -> Self;
-    unsafe fn add(self, o: Self) -> Self;
-    unsafe fn sub(self, o: Self) -> Self;
-    unsafe fn mul(self, o: Self) -> Self;
-    unsafe fn max(self, o: Self) -> Self;
-    unsafe fn reduce_add(self) -> f32;
-    unsafe fn reduce_max(self) -> f32;
-    /// The engine's Cephes `expf` (`float.rs`), the same operations in the same order.
-    unsafe fn exp(self) -> Self;
     /// The transpose of a block of `live <= 16` rows of 16 floats (`src_step` apart):
     /// `dst[e * dst_step + l] = src[l * src_step + e]` for `e < 16`, zero for `l >= live`.
     /// Four 8 x 8 transposes in 256-bit registers on both paths: AVX2's alternative, lane by
@@ -85,16 +69,24 @@ impl V16 for Z {
         Z(_mm512_setzero_ps())
     }
     #[inline(always)]
+    unsafe fn store(self, p: *mut f32) {
+        unsafe { _mm512_storeu_ps(p, self.0) }
+    }
+    #[inline(always)]
+    unsafe fn fmadd(a: Self, b: Self, c: Self) -> Self {
+        Z(_mm512_fmadd_ps(a.0, b.0, c.0))
+    }
+}
+
+impl Lanes for Z {
+    const N: usize = 16;
+    #[inline(always)]
     unsafe fn splat(x: f32) -> Self {
         Z(_mm512_set1_ps(x))
     }
     #[inline(always)]
     unsafe fn load(p: *const f32) -> Self {
         Z(unsafe { _mm512_loadu_ps(p) })
-    }
-    #[inline(always)]
-    unsafe fn store(self, p: *mut f32) {
-        unsafe { _mm512_storeu_ps(p, self.0) }
     }
     #[inline(always)]
     unsafe fn load_first_or(p: *const f32, live: usize, fill: f32) -> Self {
@@ -107,10 +99,6 @@ impl V16 for Z {
     #[inline(always)]
     unsafe fn keep_first(self, live: usize) -> Self {
         Z(_mm512_maskz_mov_ps(mask16(live), self.0))
-    }
-    #[inline(always)]
-    unsafe fn fmadd(a: Self, b: Self, c: Self) -> Self {
-        Z(_mm512_fmadd_ps(a.0, b.0, c.0))
     }
     #[inline(always)]
     unsafe fn add(self, o: Self) -> Self {
@@ -214,19 +202,30 @@ impl V16 for Y {
         Y(_mm256_setzero_ps(), _mm256_setzero_ps())
     }
     #[inline(always)]
+    unsafe fn store(self, p: *mut f32) {
+        unsafe {
+            _mm256_storeu_ps(p, self.0);
+            _mm256_storeu_ps(p.add(8), self.1);
+        }
+    }
+    #[inline(always)]
+    unsafe fn fmadd(a: Self, b: Self, c: Self) -> Self {
+        Y(
+            _mm256_fmadd_ps(a.0, b.0, c.0),
+            _mm256_fmadd_ps(a.1, b.1, c.1),
+        )
+    }
+}
+
+impl Lanes for Y {
+    const N: usize = 16;
+    #[inline(always)]
     unsafe fn splat(x: f32) -> Self {
         Y(_mm256_set1_ps(x), _mm256_set1_ps(x))
     }
     #[inline(always)]
     unsafe fn load(p: *const f32) -> Self {
         unsafe { Y(_mm256_loadu_ps(p), _mm256_loadu_ps(p.add(8))) }
-    }
-    #[inline(always)]
-    unsafe fn store(self, p: *mut f32) {
-        unsafe {
-            _mm256_storeu_ps(p, self.0);
-            _mm256_storeu_ps(p.add(8), self.1);
-        }
     }
     #[inline(always)]
     unsafe fn load_first_or(p: *const f32, live: usize, fill: f32) -> Self {
@@ -258,13 +257,6 @@ impl V16 for Y {
                 _mm256_and_ps(self.1, _mm256_castsi256_ps(m1)),
             )
         }
-    }
-    #[inline(always)]
-    unsafe fn fmadd(a: Self, b: Self, c: Self) -> Self {
-        Y(
-            _mm256_fmadd_ps(a.0, b.0, c.0),
-            _mm256_fmadd_ps(a.1, b.1, c.1),
-        )
     }
     #[inline(always)]
     unsafe fn add(self, o: Self) -> Self {
@@ -303,10 +295,14 @@ impl V16 for Y {
     }
 }
 
-/// A run of keys of a softmax row: all 16 lanes of [`Z`] on AVX-512, where masks cost nothing,
-/// but 8 ([`Y8`]) on AVX2, where a row's last keys are often 8 or fewer and the dead half of a
-/// [`Y`] would still cost its `exp` and masked moves.
-pub(crate) trait Chunk: Copy {
+/// Lanes of float32 and what the kernels do to them lane by lane; [`V16`] adds the rest for 16
+/// lanes. A softmax row is taken in [`V16::Chunk`]s: all 16 lanes of [`Z`] on AVX-512, where
+/// masks cost nothing, but 8 ([`Y8`]) on AVX2, where a row's last keys are often 8 or fewer
+/// and the dead half of a [`Y`] would still cost its `exp` and masked moves.
+///
+/// # Safety
+/// As [`V16`]'s ([`Y8`]: AVX2 and FMA).
+pub(crate) trait Lanes: Copy {
     /// Lanes.
     const N: usize;
     unsafe fn splat(x: f32) -> Self;
@@ -324,61 +320,8 @@ pub(crate) trait Chunk: Copy {
     unsafe fn max(self, o: Self) -> Self;
     unsafe fn reduce_add(self) -> f32;
     unsafe fn reduce_max(self) -> f32;
-    /// The engine's Cephes `expf`, as [`V16::exp`].
+    /// The engine's Cephes `expf` (`float.rs`), the same operations in the same order.
     unsafe fn exp(self) -> Self;
-}
-
-/// [`Chunk`] by [`V16`]'s methods of the same names.
-impl Chunk for Z {
-    const N: usize = 16;
-    #[inline(always)]
-    unsafe fn splat(x: f32) -> Self {
-        <Z as V16>::splat(x)
-    }
-    #[inline(always)]
-    unsafe fn load(p: *const f32) -> Self {
-        <Z as V16>::load(p)
-    }
-    #[inline(always)]
-    unsafe fn load_first_or(p: *const f32, live: usize, fill: f32) -> Self {
-        <Z as V16>::load_first_or(p, live, fill)
-    }
-    #[inline(always)]
-    unsafe fn store_first(self, p: *mut f32, live: usize) {
-        <Z as V16>::store_first(self, p, live)
-    }
-    #[inline(always)]
-    unsafe fn keep_first(self, live: usize) -> Self {
-        <Z as V16>::keep_first(self, live)
-    }
-    #[inline(always)]
-    unsafe fn add(self, o: Self) -> Self {
-        <Z as V16>::add(self, o)
-    }
-    #[inline(always)]
-    unsafe fn sub(self, o: Self) -> Self {
-        <Z as V16>::sub(self, o)
-    }
-    #[inline(always)]
-    unsafe fn mul(self, o: Self) -> Self {
-        <Z as V16>::mul(self, o)
-    }
-    #[inline(always)]
-    unsafe fn max(self, o: Self) -> Self {
-        <Z as V16>::max(self, o)
-    }
-    #[inline(always)]
-    unsafe fn reduce_add(self) -> f32 {
-        <Z as V16>::reduce_add(self)
-    }
-    #[inline(always)]
-    unsafe fn reduce_max(self) -> f32 {
-        <Z as V16>::reduce_max(self)
-    }
-    #[inline(always)]
-    unsafe fn exp(self) -> Self {
-        <Z as V16>::exp(self)
-    }
 }
 
 /// 8 lanes in one AVX2 register.
@@ -392,7 +335,7 @@ unsafe fn mask8(live: usize) -> __m256i {
     unsafe { _mm256_loadu_si256(MASKS[16 - live.min(8)..].as_ptr().cast()) }
 }
 
-impl Chunk for Y8 {
+impl Lanes for Y8 {
     const N: usize = 8;
     #[inline(always)]
     unsafe fn splat(x: f32) -> Self {
@@ -548,7 +491,7 @@ mod tests {
         f32::exp_in_place::<Avx512>(&mut want);
         for o in got.chunks_exact_mut(16) {
             // SAFETY: 16 floats; AVX-512 by the target features.
-            unsafe { V16::exp(<Z as V16>::load(o.as_ptr())).store(o.as_mut_ptr()) };
+            unsafe { Lanes::exp(<Z as Lanes>::load(o.as_ptr())).store(o.as_mut_ptr()) };
         }
         (want, got)
     }

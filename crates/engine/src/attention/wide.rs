@@ -7,13 +7,13 @@
 //!
 //! Per (sequence, head), Q, K, V and dY are read in place and one of K or V is transposed into
 //! zero-padded scratch. Forward: S = Q K^T by 16-key vectors straight into the saved softmax
-//! rows, the softmax row by row (in [`Chunk`]s: 8 keys on AVX2), Y = P V by G-row blocks.
+//! rows, the softmax row by row (in [`V16::Chunk`]s: 8 keys on AVX2), Y = P V by G-row blocks.
 //! Backward: dP = dY V^T, dS = P (dP - sum P dP) / sqrt(16) row by row, dQ = dS K by G-row
 //! blocks, and dK = dS^T Q, then dV = P^T dY, by G-key blocks. Causal blocks that are all zero
 //! are skipped.
 
 use super::AttnShape;
-use crate::v16::{Chunk, V16, Y, Z};
+use crate::v16::{Lanes, V16, Y, Z};
 
 /// Head size of this kernel.
 const H: usize = 16;
@@ -138,7 +138,7 @@ unsafe fn forward_in<S: V16, const G: usize>(
 /// overlap. Only a row's last chunk is masked, and no chunk past its last key is computed.
 #[inline(always)]
 #[allow(clippy::needless_range_loop)]
-unsafe fn softmax_rows<C: Chunk, const G: usize>(
+unsafe fn softmax_rows<C: Lanes, const G: usize>(
     p: &mut [f32],
     tp: usize,
     a0: usize,
