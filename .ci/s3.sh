@@ -17,9 +17,13 @@ cat > "$DATA/s3.json" <<'JSON'
 {"identities":[{"name":"tester","credentials":[{"accessKey":"stagewise-test","secretKey":"stagewise-test-secret"}],"actions":["Admin","Read","List","Tagging","Write"]}]}
 JSON
 mkdir -p "$DATA/data"
-timeout "${STAGEWISE_S3_LIFETIME:-5400}" "$TOOLS/venv/bin/weed" mini -dir="$DATA/data" -ip=127.0.0.1 -ip.bind=127.0.0.1 \
+# Volume count and size are fixed rather than sized from the disk's free space: on a nearly full
+# disk `weed mini` made so few volumes that the bucket ran out of writable ones (HTTP 500 on PUT).
+# Its logs go to the data folder; .ci/run prints their errors when a test fails.
+timeout "${STAGEWISE_S3_LIFETIME:-5400}" "$TOOLS/venv/bin/weed" -logdir="$DATA" mini -dir="$DATA/data" -ip=127.0.0.1 -ip.bind=127.0.0.1 \
   -master.port=$((PORT + 1000)) -volume.port=$((PORT - 253)) -filer.port=$((PORT + 555)) -s3.port="$PORT" \
-  -s3.config="$DATA/s3.json" -admin.ui=false -bucket=stagewise > "$DATA/weed.log" 2>&1 &
+  -s3.config="$DATA/s3.json" -admin.ui=false -bucket=stagewise \
+  -volume.max=64 -master.volumeSizeLimitMB=64 > "$DATA/weed.log" 2>&1 &
 SERVER=$!
 # Ready when the bucket answers a signed request (at most 90 s).
 for _ in $(seq 90); do
@@ -32,6 +36,7 @@ except Exception as e: sys.exit(0 if getattr(e, 'code', 0) else 1)" 2>/dev/null;
     echo "export STAGEWISE_TEST_S3_KEY=stagewise-test"
     echo "export STAGEWISE_TEST_S3_SECRET=stagewise-test-secret"
     echo "export STAGEWISE_TEST_S3_PID=$SERVER"
+    echo "export STAGEWISE_TEST_S3_LOGS=$DATA"
     exit 0
   fi
   sleep 1
