@@ -4,7 +4,9 @@
 # variables the tests read (`eval "$(.ci/mlflow.sh)"`); exits 1 when it cannot be had.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-TOOLS="$(pwd)/${CARGO_TARGET_DIR:-target}/tools"
+TARGET="${CARGO_TARGET_DIR:-target}"
+case "$TARGET" in /*) ;; *) TARGET="$(pwd)/$TARGET" ;; esac
+TOOLS="$TARGET/tools"
 mkdir -p "$TOOLS"
 if [ ! -x "$TOOLS/mlflow/bin/mlflow" ]; then
   rm -rf "$TOOLS/mlflow"
