@@ -13,7 +13,7 @@ mod susceptibility;
 mod train;
 mod whole;
 
-pub use gpu::{BenchGpuOptions, flops_per_pass, gpu};
+pub use gpu::{BenchGpuOptions, flops_done_per_pass, flops_per_pass, gpu};
 pub use lm::{BenchLmOptions, lm, lm_step_flops};
 pub use parity::{BenchParityOptions, parity};
 pub use sgld::{BenchSgldOptions, sgld};

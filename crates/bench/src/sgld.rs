@@ -88,9 +88,11 @@ pub fn sgld(a: &BenchSgldOptions) -> Result<()> {
     let cfg = TrainConfig::l2h4(a.examples, 0).model_config();
     let t = 2 * a.examples;
     let flop = crate::flops_per_pass(&cfg, a.batch * t, t);
+    let done = crate::flops_done_per_pass(&cfg, a.batch, t);
     println!(
         "SGLD on L2H4 (K={}), {} chains x batch {}, float32; chain-draws/s over {} draws per chain, \
-         best of {} runs alternating with PyTorch's (GFLOP/s: a chain-draw is the full model's forward and backward over its batch)",
+         best of {} runs alternating with PyTorch's (GFLOP/s: a chain-draw is the full model's forward and backward over its batch; \
+         GEMM peak, of peak and needed as in `bench train`)",
         a.examples,
         a.chains,
         a.batch,
@@ -98,20 +100,25 @@ pub fn sgld(a: &BenchSgldOptions) -> Result<()> {
         a.repeat.max(1)
     );
     println!(
-        "| threads | stagewise (batched chains) | GFLOP/s | of peak | PyTorch (chains in sequence) | ratio |"
+        "| threads | stagewise (batched chains) | GFLOP/s | GEMM peak | of peak | needed | PyTorch (chains in sequence) | ratio |"
     );
-    println!("|---:|---:|---:|---:|---:|---:|");
-    for (&t, peak) in a.threads.iter().zip(&peaks) {
+    println!("|---:|---:|---:|---:|---:|---:|---:|---:|");
+    for (&t, &peak) in a.threads.iter().zip(&peaks) {
         // Best of `repeat` alternating runs, as in `bench train`.
-        let (mut s, mut p) = (0.0f64, 0.0f64);
+        let (mut s, mut p, mut peak) = (0.0f64, 0.0f64, peak);
         for _ in 0..a.repeat.max(1) {
             s = s.max(ours_sgld(a, t)?);
+            peak = peak.max(crate::machine::gemm_peak(t, 512)?);
             if let Some(py) = &a.torch {
                 p = p.max(torch_sgld(a, py, t)?);
             }
         }
         let g = s * flop / 1e9;
-        let row = format!("| {t} | {s:.2} | {g:.1} | {:.0} % |", 100.0 * g / peak);
+        let row = format!(
+            "| {t} | {s:.2} | {g:.1} | {peak:.1} | {:.0} % | {:.0} % |",
+            100.0 * g / peak,
+            100.0 * s * done / 1e9 / peak
+        );
         match &a.torch {
             Some(_) => println!("{row} {p:.2} | {:.2}x |", s / p),
             None => println!("{row} - | - |"),
