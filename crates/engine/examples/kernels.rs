@@ -7,7 +7,7 @@
 
 use stagewise_engine::attention::{AttnShape, LONG_T, attention_backward, attention_forward};
 use stagewise_engine::layernorm::{layernorm_backward, layernorm_forward};
-use stagewise_engine::linear::linear_backward;
+use stagewise_engine::linear::{linear_backward, linear_forward};
 use stagewise_engine::matmul::matmul;
 
 fn gemm(m: usize, n: usize, k: usize, ta: bool, tb: bool) {
@@ -36,6 +36,43 @@ fn weight_grad(dout: usize, din: usize, n: usize) {
     println!(
         "linear dW  dout={dout:5} din={din:5} n={n:5}: {:.1} GFLOP/s",
         flop / dt / 1e9
+    );
+}
+
+/// The forward `y = x w^T + b` and the input gradient `dx = dy w` as the layer runs them.
+fn forward_and_dx(dout: usize, din: usize, n: usize) {
+    let x: Vec<f32> = (0..n * din).map(|i| (i as f32 * 0.11).cos()).collect();
+    let w: Vec<f32> = (0..dout * din).map(|i| (i as f32 * 0.23).sin()).collect();
+    let b = vec![0.1f32; dout];
+    let dy: Vec<f32> = (0..n * dout).map(|i| (i as f32 * 0.37).sin()).collect();
+    let (mut y, mut dx) = (vec![0.0f32; n * dout], vec![0.0f32; n * din]);
+    let flop = 2.0 * (dout * din * n) as f64;
+    let reps = ((2e8 / flop) as usize).max(3);
+    let fwd = best_time(reps, || {
+        linear_forward(&mut y, &x, &w, Some(&b), n, din, dout)
+    });
+    let mut dw = vec![0.0f32; dout * din];
+    let bwd = best_time(reps, || {
+        linear_backward(
+            Some(&mut dx),
+            false,
+            &mut dw,
+            None,
+            &dy,
+            &x,
+            &w,
+            n,
+            din,
+            dout,
+        )
+    });
+    let dwt = best_time(reps, || {
+        linear_backward(None, false, &mut dw, None, &dy, &x, &w, n, din, dout)
+    });
+    println!(
+        "linear fwd dout={dout:5} din={din:5} n={n:5}: {:.1} GFLOP/s; dx: {:.1} GFLOP/s",
+        flop / fwd / 1e9,
+        flop / (bwd - dwt).max(1e-9) / 1e9
     );
 }
 
@@ -82,6 +119,8 @@ fn kernels(only_attention: bool) {
         gemm(64, 64, 512, true, false); // output projection dW
         weight_grad(192, 64, 512); // QKV dW as the model computes it
         weight_grad(64, 64, 512); // MLP and output projection dW
+        forward_and_dx(192, 64, 512); // QKV
+        forward_and_dx(64, 64, 512); // MLP and output projection
     }
     let s = AttnShape {
         nseq: 16,

@@ -16,6 +16,21 @@ pub fn linear_forward<T: Float>(
     dout: usize,
 ) {
     let y = &mut y[..n * dout];
+    #[cfg(target_arch = "x86_64")]
+    if wide_rows::<T>(dout) {
+        use crate::attention::{as_f32, as_f32_mut};
+        let (yf, xf, wf) = (as_f32_mut(y), as_f32(x), as_f32(&w[..dout * din]));
+        let bf = b.map(|b| as_f32(&b[..dout]));
+        // w^T [din, dout], so that each row of y is a sum of rows of it.
+        let mut wt = vec![0.0f32; din * dout];
+        for (o, row) in wf.chunks_exact(din).enumerate() {
+            for (i, v) in row.iter().enumerate() {
+                wt[i * dout + o] = *v;
+            }
+        }
+        // SAFETY: `wide_rows` checked the CPU.
+        return unsafe { wide::rows_avx2(yf, xf, &wt, (n, din, dout), bf, false) };
+    }
     match b {
         Some(b) => {
             for row in y.chunks_exact_mut(dout) {
@@ -43,6 +58,16 @@ pub fn linear_backward<T: Float>(
     dout: usize,
 ) {
     if let Some(dx) = dx {
+        #[cfg(target_arch = "x86_64")]
+        if wide_rows::<T>(din) {
+            use crate::attention::{as_f32, as_f32_mut};
+            let (dxf, dyf, wf) = (as_f32_mut(dx), as_f32(dy), as_f32(w));
+            // SAFETY: `wide_rows` checked the CPU.
+            unsafe { wide::rows_avx2(dxf, dyf, wf, (n, dout, din), None, accumulate_dx) };
+        } else {
+            matmul(dx, dy, w, n, din, dout, false, false, accumulate_dx);
+        }
+        #[cfg(not(target_arch = "x86_64"))]
         matmul(dx, dy, w, n, din, dout, false, false, accumulate_dx);
     }
     dw_accumulate(&mut dw[..dout * din], dy, x, n, din, dout);
@@ -54,6 +79,15 @@ pub fn linear_backward<T: Float>(
             }
         }
     }
+}
+
+/// Whether float32 rows `width` wide take [`wide::rows_avx2`] (AVX2 only: on AVX-512
+/// `gemm`'s kernels are as fast).
+#[cfg(target_arch = "x86_64")]
+fn wide_rows<T: Float>(width: usize) -> bool {
+    crate::attention::is_f32::<T>()
+        && width % 16 == 0
+        && crate::simd::active() == crate::simd::Level::Avx2
 }
 
 /// `dw[dout,din] += dy[n,dout]^T @ x[n,din]`: the wide kernel for float32 rows of a multiple

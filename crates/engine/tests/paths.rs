@@ -6,7 +6,9 @@
 use stagewise_engine::Float;
 use stagewise_engine::attention::{AttnShape, attention_backward, attention_forward};
 use stagewise_engine::layernorm::{layernorm_backward, layernorm_forward};
-use stagewise_engine::linear::{linear_backward, linear1_backward, linear1_forward};
+use stagewise_engine::linear::{
+    linear_backward, linear_forward, linear1_backward, linear1_forward,
+};
 use stagewise_engine::matmul::matmul;
 use stagewise_engine::relu::relu_forward;
 use stagewise_engine::simd::{self, Level};
@@ -234,7 +236,8 @@ fn check_linear1<T: Float>(tol: f64) {
 /// `linear_backward` with `dw` accumulated, in both shapes a path may compute as its transpose
 /// (more outputs than inputs, and fewer), with odd sizes for the blocked transposed add, and
 /// for the wide weight-gradient kernel's partial tiles (rows not a multiple of 6, columns of
-/// 16 not a multiple of 64).
+/// 16 not a multiple of 64); `dx` also added onto a buffer, and the forward with and without a
+/// bias.
 fn check_linear<T: Float>(tol: f64) {
     let shapes = [
         (37, 64, 192),
@@ -284,6 +287,41 @@ fn check_linear<T: Float>(tol: f64) {
         assert_close(&dw, &want_dw, tol, &format!("{what} dw"));
         assert_close(&dx, &want_dx, tol, &format!("{what} dx"));
         assert_close(&db, &want_db, tol, &format!("{what} db"));
+        // dx added onto what it held.
+        let dx0 = data(n * din, 0.85);
+        let mut dx = cast::<T>(&dx0);
+        let mut dw = cast::<T>(&dw0);
+        let (dyt, xt, wt) = (cast::<T>(&dy), cast::<T>(&x), cast::<T>(&w));
+        linear_backward(
+            Some(&mut dx),
+            true,
+            &mut dw,
+            None,
+            &dyt,
+            &xt,
+            &wt,
+            n,
+            din,
+            dout,
+        );
+        let want: Vec<f64> = dx0.iter().zip(&want_dx).map(|(a, b)| a + b).collect();
+        assert_close(&dx, &want, tol, &format!("{what} dx accumulated"));
+        // The forward, with and without a bias, over a buffer that held other values.
+        let b = data(dout, 0.95);
+        let xw = naive(&x, &w, n, dout, din, false, true);
+        for bias in [None, Some(cast::<T>(&b))] {
+            let mut y = cast::<T>(&data(n * dout, 0.35));
+            linear_forward(&mut y, &xt, &wt, bias.as_deref(), n, din, dout);
+            let want: Vec<f64> = (0..n * dout)
+                .map(|i| xw[i] + if bias.is_some() { b[i % dout] } else { 0.0 })
+                .collect();
+            let what = format!(
+                "linear forward {} {dout}x{din} bias {}",
+                T::DTYPE,
+                bias.is_some()
+            );
+            assert_close(&y, &want, tol, &what);
+        }
     }
 }
 

@@ -81,3 +81,94 @@ unsafe fn tile<S: V16, const GG: usize>((dw, dy, x, (n, din, dout), (o0, i0)): T
         }
     }
 }
+
+/// `y[n, m] (= init +) a[n, k] @ b[k, m]` for float32 with `m` a multiple of 16 on AVX2,
+/// without packing: a tile of 6 rows of `y` by 16 columns stays in 12 registers while `k`
+/// runs (6 broadcasts of `a[r, kk]` times two vectors of `b[kk, j..j+16]`), as [`dw_avx2`]
+/// with the roles of the operands turned. `init` is the bias row, or `y` itself
+/// (`accumulate`), or zero. The layer's forward takes `b = w^T` (a transposed copy of the
+/// weight) and its input gradient `b = w` as stored; `gemm` packed both operands on every
+/// call, which was most of its overhead at these shapes.
+///
+/// # Safety
+/// The CPU has AVX2 and FMA.
+#[target_feature(enable = "avx2,fma")]
+pub(super) unsafe fn rows_avx2(
+    y: &mut [f32],
+    a: &[f32],
+    b: &[f32],
+    (n, k, m): (usize, usize, usize),
+    bias: Option<&[f32]>,
+    accumulate: bool,
+) {
+    assert!(m % W == 0 && m > 0, "wide rows: m = {m}");
+    assert!(
+        y.len() >= n * m && a.len() >= n * k && b.len() >= k * m,
+        "wide rows: buffers too small for n = {n}, k = {k}, m = {m}"
+    );
+    assert!(bias.is_none_or(|b| b.len() >= m) && !(accumulate && bias.is_some()));
+    let init = match (bias, accumulate) {
+        (Some(b), _) => Init::Bias(b.as_ptr()),
+        (None, true) => Init::Dst,
+        (None, false) => Init::Zero,
+    };
+    for r0 in (0..n).step_by(G) {
+        for j0 in (0..m).step_by(W) {
+            let at = (&mut *y, a, b, (k, m), (r0, j0), init);
+            // SAFETY: rows r0..r0+g <= n, columns j0..j0+16 <= m, by the asserts; the CPU's
+            // features are the caller's.
+            unsafe {
+                match n - r0 {
+                    1 => rows_tile::<Y, 1>(at),
+                    2 => rows_tile::<Y, 2>(at),
+                    3 => rows_tile::<Y, 3>(at),
+                    4 => rows_tile::<Y, 4>(at),
+                    5 => rows_tile::<Y, 5>(at),
+                    _ => rows_tile::<Y, G>(at),
+                }
+            }
+        }
+    }
+}
+
+/// What a tile of [`rows_avx2`] starts from.
+#[derive(Clone, Copy)]
+enum Init {
+    Zero,
+    Dst,
+    Bias(*const f32),
+}
+
+/// A tile's operands: `(y, a, b, (k, m), (r0, j0), init)`.
+type RowsTile<'a> = (
+    &'a mut [f32],
+    &'a [f32],
+    &'a [f32],
+    (usize, usize),
+    (usize, usize),
+    Init,
+);
+
+/// `y[r0..r0+GG, j0..j0+16] = init + sum_kk a[r, kk] b[kk, j0..]`, summed in order of `kk`.
+#[inline(always)]
+unsafe fn rows_tile<S: V16, const GG: usize>((y, a, b, (k, m), (r0, j0), init): RowsTile<'_>) {
+    let (yp, ap, bp) = (y.as_mut_ptr(), a.as_ptr(), b.as_ptr());
+    // SAFETY: the caller's bounds.
+    unsafe {
+        let mut acc: [S; GG] = std::array::from_fn(|g| match init {
+            Init::Zero => S::zero(),
+            Init::Dst => S::load(yp.add((r0 + g) * m + j0)),
+            Init::Bias(bias) => S::load(bias.add(j0)),
+        });
+        let ar: [*const f32; GG] = std::array::from_fn(|g| ap.add((r0 + g) * k));
+        for kk in 0..k {
+            let bk = S::load(bp.add(kk * m + j0));
+            for (g, acc) in acc.iter_mut().enumerate() {
+                *acc = S::fmadd(S::splat(*ar[g].add(kk)), bk, *acc);
+            }
+        }
+        for (g, acc) in acc.iter().enumerate() {
+            acc.store(yp.add((r0 + g) * m + j0));
+        }
+    }
+}
