@@ -17,7 +17,7 @@ pub fn linear_forward<T: Float>(
 ) {
     let y = &mut y[..n * dout];
     #[cfg(target_arch = "x86_64")]
-    if wide_rows::<T>(dout) {
+    if wide_rows::<T>(din, dout) {
         use crate::attention::{as_f32, as_f32_mut};
         let (yf, xf, wf) = (as_f32_mut(y), as_f32(x), as_f32(&w[..dout * din]));
         let bf = b.map(|b| as_f32(&b[..dout]));
@@ -59,7 +59,7 @@ pub fn linear_backward<T: Float>(
 ) {
     if let Some(dx) = dx {
         #[cfg(target_arch = "x86_64")]
-        if wide_rows::<T>(din) {
+        if wide_rows::<T>(dout, din) {
             use crate::attention::{as_f32, as_f32_mut};
             let (dxf, dyf, wf) = (as_f32_mut(dx), as_f32(dy), as_f32(w));
             // SAFETY: `wide_rows` checked the CPU.
@@ -81,12 +81,15 @@ pub fn linear_backward<T: Float>(
     }
 }
 
-/// Whether float32 rows `width` wide take [`wide::rows_avx2`] (AVX2 only: on AVX-512
-/// `gemm`'s kernels are as fast).
+/// Whether a float32 product of rows `k` long by a `[k, width]` matrix takes
+/// [`wide::rows_avx2`]: AVX2 only (on AVX-512 `gemm`'s kernels are as fast), and the matrix at
+/// most 64 KB, the regression model's shapes (`k * width <= 64 * 192` measured faster; the
+/// language model's 256 x 1024 was not, without cache blocking).
 #[cfg(target_arch = "x86_64")]
-fn wide_rows<T: Float>(width: usize) -> bool {
+fn wide_rows<T: Float>(k: usize, width: usize) -> bool {
     crate::attention::is_f32::<T>()
         && width % 16 == 0
+        && k * width <= 16 * 1024
         && crate::simd::active() == crate::simd::Level::Avx2
 }
 

@@ -4,7 +4,8 @@
 //! `dy[r, o..o+6]` times two vectors of `x[r, i..i+16]`), in blocks of 64 rows that stay in
 //! L1 while every tile passes over them. `gemm`'s AVX2 kernels pack the transposed `dy` on
 //! every call and ran this product ~10 % slower at the model's shapes (`examples/kernels`);
-//! on AVX-512 they matched this kernel, so that path keeps `gemm`.
+//! on AVX-512 they matched this kernel, so that path keeps `gemm`. The layer's forward and
+//! input gradient run on the same tile with the operands' roles turned ([`rows_avx2`]).
 
 use crate::v16::{V16, Y};
 
