@@ -4,6 +4,7 @@
 //! and both on a CUDA device ([`gpu`]). They print their tables; the `stagewise bench`
 //! commands only parse arguments into the options.
 
+mod flops;
 mod gpu;
 mod lm;
 pub mod machine;
@@ -13,7 +14,8 @@ mod susceptibility;
 mod train;
 mod whole;
 
-pub use gpu::{BenchGpuOptions, flops_done_per_pass, flops_per_pass, gpu};
+pub use flops::{flops_done_per_pass, flops_per_pass};
+pub use gpu::{BenchGpuOptions, gpu};
 pub use lm::{BenchLmOptions, lm, lm_step_flops};
 pub use parity::{BenchParityOptions, parity};
 pub use sgld::{BenchSgldOptions, sgld};
