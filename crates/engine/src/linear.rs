@@ -15,21 +15,50 @@ pub fn linear_forward<T: Float>(
     din: usize,
     dout: usize,
 ) {
+    linear_forward_add(y, x, w, b, &[], n, din, dout)
+}
+
+/// `y[n,dout] = x[n,din] @ w[dout,din]^T + b[dout] + adds[0] + adds[1] ...` (each add
+/// `[n,dout]`, at most two, summed onto the finished product in turn): a layer whose output
+/// feeds a residual sum. On AVX2 the sum is taken as each tile of the product is stored,
+/// which saves a pass over the rows.
+#[allow(clippy::too_many_arguments)]
+pub fn linear_forward_add<T: Float>(
+    y: &mut [T],
+    x: &[T],
+    w: &[T],
+    b: Option<&[T]>,
+    adds: &[&[T]],
+    n: usize,
+    din: usize,
+    dout: usize,
+) {
     let y = &mut y[..n * dout];
+    assert!(
+        adds.len() <= 2 && adds.iter().all(|a| a.len() >= n * dout),
+        "linear forward: at most two adds of {n} x {dout}"
+    );
     #[cfg(target_arch = "x86_64")]
     if wide_rows::<T>(din, dout) {
         use crate::attention::{as_f32, as_f32_mut};
         let (yf, xf, wf) = (as_f32_mut(y), as_f32(x), as_f32(&w[..dout * din]));
         let bf = b.map(|b| as_f32(&b[..dout]));
-        // w^T [din, dout], so that each row of y is a sum of rows of it.
-        let mut wt = vec![0.0f32; din * dout];
-        for (o, row) in wf.chunks_exact(din).enumerate() {
-            for (i, v) in row.iter().enumerate() {
-                wt[i * dout + o] = *v;
-            }
+        thread_local! {
+            static WT: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
         }
-        // SAFETY: `wide_rows` checked the CPU.
-        return unsafe { wide::rows_avx2(yf, xf, &wt, (n, din, dout), bf, false) };
+        return WT.with_borrow_mut(|wt| {
+            // w^T [din, dout], so that each row of y is a sum of rows of it.
+            wt.resize(din * dout, 0.0);
+            let mut af: [&[f32]; 2] = [&[], &[]];
+            for (f, a) in af.iter_mut().zip(adds) {
+                *f = as_f32(a);
+            }
+            // SAFETY: `wide_rows` checked the CPU.
+            unsafe {
+                wide::transpose_avx2(wt, wf, dout, din);
+                wide::rows_avx2(yf, xf, wt, (n, din, dout), bf, false, &af[..adds.len()])
+            }
+        });
     }
     match b {
         Some(b) => {
@@ -40,6 +69,18 @@ pub fn linear_forward<T: Float>(
         }
         None => matmul(y, x, w, n, dout, din, false, true, false),
     }
+    for a in adds {
+        add_assign(y, &a[..n * dout]);
+    }
+}
+
+crate::multiversion! {
+/// `y += x`, element by element.
+pub fn add_assign<I, T: Float>(y: &mut [T], x: &[T]) {
+    for (y, x) in y.iter_mut().zip(x) {
+        *y += *x;
+    }
+}
 }
 
 /// Backward of `linear_forward`: `dw += dy^T @ x`, `db += sum_rows dy`, and, when asked,
@@ -63,7 +104,7 @@ pub fn linear_backward<T: Float>(
             use crate::attention::{as_f32, as_f32_mut};
             let (dxf, dyf, wf) = (as_f32_mut(dx), as_f32(dy), as_f32(w));
             // SAFETY: `wide_rows` checked the CPU.
-            unsafe { wide::rows_avx2(dxf, dyf, wf, (n, dout, din), None, accumulate_dx) };
+            unsafe { wide::rows_avx2(dxf, dyf, wf, (n, dout, din), None, accumulate_dx, &[]) };
         } else {
             matmul(dx, dy, w, n, din, dout, false, false, accumulate_dx);
         }

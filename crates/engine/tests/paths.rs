@@ -7,7 +7,7 @@ use stagewise_engine::Float;
 use stagewise_engine::attention::{AttnShape, attention_backward, attention_forward};
 use stagewise_engine::layernorm::{layernorm_backward, layernorm_forward};
 use stagewise_engine::linear::{
-    linear_backward, linear_forward, linear1_backward, linear1_forward,
+    linear_backward, linear_forward, linear_forward_add, linear1_backward, linear1_forward,
 };
 use stagewise_engine::matmul::matmul;
 use stagewise_engine::relu::relu_forward;
@@ -237,7 +237,7 @@ fn check_linear1<T: Float>(tol: f64) {
 /// (more outputs than inputs, and fewer), with odd sizes for the blocked transposed add, and
 /// for the wide weight-gradient kernel's partial tiles (rows not a multiple of 6, columns of
 /// 16 not a multiple of 64); `dx` also added onto a buffer, and the forward with and without a
-/// bias.
+/// bias (the AVX2 forward's weight transpose in 16 x 16 blocks and element by element).
 fn check_linear<T: Float>(tol: f64) {
     let shapes = [
         (37, 64, 192),
@@ -247,6 +247,8 @@ fn check_linear<T: Float>(tol: f64) {
         (11, 48, 7),
         (13, 80, 13),
         (1, 16, 1),
+        (9, 5, 32),
+        (7, 48, 80),
     ];
     for (n, din, dout) in shapes {
         let (x, w, dy) = (
@@ -319,6 +321,22 @@ fn check_linear<T: Float>(tol: f64) {
                 "linear forward {} {dout}x{din} bias {}",
                 T::DTYPE,
                 bias.is_some()
+            );
+            assert_close(&y, &want, tol, &what);
+        }
+        // With residual buffers added onto the product (one and two of them).
+        let (r1, r2) = (data(n * dout, 0.15), data(n * dout, 0.25));
+        let (r1t, r2t) = (cast::<T>(&r1), cast::<T>(&r2));
+        for adds in [vec![&r1t[..]], vec![&r1t[..], &r2t[..]]] {
+            let mut y = cast::<T>(&data(n * dout, 0.35));
+            linear_forward_add(&mut y, &xt, &wt, Some(&cast::<T>(&b)), &adds, n, din, dout);
+            let want: Vec<f64> = (0..n * dout)
+                .map(|i| xw[i] + b[i % dout] + r1[i] + if adds.len() > 1 { r2[i] } else { 0.0 })
+                .collect();
+            let what = format!(
+                "linear forward {} {dout}x{din} with {} adds",
+                T::DTYPE,
+                adds.len()
             );
             assert_close(&y, &want, tol, &what);
         }

@@ -13,6 +13,9 @@ use crate::regression::{ModelError, Readout, RegressionTransformer, Workspace};
 
 struct ChunkState<T> {
     grad: Vec<T>,
+    /// `grad` holds zeros: the reduction zeroes each chunk's gradient as it reads it, which
+    /// saves a separate pass over them all before the next batch.
+    grad_zero: bool,
     loss: f64,
     /// Squared error summed per token position.
     token_loss: Vec<f64>,
@@ -104,6 +107,7 @@ impl<T: Float> ChunkedRunner<T> {
         while self.states.len() < nchunks {
             self.states.push(ChunkState {
                 grad: Vec::new(),
+                grad_zero: false,
                 loss: 0.0,
                 token_loss: Vec::new(),
                 relu: Vec::new(),
@@ -111,8 +115,11 @@ impl<T: Float> ChunkedRunner<T> {
         }
         if with_grad {
             for s in &mut self.states[..nchunks] {
-                s.grad.clear();
-                s.grad.resize(nparams, T::ZERO);
+                if !s.grad_zero || s.grad.len() != nparams {
+                    s.grad.clear();
+                    s.grad.resize(nparams, T::ZERO);
+                }
+                s.grad_zero = false;
             }
         }
         nchunks
@@ -131,6 +138,14 @@ impl<T: Float> ChunkedRunner<T> {
         t: usize,
         grad: &mut [T],
     ) -> Result<f64, ModelError> {
+        if grad.len() != p.len() || nseq == 0 {
+            return Err(ModelError::Shape(format!(
+                "gradient of {} values for {} parameters over {nseq} sequences: expected one \
+                 value per parameter and at least one sequence",
+                grad.len(),
+                p.len()
+            )));
+        }
         let k = t.div_ceil(2);
         let d1 = model.config.token_size();
         let nchunks = self.prepare(nseq, p.len(), true);
@@ -169,16 +184,34 @@ impl<T: Float> ChunkedRunner<T> {
             })
             .collect();
         results.into_iter().collect::<Result<(), _>>()?;
-        let states = &self.states[..nchunks];
-        grad.par_chunks_mut(4096).enumerate().for_each(|(ci, g)| {
-            let off = ci * 4096;
-            g.copy_from_slice(&states[0].grad[off..off + g.len()]);
-            for s in &states[1..] {
-                for (a, b) in g.iter_mut().zip(&s.grad[off..]) {
-                    *a += *b;
-                }
+        // The chunks' gradients summed in chunk order, block by block, each zeroed as it is read.
+        const BLOCK: usize = 4096;
+        let mut blocks: Vec<Vec<&mut [T]>> = (0..grad.len().div_ceil(BLOCK))
+            .map(|_| Vec::with_capacity(nchunks))
+            .collect();
+        for s in &mut self.states[..nchunks] {
+            for (parts, part) in blocks.iter_mut().zip(s.grad.chunks_mut(BLOCK)) {
+                parts.push(part);
             }
-        });
+        }
+        grad.par_chunks_mut(BLOCK)
+            .zip(blocks.par_iter_mut())
+            .for_each(|(g, parts)| {
+                let (first, rest) = parts.split_first_mut().expect("at least one chunk");
+                g.copy_from_slice(first);
+                first.fill(T::ZERO);
+                for part in rest {
+                    for (a, b) in g.iter_mut().zip(part.iter_mut()) {
+                        *a += *b;
+                        *b = T::ZERO;
+                    }
+                }
+            });
+        drop(blocks);
+        for s in &mut self.states[..nchunks] {
+            s.grad_zero = true;
+        }
+        let states = &self.states[..nchunks];
         self.token_loss.clear();
         self.token_loss.resize(k, 0.0);
         for s in states {

@@ -9,7 +9,7 @@
 use stagewise_engine::Float;
 use stagewise_engine::attention::{AttnShape, attention_forward};
 use stagewise_engine::layernorm::layernorm_forward;
-use stagewise_engine::linear::{linear_forward, linear1_forward};
+use stagewise_engine::linear::{linear_forward, linear_forward_add, linear1_forward};
 use stagewise_engine::relu::relu_forward;
 
 use crate::layout::{Init, ParamLayout, StateDict};
@@ -346,17 +346,14 @@ impl RegressionTransformer {
         } else {
             (&a.atty, x)
         };
-        // a = atty @ Wo^T (or atty); h = x + a
+        // h = x + a, a = atty @ Wo^T (or atty), summed as the product is stored.
         match bo.out {
-            Some(o) => linear_forward(&mut a.attn, atty, &p[o..], None, rows, c, c),
-            None => a.attn[..rows * c].copy_from_slice(&atty[..rows * c]),
-        }
-        for ((h, x), at) in a.h[..rows * c]
-            .iter_mut()
-            .zip(&xin[..rows * c])
-            .zip(&a.attn[..rows * c])
-        {
-            *h = *x + *at;
+            Some(o) => linear_forward_add(&mut a.h, atty, &p[o..], None, &[xin], rows, c, c),
+            None => {
+                for ((h, x), at) in a.h[..rows * c].iter_mut().zip(xin).zip(atty) {
+                    *h = *x + *at;
+                }
+            }
         }
         // MLP on LN1(h)
         let ln1: &[T] = match bo.ln {
@@ -390,12 +387,9 @@ impl RegressionTransformer {
             }
             _ => relu_forward(&mut a.r[..rows * m], &a.f[..rows * m]),
         }
-        linear_forward(&mut a.mlp, &a.r, &p[bo.w2..], Some(&p[bo.b2..]), rows, m, c);
-        // Double residual: x_next = x + (x + a + mlp)
-        let next = x_next[..rows * c].iter_mut().zip(&xin[..rows * c]);
-        for ((xn, x), (at, ml)) in next.zip(a.attn[..rows * c].iter().zip(&a.mlp[..rows * c])) {
-            *xn = *x + *x + *at + *ml;
-        }
+        // Double residual: x_next = x + (x + a + mlp) = mlp + x + h, mlp = r @ W2^T + b2.
+        let (w2, b2) = (&p[bo.w2..], Some(&p[bo.b2..]));
+        linear_forward_add(x_next, &a.r, w2, b2, &[xin, &a.h], rows, m, c);
         a.rows = rows;
     }
 }

@@ -28,18 +28,17 @@ pub(super) struct BlockActs<T> {
     /// `atty` and the block input at the x positions `[R, C]` (compact block only).
     pub(super) atty_c: Vec<T>,
     pub(super) x_c: Vec<T>,
-    /// After the output projection `[R, C]`.
-    pub(super) attn: Vec<T>,
-    /// The MLP's input `h = x + attn` `[R, C]`.
+    /// The MLP's input `h = x + attn` `[R, C]` (`attn`, the output projection, is summed into
+    /// it as it is computed and not kept).
     pub(super) h: Vec<T>,
     /// Pre-MLP LayerNorm output `[R, C]` and its row statistics `[R]`.
     pub(super) ln1: Vec<T>,
     pub(super) mean1: Vec<T>,
     pub(super) rstd1: Vec<T>,
-    /// MLP pre-activation `[R, M]`, its ReLU `[R, M]` and the MLP output `[R, C]`.
+    /// MLP pre-activation `[R, M]` and its ReLU `[R, M]` (the MLP output is summed into the
+    /// next block's input as it is computed).
     pub(super) f: Vec<T>,
     pub(super) r: Vec<T>,
-    pub(super) mlp: Vec<T>,
     /// R.
     pub(super) rows: usize,
 }
@@ -182,10 +181,8 @@ impl<T: Float> Workspace<T> {
                 &mut a.atty,
                 &mut a.atty_c,
                 &mut a.x_c,
-                &mut a.attn,
                 &mut a.h,
                 &mut a.ln1,
-                &mut a.mlp,
             ] {
                 ensure(v, n * c);
             }
