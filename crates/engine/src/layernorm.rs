@@ -54,10 +54,11 @@ pub fn layernorm_forward<I, T: Float>(
 }
 
 crate::multiversion! {
-/// Backward of `layernorm_forward`: overwrites `dx`, accumulates `dw += dout * xhat` and
-/// `db += dout`.
+/// Backward of `layernorm_forward` with residual gradients: `dx = LN'(dout) + adds[0] + ...`
+/// (each add `[n,c]`, at most two, summed in turn as each row is stored), and accumulates
+/// `dw += dout * xhat` and `db += dout`.
 #[allow(clippy::too_many_arguments)]
-pub fn layernorm_backward<I, T: Float>(
+pub fn layernorm_backward_add<I, T: Float>(
     dx: &mut [T],
     dw: &mut [T],
     db: &mut [T],
@@ -66,20 +67,30 @@ pub fn layernorm_backward<I, T: Float>(
     mean: &[T],
     rstd: &[T],
     w: &[T],
+    adds: &[&[T]],
     n: usize,
     c: usize,
 ) {
+    assert!(
+        adds.len() <= 2 && adds.iter().all(|a| a.len() >= n * c),
+        "layernorm backward: at most two adds of {n} x {c}"
+    );
     #[cfg(target_arch = "x86_64")]
     if I::AVX && I::FMA && c.is_multiple_of(16) && crate::attention::is_f32::<T>() {
         use crate::attention::{as_f32, as_f32_mut};
         let grads = (as_f32_mut(dx), as_f32_mut(dw), as_f32_mut(db));
         let (dout, x, stats) = (as_f32(dout), as_f32(x), (as_f32(mean), as_f32(rstd)));
+        let mut af: [&[f32]; 2] = [&[], &[]];
+        for (f, a) in af.iter_mut().zip(adds) {
+            *f = as_f32(a);
+        }
+        let (w, adds) = ((as_f32(w), &af[..adds.len()]), (n, c));
         // SAFETY: as for the forward pass.
         unsafe {
             if I::WIDE {
-                wide::backward(grads, dout, x, stats, as_f32(w), (n, c))
+                wide::backward(grads, dout, x, stats, w, adds)
             } else {
-                wide::backward_avx2(grads, dout, x, stats, as_f32(w), (n, c))
+                wide::backward_avx2(grads, dout, x, stats, w, adds)
             }
         };
         return;
@@ -115,8 +126,31 @@ pub fn layernorm_backward<I, T: Float>(
             db[j] += dr[j];
             dxr[j] = (dr[j] * w[j] - mean_dnorm - norm * mean_dnorm_norm) * r;
         }
+        for a in adds {
+            for (d, v) in dxr.iter_mut().zip(&a[i * c..(i + 1) * c]) {
+                *d += *v;
+            }
+        }
     }
 }
+}
+
+/// Backward of `layernorm_forward`: overwrites `dx`, accumulates `dw += dout * xhat` and
+/// `db += dout`.
+#[allow(clippy::too_many_arguments)]
+pub fn layernorm_backward<T: crate::Float>(
+    dx: &mut [T],
+    dw: &mut [T],
+    db: &mut [T],
+    dout: &[T],
+    x: &[T],
+    mean: &[T],
+    rstd: &[T],
+    w: &[T],
+    n: usize,
+    c: usize,
+) {
+    layernorm_backward_add(dx, dw, db, dout, x, mean, rstd, w, &[], n, c)
 }
 
 #[cfg(target_arch = "x86_64")]

@@ -113,13 +113,19 @@ pub fn linear_backward<T: Float>(
     }
     dw_accumulate(&mut dw[..dout * din], dy, x, n, din, dout);
     if let Some(db) = db {
-        let db = &mut db[..dout];
-        for row in dy[..n * dout].chunks_exact(dout) {
-            for (d, g) in db.iter_mut().zip(row) {
-                *d += *g;
-            }
+        bias_backward(&mut db[..dout], &dy[..n * dout]);
+    }
+}
+
+crate::multiversion! {
+/// `db[width] += sum_rows dy[rows, width]`, row by row in order: a bias's gradient.
+pub fn bias_backward<I, T: Float>(db: &mut [T], dy: &[T]) {
+    for row in dy.chunks_exact(db.len()) {
+        for (d, g) in db.iter_mut().zip(row) {
+            *d += *g;
         }
     }
+}
 }
 
 /// Whether a float32 product of rows `k` long by a `[k, width]` matrix takes

@@ -19,6 +19,25 @@ pub fn relu_backward<I, T: Float>(dx: &mut [T], dout: &[T], x: &[T]) {
 }
 }
 
+crate::multiversion! {
+/// [`relu_backward`] over rows of `width`, also adding each row of `dx` to the bias gradient
+/// `db[width]` in row order (the bias of the layer before the ReLU), in the same pass.
+pub fn relu_backward_bias<I, T: Float>(dx: &mut [T], dout: &[T], x: &[T], db: &mut [T]) {
+    let width = db.len();
+    assert!(width > 0 && dx.len() % width == 0, "relu backward: rows of {width}");
+    for ((drow, grow), xrow) in dx
+        .chunks_exact_mut(width)
+        .zip(dout.chunks_exact(width))
+        .zip(x.chunks_exact(width))
+    {
+        for (((d, g), v), b) in drow.iter_mut().zip(grow).zip(xrow).zip(db.iter_mut()) {
+            *d = if *v <= T::ZERO { T::ZERO } else { *g };
+            *b += *d;
+        }
+    }
+}
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -33,5 +52,16 @@ mod tests {
         let mut dx = [9.0f32; 5];
         relu_backward(&mut dx, &[1.0; 5], &x);
         assert_eq!(dx, [0.0, 0.0, 0.0, 1.0, 1.0]);
+    }
+
+    #[test]
+    fn the_bias_gradient_sums_the_passed_rows() {
+        // Two rows of 3 onto a bias gradient that held [1, 2, 3].
+        let x = [1.0f32, -1.0, 2.0, 0.5, 3.0, -2.0];
+        let dout = [0.5f32, 7.0, 0.25, 2.0, 4.0, 9.0];
+        let (mut dx, mut db) = ([9.0f32; 6], [1.0f32, 2.0, 3.0]);
+        relu_backward_bias(&mut dx, &dout, &x, &mut db);
+        assert_eq!(dx, [0.5, 0.0, 0.25, 2.0, 4.0, 0.0]);
+        assert_eq!(db, [3.5, 6.0, 3.25]);
     }
 }

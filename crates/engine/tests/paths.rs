@@ -5,12 +5,12 @@
 
 use stagewise_engine::Float;
 use stagewise_engine::attention::{AttnShape, attention_backward, attention_forward};
-use stagewise_engine::layernorm::{layernorm_backward, layernorm_forward};
+use stagewise_engine::layernorm::{layernorm_backward, layernorm_backward_add, layernorm_forward};
 use stagewise_engine::linear::{
     linear_backward, linear_forward, linear_forward_add, linear1_backward, linear1_forward,
 };
 use stagewise_engine::matmul::matmul;
-use stagewise_engine::relu::relu_forward;
+use stagewise_engine::relu::{relu_backward_bias, relu_forward};
 use stagewise_engine::simd::{self, Level};
 
 fn data(n: usize, seed: f64) -> Vec<f64> {
@@ -199,6 +199,16 @@ fn check_layernorm_shape<T: Float>(tol: f64, n: usize, c: usize) {
     assert_close(&dx, &want_dx, tol, &what);
     assert_close(&dw, &want_dw, tol, &what);
     assert_close(&db, &want_db, tol, &what);
+    // With two residual gradients summed onto dx.
+    let (r1, r2) = (data(n * c, 0.8), data(n * c, 0.9));
+    let (r1t, r2t) = (cast::<T>(&r1), cast::<T>(&r2));
+    let (mut dw, mut db) = (vec![T::ZERO; c], vec![T::ZERO; c]);
+    let adds = [&r1t[..], &r2t[..]];
+    layernorm_backward_add(
+        &mut dx, &mut dw, &mut db, &dy_t, &x_t, &mean, &rstd, &w_t, &adds, n, c,
+    );
+    let want: Vec<f64> = (0..n * c).map(|i| want_dx[i] + r1[i] + r2[i]).collect();
+    assert_close(&dx, &want, tol, &format!("{what} with two adds"));
 }
 
 fn check_linear1<T: Float>(tol: f64) {
@@ -350,6 +360,19 @@ fn check_relu() {
     assert_eq!(out[..3], [0.0, 0.0, 2.5]);
     assert!(out[3].is_nan());
     assert_eq!(out[4..], [0.0, 7.0, 0.0, 1.0, 4.0]);
+    // The backward with the bias gradient, 37 rows of 24, against float64 loops.
+    let (n, w) = (37, 24);
+    let (x, dy, db0) = (data(n * w, 0.1), data(n * w, 0.2), data(w, 0.3));
+    let (mut dx, mut db) = (vec![9.0f32; n * w], cast::<f32>(&db0));
+    relu_backward_bias(&mut dx, &cast::<f32>(&dy), &cast::<f32>(&x), &mut db);
+    let want_dx: Vec<f64> = (0..n * w)
+        .map(|i| if x[i] as f32 <= 0.0 { 0.0 } else { dy[i] })
+        .collect();
+    let want_db: Vec<f64> = (0..w)
+        .map(|j| db0[j] + (0..n).map(|r| want_dx[r * w + j]).sum::<f64>())
+        .collect();
+    assert_close(&dx, &want_dx, 1e-6, "relu backward");
+    assert_close(&db, &want_db, 1e-5, "relu backward bias");
 }
 
 #[test]

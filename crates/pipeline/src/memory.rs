@@ -58,8 +58,8 @@ pub fn workspace(cfg: &RegressionConfig, seqs: u128, t: u128) -> u128 {
         cfg.num_layers as u128,
     );
     let n = seqs * t;
-    let per_block = 11 * n * c + 4 * n + seqs * h * t * t.next_multiple_of(8) + 2 * n * m;
-    (l + 1) * n * c + l * per_block + 12 * n * c + 2 * n * m + 2 * n + 2 * n * d1 + t * c
+    let per_block = 9 * n * c + 4 * n + seqs * h * t * t.next_multiple_of(8) + 2 * n * m;
+    (l + 1) * n * c + l * per_block + 11 * n * c + 2 * n * m + 2 * n + 2 * n * d1 + t * c
 }
 
 /// Floats of a chunked runner over `seqs` sequences: its pooled workspaces (one per thread),

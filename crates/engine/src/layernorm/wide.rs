@@ -51,7 +51,7 @@ pub(super) unsafe fn forward_avx2(
 }
 
 /// The backward pass on AVX-512 (as [`super::layernorm_backward`] for `T = f32`,
-/// `c % 16 == 0`); `grads` are dx, dw and db.
+/// `c % 16 == 0`); `grads` are dx, dw and db; the adds are summed onto dx as it is stored.
 ///
 /// # Safety
 /// The CPU has AVX-512F; the slices hold `n` rows of `c` (and `n` statistics, `c` weights).
@@ -61,7 +61,7 @@ pub(super) unsafe fn backward(
     dout: &[f32],
     x: &[f32],
     stats: (&[f32], &[f32]),
-    w: &[f32],
+    w: (&[f32], &[&[f32]]),
     (n, c): (usize, usize),
 ) {
     // SAFETY: the caller's.
@@ -78,7 +78,7 @@ pub(super) unsafe fn backward_avx2(
     dout: &[f32],
     x: &[f32],
     stats: (&[f32], &[f32]),
-    w: &[f32],
+    w: (&[f32], &[&[f32]]),
     (n, c): (usize, usize),
 ) {
     // SAFETY: the caller's.
@@ -151,11 +151,12 @@ unsafe fn backward_in<S: V16>(
     dout: &[f32],
     x: &[f32],
     (mean, rstd): (&[f32], &[f32]),
-    w: &[f32],
+    (w, adds): (&[f32], &[&[f32]]),
     (n, c): (usize, usize),
 ) {
     assert!(
         c.is_multiple_of(V)
+            && adds.iter().all(|a| a.len() >= n * c)
             && dx.len() >= n * c
             && dout.len() >= n * c
             && x.len() >= n * c
@@ -198,7 +199,11 @@ unsafe fn backward_in<S: V16>(
                     gw = S::fmadd(d, xh, gw);
                     gb = gb.add(d);
                     let g = d.mul(wv).sub(S::splat(s1[r])).sub(xh.mul(S::splat(s2[r])));
-                    g.mul(rv).store(dxp.add(i * c + j));
+                    let mut g = g.mul(rv);
+                    for a in adds {
+                        g = g.add(S::load(a.as_ptr().add(i * c + j)));
+                    }
+                    g.store(dxp.add(i * c + j));
                 }
                 gw.store(dwp.add(j));
                 gb.store(dbp.add(j));

@@ -3,9 +3,9 @@
 
 use stagewise_engine::Float;
 use stagewise_engine::attention::{AttnShape, attention_backward};
-use stagewise_engine::layernorm::layernorm_backward;
-use stagewise_engine::linear::{linear_backward, linear1_backward};
-use stagewise_engine::relu::relu_backward;
+use stagewise_engine::layernorm::{layernorm_backward, layernorm_backward_add};
+use stagewise_engine::linear::{bias_backward, linear_backward, linear1_backward};
+use stagewise_engine::relu::relu_backward_bias;
 
 use super::{Readout, RegressionTransformer, Workspace};
 
@@ -103,13 +103,14 @@ impl RegressionTransformer {
             c_model: c,
             heads: cfg.num_heads,
         };
+        std::mem::swap(&mut ws.dx, &mut ws.grads.dx_up);
         let a = &ws.acts[l];
         let rows = a.rows;
         let compact = rows != n;
         let x = &ws.x[l];
         let atty: &[T] = if compact { &a.atty_c } else { &a.atty };
         let g = &mut ws.grads;
-        let dxn = &ws.dx; // dLoss/dx_next [rows, C]
+        let dxn = &g.dx_up[..rows * c]; // dLoss/dx_next [rows, C]
         // x_next = 2 xin + attn + mlp ; mlp = W2 relu(W1 ln1 + b1) + b2 ; h = xin + attn
         let ln1: &[T] = if bo.ln.is_some() { &a.ln1 } else { &a.h };
         linear_backward(
@@ -124,14 +125,16 @@ impl RegressionTransformer {
             m,
             c,
         );
-        apply_bias_grad(grad, bo.b2, dxn, rows, c);
+        bias_backward(&mut grad[bo.b2..bo.b2 + c], dxn);
+        let (df, db1) = (&mut g.df[..rows * m], &mut grad[bo.b1..bo.b1 + m]);
         match ws.relu_frozen.get(l) {
             Some(mask) if ws.freeze_relu => {
-                for ((d, g), on) in g.df[..rows * m].iter_mut().zip(&g.dr[..rows * m]).zip(mask) {
+                for ((d, g), on) in df.iter_mut().zip(&g.dr[..rows * m]).zip(mask) {
                     *d = if *on { *g } else { T::ZERO };
                 }
+                bias_backward(db1, df);
             }
-            _ => relu_backward(&mut g.df[..rows * m], &g.dr[..rows * m], &a.f[..rows * m]),
+            _ => relu_backward_bias(df, &g.dr[..rows * m], &a.f[..rows * m], db1),
         }
         linear_backward(
             Some(&mut g.dln),
@@ -145,33 +148,31 @@ impl RegressionTransformer {
             c,
             m,
         );
-        apply_bias_grad(grad, bo.b1, &g.df, rows, m);
-        // dh = LN1'(dln1)
+        // dattn = dh = dx_next + LN1'(dln1), the residual summed as LN1's gradient is stored.
         match bo.ln {
             Some([_, (w, b)]) => {
                 let (gw, gb) = split_two(grad, w, b, c);
-                layernorm_backward(
-                    &mut g.dh,
+                let (mean, rstd) = (&a.mean1, &a.rstd1);
+                let (dattn, dln) = (&mut g.dattn, &g.dln);
+                layernorm_backward_add(
+                    dattn,
                     gw,
                     gb,
-                    &g.dln,
+                    dln,
                     &a.h,
-                    &a.mean1,
-                    &a.rstd1,
+                    mean,
+                    rstd,
                     &p[w..],
+                    &[dxn],
                     rows,
                     c,
                 );
             }
-            None => g.dh[..rows * c].copy_from_slice(&g.dln[..rows * c]),
-        }
-        // dattn = dx_next + dh ; dx_in (residual part) = 2 dx_next + dh
-        let both = g.dattn[..rows * c]
-            .iter_mut()
-            .zip(g.dres[..rows * c].iter_mut());
-        for ((da, dr), (d, dh)) in both.zip(dxn[..rows * c].iter().zip(&g.dh[..rows * c])) {
-            *da = *d + *dh;
-            *dr = *d + *d + *dh;
+            None => {
+                for ((da, d), dl) in g.dattn[..rows * c].iter_mut().zip(dxn).zip(&g.dln) {
+                    *da = *dl + *d;
+                }
+            }
         }
         // datty = dattn @ Wo ; dWo += dattn^T atty
         let datty_rows: &mut [T] = if compact {
@@ -220,34 +221,31 @@ impl RegressionTransformer {
             c,
             3 * c,
         );
+        // dx_in = LN0'(dln0) + 2 dx_next + dh: the residual paths' dx_next + dattn, summed as
+        // LN0's gradient is stored where the rows line up, added after it otherwise.
+        let (dxn, dattn) = (&g.dx_up[..rows * c], &g.dattn[..rows * c]);
+        let fused = !compact && bo.ln.is_some();
         if let Some([(w, b), _]) = bo.ln {
             let (gw, gb) = split_two(grad, w, b, c);
-            layernorm_backward(dx, gw, gb, &g.dln, x, &a.mean0, &a.rstd0, &p[w..], n, c);
+            let adds: &[&[T]] = if fused { &[dxn, dattn] } else { &[] };
+            let (mean, rstd, w) = (&a.mean0, &a.rstd0, &p[w..]);
+            layernorm_backward_add(dx, gw, gb, &g.dln, x, mean, rstd, w, adds, n, c);
         }
-        // Residual contributions.
-        if compact {
+        if !fused {
+            // Row r of the residual gradients is row r of dx, or its r-th x position.
             let k = t.div_ceil(2);
-            for b in 0..nseq {
-                for e in 0..k {
-                    let (src, dst) = ((b * k + e) * c, (b * t + 2 * e) * c);
-                    for (d, r) in dx[dst..dst + c].iter_mut().zip(&g.dres[src..src + c]) {
-                        *d += *r;
-                    }
+            for r in 0..rows {
+                let dst = if compact {
+                    (r / k * t + 2 * (r % k)) * c
+                } else {
+                    r * c
+                };
+                let src = r * c;
+                let sum = dxn[src..src + c].iter().zip(&dattn[src..src + c]);
+                for (d, (a, b)) in dx[dst..dst + c].iter_mut().zip(sum) {
+                    *d += *a + *b;
                 }
             }
-        } else {
-            for (d, r) in dx[..n * c].iter_mut().zip(&g.dres[..n * c]) {
-                *d += *r;
-            }
-        }
-    }
-}
-
-fn apply_bias_grad<T: Float>(grad: &mut [T], off: usize, dy: &[T], rows: usize, width: usize) {
-    let db = &mut grad[off..off + width];
-    for row in dy[..rows * width].chunks_exact(width) {
-        for (d, v) in db.iter_mut().zip(row) {
-            *d += *v;
         }
     }
 }

@@ -51,12 +51,11 @@ pub(super) struct BlockGrads<T> {
     pub(super) df: Vec<T>,
     /// dLoss/d(LayerNorm output): LN1's `[R, C]`, then LN0's `[N, C]`.
     pub(super) dln: Vec<T>,
-    /// dLoss/dh `[R, C]`.
-    pub(super) dh: Vec<T>,
-    /// dLoss/d(attention after projection) `[R, C]`.
+    /// dLoss/d(attention after projection) `[R, C]`, also dLoss/dh.
     pub(super) dattn: Vec<T>,
-    /// The residual paths' part of dLoss/d(block input) `[R, C]`.
-    pub(super) dres: Vec<T>,
+    /// dLoss/d(block output) `[R, C]` while the block's backward runs: swapped in from the
+    /// workspace's `dx`, which then receives dLoss/d(block input).
+    pub(super) dx_up: Vec<T>,
     /// dLoss/d(attention output) `[N, C]` (zero off the x positions in the compact block) and
     /// its compact rows `[R, C]`.
     pub(super) datty: Vec<T>,
@@ -203,9 +202,8 @@ impl<T: Float> Workspace<T> {
         let g = &mut self.grads;
         for v in [
             &mut g.dln,
-            &mut g.dh,
             &mut g.dattn,
-            &mut g.dres,
+            &mut g.dx_up,
             &mut g.datty,
             &mut g.datty_c,
         ] {
