@@ -24,7 +24,7 @@ crate::multiversion! {
 /// `db[width]` in row order (the bias of the layer before the ReLU), in the same pass.
 pub fn relu_backward_bias<I, T: Float>(dx: &mut [T], dout: &[T], x: &[T], db: &mut [T]) {
     let width = db.len();
-    assert!(width > 0 && dx.len() % width == 0, "relu backward: rows of {width}");
+    assert!(width > 0 && dx.len().is_multiple_of(width), "relu backward: rows of {width}");
     for ((drow, grow), xrow) in dx
         .chunks_exact_mut(width)
         .zip(dout.chunks_exact(width))

@@ -153,7 +153,7 @@ pub(super) unsafe fn rows_avx2(
 #[target_feature(enable = "avx2,fma")]
 pub(super) unsafe fn transpose_avx2(wt: &mut [f32], w: &[f32], dout: usize, din: usize) {
     assert!(w.len() >= dout * din && wt.len() >= dout * din);
-    if dout % W != 0 || din % W != 0 {
+    if !dout.is_multiple_of(W) || !din.is_multiple_of(W) {
         for (o, row) in w[..dout * din].chunks_exact(din).enumerate() {
             for (i, v) in row.iter().enumerate() {
                 wt[i * dout + o] = *v;
