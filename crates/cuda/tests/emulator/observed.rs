@@ -104,14 +104,18 @@ fn ocfg(s: &Setup) -> ObserveConfig {
     }
 }
 
-fn close(a: f64, b: f64, what: &str) {
+fn close(a: f64, b: f64, rel: f64, what: &str) {
     assert!(
-        (a - b).abs() <= 2e-3 * b.abs() + 1e-6,
+        (a - b).abs() <= rel * b.abs() + 1e-6,
         "{what}: device {a} vs cpu {b}"
     );
 }
 
-fn assert_follows(got: &[ObservedRestriction], want: &[ObservedRestriction], what: &str) {
+/// The device's chains against the CPU's, values within `rel` of each other: two float32
+/// implementations that sum in different orders, so the chains part by rounding that the
+/// sampler's steps carry forward.
+fn assert_follows(got: &[ObservedRestriction], want: &[ObservedRestriction], rel: f64, what: &str) {
+    let close = |a: f64, b: f64, what: &str| close(a, b, rel, what);
     assert_eq!(got.len(), want.len());
     for (r, (g, w)) in got.iter().zip(want).enumerate() {
         assert_eq!(g.chains.len(), w.chains.len());
@@ -164,10 +168,18 @@ fn restrictions_batched_on_the_device_follow_the_cpu() {
     let potential = Dataset::<f32>::new(&s.model, s.dist.clone(), 100, 5, 8);
     let (cfg, ocfg) = (chain_cfg(), ocfg(&s));
     let dev = emulator();
-    for (what, sgld) in [
-        ("sgld", Sgld::from_temperature(1e-4, 100.0, 1.0, 200.0)),
+    // SGNHT runs at 10 times SGLD's step, which carries rounding further: one observable at its
+    // last draw moved 1.5e-3 from the CPU's with the CPU's residual sums in one order and 3.7e-3
+    // in another (2026-12-07), all others within 1e-4; a wrong update moves them by far more.
+    for (what, rel, sgld) in [
+        (
+            "sgld",
+            2e-3,
+            Sgld::from_temperature(1e-4, 100.0, 1.0, 200.0),
+        ),
         (
             "sgnht",
+            1e-2,
             Sgld {
                 method: Method::Sgnht {
                     diffusion_factor: 0.01,
@@ -187,7 +199,7 @@ fn restrictions_batched_on_the_device_follow_the_cpu() {
             &|_| {},
         );
         let got = on_device(&dev, &s, &sgld, &s.masks).unwrap();
-        assert_follows(&got, &want, what);
+        assert_follows(&got, &want, rel, what);
         // The restricted chains moved only their own weights: they differ from the full ones.
         let (full, half) = (&got[0].chains[0].draws, &got[1].chains[0].draws);
         assert_ne!(full.last(), half.last(), "{what}");

@@ -242,8 +242,8 @@ impl RegressionTransformer {
                 };
                 let src = r * c;
                 let sum = dxn[src..src + c].iter().zip(&dattn[src..src + c]);
-                for (d, (a, b)) in dx[dst..dst + c].iter_mut().zip(sum) {
-                    *d += *a + *b;
+                for (d, (u, v)) in dx[dst..dst + c].iter_mut().zip(sum) {
+                    *d += *u + *v;
                 }
             }
         }
@@ -257,10 +257,10 @@ fn split_two<T>(grad: &mut [T], a: usize, b: usize, len: usize) -> (&mut [T], &m
     (&mut lo[a..a + len], &mut hi[..len])
 }
 
-/// Inverse of `gather_even_rows`; odd rows of `dst` are zeroed.
+/// Inverse of `gather_even_rows`; odd rows of `dst` keep what they held (attention's backward
+/// with query stride 2 reads only the even rows).
 fn scatter_even_rows<T: Float>(dst: &mut [T], src: &[T], nseq: usize, t: usize, c: usize) {
     let k = t.div_ceil(2);
-    dst[..nseq * t * c].fill(T::ZERO);
     for b in 0..nseq {
         for e in 0..k {
             dst[(b * t + 2 * e) * c..(b * t + 2 * e + 1) * c]

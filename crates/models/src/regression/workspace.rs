@@ -56,8 +56,8 @@ pub(super) struct BlockGrads<T> {
     /// dLoss/d(block output) `[R, C]` while the block's backward runs: swapped in from the
     /// workspace's `dx`, which then receives dLoss/d(block input).
     pub(super) dx_up: Vec<T>,
-    /// dLoss/d(attention output) `[N, C]` (zero off the x positions in the compact block) and
-    /// its compact rows `[R, C]`.
+    /// dLoss/d(attention output) `[N, C]` (in the compact block only its x positions are
+    /// written, and attention's backward reads only those) and its compact rows `[R, C]`.
     pub(super) datty: Vec<T>,
     pub(super) datty_c: Vec<T>,
     /// dLoss/dqkv `[N, 3C]`.
